@@ -1,0 +1,268 @@
+"""Configuration of the energy-based methods, validated before anything touches a pipeline.
+
+Every switch where the paper and the published code differ is named here; the
+defaults reproduce the published code (its hyperparameters were tuned on it).
+
+================================  ===========================  ===============================
+switch                            published code (default)      paper
+================================  ===========================  ===============================
+``EBCAConfig.prior_form``         ``"published"``: softmax of  ``"paper"``: softmax of
+                                  ``|k|^2`` in the norm term    ``1/2 |k|^2`` (= grad of E(K))
+``EBCAConfig.update_uncond``      ``True``: both CFG halves     ``False``: conditional half only
+                                  are updated
+``EBCAConfig.edit_context``       ``"accumulate"``: editorial  ``"reset"``: editorial contexts
+                                  contexts updated in place,    cascade within one UNet call and
+                                  across layers and steps       restart every step
+``SEGConfig.convention``          ``"published"``               ``"paper"``
+================================  ===========================  ===============================
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .energy import PRIOR_FORMS
+from .schedule import Schedule, ScheduleLike, as_schedule
+
+EDIT_CONTEXT_MODES = ("accumulate", "reset")
+SEG_CONVENTIONS = ("published", "paper")
+
+
+def _direction(d, name: str) -> int:
+    table = {1: 1, -1: -1, "+": 1, "-": -1, "conjunction": 1, "negation": -1, "and": 1, "not": -1}
+    if isinstance(d, bool) or d not in table:
+        raise ValueError(f"{name} must be +1 / 'conjunction' or -1 / 'negation', got {d!r}")
+    return table[d]
+
+
+@dataclass
+class Edit:
+    """One editorial prompt for EBCQ (composition of queries).
+
+    ``O = (O_main + sum_s sigma_s alpha_s O_s) / (1 + sum_s sigma_s alpha_s)``
+
+    Args:
+        prompt: editorial text (encoded with the pipeline's text encoder), or
+        embeds: its embedding ``(1 or B, N, D_ctx)`` (needed on a bare UNet).
+        alpha: weight ``alpha_s`` (number, per-step list or Schedule).
+        direction: ``+1`` conjunction, ``-1`` negation.
+        gamma_attn, gamma_norm: step sizes of the editorial context's own EBCU.
+        start: fraction of the run before which ``alpha`` and the gammas are 0
+            (the published scripts' ``alpha_tau`` / ``gamma_tau``; ignored for an
+            argument already given as a Schedule or list).
+    """
+
+    prompt: Optional[str] = None
+    embeds: Optional[torch.Tensor] = None
+    alpha: ScheduleLike = 1.0
+    direction: Union[int, str] = 1
+    gamma_attn: ScheduleLike = 0.0
+    gamma_norm: ScheduleLike = 0.0
+    start: float = 0.0
+
+    def resolved(self, i: int) -> "ResolvedEdit":
+        name = f"edits[{i}]"
+        if (self.prompt is None) == (self.embeds is None):
+            raise ValueError(f"{name}: give exactly one of prompt= (text) or embeds= (a tensor)")
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise TypeError(f"{name}.prompt must be a string, got {type(self.prompt).__name__}")
+        if self.embeds is not None and (not torch.is_tensor(self.embeds) or self.embeds.ndim != 3):
+            raise ValueError(f"{name}.embeds must be a (1 or B, N, D) tensor")
+        if not (isinstance(self.start, (int, float)) and 0.0 <= self.start <= 1.0):
+            raise ValueError(f"{name}.start is a fraction of the run in [0, 1], got {self.start!r}")
+
+        def sched(x, what, nonneg=True):
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and self.start > 0:
+                x = Schedule.window(float(x), start=self.start)
+            return as_schedule(x, f"{name}.{what}", nonnegative=nonneg)
+
+        return ResolvedEdit(
+            prompt=self.prompt,
+            embeds=self.embeds,
+            alpha=sched(self.alpha, "alpha"),
+            sign=_direction(self.direction, f"{name}.direction"),
+            gamma_attn=sched(self.gamma_attn, "gamma_attn"),
+            gamma_norm=sched(self.gamma_norm, "gamma_norm"),
+        )
+
+
+@dataclass
+class ResolvedEdit:
+    prompt: Optional[str]
+    embeds: Optional[torch.Tensor]
+    alpha: Schedule
+    sign: int
+    gamma_attn: Schedule
+    gamma_norm: Schedule
+
+
+@dataclass
+class EBCAConfig:
+    """Energy-based cross-attention (EBCU + EBCQ) settings.
+
+    Args:
+        gamma_attn, gamma_norm: step sizes of the main context's Bayesian update
+            (number, per-step list, or :class:`~ebca_viz.Schedule`).
+        token_indices, token_upweight: multiply the attention term of these token
+            positions (0 = start-of-text) in the conditional half.
+        query_mask: inpainting mask ``(H, W)``, ``(1|B, 1, H, W)``; 1 where the
+            text should act. Resized to each layer's grid (bilinear, align_corners).
+        edits: editorial prompts (:class:`Edit`) for EBCQ.
+        edit_context: ``"accumulate"`` (published) or ``"reset"``.
+        prior_form: ``"published"`` or ``"paper"`` (see module docstring).
+        update_uncond: update the unconditional CFG half too (published: True).
+        cfg: whether the UNet batch is ``[uncond; cond]``. ``None``: read it from the
+            pipeline (``do_classifier_free_guidance``); on a bare UNet, True.
+        num_inference_steps: run length for start/stop schedules on a bare UNet
+            (a pipeline's scheduler provides it).
+    """
+
+    gamma_attn: ScheduleLike = 0.0
+    gamma_norm: ScheduleLike = 0.0
+    token_indices: Optional[Sequence[int]] = None
+    token_upweight: Optional[Sequence[float]] = None
+    query_mask: Optional[torch.Tensor] = None
+    edits: Sequence[Edit] = field(default_factory=list)
+    edit_context: str = "accumulate"
+    prior_form: str = "published"
+    update_uncond: bool = True
+    cfg: Optional[bool] = None
+    num_inference_steps: Optional[int] = None
+
+    @classmethod
+    def paper(cls, **kw) -> "EBCAConfig":
+        """The paper's forms for every switch (prior 1/2, conditional half only, reset edits)."""
+        base = dict(prior_form="paper", update_uncond=False, edit_context="reset")
+        base.update(kw)
+        return cls(**base)
+
+    def validate(self) -> "ResolvedConfig":
+        """Check every field; returns the resolved schedules. Raises ``ValueError``/``TypeError``."""
+        ga = as_schedule(self.gamma_attn, "gamma_attn")
+        gn = as_schedule(self.gamma_norm, "gamma_norm")
+        if self.prior_form not in PRIOR_FORMS:
+            raise ValueError(f"prior_form must be one of {PRIOR_FORMS}, got {self.prior_form!r}")
+        if self.edit_context not in EDIT_CONTEXT_MODES:
+            raise ValueError(f"edit_context must be one of {EDIT_CONTEXT_MODES}, got {self.edit_context!r}")
+        if not isinstance(self.update_uncond, bool):
+            raise TypeError("update_uncond must be True or False")
+        if self.cfg is not None and not isinstance(self.cfg, bool):
+            raise TypeError("cfg must be None (auto), True or False")
+        if self.num_inference_steps is not None and (
+            isinstance(self.num_inference_steps, bool)
+            or not isinstance(self.num_inference_steps, int)
+            or self.num_inference_steps < 1
+        ):
+            raise ValueError(f"num_inference_steps must be a positive int, got {self.num_inference_steps!r}")
+        ti, tw = self.token_indices, self.token_upweight
+        if (ti is None) != (tw is None):
+            raise ValueError("token_indices and token_upweight go together: give both or neither")
+        if ti is not None:
+            ti, tw = list(ti), list(tw)
+            if len(ti) != len(tw):
+                raise ValueError(
+                    f"token_indices has {len(ti)} entries but token_upweight has {len(tw)}: give one weight per index"
+                )
+            for i in ti:
+                if isinstance(i, bool) or not isinstance(i, int) or i < 0:
+                    raise ValueError(f"token_indices must be non-negative ints (0 = start-of-text), got {i!r}")
+            for w in tw:
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                    raise ValueError(f"token_upweight must be finite numbers >= 0, got {w!r}")
+        m = self.query_mask
+        if m is not None:
+            if not torch.is_tensor(m) or m.ndim not in (2, 4) or (m.ndim == 4 and m.shape[1] != 1):
+                raise ValueError("query_mask must be a tensor of shape (H, W) or (1 or B, 1, H, W)")
+            if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
+                raise ValueError("query_mask values must lie in [0, 1] (1 = where the text acts)")
+            if m.ndim == 2:
+                m = m[None, None]
+        if isinstance(self.edits, Edit):
+            raise TypeError("edits must be a list of Edit, e.g. edits=[Edit(prompt='...')]")
+        edits = [e.resolved(i) if isinstance(e, Edit) else _not_edit(i, e) for i, e in enumerate(self.edits)]
+        return ResolvedConfig(self, ga, gn, ti, tw, m, edits)
+
+
+def _not_edit(i, e):
+    raise TypeError(f"edits[{i}] must be an ebca_viz.Edit, got {type(e).__name__}")
+
+
+@dataclass
+class ResolvedConfig:
+    source: EBCAConfig
+    gamma_attn: Schedule
+    gamma_norm: Schedule
+    token_indices: Optional[list]
+    token_upweight: Optional[list]
+    query_mask: Optional[torch.Tensor]
+    edits: list
+
+    def needs_num_steps(self) -> bool:
+        scheds = [self.gamma_attn, self.gamma_norm]
+        for e in self.edits:
+            scheds += [e.alpha, e.gamma_attn, e.gamma_norm]
+        return any(s.needs_num_steps() for s in scheds)
+
+    def check_denominators(self, num_steps: Optional[int], steps: int) -> None:
+        """``1 + sum_s sigma_s alpha_s`` must not vanish at any step (a user error, not a NaN image)."""
+        if not self.edits:
+            return
+        for i in range(steps):
+            den = 1.0 + sum(e.sign * e.alpha(i, num_steps) for e in self.edits)
+            if abs(den) < 1e-6:
+                terms = " + ".join(f"({e.sign:+d})*{e.alpha(i, num_steps):g}" for e in self.edits)
+                raise ValueError(
+                    f"edits: the EBCQ denominator 1 + {terms} is 0 at step {i}; change an edit's alpha "
+                    "or direction so that 1 + sum(direction * alpha) != 0"
+                )
+
+
+@dataclass
+class SEGConfig:
+    """Smoothed Energy Guidance settings.
+
+    Args:
+        scale: SEG guidance scale ``s`` (published default 3.0).
+        sigma: Gaussian blur of the queries over the spatial grid; ``> inf_threshold``
+            (or ``math.inf``) means every query becomes the spatial mean (published default 9999999).
+        layers: which self-attention layers: block names among ``"down"``, ``"mid"``,
+            ``"up"`` and/or full processor keys (``"mid_block.attentions.0.transformer_blocks.0.attn1.processor"``).
+        convention: ``"published"`` (``eps_u + w(eps_c-eps_u) + s(eps_c-eps_blur)``, an extra
+            blurred conditional branch) or ``"paper"`` (with CFG the unconditional branch is
+            blurred: ``eps_ublur + w(eps_c - eps_ublur)``). Without CFG both give
+            ``eps_c + s(eps_c - eps_blur) = eps_blur + (s+1)(eps_c - eps_blur)``.
+        cfg: like :attr:`EBCAConfig.cfg`.
+    """
+
+    scale: float = 3.0
+    sigma: float = 9999999.0
+    layers: Sequence[str] = ("mid",)
+    convention: str = "published"
+    inf_threshold: float = 9999.0
+    cfg: Optional[bool] = None
+
+    def validate(self) -> "SEGConfig":
+        for nm in ("scale", "sigma", "inf_threshold"):
+            v = getattr(self, nm)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+                raise TypeError(f"{nm} must be a number, got {v!r}")
+        if self.scale < 0 or math.isinf(self.scale):
+            raise ValueError(f"scale must be a finite number >= 0, got {self.scale}")
+        if self.sigma <= 0:
+            raise ValueError(f"sigma must be > 0 (use math.inf for the exact spatial mean), got {self.sigma}")
+        if self.convention not in SEG_CONVENTIONS:
+            raise ValueError(f"convention must be one of {SEG_CONVENTIONS}, got {self.convention!r}")
+        if isinstance(self.layers, str):
+            raise TypeError("layers must be a list, e.g. layers=['mid'] or a list of processor keys")
+        if len(self.layers) == 0:
+            raise ValueError("layers is empty: name at least one of 'down', 'mid', 'up' or a processor key")
+        if self.cfg is not None and not isinstance(self.cfg, bool):
+            raise TypeError("cfg must be None (auto), True or False")
+        return self
+
+    @property
+    def infinite(self) -> bool:
+        return self.sigma > self.inf_threshold

@@ -1,0 +1,446 @@
+r"""Energy-based cross-attention (EBCA) on an unmodified diffusers UNet.
+
+Per cross-attention layer ``n`` (in execution order; SD 1.x has 16: 6 down, 1 mid, 9 up)::
+
+    O_n     = softmax_j(S) V                                   S = beta Q K^T,  K = C_n W_k^T
+    dK      = gamma_attn * w_tok * softmax_i(S)^T (m * Q) - gamma_norm * softmax_j(c |k_j|^2) k_j
+    C_{n+1} = C_n + dK W_k                                     (the next layer attends to C_{n+1})
+
+and, with editorial prompts (EBCQ), ``O = (O_n + sum_s sigma_s alpha_s O_s) / (1 + sum_s sigma_s alpha_s)``.
+
+How it plugs into diffusers: every cross-attention layer gets an
+:class:`EnergyCrossAttnProcessor` (via ``unet.set_attn_processor``); all of them
+share one :class:`EBCAController`, which holds the cascading context. A forward
+pre-hook on the UNet instance resets that context to the prompt embeddings at
+every UNet call (= every sampling step) and advances the step counter; the
+processors ignore the ``encoder_hidden_states`` the blocks hand them (always the
+caller's embeddings) and read the controller's current context instead. The
+caller's tensors are never modified.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .attach import (
+    Installation,
+    cross_attention_keys,
+    first_timestep,
+    grid_hw,
+    module_of,
+    resolve_target,
+    unet_call_parts,
+)
+from .config import EBCAConfig, ResolvedConfig
+from .energy import attention_scores, context_update, merge_heads, split_heads
+
+
+@dataclass
+class CrossAttnEvent:
+    """What one cross-attention call hands to observers (the recorder).
+
+    Shapes: ``B2`` = UNet batch (``[uncond; cond]`` with CFG), ``H`` heads, ``P`` = h*w pixels,
+    ``N`` tokens, ``d`` head dim, ``D`` context dim.
+    """
+
+    name: str  # processor key
+    layer: int  # position in execution order
+    step: int
+    attn: torch.nn.Module
+    query: torch.Tensor  # (B2, H, P, d)
+    key: torch.Tensor  # (B2, H, N, d), keys of the context this layer attended to
+    scores: torch.Tensor  # (B2, H, P, N), S = beta Q K^T
+    probs: torch.Tensor  # (B2, H, P, N), softmax over tokens
+    context_in: torch.Tensor  # (B2, N, D)
+    context_out: torch.Tensor  # (B2, N, D), what the next layer receives
+    grid: tuple  # (h, w)
+    n_uncond: int  # rows [0, n_uncond) are the unconditional half
+    controller: "EBCAController"
+
+
+class EBCAController:
+    """Shared state of one EBCA installation: settings, step counter, cascading contexts, observers."""
+
+    def __init__(self, config: EBCAConfig, resolved: ResolvedConfig, pipe, unet, edit_embeds: list):
+        self.config = config
+        self.rc = resolved
+        self.pipe = pipe
+        self.unet = unet
+        self.edit_embeds = edit_embeds  # per edit: (1 or B, N, D)
+        self.layer_names = cross_attention_keys(unet)
+        self.layer_index = {k: i for i, k in enumerate(self.layer_names)}
+        self.observers: list = []
+        self.installation: Optional[Installation] = None
+        self.paused = False
+        # run / step state
+        self.step = -1
+        self.num_steps: Optional[int] = None
+        self._last_t: Optional[float] = None
+        self._edit_state: Optional[list] = None  # [uncond (B,N,D) or None, cond_1, ..., cond_S]
+        # per-forward state
+        self.in_forward = False
+        self.context: Optional[torch.Tensor] = None
+        self.cfg_on = True
+        self.n_uncond = 0
+        self.latent_hw: Optional[tuple] = None
+        self.now: dict = {}
+
+    # -- public controls ---------------------------------------------------------------------
+    def new_run(self) -> None:
+        """Forget the step counter and the accumulated editorial contexts (done automatically when
+        the timestep goes up, i.e. at the start of a new sampling loop)."""
+        self.step = -1
+        self._last_t = None
+        self._edit_state = None
+
+    def set_step(self, step: int, num_steps: Optional[int] = None) -> None:
+        """Pin the step index of the next UNet call (for hand-written sampling loops)."""
+        self.step = step - 1
+        self._last_t = float("inf")
+        if num_steps is not None:
+            self.num_steps = num_steps
+
+    @contextlib.contextmanager
+    def pause(self):
+        """Run UNet calls with plain attention (e.g. during DDIM inversion): no update, no step counted."""
+        self.paused = True
+        try:
+            yield
+        finally:
+            self.paused = False
+
+    def remove(self) -> None:
+        if self.installation is not None:
+            self.installation.remove()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def _pre_forward(self, module, args, kwargs):
+        sample, t, ehs = unet_call_parts(args, kwargs)
+        if self.paused:
+            self.in_forward = False
+            return None
+        if ehs is None or ehs.ndim != 3:
+            raise ValueError("EBCA needs encoder_hidden_states of shape (batch, tokens, dim) in the UNet call")
+        tval = first_timestep(t)
+        if self._last_t is None or tval > self._last_t:
+            self.new_run()
+            self.num_steps = self._read_num_steps()
+            self.rc.check_denominators(self.num_steps, (self.num_steps or 0) + 1)
+        self._last_t = tval
+        self.step += 1
+        self.cfg_on = self._read_cfg()
+        b2 = ehs.shape[0]
+        if self.cfg_on and b2 % 2:
+            raise ValueError(
+                f"cfg=True needs an even UNet batch [uncond; cond], got {b2}; pass cfg=False to EBCAConfig "
+                "when the UNet is called without classifier-free guidance"
+            )
+        self.n_uncond = b2 // 2 if self.cfg_on else 0
+        self.latent_hw = tuple(sample.shape[-2:]) if sample is not None and sample.ndim == 4 else None
+        ti = self.rc.token_indices
+        if ti and max(ti) >= ehs.shape[1]:
+            raise ValueError(
+                f"token_indices {ti} out of range: the context has {ehs.shape[1]} tokens (valid: 0..{ehs.shape[1] - 1})"
+            )
+        s, n = self.step, self.num_steps
+        self.now = {
+            "gamma_attn": self.rc.gamma_attn(s, n),
+            "gamma_norm": self.rc.gamma_norm(s, n),
+            "edits": [(e.alpha(s, n), e.gamma_attn(s, n), e.gamma_norm(s, n)) for e in self.rc.edits],
+        }
+        self.context = ehs
+        self._token_weight = None
+        if ti:
+            w = torch.ones(b2, ehs.shape[1], 1, dtype=ehs.dtype, device=ehs.device)
+            for i, u in zip(ti, self.rc.token_upweight):
+                w[self.n_uncond :, i] = w[self.n_uncond :, i] * u
+            self._token_weight = w
+        if self.rc.edits:
+            self._prepare_edits(ehs)
+        self.in_forward = True
+        for o in self.observers:
+            if hasattr(o, "on_forward_start"):
+                o.on_forward_start(self)
+        return None
+
+    def _post_forward(self, module, args, kwargs, output):
+        was = self.in_forward
+        self.in_forward = False
+        self.context = None
+        if was:
+            for o in self.observers:
+                if hasattr(o, "on_forward_end"):
+                    o.on_forward_end(self)
+        return None
+
+    def _read_num_steps(self) -> Optional[int]:
+        if self.config.num_inference_steps is not None:
+            return self.config.num_inference_steps
+        sched = getattr(self.pipe, "scheduler", None) if self.pipe is not None else None
+        n = getattr(sched, "num_inference_steps", None)
+        if n is None and self.rc.needs_num_steps():
+            raise ValueError(
+                "start/stop schedules need the run length: pass num_inference_steps to EBCAConfig "
+                "(a bare UNet has no scheduler to read it from)"
+            )
+        return n
+
+    def _read_cfg(self) -> bool:
+        if self.config.cfg is not None:
+            return self.config.cfg
+        if self.pipe is not None and hasattr(self.pipe, "do_classifier_free_guidance"):
+            return bool(self.pipe.do_classifier_free_guidance)
+        return True
+
+    def _prepare_edits(self, ehs: torch.Tensor) -> None:
+        """Initial editorial contexts: at every call (reset) or once per run (accumulate, published)."""
+        if self.config.edit_context == "accumulate" and self._edit_state is not None:
+            return
+        b2, n = ehs.shape[0], self.n_uncond
+        b = b2 - n
+        state = [ehs[:n].clone() if n else None]
+        for i, e in enumerate(self.edit_embeds):
+            e = e.to(device=ehs.device, dtype=ehs.dtype)
+            if e.shape[1:] != ehs.shape[1:]:
+                raise ValueError(f"edits[{i}] embeddings have shape {tuple(e.shape[1:])}, the prompt's {tuple(ehs.shape[1:])}")
+            if e.shape[0] not in (1, b):
+                raise ValueError(f"edits[{i}] embeddings have batch {e.shape[0]}; the UNet batch holds {b} images (use 1 or {b})")
+            state.append(e.expand(b, -1, -1).clone())
+        self._edit_state = state
+
+    def edit_context(self, s: int) -> torch.Tensor:
+        """Current context of edit ``s`` for the whole UNet batch: ``[uncond slot; edit_s]`` ``(B2, N, D)``."""
+        u, c = self._edit_state[0], self._edit_state[s + 1]
+        return c if u is None else torch.cat([u, c])
+
+    def apply_edit_updates(self, updates: list) -> None:
+        """Published rule: edit s's conditional slot += its update; the shared unconditional slot
+        += the mean of the per-edit unconditional updates (mean over all S edits)."""
+        n, S = self.n_uncond, len(self.edit_embeds)
+        for s, d in updates:
+            self._edit_state[s + 1] = self._edit_state[s + 1] + d[n:].to(self._edit_state[s + 1].dtype)
+            if n and self.config.update_uncond:
+                self._edit_state[0] = self._edit_state[0] + d[:n].to(self._edit_state[0].dtype) / S
+
+
+class EnergyCrossAttnProcessor:
+    """Cross-attention processor that attends with, and then updates, the cascading context.
+
+    With every strength at zero it computes exactly ``softmax(beta Q K^T) V`` like diffusers'
+    ``AttnProcessor2_0`` (explicit scores instead of SDPA, since the update needs them).
+    """
+
+    def __init__(self, controller: EBCAController, name: str):
+        self.ctl = controller
+        self.name = name
+
+    def _attend(self, attn, q, ctx, attention_mask):
+        """``q (B2,H,P,d)``, ``ctx (B2,N,D)`` -> ``(out (B2,P,C) after to_out, k, scores, probs)``."""
+        c = attn.norm_encoder_hidden_states(ctx) if attn.norm_cross else ctx
+        k = split_heads(attn.to_k(c), attn.heads)
+        v = split_heads(attn.to_v(c), attn.heads)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        if attn.upcast_attention:
+            k = k.float()
+        s = attention_scores(q, k, attn.scale)
+        if attention_mask is not None:
+            s = s + attention_mask
+        if attn.upcast_softmax:
+            s = s.float()
+        probs = s.softmax(dim=-1).to(v.dtype)
+        out = merge_heads(torch.matmul(probs, v))
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out, k, s, probs
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
+        ctl = self.ctl
+        if encoder_hidden_states is None:
+            raise ValueError(f"{self.name}: EnergyCrossAttnProcessor was called without a context (self-attention?)")
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, ch, hh, ww = hidden_states.shape
+            hidden_states = hidden_states.view(b, ch, hh * ww).transpose(1, 2)
+        b2, P, _ = hidden_states.shape
+        active = ctl.in_forward
+        ctx = ctl.context if active else encoder_hidden_states
+        if active and ctx.shape != encoder_hidden_states.shape:
+            raise RuntimeError(f"{self.name}: the cascading context {tuple(ctx.shape)} does not match the layer's input")
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, ctx.shape[1], b2)
+            attention_mask = attention_mask.view(b2, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        q = split_heads(attn.to_q(hidden_states), attn.heads)
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.upcast_attention:
+            q = q.float()
+        out, k, scores, probs = self._attend(attn, q, ctx, attention_mask)
+
+        new_ctx = ctx
+        if active:
+            now, n = ctl.now, ctl.n_uncond
+            w_k = attn.to_k.weight.detach()
+            grid = None
+            # ---- EBCQ: compose the editorial outputs, update the editorial contexts ----------
+            if ctl.rc.edits:
+                num, den, updates = out, 1.0, []
+                for s, (e, (alpha, ga, gn)) in enumerate(zip(ctl.rc.edits, now["edits"])):
+                    if alpha == 0.0 and ga == 0.0 and gn == 0.0:
+                        continue
+                    out_s, k_s, s_s, _ = self._attend(attn, q, ctl.edit_context(s), attention_mask)
+                    if alpha != 0.0:
+                        num = num + (e.sign * alpha) * out_s
+                        den += e.sign * alpha
+                    if ga != 0.0 or gn != 0.0:
+                        d = context_update(s_s, q, k_s, w_k, ga, gn, prior_form=ctl.config.prior_form)
+                        updates.append((s, d))
+                if abs(den) < 1e-6:
+                    raise ValueError(f"edits: the EBCQ denominator 1 + sum(direction*alpha) is 0 at step {ctl.step}")
+                out = num / den
+                if updates:
+                    ctl.apply_edit_updates(updates)
+            # ---- EBCU on the main context ----------------------------------------------------
+            ga, gn = now["gamma_attn"], now["gamma_norm"]
+            if ga != 0.0 or gn != 0.0:
+                qm = q
+                if ctl.rc.query_mask is not None:
+                    grid = grid_hw(P, ctl.latent_hw)
+                    qm = q * self._layer_mask(ctl.rc.query_mask, grid, b2, q)
+                d = context_update(
+                    scores, qm, k, w_k, ga, gn, prior_form=ctl.config.prior_form, token_weight=ctl._token_weight
+                )
+                if n and not ctl.config.update_uncond:
+                    d[:n] = 0
+                new_ctx = ctx + d.to(ctx.dtype)
+                ctl.context = new_ctx
+            if ctl.observers:
+                ev = CrossAttnEvent(
+                    name=self.name, layer=ctl.layer_index.get(self.name, -1), step=ctl.step, attn=attn,
+                    query=q, key=k, scores=scores, probs=probs, context_in=ctx, context_out=new_ctx,
+                    grid=grid or grid_hw(P, ctl.latent_hw), n_uncond=n, controller=ctl,
+                )
+                for o in ctl.observers:
+                    o.on_cross_attention(ev)
+
+        hidden_states = out.to(residual.dtype)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(b, ch, hh, ww)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    @staticmethod
+    def _layer_mask(mask, grid, b2, q):
+        """Mask ``(1|B, 1, H, W)`` -> ``(1|B2, 1, P, 1)`` at the layer grid (bilinear, align_corners=True)."""
+        m = F.interpolate(mask.to(device=q.device, dtype=torch.float32), size=grid, mode="bilinear", align_corners=True)
+        m = m.flatten(2).unsqueeze(-1).to(q.dtype)  # (Bm, 1, P, 1)
+        if m.shape[0] not in (1, b2):
+            b = m.shape[0]
+            if b2 % b:
+                raise ValueError(f"query_mask has batch {b}, not 1 or a divisor of the UNet batch {b2}")
+            m = m.repeat(b2 // b, 1, 1, 1)  # [uncond; cond] halves see the same per-image mask
+        return m
+
+
+def _encode_edit_prompts(pipe, rc: ResolvedConfig) -> list:
+    embeds = []
+    for i, e in enumerate(rc.edits):
+        if e.embeds is not None:
+            embeds.append(e.embeds.detach())
+            continue
+        if pipe is None or not hasattr(pipe, "encode_prompt"):
+            raise ValueError(f"edits[{i}] gives a prompt, but a bare UNet has no text encoder: pass embeds= instead")
+        with torch.no_grad():
+            out = pipe.encode_prompt(e.prompt, pipe._execution_device, 1, False)
+        embeds.append(out[0].detach())
+    return embeds
+
+
+def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs) -> EBCAController:
+    """Install EBCA on a pipeline or a bare ``UNet2DConditionModel``; returns the controller.
+
+    Call ``controller.remove()`` (or use :func:`energy_attention`) to restore the original
+    processors. Keyword arguments build an :class:`EBCAConfig` when ``config`` is None.
+    Validation happens before anything is changed: on a bad argument the pipeline is untouched.
+    """
+    if config is None:
+        config = EBCAConfig(**kwargs)
+    elif kwargs:
+        raise TypeError("pass either config= or keyword settings, not both")
+    if not isinstance(config, EBCAConfig):
+        raise TypeError(f"config must be an ebca_viz.EBCAConfig, got {type(config).__name__}")
+    rc = config.validate()
+    pipe, unet = resolve_target(target)
+    keys = cross_attention_keys(unet)
+    if not keys:
+        raise TypeError("unsupported architecture: this UNet has no cross-attention layers")
+    current = unet.attn_processors
+    if any(isinstance(current[k], EnergyCrossAttnProcessor) for k in keys):
+        raise RuntimeError("energy attention is already installed on this UNet; remove it (leave its `with`) first")
+    if any(type(p).__name__ == "SEGSelfAttnProcessor" for p in current.values()):
+        raise RuntimeError("SEG is installed on this UNet; EBCA and SEG in the same run are not supported")
+    edit_embeds = _encode_edit_prompts(pipe, rc)
+    ctl = EBCAController(config, rc, pipe, unet, edit_embeds)
+    inst = Installation(unet)
+    try:
+        inst.set_processors({k: EnergyCrossAttnProcessor(ctl, k) for k in keys})
+        inst.add_hooks(
+            [
+                unet.register_forward_pre_hook(ctl._pre_forward, with_kwargs=True),
+                unet.register_forward_hook(ctl._post_forward, with_kwargs=True, always_call=True),
+            ]
+        )
+    except BaseException:
+        inst.remove()
+        raise
+    ctl.installation = inst
+    return ctl
+
+
+@contextlib.contextmanager
+def energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs):
+    """``with energy_attention(pipe, EBCAConfig(gamma_attn=0.01, gamma_norm=0.02)) as ctl: pipe(prompt)``
+
+    Installs EBCA for the duration of the block and restores diffusers' processors and removes
+    every hook on exit, also when sampling raises.
+    """
+    ctl = apply_energy_attention(target, config, **kwargs)
+    try:
+        yield ctl
+    finally:
+        ctl.remove()
+
+
+def find_controller(unet) -> Optional[EBCAController]:
+    """The EBCA controller installed on ``unet``, if any."""
+    for p in unet.attn_processors.values():
+        if isinstance(p, EnergyCrossAttnProcessor):
+            return p.ctl
+    return None
+
+
+__all__ = [
+    "EBCAController",
+    "EnergyCrossAttnProcessor",
+    "CrossAttnEvent",
+    "apply_energy_attention",
+    "energy_attention",
+    "find_controller",
+    "module_of",
+]

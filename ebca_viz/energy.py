@@ -1,0 +1,130 @@
+r"""Energies of one cross-attention layer and their closed-form gradients.
+
+Notation (``../shared/method.md``), per head ``h`` of ``H``:
+
+* queries ``Q = X W_q^T``  ``(B, H, P, d)``  (P pixels, d = head dim)
+* keys    ``K = C W_k^T``  ``(B, H, N, d)``  (N tokens)
+* scores  ``S = beta Q K^T``  ``(B, H, P, N)``, ``beta = attn.scale = 1/sqrt(d)``
+
+Energies (all return one value per batch element, shape ``(B,)``):
+
+* query energy      ``E(Q;K) = alpha/2 sum_i |q_i|^2 - sum_i lse_j S_ij``      (heads averaged)
+* context energy    ``E(K;Q) = alpha/2 sum_j |k_j|^2 - sum_j lse_i S_ij``      (heads averaged)
+* prior             ``E(K)   = lse_j (1/2 |k_j|^2)``  with heads concatenated, ``k_j`` in R^{H d}
+* posterior         ``E(K;Q) + E(K)``
+
+Closed forms used by the processors (and checked against ``torch.autograd`` in
+the tests), heads concatenated to ``(B, N, H d)``:
+
+* attention term ``A = softmax_i(S)^T Q``  (softmax over pixels, per head)
+  ``= -(H / beta) * dE(K;Q)/dK`` at alpha = 0
+* norm term      ``R = softmax_j(c |k_j|^2) k_j`` with ``c = 1`` (published code) or ``1/2`` (paper):
+  paper: ``R = dE(K)/dK``; published: ``R = 1/2 d lse_j(|k_j|^2) / dK``
+* update         ``dK = gamma_attn A - gamma_norm R``,  ``dC = dK W_k``  (chain rule through ``K = C W_k^T``)
+"""
+from __future__ import annotations
+
+import torch
+
+PRIOR_FORMS = ("published", "paper")
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, L, H*d) -> (B, H, L, d)``."""
+    b, n, _ = x.shape
+    return x.view(b, n, heads, -1).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(B, H, L, d) -> (B, L, H*d)``."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """``S = scale * Q K^T``: ``(B,H,P,d), (B,H,N,d) -> (B,H,P,N)``."""
+    return torch.matmul(q, k.transpose(-1, -2)) * scale
+
+
+def query_energy(q: torch.Tensor, k: torch.Tensor, scale: float, alpha: float = 0.0) -> torch.Tensor:
+    """``E(Q;K) = alpha/2 sum_i |q_i|^2 - sum_i lse_j S_ij``, mean over heads. ``-> (B,)``.
+
+    ``-dE/dq_i = beta sum_j softmax_j(S_ij) k_j - alpha q_i``: with ``alpha = 0`` and tied values
+    a unit step on it is exactly cross-attention (``softmax(S) K``).
+    """
+    s = attention_scores(q, k, scale)
+    e = 0.5 * alpha * q.pow(2).sum(dim=(-1, -2)) - torch.logsumexp(s, dim=-1).sum(-1)
+    return e.mean(dim=1)
+
+
+def context_energy(q: torch.Tensor, k: torch.Tensor, scale: float, alpha: float = 0.0) -> torch.Tensor:
+    """``E(K;Q) = alpha/2 sum_j |k_j|^2 - sum_j lse_i S_ij`` (lse over pixels), mean over heads. ``-> (B,)``."""
+    s = attention_scores(q, k, scale)
+    e = 0.5 * alpha * k.pow(2).sum(dim=(-1, -2)) - torch.logsumexp(s, dim=-2).sum(-1)
+    return e.mean(dim=1)
+
+
+def prior_energy(k_cat: torch.Tensor) -> torch.Tensor:
+    """``E(K) = lse_j(1/2 |k_j|^2)`` with keys heads-concatenated ``(B, N, H d) -> (B,)``."""
+    return torch.logsumexp(0.5 * k_cat.pow(2).sum(-1), dim=-1)
+
+
+def posterior_energy(q: torch.Tensor, k: torch.Tensor, scale: float, alpha: float = 0.0) -> torch.Tensor:
+    """``E(K;Q) + E(K)`` for per-head ``q (B,H,P,d)``, ``k (B,H,N,d)``. ``-> (B,)``."""
+    return context_energy(q, k, scale, alpha) + prior_energy(merge_heads(k))
+
+
+def attention_term(scores: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``A = softmax_i(S)^T Q`` per head, heads concatenated: ``(B,H,P,N), (B,H,P,d) -> (B,N,H d)``.
+
+    ``q`` may already carry a per-pixel mask (inpainting), ``(B,1,P,1)`` broadcast.
+    """
+    probs = scores.transpose(-1, -2).softmax(dim=-1).to(q.dtype)  # (B,H,N,P): softmax over pixels
+    return merge_heads(torch.matmul(probs, q))
+
+
+def norm_term(k_cat: torch.Tensor, prior_form: str = "published") -> torch.Tensor:
+    """``R = softmax_j(c |k_j|^2) k_j``: ``(B,N,H d) -> (B,N,H d)``; ``c = 1`` published, ``1/2`` paper."""
+    sq = (k_cat * k_cat).sum(-1)  # |k_j|^2, (B, N)
+    if prior_form == "paper":
+        sq = 0.5 * sq
+    elif prior_form != "published":
+        raise ValueError(f"prior_form must be one of {PRIOR_FORMS}, got {prior_form!r}")
+    return k_cat * sq.softmax(dim=-1).unsqueeze(-1)
+
+
+def context_update(
+    scores: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    w_k: torch.Tensor,
+    gamma_attn: float,
+    gamma_norm: float,
+    *,
+    prior_form: str = "published",
+    token_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One Bayesian context update, mapped to context space.
+
+    Args:
+        scores: ``S`` ``(B,H,P,N)``.
+        q: queries ``(B,H,P,d)`` (optionally pre-multiplied by the inpainting mask).
+        k: keys ``(B,H,N,d)``.
+        w_k: ``attn.to_k.weight`` ``(H d, D_ctx)`` (detached).
+        token_weight: optional ``(B, N, 1)`` multiplier of the attention term (token up-weighting).
+
+    Returns:
+        ``dC = (gamma_attn * w * A - gamma_norm * R) W_k``: ``(B, N, D_ctx)``.
+    """
+    k_cat = merge_heads(k)
+    d_k = None
+    if gamma_attn != 0.0:
+        d_k = attention_term(scores, q) * gamma_attn
+        if token_weight is not None:
+            d_k = d_k * token_weight.to(d_k.dtype)
+    if gamma_norm != 0.0:
+        r = norm_term(k_cat, prior_form) * gamma_norm
+        d_k = -r if d_k is None else d_k - r
+    if d_k is None:
+        return torch.zeros(k_cat.shape[:-1] + (w_k.shape[1],), dtype=k_cat.dtype, device=k_cat.device)
+    return torch.matmul(d_k, w_k.to(d_k.dtype))

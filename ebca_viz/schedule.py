@@ -1,0 +1,117 @@
+"""Step schedules for strengths (gamma_attn, gamma_norm, alpha, ...).
+
+A schedule maps a sampling step ``i`` (0 = noisiest, one per UNet call) and the
+run length ``T`` (``num_inference_steps``) to a value.
+
+The published EBCA scripts use two schedulers whose single parameter ``tau``
+means opposite things: ``reverse_step`` (on for ``i < int(T*tau)``, then off;
+used for the main prompt in text-to-image) and ``step`` (off for
+``i < int(T*tau)``, then on; used for editing). Here both are one
+:meth:`Schedule.window` with explicit ``start``/``stop`` fractions, so the
+confusion cannot happen::
+
+    reverse_step(tau)  ==  Schedule.window(g, stop=tau)
+    step(tau)          ==  Schedule.window(g, start=tau)
+
+Boundaries follow the published code exactly: active iff
+``int(T*start) <= i < int(T*stop)`` (Python ``int`` truncation). Schedulers
+such as PNDM call the UNet ``T + 1`` times; step ``T`` is then active only for
+a constant schedule, as in the published code.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A value per sampling step. Build with :meth:`constant`, :meth:`window` or :meth:`steps`."""
+
+    kind: str
+    value: float = 0.0
+    start: float = 0.0
+    stop: float = 1.0
+    values: tuple = ()
+
+    # -- constructors ---------------------------------------------------------
+    @classmethod
+    def constant(cls, value: float) -> "Schedule":
+        return cls("constant", value=float(value))
+
+    @classmethod
+    def window(cls, value: float, start: float = 0.0, stop: float = 1.0) -> "Schedule":
+        """``value`` for ``int(T*start) <= i < int(T*stop)``, else 0."""
+        return cls("window", value=float(value), start=float(start), stop=float(stop))
+
+    @classmethod
+    def steps(cls, values: Sequence[float]) -> "Schedule":
+        """Explicit per-step values ``values[i]``; the list must cover every UNet call of the run."""
+        return cls("steps", values=tuple(float(v) for v in values))
+
+    # -- evaluation -----------------------------------------------------------
+    def needs_num_steps(self) -> bool:
+        return self.kind == "window"
+
+    def __call__(self, step: int, num_steps: int | None) -> float:
+        if self.kind == "constant":
+            return self.value
+        if self.kind == "steps":
+            if step >= len(self.values):
+                raise ValueError(
+                    f"explicit schedule has {len(self.values)} values but sampling reached step {step}; "
+                    "give one value per UNet call (num_inference_steps, or +1 for PNDM)"
+                )
+            return self.values[step]
+        if num_steps is None:
+            raise ValueError(
+                "a start/stop schedule needs the number of sampling steps: pass num_inference_steps "
+                "to the config (a bare UNet has no scheduler to read it from)"
+            )
+        lo, hi = int(num_steps * self.start), int(num_steps * self.stop)
+        return self.value if lo <= step < hi else 0.0
+
+    def table(self, num_steps: int) -> list[float]:
+        """Values for steps ``0..num_steps-1`` (for plots and checks)."""
+        return [self(i, num_steps) for i in range(num_steps)]
+
+    def max_abs(self) -> float:
+        if self.kind == "steps":
+            return max((abs(v) for v in self.values), default=0.0)
+        return abs(self.value)
+
+
+ScheduleLike = Union[float, int, Schedule, Sequence[float]]
+
+
+def as_schedule(x: ScheduleLike, name: str, *, nonnegative: bool = True) -> Schedule:
+    """Coerce a float, a per-step list or a :class:`Schedule`; ``name`` is used in errors."""
+    if isinstance(x, Schedule):
+        s = x
+    elif isinstance(x, bool):
+        raise TypeError(f"{name} must be a number, a per-step list or a Schedule, not a bool")
+    elif isinstance(x, (int, float)):
+        s = Schedule.constant(float(x))
+    elif isinstance(x, (list, tuple)):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
+            raise TypeError(f"{name}: a per-step list must hold numbers only, got {x!r}")
+        s = Schedule.steps(x)
+    else:
+        try:  # 1-d tensors / arrays
+            s = Schedule.steps([float(v) for v in x])  # type: ignore[union-attr]
+        except TypeError:
+            raise TypeError(
+                f"{name} must be a number, a per-step list or ebca_viz.Schedule, got {type(x).__name__}"
+            ) from None
+    vals = s.values if s.kind == "steps" else (s.value,)
+    if any(not math.isfinite(v) for v in vals):
+        raise ValueError(f"{name} must be finite, got {x!r}")
+    if nonnegative and any(v < 0 for v in vals):
+        raise ValueError(f"{name} must be >= 0 (it is a step size), got {x!r}; use 0 to switch it off")
+    if s.kind == "window":
+        if not (0.0 <= s.start <= 1.0 and 0.0 <= s.stop <= 1.0):
+            raise ValueError(f"{name}: start and stop are fractions of the run in [0, 1], got {s.start}, {s.stop}")
+        if s.start > s.stop:
+            raise ValueError(f"{name}: start ({s.start}) must not exceed stop ({s.stop})")
+    return s
