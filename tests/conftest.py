@@ -1,0 +1,35 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an accidental download fails fast
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from ebca_viz.models import tiny_pipeline
+
+    return tiny_pipeline(seed=0)
+
+
+@pytest.fixture()
+def pipe(tiny_pipe):
+    """The shared tiny pipeline; the test must leave its processors as it found them."""
+    before = {k: type(v) for k, v in tiny_pipe.unet.attn_processors.items()}
+    hooks = (len(tiny_pipe.unet._forward_pre_hooks), len(tiny_pipe.unet._forward_hooks))
+    yield tiny_pipe
+    assert {k: type(v) for k, v in tiny_pipe.unet.attn_processors.items()} == before
+    assert (len(tiny_pipe.unet._forward_pre_hooks), len(tiny_pipe.unet._forward_hooks)) == hooks
+
+
+def unet_inputs(unet, batch=2, tokens=77, seed=0, hw=None, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    h, w = hw or (unet.config.sample_size,) * 2
+    x = torch.randn(batch, unet.config.in_channels, h, w, generator=g).to(dtype)
+    c = torch.randn(batch, tokens, unet.config.cross_attention_dim, generator=g).to(dtype)
+    return x, c
