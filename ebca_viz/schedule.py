@@ -89,8 +89,8 @@ def as_schedule(x: ScheduleLike, name: str, *, nonnegative: bool = True) -> Sche
     """Coerce a float, a per-step list or a :class:`Schedule`; ``name`` is used in errors."""
     if isinstance(x, Schedule):
         s = x
-    elif isinstance(x, bool):
-        raise TypeError(f"{name} must be a number, a per-step list or a Schedule, not a bool")
+    elif isinstance(x, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a number, a per-step list or a Schedule, not {type(x).__name__} {x!r}")
     elif isinstance(x, (int, float)):
         s = Schedule.constant(float(x))
     elif isinstance(x, (list, tuple)):
@@ -100,7 +100,7 @@ def as_schedule(x: ScheduleLike, name: str, *, nonnegative: bool = True) -> Sche
     else:
         try:  # 1-d tensors / arrays
             s = Schedule.steps([float(v) for v in x])  # type: ignore[union-attr]
-        except TypeError:
+        except (TypeError, ValueError):
             raise TypeError(
                 f"{name} must be a number, a per-step list or ebca_viz.Schedule, got {type(x).__name__}"
             ) from None
