@@ -49,8 +49,8 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
     if name in ("tiny", "tiny-inpainting"):
         from .tiny import tiny_pipeline
 
-        pipe = tiny_pipeline(inpainting=name.endswith("inpainting"))
-        return pipe.to(device=device, dtype=dtype or torch.float32)
+        pipe = tiny_pipeline(inpainting=name.endswith("inpainting")).to(device)
+        return pipe if dtype in (None, torch.float32) else pipe.to(dtype=dtype)
     if name == "shapes-world":
         try:
             from ..shapes.model import load_shapes_pipeline
