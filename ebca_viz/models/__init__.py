@@ -1,6 +1,6 @@
 """Models: tiny pipelines built in code, the shipped shapes-world model, real hub ids."""
 from .hub import HUB_IDS, available_models, load_pipeline
-from .tiny import tiny_pipeline, tiny_unet
+from .tiny import tiny_pipeline, tiny_sdxl_pipeline, tiny_unet
 from .tokenizer import load_tokenizer
 
-__all__ = ["HUB_IDS", "available_models", "load_pipeline", "tiny_pipeline", "tiny_unet", "load_tokenizer"]
+__all__ = ["HUB_IDS", "available_models", "load_pipeline", "tiny_pipeline", "tiny_sdxl_pipeline", "tiny_unet", "load_tokenizer"]

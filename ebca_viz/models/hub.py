@@ -17,7 +17,7 @@ HUB_IDS = {
     "sd15-inpainting": "stable-diffusion-v1-5/stable-diffusion-inpainting",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
 }
-OFFLINE = ("tiny", "tiny-inpainting", "shapes-world")
+OFFLINE = ("tiny", "tiny-inpainting", "tiny-sdxl", "shapes-world")
 
 
 def available_models() -> list[str]:
@@ -39,7 +39,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
                   **kwargs):
     """A diffusers pipeline by short name, hub id or local folder.
 
-    * ``"tiny"``, ``"tiny-inpainting"``: random-weight pipelines built in code (tests).
+    * ``"tiny"``, ``"tiny-inpainting"``, ``"tiny-sdxl"``: random-weight pipelines built in code (tests).
     * ``"shapes-world"``: the toy model trained and shipped with the package.
     * ``"sd14"``, ``"sd15"``, ``"sd21-base"``, ``"sd15-inpainting"``, ``"sdxl"``, any hub id or a
       local folder: ``from_pretrained`` (fp16 on CUDA by default).
@@ -50,6 +50,11 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
         from .tiny import tiny_pipeline
 
         pipe = tiny_pipeline(inpainting=name.endswith("inpainting")).to(device)
+        return pipe if dtype in (None, torch.float32) else pipe.to(dtype=dtype)
+    if name == "tiny-sdxl":
+        from .tiny import tiny_sdxl_pipeline
+
+        pipe = tiny_sdxl_pipeline().to(device)
         return pipe if dtype in (None, torch.float32) else pipe.to(dtype=dtype)
     if name == "shapes-world":
         try:

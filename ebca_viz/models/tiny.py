@@ -80,3 +80,80 @@ def tiny_pipeline(seed: int = 0, inpainting: bool = False, **unet_overrides):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+)
+
+
+def sd15_unet(seed: int = 0):
+    """Stable Diffusion 1.5's UNet architecture (860M parameters, 16 cross-attention layers) with
+    random weights, built from its config: for benchmarks and shape checks, no download."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(**SD15_UNET)
+
+
+TINY_SDXL_UNET = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=64,  # = hidden of text_encoder (32) + hidden of text_encoder_2 (32), concatenated
+    attention_head_dim=8,
+    norm_num_groups=8,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=32 + 6 * 8,  # pooled text (projection_dim) + 6 time ids x 8
+)
+
+
+def tiny_sdxl_pipeline(seed: int = 0, **unet_overrides):
+    """A random-weight SDXL pipeline (``StableDiffusionXLPipeline``): 16x16 images, 8x8x4 latents.
+
+    Same wiring as SDXL: two CLIP text encoders (the second with a projection, whose pooled
+    output and 6 micro-conditioning time ids feed the UNet's ``text_time`` added embedding),
+    penultimate hidden states of both concatenated into a 64-dim context, the offline tokenizer
+    for both.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from .tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+
+    def cfg(hidden):
+        return CLIPTextConfig(
+            vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        )
+
+    torch.manual_seed(seed)
+    te1 = CLIPTextModel(cfg(32)).eval()
+    te2 = CLIPTextModelWithProjection(cfg(32)).eval()
+    unet_cfg = dict(TINY_SDXL_UNET)
+    unet_cfg.update(unet_overrides)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**unet_cfg)
+    sched = EulerDiscreteScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        steps_offset=1, timestep_spacing="leading",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=tiny_vae(seed), text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok,
+        unet=unet, scheduler=sched, force_zeros_for_empty_prompt=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
