@@ -19,6 +19,7 @@ from .ebca import (
 )
 from .schedule import Schedule
 from .seg import SEGSelfAttnProcessor, apply_seg, smoothed_energy_guidance
+from .trace import Trace, TraceBudgetError, estimate_bytes, load_trace, trace  # ebca_viz.trace: the function
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,5 @@ __all__ = [
     "EBCAConfig", "Edit", "SEGConfig", "Schedule", "energy_attention", "apply_energy_attention",
     "smoothed_energy_guidance", "apply_seg", "EBCAController", "EnergyCrossAttnProcessor",
     "SEGSelfAttnProcessor", "CrossAttnEvent", "find_controller",
+    "trace", "load_trace", "estimate_bytes", "Trace", "TraceBudgetError",
 ]
