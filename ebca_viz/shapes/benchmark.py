@@ -1,0 +1,253 @@
+"""Misalignment benchmark on the shapes world: vanilla sampling vs EBCU vs EBCU + token up-weighting.
+
+    python -m ebca_viz.shapes.benchmark --n 200 --out outputs/shapes_benchmark
+
+1. **Tuning** (split ``"tune"`` of :func:`.world.two_object_prompts`: the 24 circle/square prompts,
+   its own seeds): a grid of ``(gamma_attn, gamma_norm)`` for EBCU, then ``token_upweight`` on the
+   shape tokens (positions 3 and 7) at the best gammas; the criterion is the both-present rate.
+2. **Report** (split ``"report"``: the 48 circle/triangle and square/triangle prompts, other seeds,
+   ``>= n`` samples) and all 12 single-object prompts (``>= n`` samples): every method on the
+   same initial latents (paired comparison).
+
+Each sample is judged by :mod:`.detect`. Rates come with binomial standard errors
+``sqrt(p (1 - p) / n)``; differences to vanilla with the paired standard error
+``std(x_method - x_vanilla) / sqrt(n)``. Writes ``results.json``, ``results.md`` and image grids
+(``*.png``) to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import world
+from .detect import PAIR_CATEGORIES, detect, score_pair, score_single
+
+SHAPE_TOKENS = [3, 7]  # "a red circle and a blue square": 3 = circle, 7 = square
+DEFAULT_GRID = [(ga, r * ga) for ga in (0.01, 0.03, 0.1, 0.3) for r in (0.0, 1.0, 2.0)]
+DEFAULT_UPWEIGHTS = (1.5, 2.5, 4.0)
+
+
+def latents_for(seeds, shape) -> torch.Tensor:
+    """``(B, *shape)`` standard normal initial latents, one generator per seed (batch-independent)."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def sample(pipe, prompts, seeds, steps: int = 25, guidance: float = 5.0, config=None, batch: int = 64) -> np.ndarray:
+    """Images ``(len(prompts), H, W, 3) uint8``; with ``config`` (an :class:`~ebca_viz.EBCAConfig`)
+    sampling runs under :func:`ebca_viz.energy_attention`."""
+    from ..ebca import energy_attention
+
+    f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    hw = pipe.unet.config.sample_size
+    out = []
+    for i in range(0, len(prompts), batch):
+        lat = latents_for(seeds[i:i + batch], (pipe.unet.config.in_channels, hw, hw)).to(pipe.device, pipe.unet.dtype)
+        ctx = energy_attention(pipe, config) if config is not None else contextlib.nullcontext()
+        with ctx, torch.no_grad():
+            im = pipe(list(prompts[i:i + batch]), latents=lat, num_inference_steps=steps, guidance_scale=guidance,
+                      height=hw * f, width=hw * f, output_type="np").images
+        out.append(np.clip(np.rint(im * 255), 0, 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+def prompt_set(pairs, n_min: int, seed_base: int):
+    """Repeat the prompt list until ``>= n_min`` samples; seed ``seed_base + k`` for sample ``k``."""
+    reps = math.ceil(n_min / len(pairs))
+    items = [p for _ in range(reps) for p in pairs]
+    return items, [world.caption_for(p if isinstance(p[0], tuple) else [p]) for p in items], \
+        [seed_base + k for k in range(len(items))]
+
+
+def _rate(x) -> dict:
+    x = np.asarray(x, np.float64)
+    p = float(x.mean())
+    return dict(p=p, se=math.sqrt(max(p * (1 - p), 0.0) / len(x)), n=int(len(x)))
+
+
+def _paired(x, v) -> dict:
+    d = np.asarray(x, np.float64) - np.asarray(v, np.float64)
+    return dict(diff=float(d.mean()), se=float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan"))
+
+
+def score_images(items, images, two: bool) -> dict:
+    """Per-sample indicator arrays (0/1) for every metric."""
+    rows = [(score_pair if two else score_single)(it if two else it, detect(im)) for it, im in zip(items, images)]
+    if two:
+        keys = list(PAIR_CATEGORIES) + ["first_present", "second_present", "extra", "shapes_present", "colours_present"]
+        return {k: [int(r["category"] == k) if k in PAIR_CATEGORIES else int(r[k]) for r in rows] for k in keys}
+    return {k: [int(r[k]) for r in rows] for k in ("colour_ok", "shape_ok", "correct", "exact")}
+
+
+def summarize(scores: dict, base: dict | None = None) -> dict:
+    out = {k: _rate(v) for k, v in scores.items()}
+    if base is not None:
+        for k, v in scores.items():
+            out[k]["vs_vanilla"] = _paired(v, base[k])
+    return out
+
+
+def make_config(ga, gn, upweight=None):
+    from ..config import EBCAConfig
+
+    if upweight is None:
+        return EBCAConfig(gamma_attn=ga, gamma_norm=gn)
+    return EBCAConfig(gamma_attn=ga, gamma_norm=gn, token_indices=SHAPE_TOKENS, token_upweight=[upweight] * 2)
+
+
+def save_grid(images, path, cols: int = 16, scale: int = 3) -> None:
+    from PIL import Image
+
+    n = len(images)
+    rows = math.ceil(n / cols)
+    h, w = images.shape[1:3]
+    canvas = np.full((rows * (h + 1), cols * (w + 1), 3), 128, np.uint8)
+    for k, im in enumerate(images):
+        r, c = divmod(k, cols)
+        canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = im
+    Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST).save(path)
+
+
+def _fmt(r: dict) -> str:
+    s = f"{r['p']:.3f} ± {r['se']:.3f}"
+    if "vs_vanilla" in r:
+        d = r["vs_vanilla"]
+        s += f" ({d['diff']:+.3f} ± {d['se']:.3f})"
+    return s
+
+
+def markdown(res: dict) -> str:
+    a = res["settings"]
+    lines = [
+        f"# Shapes-world misalignment benchmark",
+        "",
+        f"Pipeline `{a['pipeline']}`, DDIM {a['steps']} steps, CFG {a['guidance']}, 32x32 images, "
+        f"detector `ebca_viz.shapes.detect`. Rates ± binomial standard error; in parentheses the paired "
+        f"difference to vanilla (same initial latents) ± its standard error.",
+        f"EBCU: gamma_attn = {res['chosen']['gamma_attn']}, gamma_norm = {res['chosen']['gamma_norm']}; "
+        f"up-weighting: shape tokens {SHAPE_TOKENS} x {res['chosen']['upweight']}; "
+        f"tuned on split `tune` ({res['tuning']['n']} samples per setting, seeds {a['tune_seed']}+), "
+        f"reported on split `report` and the single-object prompts (seeds {a['report_seed']}+).",
+        "",
+        f"## Two-object prompts (split `report`, n = {res['report']['n_pair']})",
+        "",
+        "| method | both present | missing (< 2 objects) | colours swapped | wrong binding | extra object |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m, r in res["report"]["pair"].items():
+        lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in ("both_present", "missing", "swapped",
+                                                                  "wrong_binding", "extra")) + " |")
+    lines += ["", "| method | first object present | second object present | both shapes (any colour) | both colours |",
+              "|---|---|---|---|---|"]
+    for m, r in res["report"]["pair"].items():
+        lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in ("first_present", "second_present",
+                                                                  "shapes_present", "colours_present")) + " |")
+    lines += ["", f"## Single-object prompts (12 prompts, n = {res['report']['n_single']})", "",
+              "| method | colour correct | shape correct | both | exactly one object, correct |", "|---|---|---|---|---|"]
+    for m, r in res["report"]["single"].items():
+        lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in ("colour_ok", "shape_ok", "correct", "exact")) + " |")
+    lines += ["", f"## Tuning (split `tune`, n = {res['tuning']['n']} per setting, both-present rate)", "",
+              "| gamma_attn | gamma_norm | upweight | both present | missing | swapped |", "|---|---|---|---|---|---|"]
+    for t in res["tuning"]["runs"]:
+        lines.append(f"| {t['gamma_attn']} | {t['gamma_norm']} | {t['upweight']} | {_fmt(t['both_present'])} | "
+                     f"{_fmt(t['missing'])} | {_fmt(t['swapped'])} |")
+    lines += ["", f"Wall time {res['wall_minutes']:.1f} min, torch threads {a['threads']}.", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="shapes-world misalignment: vanilla vs EBCU vs EBCU + up-weighting")
+    p.add_argument("--n", type=int, default=200, help="minimum samples per reported category")
+    p.add_argument("--tune-n", type=int, default=96, help="samples per tuning setting (split 'tune')")
+    p.add_argument("--pipeline", default=None, help="folder written by train.py (default: the shipped weights)")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--gammas", default=None, help="'ga,gn': skip the gamma grid")
+    p.add_argument("--upweight", type=float, default=None, help="skip the up-weight grid")
+    p.add_argument("--grid", default=None, help="'ga:gn,ga:gn,...' (default: %s)" % DEFAULT_GRID)
+    p.add_argument("--upweights", default=",".join(map(str, DEFAULT_UPWEIGHTS)))
+    p.add_argument("--tune-seed", type=int, default=100_000)
+    p.add_argument("--report-seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="outputs/shapes_benchmark")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from .model import WEIGHTS_DIR, load_shapes_pipeline
+
+    t0 = time.time()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = load_shapes_pipeline(folder=a.pipeline)
+    kw = dict(steps=a.steps, guidance=a.guidance, batch=a.batch)
+    log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
+
+    # ---- tuning -----------------------------------------------------------------------------
+    t_items, t_prompts, t_seeds = prompt_set(world.two_object_prompts("tune"), a.tune_n, a.tune_seed)
+    runs = []
+
+    def tune_run(ga, gn, up):
+        cfg = None if ga is None else make_config(ga, gn, up)
+        sc = score_images(t_items, sample(pipe, t_prompts, t_seeds, config=cfg, **kw), two=True)
+        r = summarize(sc)
+        row = dict(gamma_attn=ga, gamma_norm=gn, upweight=up, **{k: r[k] for k in PAIR_CATEGORIES})
+        runs.append(row)
+        log(f"tune ga={ga} gn={gn} up={up}: both {r['both_present']['p']:.3f} missing {r['missing']['p']:.3f} "
+            f"swapped {r['swapped']['p']:.3f}")
+        return r["both_present"]["p"]
+
+    tune_run(None, None, None)
+    if a.gammas:
+        ga, gn = (float(x) for x in a.gammas.split(","))
+    else:
+        grid = [tuple(float(v) for v in g.split(":")) for g in a.grid.split(",")] if a.grid else DEFAULT_GRID
+        best = max(grid, key=lambda g: (tune_run(g[0], g[1], None), -g[0]))
+        ga, gn = best
+    if a.upweight is not None:
+        up = a.upweight
+    else:
+        ups = [float(u) for u in a.upweights.split(",")]
+        up = max(ups, key=lambda u: (tune_run(ga, gn, u), -u))
+    log(f"chosen: gamma_attn={ga} gamma_norm={gn} upweight={up}")
+
+    # ---- report -----------------------------------------------------------------------------
+    methods = {"vanilla": None, "EBCU": make_config(ga, gn), "EBCU + up-weight": make_config(ga, gn, up)}
+    report = {"pair": {}, "single": {}}
+    for two, pairs, key in ((True, world.two_object_prompts("report"), "pair"),
+                            (False, world.single_prompts(), "single")):
+        items, prompts, seeds = prompt_set(pairs, a.n, a.report_seed)
+        base = None
+        for name, cfg in methods.items():
+            ims = sample(pipe, prompts, seeds, config=cfg, **kw)
+            sc = score_images(items, ims, two)
+            report[key][name] = summarize(sc, base)
+            if base is None:
+                base = sc
+            save_grid(ims[:128], out / f"{key}_{name.replace(' ', '').replace('+', '_')}.png")
+            log(f"{key} {name}: " + ", ".join(f"{k} {v['p']:.3f}" for k, v in report[key][name].items()))
+        report["n_" + key] = len(items)
+    res = dict(
+        settings=dict(vars(a), pipeline=str(a.pipeline or WEIGHTS_DIR.name)),
+        chosen=dict(gamma_attn=ga, gamma_norm=gn, upweight=up, token_indices=SHAPE_TOKENS),
+        tuning=dict(split="tune", n=len(t_items), runs=runs), report=report, wall_minutes=(time.time() - t0) / 60,
+    )
+    (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / "results.md").write_text(markdown(res))
+    log(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    print(markdown(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
