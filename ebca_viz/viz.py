@@ -1,0 +1,670 @@
+r"""Figures that explain energy-based cross-attention: maps, energies, contexts, SEG, comparisons.
+
+Every plotting function takes plain tensors / arrays (``torch.Tensor`` or ``numpy``; the
+dimensions are named in each docstring) or, where said, a trace, and returns a
+:class:`matplotlib.figure.Figure`. Figures are built **without pyplot** (``Figure()`` on an Agg
+canvas), so nothing leaks into pyplot's global state: no figure stays open, no backend is
+switched, and a notebook shows exactly the figures a cell returns or ``display()``\ s.
+Jupyter renders them through :meth:`ExplainerFigure._repr_png_`.
+
+Dimension names used below:
+
+* ``S`` sampling steps (0 = noisiest), ``L`` cross-attention layers (execution order),
+* ``N`` tokens (0 = start-of-text), ``h, w`` a layer's latent grid, ``D`` context dimension,
+* ``R`` rows of a grid (layers or steps, whatever the caller stacked).
+
+Fast mode: ``EBCA_VIZ_FAST=1`` in the environment makes :func:`fast_mode` true; notebooks and
+the widget panel pick their step / sample counts with :func:`pick` (``pick(full, fast)``).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+from matplotlib.figure import Figure
+
+ArrayLike = Union["np.ndarray", "torch.Tensor", Sequence]
+
+FAST_ENV = "EBCA_VIZ_FAST"
+
+
+# ---------------------------------------------------------------------------------------------
+# settings
+# ---------------------------------------------------------------------------------------------
+def fast_mode() -> bool:
+    """True when the environment variable ``EBCA_VIZ_FAST`` is set to a true value (``1``, ``true``,
+    ``yes``): notebooks and panels then use fewer steps and samples (CI runs them this way)."""
+    return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def pick(full, fast):
+    """``fast`` in fast mode (:func:`fast_mode`), else ``full``: ``steps = pick(25, 4)``."""
+    return fast if fast_mode() else full
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# figure plumbing (no pyplot)
+# ---------------------------------------------------------------------------------------------
+class ExplainerFigure(Figure):
+    """A plain matplotlib Figure with an Agg canvas that Jupyter displays as PNG."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(self)
+
+    def _repr_png_(self):
+        return figure_png(self)
+
+
+def new_figure(figsize=(6, 4), **kw) -> ExplainerFigure:
+    """A figure outside pyplot (nothing to close, nothing global)."""
+    return ExplainerFigure(figsize=figsize, **kw)
+
+
+def figure_png(fig: Figure, dpi: int = 90) -> bytes:
+    """PNG bytes of a figure (used by the widget panel and Jupyter)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path, dpi: int = 90) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix) and release it; returns the path.
+
+    Figures made here are not registered with pyplot; a pyplot figure passed in is closed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    _close(fig)
+    return path
+
+
+def _close(fig) -> None:
+    import sys
+
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:  # a pyplot figure: unregister it (a no-op for figures made here)
+        plt.close(fig)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Tensor / array / nested list -> float numpy array (detached, on CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def image_array(img) -> np.ndarray:
+    """PIL image, ``(H, W, 3)`` array in [0, 1] or [0, 255], or ``(3, H, W)`` / ``(1, 3, H, W)`` tensor
+    in [-1, 1] or [0, 1] -> ``(H, W, 3)`` float array in [0, 1]."""
+    if hasattr(img, "convert") and hasattr(img, "size"):  # PIL
+        return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+    a = to_numpy(img)
+    if a.ndim == 4:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    if a.min() < -1e-6:
+        a = (a + 1.0) / 2.0
+    elif a.max() > 1.0 + 1e-6:
+        a = a / 255.0
+    return np.clip(a, 0.0, 1.0)
+
+
+def resize_map(m, size) -> np.ndarray:
+    """Bilinear resize of one map ``(h, w)`` (or a stack ``(..., h, w)``) to ``size = (H, W)``."""
+    import torch
+    import torch.nn.functional as F
+
+    a = torch.as_tensor(to_numpy(m), dtype=torch.float32)
+    lead = a.shape[:-2]
+    a = a.reshape(-1, 1, *a.shape[-2:])
+    if tuple(a.shape[-2:]) != tuple(size):
+        a = F.interpolate(a, size=tuple(size), mode="bilinear", align_corners=False)
+    return a.reshape(*lead, *size).numpy().astype(np.float64)
+
+
+def stack_maps(maps, size=None) -> np.ndarray:
+    """A list of maps with different grids (one per layer, each ``(N, h_l, w_l)``) -> one array
+    ``(R, N, H, W)`` at the largest grid (or ``size``)."""
+    arrs = [to_numpy(m) for m in maps]
+    if size is None:
+        size = max((a.shape[-2:] for a in arrs), key=lambda s: s[0] * s[1])
+    return np.stack([resize_map(a, size) for a in arrs])
+
+
+def token_labels(tokenizer_or_pipe, prompt: str, n: Optional[int] = None, with_index: bool = True) -> list:
+    """Readable labels of a prompt's token positions: ``["0 <sot>", "1 a", "2 red", ..., "k <eot>"]``.
+
+    ``n`` pads/truncates to ``n`` labels (padding positions are labelled ``<pad>``)."""
+    tok = getattr(tokenizer_or_pipe, "tokenizer", tokenizer_or_pipe)
+    ids = tok(prompt).input_ids
+    words = []
+    for i, t in enumerate(ids):
+        s = tok.convert_ids_to_tokens(int(t))
+        if i == 0:
+            s = "<sot>"
+        elif i == len(ids) - 1 and int(t) == tok.eos_token_id:
+            s = "<eot>"
+        words.append(s.replace("</w>", ""))
+    if n is not None:
+        words = (words + ["<pad>"] * n)[:n]
+    return [f"{i} {w}" for i, w in enumerate(words)] if with_index else words
+
+
+def prompt_token_indices(tokenizer_or_pipe, prompt: str) -> list:
+    """Positions of the prompt's words (excluding start/end-of-text): ``[1, ..., k]``."""
+    tok = getattr(tokenizer_or_pipe, "tokenizer", tokenizer_or_pipe)
+    return list(range(1, len(tok(prompt).input_ids) - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# attention maps
+# ---------------------------------------------------------------------------------------------
+def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None, row_labels=None,
+                        token_indices: Optional[Sequence[int]] = None, normalize: str = "map",
+                        overlay_alpha: float = 0.55, cmap: str = "magma", title: Optional[str] = None,
+                        cell: float = 1.35) -> ExplainerFigure:
+    """Grid of cross-attention maps: one row per layer (or step), one column per token.
+
+    Args:
+        maps: ``(R, N, h, w)`` (rows = layers or steps), ``(N, h, w)`` (one row), or a list of ``R``
+            arrays ``(N, h_r, w_r)`` with different grids (resized to the largest); values are
+            attention probabilities (softmax over tokens), typically averaged over heads.
+        tokens: ``N`` column labels (see :func:`token_labels`).
+        image: optional image drawn under every map (first column shows it alone).
+        row_labels: ``R`` labels (e.g. ``"layer 3"``, ``"step 10"``).
+        token_indices: which token columns to show (default: all ``N``).
+        normalize: ``"map"`` (each map to its own max), ``"row"`` (shared per row) or ``"none"``.
+    """
+    if isinstance(maps, (list, tuple)):
+        a = stack_maps(maps)
+    else:
+        a = to_numpy(maps)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4:
+        raise ValueError(f"maps must be (R, N, h, w), (N, h, w) or a list of (N, h, w); got shape {a.shape}")
+    R, N = a.shape[:2]
+    cols = list(range(N)) if token_indices is None else list(token_indices)
+    for c in cols:
+        if not 0 <= c < N:
+            raise ValueError(f"token_indices: {c} out of range for {N} tokens")
+    if row_labels is not None and len(row_labels) != R:
+        raise ValueError(f"row_labels has {len(row_labels)} entries for {R} rows of maps")
+    if normalize not in ("map", "row", "none"):
+        raise ValueError("normalize must be 'map', 'row' or 'none'")
+    img = image_array(image) if image is not None else None
+    if img is not None:
+        a = stack_maps(list(a), size=img.shape[:2])
+    ncol = len(cols) + (1 if img is not None else 0)
+    fig = new_figure(figsize=(cell * ncol + 0.9, cell * R + (0.5 if title else 0.15)))
+    axes = np.atleast_2d(fig.subplots(R, ncol, squeeze=False))
+    for r in range(R):
+        row = a[r, cols]
+        rmax = row.max() if row.size else 1.0
+        for j in range(ncol):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if img is not None and j == 0:
+                ax.imshow(img)
+                if r == 0:
+                    ax.set_title("image", fontsize=8)
+            else:
+                c = cols[j - (1 if img is not None else 0)]
+                m = a[r, c]
+                vmax = {"map": m.max(), "row": rmax, "none": None}[normalize]
+                if img is not None:  # grey image under the map, so the map's colours read
+                    ax.imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1)
+                    ax.imshow(m, cmap=cmap, alpha=overlay_alpha, vmin=0, vmax=vmax or None)
+                else:
+                    ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax or None)
+                if r == 0:
+                    ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(row_labels[r] if row_labels is not None else f"row {r}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def plot_token_maps(maps, tokens=None, image=None, title=None, **kw) -> ExplainerFigure:
+    """One row of maps ``(N, h, w)`` (e.g. averaged over layers and steps), optionally over ``image``."""
+    a = to_numpy(maps) if not isinstance(maps, (list, tuple)) else stack_maps([maps])[0]
+    if a.ndim != 3:
+        raise ValueError(f"maps must be (N, h, w), got shape {a.shape}")
+    return plot_attention_maps(a[None], tokens=tokens, image=image, row_labels=[""], title=title, **kw)
+
+
+def animate_maps(maps, tokens: Optional[Sequence[str]] = None, token_indices=None, step_labels=None,
+                 interval: int = 250, cmap: str = "magma", cell: float = 1.6, title: Optional[str] = None):
+    """Animation of the attention maps over sampling steps (one panel per token).
+
+    Args:
+        maps: ``(S, N, h, w)``: per step the map of each token (e.g. averaged over layers).
+    Returns:
+        a :class:`matplotlib.animation.FuncAnimation`; in a notebook show ``HTML(anim.to_jshtml())``,
+        on disk :func:`save_animation` (GIF via Pillow). Its figure is ``anim._fig``.
+    """
+    from matplotlib.animation import FuncAnimation
+
+    a = to_numpy(maps)
+    if a.ndim != 4:
+        raise ValueError(f"maps must be (S, N, h, w), got shape {a.shape}")
+    S, N = a.shape[:2]
+    cols = list(range(N)) if token_indices is None else list(token_indices)
+    fig = new_figure(figsize=(cell * len(cols) + 0.3, cell + 0.55))
+    axes = np.atleast_1d(fig.subplots(1, len(cols), squeeze=False)[0])
+    ims = []
+    for ax, c in zip(axes, cols):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=8)
+        ims.append(ax.imshow(a[0, c], cmap=cmap, vmin=0, vmax=max(a[:, c].max(), 1e-12)))
+    label = fig.suptitle("", fontsize=9)
+
+    def frame(i):
+        for im, c in zip(ims, cols):
+            im.set_data(a[i, c])
+        lab = step_labels[i] if step_labels is not None else f"step {i} / {S - 1}"
+        label.set_text(f"{title + ': ' if title else ''}{lab}")
+        return ims + [label]
+
+    frame(0)
+    fig.tight_layout(pad=0.3)
+    return FuncAnimation(fig, frame, frames=S, interval=interval, blit=False)
+
+
+def save_animation(anim, path, fps: int = 4) -> Path:
+    """Write an animation as a GIF with Pillow (no ffmpeg needed); returns the path."""
+    from matplotlib.animation import PillowWriter
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    anim.save(str(path), writer=PillowWriter(fps=fps), dpi=80)
+    _close(anim._fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# energies
+# ---------------------------------------------------------------------------------------------
+def plot_energy_curves(before, after=None, reference=None, layer_names: Optional[Sequence[str]] = None,
+                       steps_to_show: Optional[Sequence[int]] = None, energy_label: str = "E(K;Q) + E(K)",
+                       title: Optional[str] = None) -> ExplainerFigure:
+    """Energy per layer and per step, with the descent each update produces.
+
+    Args:
+        before: ``(S, L)`` energy of the (conditional) context entering each layer at each step.
+        after: ``(S, L)`` energy of the context leaving each layer (after its update); optional.
+        reference: ``(S, L)`` the same quantity without the update (vanilla, the prompt's own
+            context); optional, drawn dashed.
+        steps_to_show: which steps get a curve over layers (default: first, middle, last).
+
+    Left: energy over layers for a few steps; with ``after`` every layer is a short segment from
+    ``before`` to ``after`` (a saw-tooth: each update goes down, the next layer's keys start
+    elsewhere). Right: energy decrease ``before - after`` per step (mean over layers), or the mean
+    energy per step when ``after`` is not given.
+    """
+    b = to_numpy(before)
+    if b.ndim == 1:
+        b = b[None]
+    if b.ndim != 2:
+        raise ValueError(f"before must be (S, L), got shape {b.shape}")
+    S, L = b.shape
+    a = None if after is None else to_numpy(after).reshape(S, L)
+    ref = None if reference is None else to_numpy(reference).reshape(-1, L)
+    if steps_to_show is None:
+        steps_to_show = sorted({0, S // 2, S - 1})
+    fig = new_figure(figsize=(11, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(L)
+    for k, s in enumerate(steps_to_show):
+        col = f"C{k}"
+        if a is None:
+            ax1.plot(x, b[s], "o-", color=col, ms=3, label=f"step {s}")
+        else:
+            xs = np.stack([x - 0.3, x + 0.3], 1).ravel()
+            ys = np.stack([b[s], a[s]], 1).ravel()
+            for l in range(L):
+                ax1.plot(xs[2 * l:2 * l + 2], ys[2 * l:2 * l + 2], "-", color=col, lw=2)
+            ax1.plot(x - 0.3, b[s], "o", color=col, ms=3, label=f"step {s}: entering -> leaving")
+        if ref is not None and s < ref.shape[0]:
+            ax1.plot(x, ref[s], "--", color=col, lw=1, alpha=0.8, label=f"step {s}: vanilla")
+    ax1.set_xlabel("cross-attention layer (execution order)")
+    ax1.set_ylabel(energy_label)
+    ax1.set_title("energy across layers")
+    if layer_names is not None:
+        ax1.set_xticks(x)
+        ax1.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=6)
+    ax1.legend(fontsize=7)
+    if a is not None:
+        drop = b - a
+        ax2.bar(np.arange(S), drop.mean(1), color="C1", alpha=0.8, label="mean over layers")
+        ax2.plot(np.arange(S), drop.min(1), "v", color="C3", ms=4, label="smallest (layer)")
+        ax2.axhline(0, color="gray", lw=0.8)
+        ax2.set_ylabel("E_entering - E_leaving (> 0: descent)")
+        ax2.set_title(f"energy decrease per update ({(drop > 0).mean():.0%} of updates descend)")
+        ax2.legend(fontsize=7)
+    else:
+        ax2.plot(np.arange(S), b.mean(1), "o-", color="C1", label="mean over layers")
+        if ref is not None:
+            ax2.plot(np.arange(ref.shape[0]), ref.mean(1), "--", color="gray", label="vanilla")
+        ax2.set_ylabel(energy_label)
+        ax2.set_title("energy per step")
+        ax2.legend(fontsize=7)
+    ax2.set_xlabel("sampling step (0 = noisiest)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_energy_heatmap(values, layer_names=None, title: str = "energy", cmap: str = "viridis",
+                        center: bool = False) -> ExplainerFigure:
+    """``values (S, L)`` as an image: steps down, layers across (e.g. the per-update decrease)."""
+    v = to_numpy(values)
+    fig = new_figure(figsize=(6.5, 3.6))
+    ax = fig.subplots()
+    kw = {}
+    if center:
+        m = np.abs(v).max() or 1.0
+        kw = dict(vmin=-m, vmax=m)
+        cmap = "RdBu_r"
+    im = ax.imshow(v, aspect="auto", cmap=cmap, **kw)
+    fig.colorbar(im, ax=ax)
+    ax.set_xlabel("cross-attention layer")
+    ax.set_ylabel("sampling step")
+    if layer_names is not None:
+        ax.set_xticks(range(len(layer_names)))
+        ax.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=6)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_descent(values, xlabel: str = "iteration", ylabel: str = "energy", labels=None,
+                 title: str = "energy descent") -> ExplainerFigure:
+    """Plain curves ``values (K,)`` or ``(C, K)`` (``C`` curves of ``K`` points), e.g. ``E`` along
+    repeated gradient steps."""
+    v = to_numpy(values)
+    if v.ndim == 1:
+        v = v[None]
+    fig = new_figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
+    for i, row in enumerate(v):
+        ax.plot(np.arange(len(row)), row, "o-", ms=3, label=labels[i] if labels else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if labels:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_check(autograd, closed_form, title: str = "closed form vs torch.autograd") -> ExplainerFigure:
+    """Scatter of two gradients of the same shape (any dims, flattened) with the identity line and
+    the max abs / relative error in the title."""
+    g1, g2 = to_numpy(autograd).ravel(), to_numpy(closed_form).ravel()
+    if g1.shape != g2.shape:
+        raise ValueError(f"gradients differ in size: {g1.size} vs {g2.size}")
+    err = np.abs(g1 - g2).max()
+    rel = err / (np.abs(g1).max() + 1e-30)
+    fig = new_figure(figsize=(4.2, 4))
+    ax = fig.subplots()
+    ax.scatter(g1, g2, s=4, alpha=0.6)
+    lo, hi = min(g1.min(), g2.min()), max(g1.max(), g2.max())
+    ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8)
+    ax.set_xlabel("torch.autograd")
+    ax.set_ylabel("closed form")
+    ax.set_title(f"{title}\nmax |diff| {err:.2e} (relative {rel:.1e})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# contexts
+# ---------------------------------------------------------------------------------------------
+def pca_2d(x) -> np.ndarray:
+    """Project points ``(..., D)`` onto their two principal components -> ``(..., 2)``."""
+    a = to_numpy(x)
+    flat = a.reshape(-1, a.shape[-1])
+    c = flat - flat.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(c, full_matrices=False)
+    return (c @ vt[:2].T).reshape(*a.shape[:-1], 2)
+
+
+def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = None, token_indices=None,
+                              norms=None, drift=None, title: Optional[str] = None) -> ExplainerFigure:
+    """How the context vectors move through the layers.
+
+    Args:
+        contexts: ``(L+1, N, D)``: the prompt embedding (row 0) then the context leaving each layer
+            (one step, conditional half). Gives all three panels.
+        norms: ``(L+1, N)`` per-token norms ``|c_j|`` (used when ``contexts`` is None).
+        drift: ``(L+1, N)`` per-token distance from the prompt embedding ``|c_j - c_j^0|``.
+        token_indices: which tokens to draw (default: all ``N``, at most 12).
+
+    Panels: norm per token over layers; drift from the prompt embedding; 2-D PCA projection of
+    every token's path (circle = prompt embedding, arrow head = last layer).
+    """
+    if contexts is not None:
+        c = to_numpy(contexts)
+        if c.ndim != 3:
+            raise ValueError(f"contexts must be (L+1, N, D), got shape {c.shape}")
+        norms = np.linalg.norm(c, axis=-1)
+        drift = np.linalg.norm(c - c[:1], axis=-1)
+    elif norms is None:
+        raise ValueError("give contexts (L+1, N, D) or norms (L+1, N)")
+    else:
+        c = None
+        norms = to_numpy(norms)
+        drift = None if drift is None else to_numpy(drift)
+    N = norms.shape[1]
+    idx = list(range(min(N, 12))) if token_indices is None else list(token_indices)
+    panels = 1 + (drift is not None) + (c is not None)
+    fig = new_figure(figsize=(4.2 * panels, 3.6))
+    axes = np.atleast_1d(fig.subplots(1, panels))
+    lab = lambda j: tokens[j] if tokens is not None and j < len(tokens) else f"token {j}"  # noqa: E731
+    x = np.arange(norms.shape[0])
+    for k, j in enumerate(idx):
+        axes[0].plot(x, norms[:, j], "-", color=f"C{k % 10}", label=lab(j))
+    axes[0].set_xlabel("layer (0 = prompt embedding)")
+    axes[0].set_ylabel("|c_j|")
+    axes[0].set_title("context norm per token")
+    axes[0].legend(fontsize=6, ncol=2)
+    p = 1
+    if drift is not None:
+        for k, j in enumerate(idx):
+            axes[p].plot(x, drift[:, j], "-", color=f"C{k % 10}")
+        axes[p].set_xlabel("layer (0 = prompt embedding)")
+        axes[p].set_ylabel("|c_j - c_j^0|")
+        axes[p].set_title("drift from the prompt embedding")
+        p += 1
+    if c is not None:
+        pts = pca_2d(c[:, idx])  # (L+1, n, 2)
+        ax = axes[p]
+        for k in range(len(idx)):
+            col = f"C{k % 10}"
+            ax.plot(pts[:, k, 0], pts[:, k, 1], "-", color=col, lw=1)
+            ax.plot(pts[0, k, 0], pts[0, k, 1], "o", color=col, ms=4)
+            if len(pts) > 1:
+                ax.annotate("", xy=pts[-1, k], xytext=pts[-2, k],
+                            arrowprops=dict(arrowstyle="->", color=col, lw=1.2))
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.set_title("token paths (PCA)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# SEG
+# ---------------------------------------------------------------------------------------------
+def plot_seg_energy(sigmas, energies, reference=None, labels=None, images=None,
+                    title: str = "self-attention energy vs blur") -> ExplainerFigure:
+    """SEG: energy of the blurred self-attention as the Gaussian width grows.
+
+    Args:
+        sigmas: ``(K,)`` blur widths (``inf`` allowed: drawn at the right edge, labelled inf).
+        energies: ``(K,)`` or ``(C, K)`` energies of the blurred branch (one curve per layer / step).
+        reference: scalar or ``(C,)`` energy of the unblurred branch (``sigma = 0``), dashed.
+        images: optional ``K`` images sampled with those sigmas, shown in a strip below.
+    """
+    s = np.asarray([float(v) for v in to_numpy(sigmas).ravel()])
+    e = to_numpy(energies)
+    if e.ndim == 1:
+        e = e[None]
+    if e.shape[-1] != s.size:
+        raise ValueError(f"energies must have one value per sigma ({s.size}), got shape {e.shape}")
+    finite = np.isfinite(s)
+    xs = s.copy()
+    inf_x = (s[finite].max() * 2 if finite.any() else 1.0)
+    xs[~finite] = inf_x
+    K = s.size
+    fig = new_figure(figsize=(max(5.5, 1.2 * K), 3.6 + (1.6 if images is not None else 0)))
+    if images is not None:
+        gs = fig.add_gridspec(2, K, height_ratios=[2.2, 1])
+        ax = fig.add_subplot(gs[0, :])
+        for i, im in enumerate(images):
+            a = fig.add_subplot(gs[1, i])
+            a.imshow(image_array(im))
+            a.set_xticks([])
+            a.set_yticks([])
+            a.set_xlabel(f"sigma {_fmt_sigma(s[i])}", fontsize=7)
+    else:
+        ax = fig.subplots()
+    for i, row in enumerate(e):
+        ax.plot(xs, row, "o-", color=f"C{i % 10}", label=labels[i] if labels else None)
+    if reference is not None:
+        ref = np.atleast_1d(to_numpy(reference))
+        for i, r in enumerate(ref):
+            ax.axhline(r, ls="--", lw=0.9, color=f"C{i % 10}", alpha=0.7)
+    positive = xs[xs > 0]
+    if positive.size and positive.max() / positive.min() > 20:
+        ax.set_xscale("log")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([_fmt_sigma(v) for v in s], fontsize=7)
+    ax.set_xlabel("blur sigma (latent pixels; inf = spatial mean)")
+    ax.set_ylabel("energy  sum -lse(Q K^T)")
+    ax.set_title(title + (" (dashed: unblurred)" if reference is not None else ""), fontsize=9)
+    if labels:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _fmt_sigma(v: float) -> str:
+    return "inf" if not np.isfinite(v) or v > 9999 else f"{v:g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+# ---------------------------------------------------------------------------------------------
+def compare_images(images, titles: Optional[Sequence[str]] = None, size: float = 2.6,
+                   diff: bool = False, title: Optional[str] = None) -> ExplainerFigure:
+    """Side by side images (before / after, vanilla / energy, ...).
+
+    Args:
+        images: a list of images or a mapping ``title -> image`` (PIL, ``(H, W, 3)`` arrays, tensors).
+        diff: add a panel with ``|last - first|`` (mean over colour channels).
+    """
+    if isinstance(images, Mapping):
+        titles = list(images.keys()) if titles is None else titles
+        images = list(images.values())
+    arrs = [image_array(im) for im in images]
+    if not arrs:
+        raise ValueError("compare_images needs at least one image")
+    n = len(arrs) + (1 if diff and len(arrs) > 1 else 0)
+    fig = new_figure(figsize=(size * n, size + (0.5 if title else 0.3)))
+    axes = np.atleast_1d(fig.subplots(1, n))
+    for i, a in enumerate(arrs):
+        axes[i].imshow(a, interpolation="nearest")
+        axes[i].set_title(titles[i] if titles is not None and i < len(titles) else "", fontsize=9)
+    if n > len(arrs):
+        d = np.abs(arrs[-1] - resize_map(np.moveaxis(arrs[0], -1, 0), arrs[-1].shape[:2]).transpose(1, 2, 0))
+        im = axes[-1].imshow(d.mean(-1), cmap="inferno")
+        axes[-1].set_title(f"|difference| (mean {d.mean():.3f})", fontsize=9)
+        fig.colorbar(im, ax=axes[-1], fraction=0.046)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images, ncols: int = 4, titles=None, size: float = 1.8, title=None) -> ExplainerFigure:
+    """Many images in a grid (e.g. benchmark samples)."""
+    arrs = [image_array(im) for im in images]
+    n = max(1, len(arrs))
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = new_figure(figsize=(size * ncols, size * nrows + (0.4 if title else 0.1)))
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < len(arrs):
+            ax.imshow(arrs[i], interpolation="nearest")
+            if titles is not None and i < len(titles):
+                ax.set_title(titles[i], fontsize=7)
+        else:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def upscale(img, size: int = 256):
+    """Nearest-neighbour upscale of a small PIL image to ``size`` pixels wide (for display)."""
+    from PIL import Image
+
+    if img.width >= size:
+        return img
+    return img.resize((size, size * img.height // img.width), Image.NEAREST)
+
+
+def _short_layer(name: str) -> str:
+    """``down_blocks.1.attentions.0.transformer_blocks.0.attn2.processor`` -> ``down1.0``."""
+    parts = name.split(".")
+    try:
+        if parts[0] == "mid_block":
+            return f"mid.{parts[2]}"
+        return f"{parts[0].replace('_blocks', '')}{parts[1]}.{parts[3]}"
+    except IndexError:
+        return name
+
+
+__all__ = [
+    "fast_mode", "pick", "default_device", "ExplainerFigure", "new_figure", "figure_png", "save_figure",
+    "to_numpy", "image_array", "resize_map", "stack_maps", "token_labels", "prompt_token_indices",
+    "plot_attention_maps", "plot_token_maps", "animate_maps", "save_animation", "plot_energy_curves",
+    "plot_energy_heatmap", "plot_descent", "plot_gradient_check", "pca_2d", "plot_context_trajectories",
+    "plot_seg_energy", "compare_images", "image_grid", "upscale",
+]
