@@ -1,0 +1,247 @@
+r"""Sweeps: prompts x seeds x settings, ONE JSON result file per job, resumable, multi-GPU.
+
+A job is ``(prompt set, prompt index, seed, setting)``; its result file is
+``{out}/{setting}/{prompt_set}/{index:03d}_seed{seed}.json`` (plus the ``.png`` when images are
+kept). A job whose JSON exists is skipped, so an interrupted sweep resumes where it stopped.
+
+Settings are written ``name[:key=value,key=value]``:
+
+* ``vanilla``                                   -- no update (diffusers' attention)
+* ``ebcu:gamma_attn=0.01,gamma_norm=0.02``      -- EBCU (any :func:`~ebca_viz.tasks.multiconcept` argument:
+  ``gamma_stop``, ``token_indices=5;7``, ``token_upweight=2.5;2.5``, ``prior_form=paper`` ...)
+
+Several GPUs: ``accelerate launch -m ebca_viz sweep ...`` -- every process takes its share of the
+pending jobs with ``accelerate.PartialState().split_between_processes(jobs)``. Without
+``accelerate launch`` it runs all jobs in one process (CPU or one GPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+PROMPT_SET_ALIASES = {
+    "animal_animal": "animals", "animals": "animals", "animal-animal": "animals",
+    "animal_object": "animals_objects", "animals_objects": "animals_objects", "animal-object": "animals_objects",
+    "object_object": "objects", "objects": "objects", "object-object": "objects",
+}
+EBCA_KEYS_FLOAT = ("gamma_attn", "gamma_norm", "gamma_stop", "guidance_scale")
+EBCA_KEYS_LIST_INT = ("token_indices",)
+EBCA_KEYS_LIST_FLOAT = ("token_upweight",)
+CONFIG_KEYS = ("prior_form", "update_uncond", "edit_context")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A named setting: ``label`` (file-safe), ``kwargs`` for :func:`~ebca_viz.tasks.multiconcept`."""
+
+    label: str
+    kwargs: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Job:
+    prompt_set: str
+    index: int
+    prompt: str
+    seed: int
+    setting: Setting
+
+    def relpath(self) -> str:
+        return f"{self.setting.label}/{self.prompt_set}/{self.index:03d}_seed{self.seed}.json"
+
+
+def parse_seeds(spec) -> list[int]:
+    """``"0-63"``, ``"0,1,5"``, ``"0-3,10"``, an int or a list of ints -> sorted unique seeds."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return [spec]
+    if isinstance(spec, (list, tuple)):
+        out = []
+        for s in spec:
+            out += parse_seeds(s)
+        return sorted(set(out))
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"seeds: expected e.g. '0-63' or '0,1,5', got {spec!r}")
+    out = []
+    for part in spec.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise ValueError(f"seeds: cannot read {part!r} in {spec!r}; write ranges like '0-63' or lists like '0,1,5'")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if b < a:
+            raise ValueError(f"seeds: range {part!r} is empty (end before start)")
+        out += range(a, b + 1)
+    return sorted(set(out))
+
+
+def parse_setting(spec: str) -> Setting:
+    """``"vanilla"`` or ``"ebcu:gamma_attn=0.01,gamma_norm=0.02"`` -> :class:`Setting`."""
+    if isinstance(spec, Setting):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"setting: expected 'vanilla' or 'ebcu:gamma_attn=0.01,gamma_norm=0.02', got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise ValueError(f"setting {spec!r}: the name before ':' must be letters, digits, '-' or '_'")
+    kw: dict = {"gamma_attn": 0.0, "gamma_norm": 0.0} if name == "vanilla" else {}
+    if name == "vanilla" and rest:
+        raise ValueError(f"setting {spec!r}: 'vanilla' takes no parameters; name it e.g. 'ebcu:gamma_attn=...'")
+    config = {}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        k, eq, v = item.partition("=")
+        k = k.strip()
+        if not eq:
+            raise ValueError(f"setting {spec!r}: {item!r} is not key=value")
+        try:
+            if k in EBCA_KEYS_FLOAT:
+                kw[k] = float(v)
+            elif k in EBCA_KEYS_LIST_INT:
+                kw[k] = [int(x) for x in v.split(";")]
+            elif k in EBCA_KEYS_LIST_FLOAT:
+                kw[k] = [float(x) for x in v.split(";")]
+            elif k in CONFIG_KEYS:
+                config[k] = {"true": True, "false": False}.get(v.lower(), v) if k == "update_uncond" else v
+            else:
+                raise ValueError(
+                    f"setting {spec!r}: unknown key {k!r}; known: "
+                    f"{list(EBCA_KEYS_FLOAT + EBCA_KEYS_LIST_INT + EBCA_KEYS_LIST_FLOAT + CONFIG_KEYS)}"
+                )
+        except ValueError as e:
+            if "unknown key" in str(e):
+                raise
+            raise ValueError(f"setting {spec!r}: bad value {v!r} for {k}") from None
+    if name != "vanilla" and "gamma_attn" not in kw and "gamma_norm" not in kw:
+        kw.update(gamma_attn=0.01, gamma_norm=0.02)  # the paper's multi-concept setting
+    if config:
+        kw["config"] = config
+    from ..config import EBCAConfig
+
+    EBCAConfig(gamma_attn=kw.get("gamma_attn", 0.0), gamma_norm=kw.get("gamma_norm", 0.0),
+               token_indices=kw.get("token_indices"), token_upweight=kw.get("token_upweight"), **config).validate()
+    return Setting(name, kw)
+
+
+def resolve_prompts(sets: Sequence[str] | str, limit: Optional[int] = None) -> list[tuple[str, int, str]]:
+    """Prompt set names (``animal_animal``/``animals``, ``animal_object``, ``object_object``, ``all``) or
+    ``file:PATH`` (one prompt a line) -> ``[(set, index, prompt), ...]``; ``limit`` = first N of each set."""
+    from ..data import load_ae_prompts
+
+    if isinstance(sets, str):
+        sets = [sets]
+    data = load_ae_prompts()
+    out = []
+    for s in sets:
+        if s == "all":
+            names = list(data)
+        elif s.startswith("file:"):
+            lines = [x.strip() for x in Path(s[5:]).read_text().splitlines() if x.strip()]
+            out += [(Path(s[5:]).stem, i, p) for i, p in enumerate(lines[:limit])]
+            continue
+        elif s in PROMPT_SET_ALIASES:
+            names = [PROMPT_SET_ALIASES[s]]
+        else:
+            raise ValueError(f"prompts: unknown prompt set {s!r}; choose from {sorted(PROMPT_SET_ALIASES)}, 'all' "
+                             "or file:PATH")
+        for n in names:
+            out += [(n, i, p) for i, p in enumerate(data[n][:limit])]
+    if not out:
+        raise ValueError("prompts: no prompts selected")
+    return out
+
+
+def make_jobs(prompts, seeds, settings) -> list[Job]:
+    """Every (prompt, seed, setting), in a deterministic order."""
+    settings = [parse_setting(s) for s in settings]
+    labels = [s.label for s in settings]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"settings: names must be unique, got {labels} (name them e.g. 'ebcu1:...', 'ebcu2:...')")
+    return [Job(ps, i, p, seed, st) for st in settings for (ps, i, p) in prompts for seed in seeds]
+
+
+def pending(jobs: Sequence[Job], out: Path) -> list[Job]:
+    return [j for j in jobs if not (out / j.relpath()).exists()]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written result that would be skipped
+
+
+def run_job(pipe, job: Job, out: Path, *, steps: int, clip_scorer=None, captioner=None, detector: bool = True,
+            save_images: bool = True, guidance_scale: float = 7.5, model: str = "") -> dict:
+    """Generate one image with :func:`~ebca_viz.tasks.multiconcept`, score it, write its JSON."""
+    from ..tasks.multiconcept import multiconcept
+
+    kw = dict(job.setting.kwargs)
+    kw.setdefault("guidance_scale", guidance_scale)
+    t0 = time.perf_counter()
+    res = multiconcept(pipe, job.prompt, seed=job.seed, num_inference_steps=steps, **kw)
+    img = res.image
+    rec = {"job": {"prompt_set": job.prompt_set, "index": job.index, "prompt": job.prompt, "seed": job.seed,
+                   "setting": job.setting.label}, "settings": res.to_json()["settings"], "model": model,
+           "metrics": {}, "seconds_sample": round(time.perf_counter() - t0, 3)}
+    caption = captioner(img) if captioner is not None else None
+    if caption is not None:
+        rec["caption"] = caption
+    if clip_scorer is not None:
+        rec["metrics"].update(clip_scorer.scores(img, job.prompt, caption))
+    if detector:
+        from .detector import detector_scores
+
+        d = detector_scores(img, job.prompt)
+        if d is not None:
+            rec["metrics"]["detector"] = d
+    path = out / job.relpath()
+    if save_images:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path.with_suffix(".png"))
+        rec["image"] = path.with_suffix(".png").name
+    _write_json(path, rec)
+    return rec
+
+
+def run_sweep(pipe, jobs: Sequence[Job], out: str | Path, *, steps: int = 50, clip_scorer=None, captioner=None,
+              detector: bool = True, save_images: bool = True, guidance_scale: float = 7.5, model: str = "",
+              state=None, progress: bool = False) -> dict:
+    """Run the pending jobs (those without a JSON) of this process's share; returns counts.
+
+    ``state``: an ``accelerate.PartialState`` (``split_between_processes``); None = all jobs here.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = pending(jobs, out)
+    skipped = len(jobs) - len(todo)
+    if state is not None and getattr(state, "num_processes", 1) > 1:
+        with state.split_between_processes(todo) as mine:
+            mine = list(mine)
+    else:
+        mine = list(todo)
+    it = mine
+    if progress:
+        from tqdm.auto import tqdm
+
+        rank = getattr(state, "process_index", 0) if state is not None else 0
+        it = tqdm(mine, desc=f"sweep[{rank}]", position=rank, leave=True)
+    done = 0
+    for job in it:
+        if (out / job.relpath()).exists():  # another process (or an earlier run) finished it meanwhile
+            skipped += 1
+            continue
+        run_job(pipe, job, out, steps=steps, clip_scorer=clip_scorer, captioner=captioner, detector=detector,
+                save_images=save_images, guidance_scale=guidance_scale, model=model)
+        done += 1
+    manifest = {"jobs": len(jobs), "steps": steps, "model": model,
+                "settings": {s.label: s.kwargs for s in {j.setting for j in jobs}}}
+    if state is None or getattr(state, "is_main_process", True):
+        _write_json(out / "sweep.json", manifest)
+    return {"total": len(jobs), "run": done, "skipped": skipped, "this_process": len(mine)}
+
+
+def job_settings_json(setting: Setting) -> dict:
+    return asdict(setting)
