@@ -244,7 +244,7 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
                 ax.set_ylabel(row_labels[r] if row_labels is not None else f"row {r}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
     return fig
 
 
@@ -456,7 +456,8 @@ def pca_2d(x) -> np.ndarray:
 
 
 def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = None, token_indices=None,
-                              norms=None, drift=None, title: Optional[str] = None) -> ExplainerFigure:
+                              norms=None, drift=None, title: Optional[str] = None,
+                              relative: bool = True) -> ExplainerFigure:
     """How the context vectors move through the layers.
 
     Args:
@@ -465,6 +466,9 @@ def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = N
         norms: ``(L+1, N)`` per-token norms ``|c_j|`` (used when ``contexts`` is None).
         drift: ``(L+1, N)`` per-token distance from the prompt embedding ``|c_j - c_j^0|``.
         token_indices: which tokens to draw (default: all ``N``, at most 12).
+
+        relative: project the displacements ``c_j^l - c_j^0`` (every path starts at the origin, the
+            PCA shows how the tokens move) instead of the positions (dominated by token identity).
 
     Panels: norm per token over layers; drift from the prompt embedding; 2-D PCA projection of
     every token's path (circle = prompt embedding, arrow head = last layer).
@@ -503,7 +507,10 @@ def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = N
         axes[p].set_title("drift from the prompt embedding")
         p += 1
     if c is not None:
-        pts = pca_2d(c[:, idx])  # (L+1, n, 2)
+        sel = c[:, idx]
+        pts = pca_2d(sel - sel[:1] if relative else sel)  # (L+1, n, 2)
+        if relative:
+            pts = pts - pts[:1]
         ax = axes[p]
         for k in range(len(idx)):
             col = f"C{k % 10}"
@@ -514,7 +521,7 @@ def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = N
                             arrowprops=dict(arrowstyle="->", color=col, lw=1.2))
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
-        ax.set_title("token paths (PCA)")
+        ax.set_title("token paths (PCA of c - c^0)" if relative else "token paths (PCA)")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -650,6 +657,116 @@ def upscale(img, size: int = 256):
     return img.resize((size, size * img.height // img.width), Image.NEAREST)
 
 
+# ---------------------------------------------------------------------------------------------
+# traces (ebca_viz.trace): the same figures, read from a recording
+# ---------------------------------------------------------------------------------------------
+def _clean_token(t: str) -> str:
+    return {"<|startoftext|>": "<sot>", "<|endoftext|>": "<eot>"}.get(t, t)
+
+
+def trace_tokens(tr) -> list:
+    """``"i word"`` labels of a trace's token positions (``<sot>``, ``<eot>`` for the special tokens)."""
+    toks = tr.tokens
+    if toks is None:
+        n = tr.maps(aggregate="mean").shape[0] if "maps" in tr.quantities else 0
+        return [f"{i}" for i in range(n)]
+    return [f"{i} {_clean_token(t)}" for i, t in enumerate(toks)]
+
+
+def trace_prompt_positions(tr, include_sot: bool = False, include_eot: bool = False) -> list:
+    """Positions of the prompt's words in a trace (up to the first end-of-text)."""
+    toks = tr.tokens
+    if toks is None:
+        raise ValueError("this trace has no token labels (bare UNet?): pass token positions explicitly")
+    end = toks.index("<|endoftext|>", 1) if "<|endoftext|>" in toks[1:] else len(toks)
+    idx = list(range(0 if include_sot else 1, end))
+    if include_eot and end < len(toks):
+        idx.append(end)
+    return idx
+
+
+def _trace_layer_labels(tr) -> list:
+    return [f"L{i} {_short_layer(k)}" for i, k in enumerate(tr.layers)]
+
+
+def plot_trace_maps(tr, by: str = "layer", token=None, image=None, **kw) -> ExplainerFigure:
+    """Attention-map grid from a trace: ``by="layer"`` (rows = layers, mean over steps), ``"step"``
+    (rows = steps, mean over layers) or ``"mean"`` (one row). ``token``: positions/words (default:
+    the prompt's words). Other keywords go to :func:`plot_attention_maps`."""
+    if by not in ("layer", "step", "mean"):
+        raise ValueError("by must be 'layer', 'step' or 'mean'")
+    idx = tr.token_index(token) if token is not None else trace_prompt_positions(tr)
+    m = tr.maps(aggregate=by)
+    if by == "mean":
+        m, rows = m[None], ["mean"]
+    elif by == "layer":
+        rows = _trace_layer_labels(tr)
+    else:
+        rows = [f"step {s}" for s in tr.steps]
+    kw.setdefault("title", f"cross-attention maps by {by}")
+    return plot_attention_maps(m, tokens=trace_tokens(tr), image=image, row_labels=rows, token_indices=idx, **kw)
+
+
+def plot_trace_energies(tr, reference=None, kind: str = "posterior", **kw) -> ExplainerFigure:
+    """:func:`plot_energy_curves` of a trace: energy ``kind`` entering (``before``) and leaving
+    (``after``) every layer; ``reference``: a vanilla trace of the same run (dashed)."""
+    b, a = tr.energies(kind, "before"), tr.energies(kind, "after")
+    ref = None if reference is None else reference.energies(kind, "before")
+    labels = {"posterior": "E(K;Q) + E(K)", "context": "E(K;Q)", "prior": "E(K)", "query": "E(Q;K)"}
+    kw.setdefault("energy_label", labels.get(kind, kind))
+    return plot_energy_curves(b, a, reference=ref, layer_names=tr.layers, **kw)
+
+
+def trace_context_path(tr, step: int = -1, image: int = 0):
+    """``(L+1, N, D)``: the prompt embedding of ``step`` then the context after every layer
+    (needs ``quantities`` with ``"contexts"``)."""
+    i = tr.steps.index(tr.steps[step]) if step < 0 else tr.steps.index(step)
+    c = tr.contexts(image=image)[i].float()
+    p = tr.prompt_embeds(image=image)[i].float()
+    return np.concatenate([to_numpy(p)[None], to_numpy(c)])
+
+
+def plot_trace_contexts(tr, step: int = -1, token=None, **kw) -> ExplainerFigure:
+    """:func:`plot_context_trajectories` of one recorded step: with ``"contexts"`` recorded all three
+    panels (norms, drift, PCA paths); else norms and drift from ``"context_norms"``."""
+    idx = tr.token_index(token) if token is not None else trace_prompt_positions(tr, include_sot=False)
+    toks = trace_tokens(tr)
+    labels = [toks[i] for i in idx]
+    if "contexts" in tr.quantities:
+        c = trace_context_path(tr, step)[:, idx]
+        return plot_context_trajectories(c, tokens=labels, **kw)
+    i = step if step < 0 else tr.steps.index(step)
+    nb = to_numpy(tr.context_norms("before"))[i]  # (L, N)
+    na = to_numpy(tr.context_norms("after"))[i]
+    d = to_numpy(tr.drift())[i]
+    norms = np.concatenate([nb[:1], na])[:, idx]
+    drift = np.concatenate([np.zeros_like(d[:1]), d])[:, idx]
+    return plot_context_trajectories(norms=norms, drift=drift, tokens=labels, **kw)
+
+
+def plot_trace_seg(tr, title: str = "SEG: self-attention energy per step") -> ExplainerFigure:
+    """Blurred vs reference (unblurred) self-attention energy per step, mean over SEG layers."""
+    bl = to_numpy(tr.seg_energies("blurred")).mean(-1)
+    ref = to_numpy(tr.seg_energies("reference")).mean(-1)
+    fig = new_figure(figsize=(6, 3.4))
+    ax = fig.subplots()
+    ax.plot(np.arange(len(bl)), bl, "o-", ms=3, label="blurred branch")
+    ax.plot(np.arange(len(ref)), ref, "s--", ms=3, label="reference (unblurred)")
+    ax.set_xlabel("sampling step (0 = noisiest)")
+    ax.set_ylabel("sum -lse(Q K^T)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def animate_trace(tr, token=None, **kw):
+    """:func:`animate_maps` of a trace's per-step maps (mean over layers), the prompt's words by default."""
+    idx = tr.token_index(token) if token is not None else trace_prompt_positions(tr)
+    return animate_maps(tr.maps(aggregate="step"), tokens=trace_tokens(tr), token_indices=idx,
+                        step_labels=[f"step {s}" for s in tr.steps], **kw)
+
+
 def _short_layer(name: str) -> str:
     """``down_blocks.1.attentions.0.transformer_blocks.0.attn2.processor`` -> ``down1.0``."""
     parts = name.split(".")
@@ -666,5 +783,7 @@ __all__ = [
     "to_numpy", "image_array", "resize_map", "stack_maps", "token_labels", "prompt_token_indices",
     "plot_attention_maps", "plot_token_maps", "animate_maps", "save_animation", "plot_energy_curves",
     "plot_energy_heatmap", "plot_descent", "plot_gradient_check", "pca_2d", "plot_context_trajectories",
-    "plot_seg_energy", "compare_images", "image_grid", "upscale",
+    "plot_seg_energy", "compare_images", "image_grid", "upscale", "trace_tokens", "trace_prompt_positions",
+    "plot_trace_maps", "plot_trace_energies", "trace_context_path", "plot_trace_contexts", "plot_trace_seg",
+    "animate_trace",
 ]

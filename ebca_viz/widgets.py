@@ -13,8 +13,8 @@ Two methods:
 * ``"seg"``: smoothed energy guidance (Gaussian blur ``sigma`` of the self-attention queries,
   scale ``s``).
 
-The vanilla image is diffusers' own attention (an EBCA installation with every strength 0,
-recorded); the last vanilla result is cached per ``(model, prompt, seed, steps, guidance)``.
+Both runs are recorded with :func:`ebca_viz.trace` (maps, energies, context norms, SEG energies);
+the vanilla image is diffusers' own attention. The last vanilla result is cached per ``(model, prompt, seed, steps, guidance)``.
 Sampling runs on the GPU when one is visible, else on the CPU. Errors go to the panel's error
 area; processors and hooks are always restored (the installations are context managers).
 
@@ -24,6 +24,7 @@ Stable CSS classes for browser tests: ``ebca-panel``, ``ebca-sample`` (button),
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 import time
@@ -35,7 +36,6 @@ import torch
 
 from .config import EBCAConfig, Edit, SEGConfig
 from .ebca import energy_attention, find_controller
-from .energy import posterior_energy, split_heads
 from .seg import smoothed_energy_guidance
 
 METHODS = ("ebca", "seg")
@@ -100,7 +100,7 @@ class PanelSettings:
         edits = [e.to_edit() for e in self.edits if e.prompt.strip()]
         cfg = EBCAConfig(gamma_attn=self.gamma_attn, gamma_norm=self.gamma_norm,
                          token_indices=ti or None, token_upweight=tw or None, edits=edits)
-        cfg.validate()
+        cfg.validate().check_denominators(self.steps, self.steps)  # a zero EBCQ denominator: say so now
         return cfg
 
     def seg_config(self) -> SEGConfig:
@@ -132,190 +132,54 @@ def parse_token_weights(spec) -> tuple[list, list]:
 
 
 # ---------------------------------------------------------------------------------------------
-# recording
-# ---------------------------------------------------------------------------------------------
-class PanelRecorder:
-    """EBCA observer used by the panel: per step x layer posterior energies (before / after each
-    update), attention maps of the conditional half (mean over heads and images) per layer and per
-    step, and the per-token context norms along the layers.
-
-    Attributes (after a run, ``S`` steps, ``L`` layers, ``N`` tokens):
-        energy_before, energy_after: ``(S, L)`` tensors (:meth:`energies`),
-        layer_maps: list of ``L`` tensors ``(N, h_l, w_l)`` (mean over steps),
-        step_maps: ``(S, N, m, m)`` (mean over layers, resized to ``map_size``),
-        norms: ``(S, L+1, N)`` context norms, row 0 the prompt embedding,
-        contexts: ``(L+1, N, D)`` the contexts of the last step (first conditional image).
-    """
-
-    def __init__(self, map_size: int = 16):
-        self.map_size = map_size
-        self._e: dict = {}
-        self._lmaps: dict = {}
-        self._lcount: dict = {}
-        self._smaps: dict = {}
-        self._scount: dict = {}
-        self._norms: dict = {}
-        self._ctx: dict = {}
-        self.layer_names: dict = {}
-
-    @torch.no_grad()
-    def on_cross_attention(self, ev) -> None:
-        import torch.nn.functional as F
-
-        attn, n, s, l = ev.attn, ev.n_uncond, ev.step, ev.layer
-        self.layer_names[l] = ev.name
-        q = ev.query[n:].float()
-        e_in = posterior_energy(q, ev.key[n:].float(), attn.scale)
-        ctx = ev.context_out[n:]
-        if ev.context_out is ev.context_in:
-            e_out = e_in
-        else:
-            c = attn.norm_encoder_hidden_states(ctx) if attn.norm_cross else ctx
-            e_out = posterior_energy(q, split_heads(attn.to_k(c), attn.heads).float(), attn.scale)
-        self._e[(s, l)] = (float(e_in.mean()), float(e_out.mean()))
-        h, w = ev.grid
-        m = ev.probs[n:].float().mean(dim=(0, 1)).T.reshape(-1, h, w).cpu()  # (N, h, w)
-        self._lmaps[l] = self._lmaps.get(l, 0) + m
-        self._lcount[l] = self._lcount.get(l, 0) + 1
-        ms = F.interpolate(m[None], size=(self.map_size,) * 2, mode="bilinear", align_corners=False)[0]
-        self._smaps[s] = self._smaps.get(s, 0) + ms
-        self._scount[s] = self._scount.get(s, 0) + 1
-        c_in, c_out = ev.context_in[n].float().cpu(), ev.context_out[n].float().cpu()
-        rows = self._norms.setdefault(s, {})
-        if l == 0 or -1 not in rows:
-            rows[-1] = c_in.norm(dim=-1)
-            self._ctx[s] = {-1: c_in}
-        rows[l] = c_out.norm(dim=-1)
-        self._ctx.setdefault(s, {})[l] = c_out
-        for old in [k for k in self._ctx if k < s]:  # keep the last step's contexts only
-            del self._ctx[old]
-
-    # -- results --------------------------------------------------------------------------------
-    @property
-    def steps(self) -> list:
-        return sorted({s for s, _ in self._e})
-
-    @property
-    def layers(self) -> list:
-        return sorted({l for _, l in self._e})
-
-    def energies(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(before, after)``: ``(S, L)`` posterior energies ``E(K;Q) + E(K)`` of the conditional
-        context entering / leaving every layer."""
-        S, L = self.steps, self.layers
-        b = torch.tensor([[self._e[(s, l)][0] for l in L] for s in S])
-        a = torch.tensor([[self._e[(s, l)][1] for l in L] for s in S])
-        return b, a
-
-    @property
-    def layer_maps(self) -> list:
-        return [self._lmaps[l] / self._lcount[l] for l in self.layers]
-
-    @property
-    def step_maps(self) -> torch.Tensor:
-        return torch.stack([self._smaps[s] / self._scount[s] for s in self.steps])
-
-    @property
-    def norms(self) -> torch.Tensor:
-        return torch.stack([torch.stack([self._norms[s][l] for l in [-1] + self.layers]) for s in self.steps])
-
-    @property
-    def contexts(self) -> Optional[torch.Tensor]:
-        if not self._ctx:
-            return None
-        last = max(self._ctx)
-        d = self._ctx[last]
-        return torch.stack([d[l] for l in [-1] + self.layers if l in d])
-
-
-class SEGRecorder:
-    """SEG observer: self-attention energy ``-sum_i lse_j(beta q_i k_j)`` (mean over heads and
-    images) of the blurred branch and of the reference (unblurred conditional) branch, per call."""
-
-    def __init__(self):
-        self.blurred: list = []
-        self.reference: list = []
-
-    @torch.no_grad()
-    def on_seg_attention(self, name, attn, q, k, rows, grid) -> None:
-        qb, kb = q[rows].float(), k[rows].float()
-        self.blurred.append(float(_self_attention_energy(qb, kb, attn.scale)))
-        b = rows.stop - rows.start
-        if rows.start >= b:  # published convention: the conditional rows sit just before the blurred ones
-            qc, kc = q[rows.start - b:rows.start].float(), k[rows.start - b:rows.start].float()
-            self.reference.append(float(_self_attention_energy(qc, kc, attn.scale)))
-
-
-def _self_attention_energy(q, k, scale) -> torch.Tensor:
-    s = torch.matmul(q, k.transpose(-1, -2)) * scale  # (b, H, P, P)
-    return (-torch.logsumexp(s, dim=-1).sum(-1)).mean()
-
-
-# ---------------------------------------------------------------------------------------------
 # the sampling function behind the panel
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class RunResult:
     image: object  # PIL image
-    recorder: object  # PanelRecorder or SEGRecorder
+    trace: object  # ebca_viz.Trace of the run (maps, energies, context norms; SEG energies)
     seconds: float
 
 
 @dataclass
 class Comparison:
-    """Vanilla vs energy-based result of :func:`sample_comparison`."""
+    """Vanilla vs energy-based result of :func:`sample_comparison`; both runs come with their trace."""
 
     settings: PanelSettings
     model: str
     vanilla: RunResult
     energy: RunResult
-    tokens: list
-    token_indices: list
     vanilla_cached: bool
     device: str
+
+    @property
+    def label(self) -> str:
+        return "EBCA" if self.settings.method == "ebca" else "SEG"
 
     def images_figure(self):
         from .viz import compare_images
 
-        label = "EBCA" if self.settings.method == "ebca" else "SEG"
-        return compare_images({"vanilla": self.vanilla.image, label: self.energy.image}, diff=True)
+        return compare_images({"vanilla": self.vanilla.image, self.label: self.energy.image}, diff=True)
 
     def energy_figure(self):
-        """EBCA: posterior energy entering/leaving every layer (descent) vs vanilla; SEG: the
+        """EBCA: posterior energy entering/leaving every layer (descent) vs vanilla (dashed); SEG: the
         self-attention energy of the blurred vs the unblurred branch per step."""
-        from .viz import new_figure, plot_energy_curves
+        from .viz import plot_trace_energies, plot_trace_seg
 
         if self.settings.method == "ebca":
-            b, a = self.energy.recorder.energies()
-            ref, _ = self.vanilla.recorder.energies()
-            return plot_energy_curves(b, a, reference=ref, title="posterior energy of the context")
-        rec = self.energy.recorder
-        fig = new_figure(figsize=(6, 3.4))
-        ax = fig.subplots()
-        ax.plot(rec.blurred, "o-", ms=3, label=f"blurred (sigma {self.settings.seg_sigma:g})")
-        if rec.reference:
-            ax.plot(rec.reference, "s--", ms=3, label="unblurred")
-        ax.set_xlabel("UNet call x SEG layer")
-        ax.set_ylabel("sum -lse(Q K^T)")
-        ax.set_title("SEG: self-attention energy")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        return fig
+            return plot_trace_energies(self.energy.trace, reference=self.vanilla.trace,
+                                       title="posterior energy of the context (dashed: vanilla)")
+        return plot_trace_seg(self.energy.trace, title=f"SEG (sigma {self.settings.seg_sigma:g}): self-attention energy")
 
     def maps_figure(self):
-        """Attention maps per token (prompt words), mean over steps: one row per run."""
-        from .viz import plot_attention_maps, stack_maps
+        """Attention maps of the prompt's words (mean over steps and layers): vanilla row, energy row."""
+        from .viz import plot_attention_maps, trace_prompt_positions, trace_tokens
 
-        rows, labels = [], []
-        for lab, run in (("vanilla", self.vanilla), ("energy", self.energy)):
-            rec = run.recorder
-            if isinstance(rec, PanelRecorder) and rec.layers:
-                rows.append(rec.step_maps.mean(0))
-                labels.append(lab)
-        if not rows:
-            return None
-        return plot_attention_maps(stack_maps(rows), tokens=self.tokens, row_labels=labels,
-                                   token_indices=self.token_indices, title="cross-attention per token (mean over steps, layers)")
+        tv, te = self.vanilla.trace, self.energy.trace
+        m = torch.stack([tv.maps(aggregate="mean"), te.maps(aggregate="mean")])
+        return plot_attention_maps(m, tokens=trace_tokens(te), row_labels=["vanilla", self.label],
+                                   token_indices=trace_prompt_positions(te, include_sot=True),
+                                   title="cross-attention per token (mean over steps and layers)")
 
 
 class VanillaCache:
@@ -355,7 +219,9 @@ def _model_name(pipe, model: Optional[str]) -> str:
     return getattr(pipe, "name_or_path", None) or getattr(getattr(pipe, "config", None), "_name_or_path", None) or f"pipe@{id(pipe):x}"
 
 
-def _run(pipe, settings: PanelSettings, install, recorder, on_step, device) -> RunResult:
+def _run(pipe, settings: PanelSettings, install, on_step) -> RunResult:
+    from .trace import trace
+
     g = torch.Generator(device="cpu").manual_seed(settings.seed)
 
     def cb(p, i, t, kw):
@@ -364,12 +230,11 @@ def _run(pipe, settings: PanelSettings, install, recorder, on_step, device) -> R
         return kw
 
     t0 = time.perf_counter()
-    with install() as ctl:
-        ctl.observers.append(recorder)
+    with trace(pipe) as tr, install():
         with torch.no_grad():
             out = pipe(settings.prompt, num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
                        generator=g, callback_on_step_end=cb)
-    return RunResult(out.images[0], recorder, time.perf_counter() - t0)
+    return RunResult(out.images[0], tr, time.perf_counter() - t0)
 
 
 def sample_comparison(pipe, settings: Optional[PanelSettings] = None, model: Optional[str] = None,
@@ -401,20 +266,15 @@ def sample_comparison(pipe, settings: Optional[PanelSettings] = None, model: Opt
         return None if on_step is None else (lambda i, n: on_step(offset + i, total))
 
     if not cached:
-        vanilla = _run(pipe, s, lambda: energy_attention(pipe, EBCAConfig()), PanelRecorder(), progress(0), device)
+        vanilla = _run(pipe, s, contextlib.nullcontext, progress(0))
         if cache is not None:
             cache.put(key, vanilla)
     p2 = progress(0 if cached else s.steps)
     if s.method == "ebca":
-        energy = _run(pipe, s, lambda: energy_attention(pipe, ebca_cfg), PanelRecorder(), p2, device)
+        energy = _run(pipe, s, lambda: energy_attention(pipe, ebca_cfg), p2)
     else:
-        energy = _run(pipe, s, lambda: smoothed_energy_guidance(pipe, seg_cfg), SEGRecorder(), p2, device)
-    from .viz import prompt_token_indices, token_labels
-
-    n_tok = pipe.tokenizer.model_max_length if hasattr(pipe, "tokenizer") else None
-    tokens = token_labels(pipe, s.prompt, n=n_tok)
-    idx = [0] + prompt_token_indices(pipe, s.prompt)
-    return Comparison(s, name, vanilla, energy, tokens, idx, cached, device)
+        energy = _run(pipe, s, lambda: smoothed_energy_guidance(pipe, seg_cfg), p2)
+    return Comparison(s, name, vanilla, energy, cached, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,5 +481,5 @@ class EnergyPanel:
                     ctl.remove()
 
 
-__all__ = ["PanelSettings", "EditSpec", "parse_token_weights", "PanelRecorder", "SEGRecorder", "Comparison",
+__all__ = ["PanelSettings", "EditSpec", "parse_token_weights", "Comparison",
            "RunResult", "VanillaCache", "sample_comparison", "EnergyPanel", "METHODS"]

@@ -1,0 +1,150 @@
+"""ebca_viz.viz: every figure builds from plain arrays and from a trace, nothing leaks into pyplot."""
+import sys
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from ebca_viz import viz
+
+
+def _no_pyplot_figures():
+    plt = sys.modules.get("matplotlib.pyplot")
+    return plt is None or plt.get_fignums() == []
+
+
+@pytest.fixture(autouse=True)
+def no_leak():
+    yield
+    assert _no_pyplot_figures(), "a viz function left a pyplot figure open"
+
+
+def test_fast_mode_and_pick(monkeypatch):
+    monkeypatch.delenv("EBCA_VIZ_FAST", raising=False)
+    assert not viz.fast_mode() and viz.pick(25, 4) == 25
+    for v in ("1", "true", "YES"):
+        monkeypatch.setenv("EBCA_VIZ_FAST", v)
+        assert viz.fast_mode() and viz.pick(25, 4) == 4
+    monkeypatch.setenv("EBCA_VIZ_FAST", "0")
+    assert not viz.fast_mode()
+
+
+def test_attention_maps_grid_shapes_and_png():
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, 5, 8, 8))
+    fig = viz.plot_attention_maps(maps, tokens=[f"t{i}" for i in range(5)], row_labels=["a", "b", "c"],
+                                  token_indices=[1, 3], title="x")
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 2
+    png = viz.figure_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig._repr_png_()[:4] == b"\x89PNG"
+    # mixed grids (per layer) and an image under the maps
+    fig = viz.plot_attention_maps([torch.rand(5, 8, 8), torch.rand(5, 4, 4)], image=np.zeros((16, 16, 3)))
+    assert len(fig.axes) == 2 * 6
+    with pytest.raises(ValueError, match="token_indices"):
+        viz.plot_attention_maps(maps, token_indices=[7])
+    with pytest.raises(ValueError, match="row_labels"):
+        viz.plot_attention_maps(maps, row_labels=["only one"])
+    with pytest.raises(ValueError, match="maps must be"):
+        viz.plot_attention_maps(np.zeros((2, 2)))
+
+
+def test_energy_curves_descent_title():
+    b = torch.tensor([[3.0, 2.0, 1.0], [2.5, 1.5, 0.5]])
+    fig = viz.plot_energy_curves(b, b - 0.1, reference=b + 1, layer_names=["down_blocks.0.attentions.0.x", "mid_block.attentions.0.y", "z"])
+    assert "100% of updates descend" in fig.axes[1].get_title()
+    fig = viz.plot_energy_curves(b)  # no "after": per-step means
+    assert fig.axes[1].get_title() == "energy per step"
+    assert isinstance(viz.plot_energy_heatmap(b, center=True), Figure)
+    assert isinstance(viz.plot_descent([3, 2, 1.5], labels=["E"]), Figure)
+
+
+def test_gradient_check_reports_error():
+    g = torch.randn(4, 3)
+    fig = viz.plot_gradient_check(g, g + 1e-3)
+    assert "1.00e-03" in fig.axes[0].get_title()
+    with pytest.raises(ValueError):
+        viz.plot_gradient_check(torch.zeros(3), torch.zeros(4))
+
+
+def test_pca_and_context_trajectories():
+    c = torch.randn(6, 4, 10)
+    p = viz.pca_2d(c)
+    assert p.shape == (6, 4, 2)
+    fig = viz.plot_context_trajectories(c, tokens=["a", "b", "c", "d"])
+    assert len(fig.axes) == 3
+    fig = viz.plot_context_trajectories(norms=torch.rand(6, 4), drift=torch.rand(6, 4))
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError):
+        viz.plot_context_trajectories()
+
+
+def test_seg_energy_with_inf_and_images():
+    fig = viz.plot_seg_energy([1, 3, 10, float("inf")], [[-5, -4, -3, -2.5]], reference=-6,
+                              images=[np.zeros((8, 8, 3))] * 4)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels[-1] == "inf"
+    with pytest.raises(ValueError, match="one value per sigma"):
+        viz.plot_seg_energy([1, 2], [1, 2, 3])
+
+
+def test_compare_images_and_grid():
+    from PIL import Image
+
+    a = Image.new("RGB", (16, 16), "red")
+    b = torch.zeros(3, 16, 16) - 1  # a [-1, 1] tensor
+    fig = viz.compare_images({"before": a, "after": b}, diff=True)
+    assert len(fig.axes) >= 3 and fig.axes[0].get_title() == "before"
+    assert isinstance(viz.image_grid([a] * 5, ncols=3), Figure)
+    assert viz.upscale(a, 64).size == (64, 64)
+
+
+def test_animation_jshtml_and_gif(tmp_path):
+    anim = viz.animate_maps(torch.rand(3, 4, 8, 8), tokens=["a", "b", "c", "d"], token_indices=[1, 2])
+    html = anim.to_jshtml()
+    assert "<script" in html and "anim" in html
+    path = viz.save_animation(anim, tmp_path / "maps.gif", fps=2)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "GIF" and im.n_frames == 3
+
+
+def test_save_figure_closes_pyplot_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    viz.save_figure(fig, tmp_path / "a.png")
+    assert plt.get_fignums() == []
+    viz.save_figure(viz.plot_descent([1, 0]), tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_token_labels(tiny_pipe):
+    labels = viz.token_labels(tiny_pipe, "a red circle")
+    assert labels[0] == "0 <sot>" and labels[2] == "2 red" and labels[-1] == "4 <eot>"
+    assert viz.prompt_token_indices(tiny_pipe, "a red circle") == [1, 2, 3]
+
+
+def test_trace_figures(pipe, tmp_path):
+    import ebca_viz as ev
+
+    with ev.trace(pipe, quantities="all") as tr, ev.energy_attention(pipe, ev.EBCAConfig(gamma_attn=0.05, gamma_norm=0.02)):
+        pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert viz.trace_prompt_positions(tr) == [1, 2, 3]
+    assert viz.trace_tokens(tr)[3] == "3 circle"
+    fig = viz.plot_trace_maps(tr, by="layer")
+    assert len(fig.axes) == len(tr.layers) * 3
+    assert len(viz.plot_trace_maps(tr, by="step", token="red").axes) == 2
+    assert len(viz.plot_trace_energies(tr).axes) == 2
+    assert len(viz.plot_trace_contexts(tr).axes) == 3
+    assert viz.trace_context_path(tr).shape[0] == len(tr.layers) + 1
+    viz.save_animation(viz.animate_trace(tr), tmp_path / "t.gif")
+    with ev.trace(pipe) as tr2, ev.smoothed_energy_guidance(pipe, ev.SEGConfig(sigma=2.0)):
+        pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert len(viz.plot_trace_seg(tr2).axes) == 1
+    assert len(viz.plot_trace_contexts(tr2).axes) == 2  # norms + drift without recorded contexts
