@@ -408,7 +408,7 @@ class Trace:
             self.budget.check_projection(need, f"recording {n_sel} steps of {len(self.layers)} layers")
         if "maps" in self.quantities and not self._sums and "maps:layers" not in [d["item"] for d in self.budget.dropped]:
             shp = (len(self.layers), B, N) + self.map_grid
-            if self.budget.reserve(4 * math.prod(shp), "maps:layers", None):
+            if self.budget.reserve(4 * (math.prod(shp) + len(self.layers)), "maps:layers", None):
                 dev = ehs.device
                 self._sums = {"sum": torch.zeros(shp, device=dev), "count": torch.zeros(len(self.layers), device=dev)}
 
@@ -441,7 +441,7 @@ class Trace:
         per = sum(math.prod(s) * torch.empty((), dtype=d).element_size() for s, d in self._item_shapes(B, N, D, n_seg).values())
         total = n_steps * per
         if fixed and "maps" in self.quantities:
-            total += 4 * len(self.layers) * B * N * math.prod(self.map_grid)
+            total += 4 * len(self.layers) * (B * N * math.prod(self.map_grid) + 1)  # sums + counts
         return total
 
     def _begin_step(self, ehs):
@@ -463,12 +463,13 @@ class Trace:
             stage["prompt_embeds"].copy_(ehs[self.n_uncond : self.b2])
         self._prompt = ehs[self.n_uncond : self.b2].float()
         self._stage = stage
-        self.wants_events = True
+        # after a drop nothing more is stored (not even into the running sums): the record is a prefix
+        self.wants_events = bool(stage) or (bool(self._sums) and not self.budget.full)
 
     def _post(self, module, args, kwargs, output):
         stage, self._stage = self._stage, {}
         was, self.wants_events = self.wants_events, False
-        if not was or output is None:
+        if not was or output is None or not stage:
             return None
         self._records[self.step] = {k: v.cpu() for k, v in stage.items()}
         self._stacked_cache = None
