@@ -263,7 +263,7 @@ def edits_from_lists(prompts: Sequence[str], directions=None, alphas=None, start
             v = [v] if isinstance(v, (int, float, str)) else list(v)
             if len(v) != n:
                 raise ValueError(
-                    f"edit lists: {n} editing prompt(s) but {len(v)} value(s) in {k}: give one {k} per editing prompt"
+                    f"edit lists: {n} editing prompt(s) but {len(v)} value(s) in {k}: give one value of {k} per editing prompt"
                 )
             cols[k] = v
     out = []

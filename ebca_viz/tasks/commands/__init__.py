@@ -1,0 +1,1 @@
+"""One module per command (``add_arguments`` / ``run``), registered in :data:`ebca_viz.cli.COMMANDS`."""
