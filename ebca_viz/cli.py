@@ -11,6 +11,13 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ebca_viz.demo", "vanilla vs EBCU from the same seed: images, an energy plot and a JSON summary"),
+    "multiconcept": ("ebca_viz.tasks.commands.multiconcept", "multi-concept text-to-image with EBCU and token up-weighting"),
+    "synedit": ("ebca_viz.tasks.commands.synedit", "synthetic-image editing: EBCU + EBCQ editorial prompts"),
+    "realedit": ("ebca_viz.tasks.commands.realedit", "real-image editing: DDIM inversion, then EBCQ edits"),
+    "inpaint": ("ebca_viz.tasks.commands.inpaint", "text-guided inpainting with masked EBCU (SD inpainting or RePaint)"),
+    "seg": ("ebca_viz.tasks.commands.seg", "smoothed energy guidance sampling (SD 1.x/2.x, SDXL), with or without CFG"),
+    "sweep": ("ebca_viz.eval.commands.sweep", "prompts x seeds x settings, one JSON per job, resumable, accelerate-able"),
+    "evaluate": ("ebca_viz.eval.commands.evaluate", "aggregate a sweep: mean +- standard error per setting"),
 }
 
 
