@@ -767,6 +767,77 @@ def animate_trace(tr, token=None, **kw):
                         step_labels=[f"step {s}" for s in tr.steps], **kw)
 
 
+# ---------------------------------------------------------------------------------------------
+# notebook helpers
+# ---------------------------------------------------------------------------------------------
+def load_model(name: str = "shapes-world", device: Optional[str] = None, verbose: bool = True):
+    """``(pipe, name)`` for the notebooks: ``"shapes-world"`` (or ``"auto"``) falls back to the random
+    ``"tiny"`` model when the shapes-world weights are not in this copy
+    (:func:`ebca_viz.demo.default_model`); any other name goes to
+    :func:`ebca_viz.models.load_pipeline` (``"sd15"`` needs its weights on disk). GPU when visible."""
+    from .demo import default_model
+    from .models import load_pipeline
+
+    if name in ("auto", "shapes-world"):
+        name = default_model()
+        if name != "shapes-world" and verbose:
+            print("shapes-world weights are not in this copy: using the random-weight 'tiny' model "
+                  "(every code path runs, the pictures are noise)")
+    device = device or default_device()
+    pipe = load_pipeline(name, device=device)
+    pipe.set_progress_bar_config(disable=True)
+    if verbose:
+        print(f"model {name!r} on {device}: UNet with {len(_cross_keys(pipe))} cross-attention layers")
+    return pipe, name
+
+
+def _cross_keys(pipe):
+    from .attach import cross_attention_keys
+
+    return cross_attention_keys(pipe.unet)
+
+
+def capture_attention(pipe, prompt: str, step: int = 0, layer: int = 0, seed: int = 0, num_inference_steps: int = 4,
+                      guidance_scale: float = 7.5) -> dict:
+    """What one cross-attention layer saw at one sampling step of a plain run (conditional half, image 0).
+
+    Returns a dict: ``q (1, H, P, d)``, ``k (1, H, N, d)``, ``context (1, N, D)``, ``w_k (H d, D)``
+    (``attn.to_k.weight``), ``scale`` (beta), ``heads``, ``grid (h, w)``, ``name``; all fp32, detached.
+    """
+    import torch
+
+    from .config import EBCAConfig
+    from .ebca import energy_attention
+
+    got = {}
+
+    class _Grab:
+        def on_cross_attention(self, ev):
+            if ev.step == step and ev.layer == layer and not got:
+                n = ev.n_uncond
+                got.update(q=ev.query[n:n + 1].detach().float().clone(), k=ev.key[n:n + 1].detach().float().clone(),
+                           context=ev.context_in[n:n + 1].detach().float().clone(),
+                           w_k=ev.attn.to_k.weight.detach().float().clone(), scale=float(ev.attn.scale),
+                           heads=int(ev.attn.heads), grid=tuple(ev.grid), name=ev.name)
+
+    g = torch.Generator("cpu").manual_seed(seed)
+    with energy_attention(pipe, EBCAConfig()) as ctl, torch.no_grad():
+        ctl.observers.append(_Grab())
+        pipe(prompt, num_inference_steps=max(num_inference_steps, step + 1), guidance_scale=guidance_scale, generator=g)
+    if not got:
+        raise ValueError(f"layer {layer} / step {step} was not reached (the UNet has {len(_cross_keys(pipe))} layers)")
+    return got
+
+
+def show_animation(anim):
+    """``IPython.display.HTML`` of an animation (``to_jshtml``), the figure released afterwards."""
+    from IPython.display import HTML
+
+    html = anim.to_jshtml()
+    _close(anim._fig)
+    return HTML(html)
+
+
 def _short_layer(name: str) -> str:
     """``down_blocks.1.attentions.0.transformer_blocks.0.attn2.processor`` -> ``down1.0``."""
     parts = name.split(".")
@@ -785,5 +856,5 @@ __all__ = [
     "plot_energy_heatmap", "plot_descent", "plot_gradient_check", "pca_2d", "plot_context_trajectories",
     "plot_seg_energy", "compare_images", "image_grid", "upscale", "trace_tokens", "trace_prompt_positions",
     "plot_trace_maps", "plot_trace_energies", "trace_context_path", "plot_trace_contexts", "plot_trace_seg",
-    "animate_trace",
+    "animate_trace", "load_model", "capture_attention", "show_animation",
 ]
