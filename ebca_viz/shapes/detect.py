@@ -8,10 +8,10 @@ Pipeline for one image ``(H, W, 3) uint8`` (or float in [0, 1]):
    ``colour_threshold`` from every palette hue are ``"unknown"`` and belong to no object;
 3. objects: 8-connected components of each colour's mask with at least ``min_area`` pixels
    (scaled with ``(H / 32) ** 2``);
-4. shape: fill ratio ``area / (bbox w * h)`` (square ~1, disc ~pi/4, triangle ~1/2), a taper
-   test (mean width of the top quarter of rows / bottom quarter: an upright triangle is ~0.2, a
-   disc ~1, a square 1) and a corner test (a square fills the corner pixels of its box).
-   On clean renders: square fill >= 0.96, disc 0.64-0.90, triangle taper <= 0.3.
+4. core: the component's pixels at least 0.4 x as bright as its 90th-percentile brightness
+   (~ coverage >= 0.5, which undoes the halo of a blurry edge); its area must be ``>= min_area``;
+5. shape: the ideal silhouette (ellipse, rectangle, upright triangle) inscribed in the core's
+   bounding box with the highest IoU against the core.
 
 :func:`score_single` and :func:`score_pair` turn detections into the benchmark's categories.
 """
@@ -27,6 +27,7 @@ from .world import COLOURS, IMAGE_SIZE
 FG_THRESHOLD = 90
 COLOUR_THRESHOLD = 0.35
 MIN_AREA = 12
+CORE_FRACTION = 0.4
 
 _NAMES = list(COLOURS)
 _HUES = np.array([np.array(COLOURS[c], np.float32) / max(COLOURS[c]) for c in _NAMES])  # (C, 3)
@@ -92,23 +93,36 @@ def components(mask: np.ndarray) -> list:
     return out
 
 
+def _template(kind: str, h: int, w: int, ss: int = 4) -> np.ndarray:
+    """Ideal ``(h, w) bool`` silhouette filling an ``h x w`` box: ellipse, rectangle or upright triangle."""
+    y = (np.arange(h * ss, dtype=np.float32) + 0.5) / ss
+    x = (np.arange(w * ss, dtype=np.float32) + 0.5) / ss
+    y, x = np.meshgrid(y, x, indexing="ij")
+    if kind == "circle":
+        inside = ((x - w / 2) / (w / 2)) ** 2 + ((y - h / 2) / (h / 2)) ** 2 <= 1.0
+    elif kind == "square":
+        inside = np.ones_like(x, dtype=bool)
+    else:
+        inside = np.abs(x - w / 2) <= (y / h) * w / 2
+    return inside.reshape(h, ss, w, ss).mean(axis=(1, 3)) >= 0.5
+
+
+SHAPE_KINDS = ("circle", "square", "triangle")
+
+
 def classify_shape(mask: np.ndarray) -> tuple:
-    """Shape of one object's boolean mask (cropped or not) -> ``(shape, fill_ratio)``."""
+    """Shape of one object's boolean mask -> ``(shape, fill_ratio)``: the ideal silhouette
+    (ellipse / rectangle / upright triangle inscribed in the mask's bounding box) with the highest
+    IoU wins. ``fill_ratio = area / bbox area`` is returned for diagnostics."""
     ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = mask[y0:y1, x0:x1]
+    crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     h, w = crop.shape
     fill = float(crop.sum()) / float(h * w)
-    rows = crop.sum(1).astype(np.float32)
-    q = max(1, h // 4)
-    top, bottom = rows[:q].mean(), rows[-q:].mean()
-    taper = top / max(bottom, 1e-6)  # ~0.1-0.3 for a triangle, ~1 for a square, 0.5-2 for a disc
-    corners = int(crop[0, 0]) + int(crop[0, -1]) + int(crop[-1, 0]) + int(crop[-1, -1])
-    if taper < 0.4 or (fill < 0.6 and taper < 0.6):
-        return "triangle", fill
-    if fill >= 0.92 or (fill >= 0.84 and corners >= 3):
-        return "square", fill
-    return "circle", fill
+    ious = []
+    for kind in SHAPE_KINDS:
+        t = _template(kind, h, w)
+        ious.append((t & crop).sum() / max((t | crop).sum(), 1))
+    return SHAPE_KINDS[int(np.argmax(ious))], fill
 
 
 def detect(image, min_area: int | None = None, fg_threshold: int = FG_THRESHOLD,
@@ -124,7 +138,12 @@ def detect(image, min_area: int | None = None, fg_threshold: int = FG_THRESHOLD,
             if len(ys) < min_area:
                 continue
             m = np.zeros(lab.shape, bool)
-            m[ys, xs] = True
+            bright = a[ys, xs].max(-1).astype(np.float32)
+            core = bright >= CORE_FRACTION * np.percentile(bright, 90)  # ~ coverage >= 0.5
+            m[ys[core], xs[core]] = True
+            if m.sum() < min_area:
+                continue
+            ys, xs = np.nonzero(m)
             shape, fill = classify_shape(m)
             found.append(Detection(name, shape, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
                                    int(len(ys)), fill))
