@@ -21,7 +21,7 @@ import torch
 
 from .config import EBCAConfig
 from .ebca import energy_attention
-from .energy import posterior_energy, split_heads
+from .trace import trace
 
 DEFAULT_PROMPT = "a red circle and a blue square"
 
@@ -35,46 +35,14 @@ def default_model() -> str:
     return "shapes-world" if weights_available() else "tiny"
 
 
-class PosteriorEnergyLog:
-    """Observer of an :class:`~ebca_viz.ebca.EBCAController`: posterior energy of the conditional
-    context entering (``before``) and leaving (``after``) every cross-attention layer, per step.
-
-    ``before[step][layer]``, ``after[step][layer]``: floats, mean over the conditional images.
-    """
-
-    def __init__(self):
-        self.before: dict[int, dict[int, float]] = {}
-        self.after: dict[int, dict[int, float]] = {}
-
-    @torch.no_grad()
-    def on_cross_attention(self, ev) -> None:
-        attn, n = ev.attn, ev.n_uncond
-        q = ev.query[n:].float()
-        e_in = posterior_energy(q, ev.key[n:].float(), attn.scale)
-        ctx = ev.context_out[n:]
-        c = attn.norm_encoder_hidden_states(ctx) if attn.norm_cross else ctx
-        k_out = split_heads(attn.to_k(c), attn.heads).float()
-        e_out = posterior_energy(q, k_out, attn.scale)
-        self.before.setdefault(ev.step, {})[ev.layer] = float(e_in.mean())
-        self.after.setdefault(ev.step, {})[ev.layer] = float(e_out.mean())
-
-    def matrix(self, which: str) -> torch.Tensor:
-        """``(step, layer)`` tensor of ``before`` or ``after`` energies."""
-        d = getattr(self, which)
-        steps = sorted(d)
-        layers = sorted(d[steps[0]]) if steps else []
-        return torch.tensor([[d[s][l] for l in layers] for s in steps])
-
-
 def _sample(pipe, prompt, seed, steps, guidance_scale, config, progress):
-    log = PosteriorEnergyLog()
+    """One run inside a recorder: ``(image, trace, seconds)``."""
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     g = torch.Generator("cpu").manual_seed(seed)
     t0 = time.perf_counter()
-    with energy_attention(pipe, config) as ctl:
-        ctl.observers.append(log)
+    with trace(pipe, quantities=["energies"]) as tr, energy_attention(pipe, config):
         image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, generator=g).images[0]
-    return image, log, time.perf_counter() - t0
+    return image, tr, time.perf_counter() - t0
 
 
 def _upscale(img, size=256):
@@ -85,18 +53,19 @@ def _upscale(img, size=256):
     return img.resize((size, size * img.height // img.width), Image.NEAREST)
 
 
-def plot_energy(vanilla: PosteriorEnergyLog, ebcu: PosteriorEnergyLog, layer_names=None, path=None):
+def plot_energy(vanilla, ebcu, path=None):
     """Two panels: how much lower the posterior energy of the context entering each layer is under
     EBCU than the prompt's own context (mean over steps; the updates cascade), and the
-    decrease ``E_before - E_after`` each EBCU update achieves, per step (mean over layers)."""
+    decrease ``E_before - E_after`` each EBCU update achieves, per step (mean over layers).
+    ``vanilla``, ``ebcu``: :class:`~ebca_viz.trace.Trace` objects that recorded ``"energies"``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False) if path else None
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
-    ev, ee = vanilla.matrix("before"), ebcu.matrix("before")
-    ee_after = ebcu.matrix("after")
+    ev = vanilla.energies("posterior", when="before")  # (step, layer)
+    ee, ee_after = ebcu.energies("posterior", when="before"), ebcu.energies("posterior", when="after")
     x = range(ev.shape[1])
     a.plot(x, (ee - ev).mean(0), "s-", label="EBCU context - prompt context")
     a.axhline(0, color="gray", lw=0.8)
@@ -151,13 +120,13 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, s
     both.paste(b, (a.width + 8, 0))
     both.save(out / "comparison.png")
     plot_energy(vlog, elog, path=out / "energy.png")
-    ee, ea = elog.matrix("before"), elog.matrix("after")
+    ee, ea = elog.energies("posterior", when="before"), elog.energies("posterior", when="after")
     summary = {
         "model": name, "prompt": prompt, "seed": seed, "steps": steps, "guidance_scale": guidance_scale,
         "gamma_attn": gamma_attn, "gamma_norm": gamma_norm, "device": device,
         "seconds": {"vanilla": round(vt, 3), "ebcu": round(et, 3)},
         "posterior_energy_entering_layers_mean_over_steps": {
-            "vanilla": vlog.matrix("before").mean(0).tolist(), "ebcu": ee.mean(0).tolist()},
+            "vanilla": vlog.energies("posterior", when="before").mean(0).tolist(), "ebcu": ee.mean(0).tolist()},
         "fraction_of_updates_that_lower_energy": float((ea < ee).float().mean()),
         "pixel_change_mean_abs": float(
             (torch.tensor(list(vi.getdata()), dtype=torch.float32)
