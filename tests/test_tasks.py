@@ -11,7 +11,7 @@ import ebca_viz as ev
 from ebca_viz.tasks import (PRESETS, TaskResult, ddim_invert, edits_from_lists, inpaint, multiconcept, preset_kwargs,
                             real_edit, run_preset, run_task, seg_sample, synthetic_edit)
 
-STEPS = 2
+STEPS = 1
 
 
 def _state(p):
@@ -297,3 +297,16 @@ def test_cli_preset_and_errors(tmp_path, capsys):
     assert "give one value of alphas per editing prompt" in capsys.readouterr().err
     assert main(["seg", "--model", "tiny-sdxl", "--height", "16", "--width", "32", "--steps", "1"]) == 2
     assert "height == width" in capsys.readouterr().err
+
+
+def test_tasks_record_under_ebca_viz_trace(pipe):
+    """Inside the recorder: the task's energy processors are seen by the trace, and the trace's
+    own state is what the pipeline returns to."""
+    if not hasattr(ev, "trace"):
+        pytest.skip("ebca_viz.trace is not available in this copy")
+    with ev.trace(pipe) as tr:
+        inside = _state(pipe)
+        multiconcept(pipe, "A lion with a crown", num_inference_steps=STEPS)
+        assert _state(pipe) == inside
+    e = tr.energies(kind="posterior", when="after")
+    assert e.shape[0] == STEPS and e.shape[1] == 7 and torch.isfinite(e).all()

@@ -100,24 +100,20 @@ def _snapshot(pipe):
     unet = pipe.unet
     return dict(
         procs=dict(unet.attn_processors),
-        pre=set(unet._forward_pre_hooks), post=set(unet._forward_hooks),
         scheduler=getattr(pipe, "scheduler", None),
     )
 
 
 @contextlib.contextmanager
 def restored(pipe):
-    """Put the pipeline back as it was on exit (attention processors, hooks this task added,
-    scheduler), also when the block raises. Processors and hooks installed *before* (by the
-    caller, e.g. a recorder) are left in place."""
+    """Put the pipeline back as it was on exit (attention processors, scheduler), also when the
+    block raises. Processors and hooks installed *before* (by the caller, e.g. a recorder) are
+    left in place; the hooks of the energy / SEG installations are removed by their own ``with``."""
     snap = _snapshot(pipe)
     try:
         yield
     finally:
-        unet = pipe.unet
-        for hooks, before in ((unet._forward_pre_hooks, snap["pre"]), (unet._forward_hooks, snap["post"])):
-            for k in [k for k in hooks if k not in before]:
-                del hooks[k]
+        unet = pipe.unet  # hooks: energy_attention / SEG remove their own; a caller's stay untouched
         if dict(unet.attn_processors) != snap["procs"]:
             unet.set_attn_processor(snap["procs"])
         if snap["scheduler"] is not None and pipe.scheduler is not snap["scheduler"]:
