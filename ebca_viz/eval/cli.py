@@ -16,7 +16,8 @@ import torch
 
 def add_sweep_arguments(p) -> None:
     p.add_argument("--prompts", nargs="+", default=["animal_animal"],
-                   help="prompt sets: animal_animal, animal_object, object_object, all, or file:PATH")
+                   help="prompt sets: animal_animal, animal_object, object_object, all, shapes_pairs, shapes_report, "
+                        "shapes_tune, shapes_single, or file:PATH")
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts of each set")
     p.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 0,1,5")
     p.add_argument("--setting", action="append", default=None,

@@ -29,6 +29,7 @@ PROMPT_SET_ALIASES = {
     "animal_object": "animals_objects", "animals_objects": "animals_objects", "animal-object": "animals_objects",
     "object_object": "objects", "objects": "objects", "object-object": "objects",
 }
+SHAPES_SETS = {"shapes_pairs": "all", "shapes_tune": "tune", "shapes_report": "report", "shapes_single": "single"}
 EBCA_KEYS_FLOAT = ("gamma_attn", "gamma_norm", "gamma_stop", "guidance_scale")
 EBCA_KEYS_LIST_INT = ("token_indices",)
 EBCA_KEYS_LIST_FLOAT = ("token_upweight",)
@@ -126,7 +127,8 @@ def parse_setting(spec: str) -> Setting:
 
 
 def resolve_prompts(sets: Sequence[str] | str, limit: Optional[int] = None) -> list[tuple[str, int, str]]:
-    """Prompt set names (``animal_animal``/``animals``, ``animal_object``, ``object_object``, ``all``) or
+    """Prompt set names (``animal_animal``/``animals``, ``animal_object``, ``object_object``, ``all``; the
+    shapes-world sets ``shapes_pairs``, ``shapes_tune``, ``shapes_report``, ``shapes_single``) or
     ``file:PATH`` (one prompt a line) -> ``[(set, index, prompt), ...]``; ``limit`` = first N of each set."""
     from ..data import load_ae_prompts
 
@@ -141,10 +143,18 @@ def resolve_prompts(sets: Sequence[str] | str, limit: Optional[int] = None) -> l
             lines = [x.strip() for x in Path(s[5:]).read_text().splitlines() if x.strip()]
             out += [(Path(s[5:]).stem, i, p) for i, p in enumerate(lines[:limit])]
             continue
+        elif s in SHAPES_SETS:
+            from ..shapes import world  # the shapes-world prompts: scored by the detector hook
+
+            pairs = world.two_object_prompts(SHAPES_SETS[s]) if SHAPES_SETS[s] != "single" else \
+                [(p,) for p in world.single_prompts()]
+            out += [(s, i, world.caption_for(list(p))) for i, p in enumerate(pairs[:limit])]
+            continue
         elif s in PROMPT_SET_ALIASES:
             names = [PROMPT_SET_ALIASES[s]]
         else:
-            raise ValueError(f"prompts: unknown prompt set {s!r}; choose from {sorted(PROMPT_SET_ALIASES)}, 'all' "
+            raise ValueError(f"prompts: unknown prompt set {s!r}; choose from {sorted(PROMPT_SET_ALIASES)}, "
+                             f"{sorted(SHAPES_SETS)}, 'all' "
                              "or file:PATH")
         for n in names:
             out += [(n, i, p) for i, p in enumerate(data[n][:limit])]
