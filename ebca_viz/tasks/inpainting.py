@@ -14,7 +14,8 @@ pipelines build it) resized to layer ``n``'s grid (bilinear, ``align_corners=Tru
 
       z_{t'} <- (1 - m) * z_{t'} + m_known * add_noise(z_0, eps, t'),   m_known = 1 - m,  z_0 = s_vae E(x)
 
-  and at the end the known region is ``z_0`` itself. The published RePaint path feeds the *known*
+  and at the end the known region is ``z_0`` itself (DDIM sampling: the pipeline's scheduler is
+  swapped for ``DDIMScheduler`` during the call and restored). The published RePaint path feeds the *known*
   region (its inverted mask) to the update -- a bug; ``update_region="known"`` reproduces it.
 """
 from __future__ import annotations
@@ -97,7 +98,7 @@ def inpaint(pipe, image, mask_image, prompt: str, *, repaint: Optional[bool] = N
     if not repaint and in_ch != 9:
         raise ValueError(
             f"pipe: {type(pipe).__name__} with a {in_ch}-channel UNet is not an inpainting model; load "
-            "'sd15-inpainting' (or 'tiny-inpainting'), or pass repaint=True for the RePaint variant on plain SD"
+            "'sd15-inpainting' (or 'tiny-inpainting'), or pass repaint=True (CLI: --repaint) for the RePaint variant on plain SD"
         )
     if repaint and in_ch != 4:
         raise ValueError(f"repaint=True needs a plain text-to-image UNet (4 input channels), this one has {in_ch}; "
@@ -124,8 +125,12 @@ def inpaint(pipe, image, mask_image, prompt: str, *, repaint: Optional[bool] = N
                 out = pipe(prompt, image=src, mask_image=mask_pil, **kw)
                 info = controller_info(ctl)
         else:
+            from diffusers import DDIMScheduler
+
             from .inversion import encode_image
 
+            if not isinstance(pipe.scheduler, DDIMScheduler):  # a multistep solver's history would mix the
+                pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # re-noised region in
             z0 = encode_image(pipe, src, h, w, gen)
             cb = _RepaintCallback(z0, m_lat.to(pipe.device, z0.dtype), gen)
             with energy_attention(pipe, cfg) as ctl:
