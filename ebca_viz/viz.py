@@ -311,7 +311,7 @@ def save_animation(anim, path, fps: int = 4) -> Path:
 # ---------------------------------------------------------------------------------------------
 def plot_energy_curves(before, after=None, reference=None, layer_names: Optional[Sequence[str]] = None,
                        steps_to_show: Optional[Sequence[int]] = None, energy_label: str = "E(K;Q) + E(K)",
-                       title: Optional[str] = None) -> ExplainerFigure:
+                       title: Optional[str] = None, relative: Optional[bool] = None) -> ExplainerFigure:
     """Energy per layer and per step, with the descent each update produces.
 
     Args:
@@ -320,6 +320,9 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
         reference: ``(S, L)`` the same quantity without the update (vanilla, the prompt's own
             context); optional, drawn dashed.
         steps_to_show: which steps get a curve over layers (default: first, middle, last).
+        relative: plot ``before - reference`` and ``after - reference`` on the left (default: when a
+            reference is given). Each layer has its own ``W_k``, so absolute energies jump between
+            layers; relative to vanilla the descent and its cascade over layers are visible.
 
     Left: energy over layers for a few steps; with ``after`` every layer is a short segment from
     ``before`` to ``after`` (a saw-tooth: each update goes down, the next layer's keys start
@@ -336,24 +339,34 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
     ref = None if reference is None else to_numpy(reference).reshape(-1, L)
     if steps_to_show is None:
         steps_to_show = sorted({0, S // 2, S - 1})
+    if relative is None:
+        relative = ref is not None and ref.shape == b.shape
+    if relative:
+        if ref is None or ref.shape != b.shape:
+            raise ValueError("relative=True needs a reference of the same shape (S, L) as before")
+        b_show, a_show = b - ref, (None if a is None else a - ref)
+    else:
+        b_show, a_show = b, a
     fig = new_figure(figsize=(11, 3.8))
     ax1, ax2 = fig.subplots(1, 2)
     x = np.arange(L)
     for k, s in enumerate(steps_to_show):
         col = f"C{k}"
-        if a is None:
-            ax1.plot(x, b[s], "o-", color=col, ms=3, label=f"step {s}")
+        if a_show is None:
+            ax1.plot(x, b_show[s], "o-", color=col, ms=3, label=f"step {s}")
         else:
             xs = np.stack([x - 0.3, x + 0.3], 1).ravel()
-            ys = np.stack([b[s], a[s]], 1).ravel()
+            ys = np.stack([b_show[s], a_show[s]], 1).ravel()
             for l in range(L):
                 ax1.plot(xs[2 * l:2 * l + 2], ys[2 * l:2 * l + 2], "-", color=col, lw=2)
-            ax1.plot(x - 0.3, b[s], "o", color=col, ms=3, label=f"step {s}: entering -> leaving")
-        if ref is not None and s < ref.shape[0]:
+            ax1.plot(x - 0.3, b_show[s], "o", color=col, ms=3, label=f"step {s}: entering -> leaving")
+        if ref is not None and s < ref.shape[0] and not relative:
             ax1.plot(x, ref[s], "--", color=col, lw=1, alpha=0.8, label=f"step {s}: vanilla")
+    if relative:
+        ax1.axhline(0, color="gray", lw=0.8, ls="--", label="vanilla (prompt context)")
     ax1.set_xlabel("cross-attention layer (execution order)")
-    ax1.set_ylabel(energy_label)
-    ax1.set_title("energy across layers")
+    ax1.set_ylabel(f"{energy_label} - vanilla" if relative else energy_label)
+    ax1.set_title("energy across layers" + (", relative to vanilla" if relative else ""))
     if layer_names is not None:
         ax1.set_xticks(x)
         ax1.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=6)

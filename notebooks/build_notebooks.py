@@ -99,8 +99,9 @@ context entering and leaving the layer, and the norms / drift of every token's c
 ## Energy goes down, layer after layer
 
 Left: the posterior energy $E(K;Q)+E(K)$ of the context entering (dot) and leaving (end of the
-segment) each layer, for a few steps; dashed: the prompt's own context (vanilla). Right: the
-decrease each update achieves, per sampling step.
+segment) each layer, for a few steps, relative to the prompt's own context at that layer (vanilla
+= 0): every segment goes down, and the updates cascade from layer to layer. Right: the decrease
+each update achieves, per sampling step.
 '''),
     code('''viz.plot_trace_energies(tr_ebcu, reference=tr_vanilla)'''),
     md(r'''
@@ -565,7 +566,8 @@ print("max |(G Q) K^T - G (Q K^T)| =", float((lhs[0, 0] - rhs).abs().max()))
 
 For each $\sigma$ sample with SEG and read the self-attention energy of the blurred branch from the
 trace (mean over steps and SEG layers); dashed: the unblurred branch. Blurring flattens the
-attention (every query looks alike), the energy rises towards its $\sigma=\infty$ value.
+attention (neighbouring queries become alike; at $\sigma=\infty$ all of them are the mean), which moves
+the energy away from the unblurred one: that gap is what the guidance term pushes against.
 '''),
     code('''
 import math

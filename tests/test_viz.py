@@ -148,3 +148,27 @@ def test_trace_figures(pipe, tmp_path):
         pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert len(viz.plot_trace_seg(tr2).axes) == 1
     assert len(viz.plot_trace_contexts(tr2).axes) == 2  # norms + drift without recorded contexts
+
+
+def test_gallery_command_writes_small_files(tmp_path):
+    from ebca_viz.cli import main
+
+    assert main(["gallery", "--out", str(tmp_path), "--model", "tiny", "--steps", "2"]) == 0
+    import json
+
+    meta = json.loads((tmp_path / "gallery.json").read_text())
+    assert meta["model"] == "tiny"
+    for name in ("comparison.png", "energy_descent.png", "attention_maps.png", "context_trajectories.png",
+                 "gradient_check.png", "seg_energy.png", "maps_animation.gif"):
+        size = (tmp_path / name).stat().st_size
+        assert 0 < size < 150 * 1024, (name, size)
+
+
+def test_energy_curves_relative_to_reference():
+    b = torch.tensor([[3.0, 2.0], [2.5, 1.5]])
+    fig = viz.plot_energy_curves(b, b - 0.1, reference=b + 0.05)
+    assert "relative to vanilla" in fig.axes[0].get_title()
+    fig = viz.plot_energy_curves(b, b - 0.1, reference=b, relative=False)
+    assert "relative" not in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="reference"):
+        viz.plot_energy_curves(b, relative=True)

@@ -1,0 +1,117 @@
+"""``python -m ebca_viz gallery --out docs/gallery``: the explainer's figures as small PNGs (README).
+
+Offline on the shapes-world model (the random ``tiny`` model when its weights are absent; the
+file ``gallery.json`` says which). Every image is written with a small DPI and checked against
+``--max-kb`` (default 150 KB).
+
+Files:
+
+* ``comparison.png``   vanilla vs EBCU from the same seed (+ difference)
+* ``energy_descent.png``  posterior energy entering/leaving every layer, decrease per update
+* ``attention_maps.png``  maps of the prompt's words by layer, over the EBCU image
+* ``context_trajectories.png``  per-token norms, drift and PCA paths of the context
+* ``gradient_check.png``  closed-form attention term vs ``torch.autograd``
+* ``seg_energy.png``  SEG: self-attention energy vs blur sigma, with the samples
+* ``maps_animation.gif``  maps over the sampling steps
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+DEFAULT_PROMPT = "a red circle and a blue square"
+
+
+def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0,
+                 steps: int = 20, device=None, max_kb: int = 150, verbose: bool = True) -> dict:
+    """Write the gallery; returns ``{"model", "files": {name: bytes}, ...}``. Raises if a file is too big."""
+    from . import energy as E
+    from . import viz
+    from .config import EBCAConfig, SEGConfig
+    from .ebca import energy_attention
+    from .seg import smoothed_energy_guidance
+    from .trace import trace
+
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe, name = viz.load_model("shapes-world" if model == "auto" else model, device=device, verbose=verbose)
+    written = {}
+
+    def save(fig, fname, dpi=72):
+        p = viz.save_figure(fig, out / fname, dpi=dpi)
+        written[fname] = p.stat().st_size
+        if verbose:
+            print(f"  {fname}: {p.stat().st_size / 1024:.0f} KB")
+
+    def run(config=None, seg=None, quantities=None):
+        g = torch.Generator("cpu").manual_seed(seed)
+        with trace(pipe, quantities=quantities) as tr:
+            if config is not None:
+                with energy_attention(pipe, config):
+                    img = pipe(prompt, num_inference_steps=steps, generator=g).images[0]
+            elif seg is not None:
+                with smoothed_energy_guidance(pipe, seg):
+                    img = pipe(prompt, num_inference_steps=steps, generator=g).images[0]
+            else:
+                img = pipe(prompt, num_inference_steps=steps, generator=g).images[0]
+        return img, tr
+
+    van, tr_v = run()
+    ebcu, tr_e = run(EBCAConfig(gamma_attn=0.01, gamma_norm=0.02),
+                     quantities=["maps", "energies", "context_norms", "contexts"])
+    save(viz.compare_images({"vanilla": van, "EBCU": ebcu}, diff=True, size=2.2), "comparison.png")
+    save(viz.plot_trace_energies(tr_e, reference=tr_v, title=f'"{prompt}" ({name}, {steps} steps)'), "energy_descent.png")
+    save(viz.plot_trace_maps(tr_e, by="layer", image=ebcu, cell=1.0), "attention_maps.png")
+    save(viz.plot_trace_contexts(tr_e), "context_trajectories.png")
+
+    n_down = len(pipe.unet.down_blocks)
+    cap = viz.capture_attention(pipe, prompt, step=1, layer=n_down, seed=seed, num_inference_steps=min(steps, 4))
+    q, k = cap["q"].double(), cap["k"].double()
+    k_ = k.clone().requires_grad_(True)
+    E.context_energy(q, k_, cap["scale"]).sum().backward()
+    closed = E.attention_term(E.attention_scores(q, k, cap["scale"]), q)
+    save(viz.plot_gradient_check(-(cap["heads"] / cap["scale"]) * E.merge_heads(k_.grad), closed,
+                                 title="A = softmax_i(S)^T Q vs -(H/beta) dE(K;Q)/dK"), "gradient_check.png")
+
+    sigmas = [0.5, 2.0, 8.0, math.inf]
+    energies, refs, images = [], [], []
+    for s in sigmas:
+        img, tr = run(seg=SEGConfig(scale=3.0, sigma=s))
+        energies.append(float(tr.seg_energies("blurred").mean()))
+        refs.append(float(tr.seg_energies("reference").mean()))
+        images.append(img)
+    save(viz.plot_seg_energy(sigmas, energies, reference=sum(refs) / len(refs), images=images), "seg_energy.png")
+
+    gif = viz.save_animation(viz.animate_trace(tr_e, cell=1.2), out / "maps_animation.gif", fps=4)
+    written[gif.name] = gif.stat().st_size
+
+    too_big = {f: b for f, b in written.items() if b > max_kb * 1024}
+    meta = {"model": name, "prompt": prompt, "seed": seed, "steps": steps, "files": written,
+            "command": f"python -m ebca_viz gallery --out {out} --model {model} --steps {steps}"}
+    (out / "gallery.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if too_big:
+        raise ValueError(f"gallery files over {max_kb} KB: {too_big}")
+    if verbose:
+        print(f"wrote {len(written)} files to {out}/ (model {name})")
+    return meta
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="docs/gallery")
+    p.add_argument("--model", default="auto", help="auto (shapes-world, else tiny), tiny, sd15, ...")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-kb", type=int, default=150, help="fail if an image is larger (default 150)")
+
+
+def run(args) -> int:
+    make_gallery(out=args.out, model=args.model, prompt=args.prompt, seed=args.seed, steps=args.steps,
+                 device=args.device, max_kb=args.max_kb)
+    return 0
