@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "seg": ("ebca_viz.tasks.commands.seg", "smoothed energy guidance sampling (SD 1.x/2.x, SDXL), with or without CFG"),
     "sweep": ("ebca_viz.eval.commands.sweep", "prompts x seeds x settings, one JSON per job, resumable, accelerate-able"),
     "evaluate": ("ebca_viz.eval.commands.evaluate", "aggregate a sweep: mean +- standard error per setting"),
+    "gallery": ("ebca_viz.gallery", "the explainer's figures as small PNGs (docs/gallery for the README)"),
 }
 
 
