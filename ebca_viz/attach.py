@@ -104,6 +104,22 @@ class Installation:
     def add_hooks(self, handles: Iterable) -> None:
         self.handles.extend(handles)
 
+    @classmethod
+    def install(cls, unet, processors: dict, pre_hook, post_hook) -> "Installation":
+        """Swap in ``processors`` and register ``pre_hook`` / ``post_hook`` (with kwargs; the post
+        hook always called) on ``unet``; all or nothing: on any failure the UNet is left as it was."""
+        inst = cls(unet)
+        try:
+            inst.set_processors(processors)
+            inst.add_hooks([
+                unet.register_forward_pre_hook(pre_hook, with_kwargs=True),
+                unet.register_forward_hook(post_hook, with_kwargs=True, always_call=True),
+            ])
+        except BaseException:
+            inst.remove()
+            raise
+        return inst
+
     def remove(self) -> None:
         if self.removed:
             return

@@ -397,19 +397,9 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
         raise RuntimeError("SEG is installed on this UNet; EBCA and SEG in the same run are not supported")
     edit_embeds = _encode_edit_prompts(pipe, rc)
     ctl = EBCAController(config, rc, pipe, unet, edit_embeds)
-    inst = Installation(unet)
-    try:
-        inst.set_processors({k: EnergyCrossAttnProcessor(ctl, k) for k in keys})
-        inst.add_hooks(
-            [
-                unet.register_forward_pre_hook(ctl._pre_forward, with_kwargs=True),
-                unet.register_forward_hook(ctl._post_forward, with_kwargs=True, always_call=True),
-            ]
-        )
-    except BaseException:
-        inst.remove()
-        raise
-    ctl.installation = inst
+    ctl.installation = Installation.install(
+        unet, {k: EnergyCrossAttnProcessor(ctl, k) for k in keys}, ctl._pre_forward, ctl._post_forward
+    )
     return ctl
 
 

@@ -257,19 +257,7 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
     if any(type(p).__name__ == "EnergyCrossAttnProcessor" for p in current.values()):
         raise RuntimeError("EBCA is installed on this UNet; EBCA and SEG in the same run are not supported")
     ctl = SEGController(config, pipe, unet, keys)
-    inst = Installation(unet)
-    try:
-        inst.set_processors({k: SEGSelfAttnProcessor(ctl, k) for k in keys})
-        inst.add_hooks(
-            [
-                unet.register_forward_pre_hook(ctl._pre, with_kwargs=True),
-                unet.register_forward_hook(ctl._post, with_kwargs=True, always_call=True),
-            ]
-        )
-    except BaseException:
-        inst.remove()
-        raise
-    ctl.installation = inst
+    ctl.installation = Installation.install(unet, {k: SEGSelfAttnProcessor(ctl, k) for k in keys}, ctl._pre, ctl._post)
     return ctl
 
 
