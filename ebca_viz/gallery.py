@@ -87,7 +87,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
         images.append(img)
     save(viz.plot_seg_energy(sigmas, energies, reference=sum(refs) / len(refs), images=images), "seg_energy.png")
 
-    gif = viz.save_animation(viz.animate_trace(tr_e, cell=1.2), out / "maps_animation.gif", fps=4)
+    gif = viz.save_animation(viz.animate_trace(tr_e, cell=1.1, max_frames=10), out / "maps_animation.gif", fps=3, dpi=60)
     written[gif.name] = gif.stat().st_size
 
     too_big = {f: b for f, b in written.items() if b > max_kb * 1024}

@@ -257,11 +257,13 @@ def plot_token_maps(maps, tokens=None, image=None, title=None, **kw) -> Explaine
 
 
 def animate_maps(maps, tokens: Optional[Sequence[str]] = None, token_indices=None, step_labels=None,
-                 interval: int = 250, cmap: str = "magma", cell: float = 1.6, title: Optional[str] = None):
+                 interval: int = 250, cmap: str = "magma", cell: float = 1.6, title: Optional[str] = None,
+                 max_frames: Optional[int] = None):
     """Animation of the attention maps over sampling steps (one panel per token).
 
     Args:
         maps: ``(S, N, h, w)``: per step the map of each token (e.g. averaged over layers).
+        max_frames: keep at most this many evenly spaced steps (first and last included).
     Returns:
         a :class:`matplotlib.animation.FuncAnimation`; in a notebook show ``HTML(anim.to_jshtml())``,
         on disk :func:`save_animation` (GIF via Pillow). Its figure is ``anim._fig``.
@@ -272,6 +274,10 @@ def animate_maps(maps, tokens: Optional[Sequence[str]] = None, token_indices=Non
     if a.ndim != 4:
         raise ValueError(f"maps must be (S, N, h, w), got shape {a.shape}")
     S, N = a.shape[:2]
+    labels = list(step_labels) if step_labels is not None else [f"step {i} / {S - 1}" for i in range(S)]
+    if max_frames is not None and S > max_frames >= 2:
+        keep = sorted({int(round(x)) for x in np.linspace(0, S - 1, max_frames)})
+        a, labels, S = a[keep], [labels[i] for i in keep], len(keep)
     cols = list(range(N)) if token_indices is None else list(token_indices)
     fig = new_figure(figsize=(cell * len(cols) + 0.3, cell + 0.55))
     axes = np.atleast_1d(fig.subplots(1, len(cols), squeeze=False)[0])
@@ -286,8 +292,7 @@ def animate_maps(maps, tokens: Optional[Sequence[str]] = None, token_indices=Non
     def frame(i):
         for im, c in zip(ims, cols):
             im.set_data(a[i, c])
-        lab = step_labels[i] if step_labels is not None else f"step {i} / {S - 1}"
-        label.set_text(f"{title + ': ' if title else ''}{lab}")
+        label.set_text(f"{title + ': ' if title else ''}{labels[i]}")
         return ims + [label]
 
     frame(0)
@@ -295,13 +300,13 @@ def animate_maps(maps, tokens: Optional[Sequence[str]] = None, token_indices=Non
     return FuncAnimation(fig, frame, frames=S, interval=interval, blit=False)
 
 
-def save_animation(anim, path, fps: int = 4) -> Path:
+def save_animation(anim, path, fps: int = 4, dpi: int = 80) -> Path:
     """Write an animation as a GIF with Pillow (no ffmpeg needed); returns the path."""
     from matplotlib.animation import PillowWriter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    anim.save(str(path), writer=PillowWriter(fps=fps), dpi=80)
+    anim.save(str(path), writer=PillowWriter(fps=fps), dpi=dpi)
     _close(anim._fig)
     return path
 

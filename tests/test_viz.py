@@ -172,3 +172,11 @@ def test_energy_curves_relative_to_reference():
     assert "relative" not in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="reference"):
         viz.plot_energy_curves(b, relative=True)
+
+
+def test_animation_max_frames(tmp_path):
+    from PIL import Image
+
+    anim = viz.animate_maps(torch.rand(20, 2, 4, 4), max_frames=5)
+    with Image.open(viz.save_animation(anim, tmp_path / "a.gif", dpi=40)) as im:
+        assert im.n_frames == 5
