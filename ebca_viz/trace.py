@@ -265,7 +265,7 @@ class Trace:
             self._handles.append(unet.register_forward_hook(self._post, with_kwargs=True, always_call=True))
             te = getattr(self.pipe, "text_encoder", None) if self.pipe is not None else None
             if isinstance(te, torch.nn.Module) and getattr(self.pipe, "tokenizer", None) is not None:
-                self._handles.append(te.register_forward_hook(self._te_hook))
+                self._handles.append(te.register_forward_hook(self._te_hook, with_kwargs=True))
         except BaseException:
             self.stop()
             raise
@@ -308,8 +308,11 @@ class Trace:
     def _discover(self):
         """Subscribe to EBCA / SEG controllers found on the UNet (they may appear mid-trace)."""
         ctl = None
-        for k in self.layers:
-            p = module_of(self.unet, k).processor
+        if not hasattr(self, "_cross_modules"):
+            self._cross_modules = [module_of(self.unet, k) for k in self.layers]
+            self._self_modules = [module_of(self.unet, k) for k in self_attention_keys(self.unet)]
+        for m in self._cross_modules:
+            p = m.processor
             if isinstance(p, EnergyCrossAttnProcessor):
                 ctl = p.ctl
                 break
@@ -324,10 +327,9 @@ class Trace:
             self.mode = "plain"
         seg = None
         if "seg" in self.quantities:
-            for k in self._self_keys():
-                p = module_of(self.unet, k).processor
-                if type(p).__name__ == "SEGSelfAttnProcessor":
-                    seg = p.ctl
+            for m in self._self_modules:
+                if type(m.processor).__name__ == "SEGSelfAttnProcessor":
+                    seg = m.processor.ctl
                     break
             if seg is not None and self not in seg.observers:
                 seg.observers.append(self)
@@ -335,17 +337,17 @@ class Trace:
         self._seg_ctl = seg
         return ctl
 
-    def _self_keys(self):
-        if not hasattr(self, "_self_keys_cache"):
-            self._self_keys_cache = self_attention_keys(self.unet)
-        return self._self_keys_cache
-
     # -- hooks ---------------------------------------------------------------------------------
-    def _te_hook(self, module, args, output):
-        ids = args[0] if args else None
-        hs = output[0] if isinstance(output, (tuple, list)) else getattr(output, "last_hidden_state", None)
-        if torch.is_tensor(ids) and torch.is_tensor(hs):
-            self._te_calls = (self._te_calls + [(ids.detach().cpu(), hs.detach())])[-8:]
+    def _te_hook(self, module, args, kwargs, output):
+        ids = args[0] if args else kwargs.get("input_ids")
+        if isinstance(output, (tuple, list)):
+            last, hidden = output[0], (output[2] if len(output) > 2 else None)
+        else:
+            last, hidden = getattr(output, "last_hidden_state", None), getattr(output, "hidden_states", None)
+        cands = [last] + ([hidden[-2]] if isinstance(hidden, (tuple, list)) and len(hidden) > 1 else [])
+        cands = [h.detach() for h in cands if torch.is_tensor(h) and h.ndim == 3]
+        if torch.is_tensor(ids) and cands:
+            self._te_calls = (self._te_calls + [(ids.detach().cpu(), cands)])[-8:]
 
     def _pre(self, module, args, kwargs):
         self.wants_events = False
@@ -483,15 +485,16 @@ class Trace:
             return
         cond = ehs[self.n_uncond : self.b2]
         B = cond.shape[0]
-        for ids, hs in reversed(calls):
-            p = hs.shape[0]
-            if hs.shape[1:] != cond.shape[1:] or B % p:
-                continue
-            ref = hs.to(device=cond.device, dtype=cond.dtype).repeat_interleave(B // p, dim=0)
-            if torch.allclose(ref, cond, rtol=1e-3, atol=1e-4):
-                ids = ids.repeat_interleave(B // p, dim=0)
-                self.token_labels = [[t.replace("</w>", "") for t in tok.convert_ids_to_tokens(row.tolist())] for row in ids]
-                return
+        for ids, cands in reversed(calls):
+            for hs in cands:  # last hidden state (SD 1.x/2.x) or the penultimate one (SDXL: a prefix of the context)
+                p, d = hs.shape[0], hs.shape[-1]
+                if hs.shape[1] != cond.shape[1] or d > cond.shape[-1] or B % p:
+                    continue
+                ref = hs.to(device=cond.device, dtype=cond.dtype).repeat_interleave(B // p, dim=0)
+                if torch.allclose(ref, cond[..., :d], rtol=1e-3, atol=1e-4):
+                    ids = ids.repeat_interleave(B // p, dim=0)
+                    self.token_labels = [[t.replace("</w>", "") for t in tok.convert_ids_to_tokens(row.tolist())] for row in ids]
+                    return
 
     # -- observer interface (EBCAController, SEGController, own processors) -----------------------
     @torch.no_grad()
@@ -510,7 +513,7 @@ class Trace:
         B = self.b2 - self.n_uncond
         if "map_step_sum" in st or "layer_maps" in st or self._sums:
             h, w = ev.grid
-            m = ev.probs[rows].float().mean(1).transpose(1, 2).reshape(B, -1, h, w)
+            m = ev.probs[rows].mean(1, dtype=torch.float32).transpose(1, 2).reshape(B, -1, h, w)
             m = resize_map(m, self.map_grid)
             if self._sums:
                 self._sums["sum"][li] += m
@@ -573,6 +576,8 @@ class Trace:
             tokens: context length (default: the tokenizer's ``model_max_length``, else 77).
             seg_layers: SEG-blurred layers (default: those of an installed SEG, else 0).
         """
+        if self.unet is None:
+            raise RuntimeError("a loaded trace has no UNet to estimate for; use ebca_viz.estimate_bytes(pipe, ...)")
         for nm, v in (("num_steps", num_steps), ("batch", batch)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{nm} must be a positive int, got {v!r}")
@@ -600,7 +605,7 @@ class Trace:
 
     def _discover_seg_only(self):
         if self._seg_ctl is None and "seg" in self.quantities:
-            for k in self._self_keys():
+            for k in self_attention_keys(self.unet):
                 p = module_of(self.unet, k).processor
                 if type(p).__name__ == "SEGSelfAttnProcessor":
                     self._seg_ctl = p.ctl
@@ -831,7 +836,7 @@ class Trace:
 
     # -- persistence -----------------------------------------------------------------------------
     def _meta_dict(self) -> dict:
-        B = None if self._shape is None else self._shape[0]
+        B = self._meta.get("images") if self._frozen is not None else (None if self._shape is None else self._shape[0])
         return {
             "format": FORMAT,
             "layers": self.layers,

@@ -16,6 +16,15 @@ from conftest import unet_inputs
 PROMPT = "a red circle and a blue square"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster than two on a shared CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _sample(pipe, prompt=PROMPT, steps=3, seed=0, **kw):
     g = torch.Generator().manual_seed(seed)
     return pipe(prompt, num_inference_steps=steps, generator=g, output_type="pt", **kw).images
