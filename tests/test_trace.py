@@ -241,6 +241,10 @@ def test_save_load_round_trip(pipe, tmp_path):
         torch.testing.assert_close(f(lo), f(tr), atol=0, rtol=0, equal_nan=True)
     with pytest.raises(RuntimeError):
         lo.start()
+    lo.save(tmp_path / "again.safetensors")  # a loaded trace saves to the same content
+    again = ev.load_trace(tmp_path / "again.safetensors")
+    torch.testing.assert_close(again.maps(aggregate=None), tr.maps(aggregate=None), atol=0, rtol=0)
+    assert again.token_labels == tr.token_labels and again.steps == tr.steps
     with pytest.raises(ValueError, match="not an ebca_viz trace"):
         from safetensors.torch import save_file
 
@@ -294,6 +298,12 @@ def test_filters_and_bad_input(pipe):
     assert tr.energies().shape == (3, 4)
     with pytest.raises(ValueError, match="context_norms"):
         tr.drift()
+    torch.testing.assert_close(tr.maps(layers="down"), tr.maps(aggregate="layer")[:2].mean(0))
+    torch.testing.assert_close(tr.maps(steps=[0, 3]), tr.maps(aggregate="step")[[0, 2]].mean(0))
+    with pytest.raises(ValueError, match="layer_maps"):  # a mean over some layers AND some steps
+        tr.maps(layers="down", steps=[0])
+    with pytest.raises(ValueError, match="not recorded"):
+        tr.maps(steps=[2])
     with ev.trace(pipe, layers=[2, "mid"], steps=range(1, 3), quantities="maps") as tr2:
         _sample(pipe, steps=4)
     assert tr2.layers == [keys[2]] and tr2.steps == [1, 2]
@@ -333,8 +343,8 @@ def test_filters_and_bad_input(pipe):
             _unet(unet, *unet_inputs(unet, batch=1))
 
 
-@pytest.mark.parametrize("guidance", [5.0, 1.0])
-def test_seg_energies_blurred_vs_reference(pipe, guidance):
+@pytest.mark.parametrize("guidance,convention", [(5.0, "published"), (1.0, "published"), (5.0, "paper")])
+def test_seg_energies_blurred_vs_reference(pipe, guidance, convention):
     unet = pipe.unet
     before = _snapshot(unet)
     seen = []
@@ -346,7 +356,8 @@ def test_seg_energies_blurred_vs_reference(pipe, guidance):
     with ev.trace(pipe) as plain:
         _sample(pipe, steps=2, guidance_scale=guidance)
     with ev.trace(pipe) as tr:
-        with ev.smoothed_energy_guidance(pipe, ev.SEGConfig(scale=3.0, sigma=1.0, layers=["mid", "up"])) as seg:
+        cfg = ev.SEGConfig(scale=3.0, sigma=1.0, layers=["mid", "up"], convention=convention)
+        with ev.smoothed_energy_guidance(pipe, cfg) as seg:
             seg.observers.append(SegCap())
             _sample(pipe, steps=2, guidance_scale=guidance)
     _assert_restored(unet, before, pipe.text_encoder)
@@ -362,12 +373,15 @@ def test_seg_energies_blurred_vs_reference(pipe, guidance):
             b = rows.stop - rows.start
             assert name == want_layers[i] and b == 1
             torch.testing.assert_close(blur[step, i], self_attention_energy(q[rows], k[rows], scale)[0])
-            r = slice(rows.start - b, rows.start)  # published: the conditional branch
+            # the reference is the conditional branch: the row the blurred copy was made from (published),
+            # or, with the paper's convention (unconditional half blurred in place), the conditional half
+            r = slice(1, 2) if (convention == "paper" or guidance > 1) else slice(0, 1)
+            assert rows == (slice(0, 1) if convention == "paper" else slice(r.stop, r.stop + 1))
             qq, kk = q[r], k[r]
             direct = -torch.logsumexp(scale * qq @ kk.transpose(-1, -2), dim=-1).sum(-1).mean(1)
             torch.testing.assert_close(ref[step, i], direct[0], rtol=1e-5, atol=1e-4)
-    # the conditional cross-attention rows are those of the unguided run at the first step
-    torch.testing.assert_close(tr.maps(steps=[0]), plain.maps(steps=[0]), atol=1e-5, rtol=1e-5)
+    if convention == "published":  # the conditional rows are those of the unguided run at the first step
+        torch.testing.assert_close(tr.maps(steps=[0]), plain.maps(steps=[0]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(tr.maps().sum(0), torch.ones(8, 8), atol=2e-3, rtol=0)
 
 
