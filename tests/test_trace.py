@@ -382,6 +382,12 @@ def test_seg_energies_blurred_vs_reference(pipe, guidance, convention):
             torch.testing.assert_close(ref[step, i], direct[0], rtol=1e-5, atol=1e-4)
     if convention == "published":  # the conditional rows are those of the unguided run at the first step
         torch.testing.assert_close(tr.maps(steps=[0]), plain.maps(steps=[0]), atol=1e-5, rtol=1e-5)
+    with ev.smoothed_energy_guidance(pipe, cfg):  # the other nesting order records the same
+        with ev.trace(pipe) as tr2:
+            _sample(pipe, steps=2, guidance_scale=guidance)
+    _assert_restored(unet, before, pipe.text_encoder)
+    torch.testing.assert_close(tr2.seg_energies("delta"), tr.seg_energies("delta"))
+    torch.testing.assert_close(tr2.maps(aggregate="step"), tr.maps(aggregate="step"))
     torch.testing.assert_close(tr.maps().sum(0), torch.ones(8, 8), atol=2e-3, rtol=0)
 
 
