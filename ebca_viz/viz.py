@@ -22,12 +22,10 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-
-ArrayLike = Union["np.ndarray", "torch.Tensor", Sequence]
 
 FAST_ENV = "EBCA_VIZ_FAST"
 

@@ -29,7 +29,7 @@ import html
 import math
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import torch
