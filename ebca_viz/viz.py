@@ -191,7 +191,8 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
         image: optional image drawn under every map (first column shows it alone).
         row_labels: ``R`` labels (e.g. ``"layer 3"``, ``"step 10"``).
         token_indices: which token columns to show (default: all ``N``).
-        normalize: ``"map"`` (each map to its own max), ``"row"`` (shared per row) or ``"none"``.
+        normalize: colour range ``"map"`` (each map from its own min to max), ``"row"`` (shared per
+            row) or ``"none"`` (0 to the global max: absolute probabilities).
     """
     if isinstance(maps, (list, tuple)):
         a = stack_maps(maps)
@@ -219,6 +220,7 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
     for r in range(R):
         row = a[r, cols]
         rmax = row.max() if row.size else 1.0
+        rmin = row.min() if row.size else 0.0
         for j in range(ncol):
             ax = axes[r, j]
             ax.set_xticks([])
@@ -230,12 +232,14 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
             else:
                 c = cols[j - (1 if img is not None else 0)]
                 m = a[r, c]
-                vmax = {"map": m.max(), "row": rmax, "none": None}[normalize]
+                vmin, vmax = {"map": (m.min(), m.max()), "row": (rmin, rmax), "none": (0.0, None)}[normalize]
+                if vmax is not None and vmax <= vmin:
+                    vmax = vmin + 1e-12
                 if img is not None:  # grey image under the map, so the map's colours read
                     ax.imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1)
-                    ax.imshow(m, cmap=cmap, alpha=overlay_alpha, vmin=0, vmax=vmax or None)
+                    ax.imshow(m, cmap=cmap, alpha=overlay_alpha, vmin=vmin, vmax=vmax)
                 else:
-                    ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax or None)
+                    ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
                 if r == 0:
                     ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=8)
             if j == 0:
@@ -791,6 +795,8 @@ def load_model(name: str = "shapes-world", device: Optional[str] = None, verbose
     ``"tiny"`` model when the shapes-world weights are not in this copy
     (:func:`ebca_viz.demo.default_model`); any other name goes to
     :func:`ebca_viz.models.load_pipeline` (``"sd15"`` needs its weights on disk). GPU when visible."""
+    # quiet transformers' import-time notices (e.g. "requires torchvision") unless the user chose a level
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from .demo import default_model
     from .models import load_pipeline
 
