@@ -91,7 +91,8 @@ def main(argv=None):
     if "--trace" in argv:
         import trace_overhead
 
-        return trace_overhead.main([a for a in argv if a != "--trace"])
+        trace_overhead.main([a for a in argv if a != "--trace"])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", action="store_true", help="measure the recorder instead (trace_overhead.py)")
     ap.add_argument("--device", default="cpu")
