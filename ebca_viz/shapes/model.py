@@ -151,6 +151,13 @@ def load_components(folder=WEIGHTS_DIR, dtype=torch.float32):
     return tuple(out)
 
 
+def weights_available(folder=WEIGHTS_DIR) -> bool:
+    """True when the trained shapes-world weights are present (the demo, notebooks and gallery
+    default to this model, else to the random ``"tiny"`` one)."""
+    folder = Path(folder)
+    return all((folder / c / "config.json").is_file() for c in ("unet", "vae", "text_encoder"))
+
+
 def load_shapes_pipeline(device="cpu", dtype=torch.float32, folder=None):
     """The trained shapes-world ``StableDiffusionPipeline`` (32x32 RGB images), fully offline.
 
