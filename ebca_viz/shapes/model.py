@@ -155,7 +155,7 @@ def weights_available(folder=WEIGHTS_DIR) -> bool:
     """True when the trained shapes-world weights are present (the demo, notebooks and gallery
     default to this model, else to the random ``"tiny"`` one)."""
     folder = Path(folder)
-    return all((folder / c / "config.json").is_file() for c in ("unet", "vae", "text_encoder"))
+    return all((folder / c / "config.json").is_file() and (folder / c / f).is_file() for c, f in WEIGHT_FILES.items())
 
 
 def load_shapes_pipeline(device="cpu", dtype=torch.float32, folder=None):
