@@ -79,13 +79,20 @@ TINY = ["--image-size", "16", "--vae-channels", "8,16,16", "--unet-channels", "1
         "--log-every", "1", "--no-progress", "--seed", "5"]
 
 
-def test_short_training_run_saves_weights_that_load_back(tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from ebca_viz.shapes.train import main
+
+    out = tmp_path_factory.mktemp("shapes_train")
+    return out, main(["--out", str(out)] + TINY)
+
+
+def test_short_training_run_saves_weights_that_load_back(trained):
     from safetensors.torch import load_file
 
     from ebca_viz.shapes.model import load_components, load_shapes_pipeline
-    from ebca_viz.shapes.train import main
 
-    info = main(["--out", str(tmp_path)] + TINY)
+    tmp_path, info = trained
     assert info["unet"]["steps"] == 3 and info["vae"]["steps"] == 2
     folder = tmp_path / "pipeline"
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
@@ -102,3 +109,30 @@ def test_short_training_run_saves_weights_that_load_back(tmp_path):
     im = pipe("a red circle", num_inference_steps=2, guidance_scale=3.0, output_type="np").images
     assert im.shape == (1, 16, 16, 3) and np.isfinite(im).all()
     assert json.loads((tmp_path / "train_info.json").read_text())["versions"]["torch"] == torch.__version__
+
+
+def test_benchmark_runs_end_to_end_on_a_tiny_model(trained, tmp_path):
+    from ebca_viz.shapes.benchmark import main
+
+    folder = trained[0] / "pipeline"
+    res = main(["--pipeline", str(folder), "--n", "4", "--tune-n", "4", "--grid", "0.01:0.02", "--upweights", "2.5",
+                "--steps", "2", "--vae-n", "8", "--out", str(tmp_path)])
+    assert set(res["report"]["pair"]) == {"vanilla", "EBCU", "EBCU + up-weight"}
+    assert res["report"]["n_pair"] == 48 and res["report"]["n_single"] == 12
+    assert res["chosen"] == dict(gamma_attn=0.01, gamma_norm=0.02, upweight=2.5, token_indices=[3, 7])
+    assert (tmp_path / "results.md").read_text().startswith("# Shapes-world")
+    r = res["report"]["pair"]["EBCU"]["both_present"]
+    assert 0 <= r["p"] <= 1 and "vs_vanilla" in r
+
+
+def test_shipped_pipeline_loads_offline_and_samples():
+    from ebca_viz.models import load_pipeline
+    from ebca_viz.shapes.model import WEIGHTS_DIR
+
+    files = [p for p in WEIGHTS_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 20 * 2**20
+    assert {p.suffix for p in files} <= {".json", ".safetensors", ".md"}
+    pipe = load_pipeline("shapes-world")
+    im = pipe(["a red circle", "a red circle and a blue square"], num_inference_steps=3, guidance_scale=5.0,
+              output_type="np").images
+    assert im.shape == (2, 32, 32, 3) and np.isfinite(im).all()
