@@ -205,21 +205,6 @@ def test_masked_update_acts_on_the_inpainted_region(mode, pipe, inpaint_pipe, ph
         assert uses_out and not uses_in
 
 
-def test_repaint_keeps_the_known_region(pipe):
-    from ebca_viz.tasks.inpainting import _RepaintCallback
-
-    pipe.scheduler.set_timesteps(3)
-    z0 = torch.randn(1, 4, 8, 8)
-    m = torch.zeros(1, 1, 8, 8)
-    m[..., :4] = 1
-    cb = _RepaintCallback(z0, m, torch.Generator().manual_seed(0))
-    lat = torch.randn(1, 4, 8, 8)
-    last = cb(pipe, 2, pipe.scheduler.timesteps[2], {"latents": lat})["latents"]
-    assert torch.equal(last[..., 4:], z0[..., 4:]) and torch.equal(last[..., :4], lat[..., :4])
-    mid = cb(pipe, 0, pipe.scheduler.timesteps[0], {"latents": lat})["latents"]
-    assert torch.equal(mid[..., :4], lat[..., :4]) and not torch.allclose(mid[..., 4:], z0[..., 4:])
-
-
 # ---- SEG ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("which", ["sd", "sdxl"])

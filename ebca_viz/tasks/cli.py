@@ -9,6 +9,7 @@ progress bar and writes ``{out}/{name}.png`` + ``{name}.json`` (settings, seed, 
     python -m ebca_viz synedit --prompt "a castle next to a river" --edit "boat on a river, boat" --alpha 1.3 --start 0.2
     python -m ebca_viz realedit --preset cat-dog --image cat.jpg            # BLIP caption, or --source-prompt
     python -m ebca_viz inpaint --preset teddy-bear --image photo.png --mask mask.png
+    python -m ebca_viz inpaint --preset teddy-bear-repaint --jump-n-sample 1   # RePaint, no resampling jumps
     python -m ebca_viz seg --preset seg-sdxl-uncond --model sdxl
 
 The command modules under :mod:`ebca_viz.tasks.commands` re-export ``add_<task>_arguments`` /
@@ -216,7 +217,12 @@ def add_inpaint_arguments(p) -> None:
     p.add_argument("--mask", default=None, help="mask image, white = inpaint (default: a centred square)")
     p.add_argument("--prompt", default=None)
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--repaint", action="store_true", default=None, help="RePaint on a plain SD model")
+    p.add_argument("--repaint", action="store_true", default=None,
+                   help="RePaint with resampling jumps on a plain SD model (RePaintScheduler)")
+    p.add_argument("--jump-length", type=int, default=None,
+                   help="RePaint: steps per resampling jump (published 10); implies --repaint")
+    p.add_argument("--jump-n-sample", type=int, default=None,
+                   help="RePaint: times each jump is made (published 10; 1 = no resampling); implies --repaint")
     p.add_argument("--gamma-attn", type=float, default=None)
     p.add_argument("--gamma-norm", type=float, default=None)
     p.add_argument("--update-region", choices=("inpaint", "known"), default=None,
@@ -231,9 +237,15 @@ def run_inpaint(args) -> int:
 
     kw, model = _base_kwargs(args, "inpaint")
     _set(kw, args, [("prompt", "prompt"), ("negative_prompt", "negative_prompt"), ("repaint", "repaint"),
-                    ("gamma_attn", "gamma_attn"), ("gamma_norm", "gamma_norm"), ("update_region", "update_region")])
+                    ("gamma_attn", "gamma_attn"), ("gamma_norm", "gamma_norm"), ("update_region", "update_region"),
+                    ("jump_length", "jump_length"), ("jump_n_sample", "jump_n_sample")])
     if "prompt" not in kw:
         raise ValueError("inpaint: give --prompt (or --preset)")
+    if args.jump_length is not None or args.jump_n_sample is not None:
+        if kw.get("repaint") is False:
+            raise ValueError(f"--jump-length/--jump-n-sample are RePaint settings, but preset {args.preset!r} runs the SD "
+                             "inpainting model: add --repaint (or use --preset teddy-bear-repaint)")
+        kw["repaint"] = True
     img = load_rgb(args.image, "--image") if args.image else center_crop_square(sample_image()[0])
     if args.mask:
         p = Path(args.mask)

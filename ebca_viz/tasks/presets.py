@@ -95,10 +95,13 @@ _P = [
            note="needs an image and a mask, white = inpaint (published: assets/samples/inpaint/starry_night_512*.png)"),
     Preset("teddy-bear-repaint", "inpaint",
            dict(prompt="teddy bear", gamma_attn=0.025, gamma_norm=0.025, seed=0, num_inference_steps=50,
-                guidance_scale=7.5, repaint=True),
-           "sd15", f"{EBCA_REPO}: README.md:131,134; inpaint_txt2img.py:32,41-42,63-65 (--repaint); the "
-           "update mask is the inpainted region here (the published path passes the inverted mask)",
-           note="needs an image and a mask, white = inpaint"),
+                guidance_scale=7.5, repaint=True, jump_length=10, jump_n_sample=10),
+           "sd15", f"{EBCA_REPO}: README.md:131,134; inpaint_txt2img.py:32,41-42,63-65 (--repaint, RePaintScheduler); "
+           "modules/pipelines/energy_repaint_stable_diffusion.py:99-100 (jump_length=10, jump_n_sample=10: __call__ "
+           "defaults, the script passes neither), :103 (eta 0.0), :272 (set_timesteps); the update mask is the "
+           "inpainted region here (the published path passes the inverted mask)",
+           note="needs an image and a mask, white = inpaint; the published jumps make 410 UNet calls at 50 steps "
+                "(--jump-n-sample 1: 50)"),
     # ---- SEG (SEG-SDXL) -------------------------------------------------------------------------------------
     Preset("seg-sdxl-uncond", "seg",
            dict(prompt="", seg_scale=3.0, sigma=100.0, layers=["mid"], guidance_scale=1.0, seed=10,
