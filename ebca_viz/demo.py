@@ -54,8 +54,9 @@ def _upscale(img, size=256):
 
 
 def plot_energy(vanilla, ebcu, path=None):
-    """Two panels: how much lower the posterior energy of the context entering each layer is under
-    EBCU than the prompt's own context (mean over steps; the updates cascade), and the
+    """Two panels: the posterior energy of the context entering each layer under EBCU minus that of
+    the prompt's own context (mean over steps; the updates cascade, and since every layer has its
+    own key weights, a context made cheaper for layer n need not be cheaper for layer n+1), and the
     decrease ``E_before - E_after`` each EBCU update achieves, per step (mean over layers).
     ``vanilla``, ``ebcu``: :class:`~ebca_viz.trace.Trace` objects that recorded ``"energies"``."""
     import matplotlib

@@ -43,7 +43,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     written = {}
 
     def save(fig, fname, dpi=72):
-        p = viz.save_figure(fig, out / fname, dpi=dpi)
+        p = viz.save_figure(fig, out / fname, dpi=dpi, palette=True)
         written[fname] = p.stat().st_size
         if verbose:
             print(f"  {fname}: {p.stat().st_size / 1024:.0f} KB")
