@@ -42,7 +42,7 @@ def latents_for(seeds, shape) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-def sample(pipe, prompts, seeds, steps: int = 25, guidance: float = 5.0, config=None, batch: int = 64) -> np.ndarray:
+def sample(pipe, prompts, seeds, steps: int = 25, guidance: float = 3.0, config=None, batch: int = 64) -> np.ndarray:
     """Images ``(len(prompts), H, W, 3) uint8``; with ``config`` (an :class:`~ebca_viz.EBCAConfig`)
     sampling runs under :func:`ebca_viz.energy_attention`."""
     from ..ebca import energy_attention
@@ -186,7 +186,7 @@ def parse_args(argv=None):
     p.add_argument("--tune-n", type=int, default=96, help="samples per tuning setting (split 'tune')")
     p.add_argument("--pipeline", default=None, help="folder written by train.py (default: the shipped weights)")
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--guidance", type=float, default=3.0, help="CFG scale (3.0: best of 3 / 5 / 7.5 on the tune split)")
     p.add_argument("--gammas", default=None, help="'ga,gn': skip the gamma grid")
     p.add_argument("--upweight", type=float, default=None, help="skip the up-weight grid")
     p.add_argument("--grid", default=None, help="'ga:gn,ga:gn,...' (default: %s)" % DEFAULT_GRID)

@@ -161,7 +161,7 @@ def weights_available(folder=WEIGHTS_DIR) -> bool:
 def load_shapes_pipeline(device="cpu", dtype=torch.float32, folder=None):
     """The trained shapes-world ``StableDiffusionPipeline`` (32x32 RGB images), fully offline.
 
-    ``pipe("a red circle and a blue square", num_inference_steps=25, guidance_scale=5.0,
+    ``pipe("a red circle and a blue square", num_inference_steps=25, guidance_scale=3.0,
     height=32, width=32)``; ``height``/``width`` default to ``unet.config.sample_size * 4 = 32``.
     """
     vae, unet, te = load_components(folder or WEIGHTS_DIR, torch.float32)
