@@ -35,8 +35,9 @@ from .attach import (
     resolve_target,
     unet_call_parts,
 )
+from .attn_io import attend, queries, tokens_in, tokens_out
 from .config import EBCAConfig, ResolvedConfig
-from .energy import attention_scores, context_update, merge_heads, split_heads
+from .energy import context_update
 
 
 @dataclass
@@ -244,53 +245,18 @@ class EnergyCrossAttnProcessor:
         self.ctl = controller
         self.name = name
 
-    def _attend(self, attn, q, ctx, attention_mask):
-        """``q (B2,H,P,d)``, ``ctx (B2,N,D)`` -> ``(out (B2,P,C) after to_out, k, scores, probs)``."""
-        c = attn.norm_encoder_hidden_states(ctx) if attn.norm_cross else ctx
-        k = split_heads(attn.to_k(c), attn.heads)
-        v = split_heads(attn.to_v(c), attn.heads)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
-        if attn.upcast_attention:
-            k = k.float()
-        s = attention_scores(q, k, attn.scale)
-        if attention_mask is not None:
-            s = s + attention_mask
-        if attn.upcast_softmax:
-            s = s.float()
-        probs = s.softmax(dim=-1).to(v.dtype)
-        out = merge_heads(torch.matmul(probs, v))
-        out = attn.to_out[1](attn.to_out[0](out))
-        return out, k, s, probs
-
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         ctl = self.ctl
         if encoder_hidden_states is None:
             raise ValueError(f"{self.name}: EnergyCrossAttnProcessor was called without a context (self-attention?)")
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, ch, hh, ww = hidden_states.shape
-            hidden_states = hidden_states.view(b, ch, hh * ww).transpose(1, 2)
-        b2, P, _ = hidden_states.shape
         active = ctl.in_forward
         ctx = ctl.context if active else encoder_hidden_states
         if active and ctx.shape != encoder_hidden_states.shape:
             raise RuntimeError(f"{self.name}: the cascading context {tuple(ctx.shape)} does not match the layer's input")
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, ctx.shape[1], b2)
-            attention_mask = attention_mask.view(b2, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-        q = split_heads(attn.to_q(hidden_states), attn.heads)
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.upcast_attention:
-            q = q.float()
-        out, k, scores, probs = self._attend(attn, q, ctx, attention_mask)
+        t = tokens_in(attn, hidden_states, temb, attention_mask, n_keys=ctx.shape[1])
+        b2, P, _ = t.x.shape
+        q = queries(attn, t.x)
+        out, k, scores, probs = attend(attn, q, ctx, t.mask)
 
         new_ctx = ctx
         if active:
@@ -303,7 +269,7 @@ class EnergyCrossAttnProcessor:
                 for s, (e, (alpha, ga, gn)) in enumerate(zip(ctl.rc.edits, now["edits"])):
                     if alpha == 0.0 and ga == 0.0 and gn == 0.0:
                         continue
-                    out_s, k_s, s_s, _ = self._attend(attn, q, ctl.edit_context(s), attention_mask)
+                    out_s, k_s, s_s, _ = attend(attn, q, ctl.edit_context(s), t.mask)
                     if alpha != 0.0:
                         num = num + (e.sign * alpha) * out_s
                         den += e.sign * alpha
@@ -338,12 +304,7 @@ class EnergyCrossAttnProcessor:
                 for o in ctl.observers:
                     o.on_cross_attention(ev)
 
-        hidden_states = out.to(residual.dtype)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(b, ch, hh, ww)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return tokens_out(attn, out, t)
 
     @staticmethod
     def _layer_mask(mask, grid, b2, q):

@@ -28,6 +28,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .attn_io import tokens_in, tokens_out
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys, unet_call_parts
 from .config import SEGConfig
 from .energy import merge_heads, split_heads
@@ -183,22 +184,11 @@ class SEGSelfAttnProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         if encoder_hidden_states is not None:
             raise ValueError(f"{self.name}: SEG applies to self-attention layers only")
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, ch, hh, ww = hidden_states.shape
-            hidden_states = hidden_states.view(b, ch, hh * ww).transpose(1, 2)
-        b2, P, _ = hidden_states.shape
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, P, b2)
-            attention_mask = attention_mask.view(b2, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        q = split_heads(attn.to_q(hidden_states), attn.heads)
-        k = split_heads(attn.to_k(hidden_states), attn.heads)
-        v = split_heads(attn.to_v(hidden_states), attn.heads)
+        t = tokens_in(attn, hidden_states, temb, attention_mask)
+        x, attention_mask, P = t.x, t.mask, t.x.shape[1]
+        q = split_heads(attn.to_q(x), attn.heads)
+        k = split_heads(attn.to_k(x), attn.heads)
+        v = split_heads(attn.to_v(x), attn.heads)
         if attn.norm_q is not None:
             q = attn.norm_q(q)
         if attn.norm_k is not None:
@@ -213,12 +203,7 @@ class SEGSelfAttnProcessor:
                 o.on_seg_attention(self.name, attn, q, k, rows, grid)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
         out = merge_heads(out).to(q.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, ch, hh, ww)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return tokens_out(attn, attn.to_out[1](attn.to_out[0](out)), t)
 
 
 def seg_layer_keys(unet, layers) -> list:

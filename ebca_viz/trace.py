@@ -80,7 +80,8 @@ from .ebca import EnergyCrossAttnProcessor
 from .energy import attention_scores, merge_heads
 from .trace_budget import DEFAULT_BUDGET, Budget, TraceBudgetError, check_budget_args, mib
 from .trace_filters import QUANTITIES, StepFilter, select_layers, select_quantities
-from .trace_processor import RecordingCrossAttnProcessor, layer_keys
+from .attn_io import layer_keys
+from .trace_processor import RecordingCrossAttnProcessor
 
 FORMAT = "ebca_viz.trace/1"
 ENERGY_KINDS = ("query", "context", "prior", "posterior")

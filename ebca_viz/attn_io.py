@@ -1,0 +1,97 @@
+r"""The parts every ebca_viz attention processor shares with diffusers' ``AttnProcessor2_0``.
+
+A processor is ``tokens_in`` -> its own attention -> ``tokens_out``; cross-attention
+processors that need the scores (EBCA, the recorder) attend with :func:`attend`::
+
+    x (B, C, h, w) | (B, P, C)  --tokens_in-->  x (B2, P, C)        (spatial/group norm applied)
+    q = split_heads(to_q x)                                         (B2, H, P, d)
+    K, V = split_heads(to_k c), split_heads(to_v c)                 (B2, H, N, d)
+    S = beta Q K^T (+ mask);  O = to_out(softmax_j(S) V)            (B2, H, P, N), (B2, P, C)
+    out  --tokens_out-->  (B, C, h, w) | (B, P, C)   (+ residual, / rescale_output_factor)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .energy import attention_scores, merge_heads, split_heads
+
+
+@dataclass
+class TokensIn:
+    x: torch.Tensor  # (B2, P, C) after spatial_norm / group_norm
+    residual: torch.Tensor  # the layer's input as given
+    shape4: Optional[tuple]  # (b, ch, h, w) when the input was 4-d
+    mask: Optional[torch.Tensor]  # (B2, H, P|1, N) additive, or None
+
+
+def tokens_in(attn, hidden_states, temb=None, attention_mask=None, n_keys: Optional[int] = None) -> TokensIn:
+    """Flatten the layer input to tokens, apply the layer's norms and shape the attention mask
+    for ``n_keys`` keys (default: self-attention, ``P``)."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    shape4 = None
+    if hidden_states.ndim == 4:
+        shape4 = tuple(hidden_states.shape)
+        b, ch, hh, ww = shape4
+        hidden_states = hidden_states.view(b, ch, hh * ww).transpose(1, 2)
+    b2, p, _ = hidden_states.shape
+    if attention_mask is not None:
+        attention_mask = attn.prepare_attention_mask(attention_mask, p if n_keys is None else n_keys, b2)
+        attention_mask = attention_mask.view(b2, attn.heads, -1, attention_mask.shape[-1])
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    return TokensIn(hidden_states, residual, shape4, attention_mask)
+
+
+def tokens_out(attn, out: torch.Tensor, t: TokensIn) -> torch.Tensor:
+    """``(B2, P, C)`` attention output -> the layer's output (shape, residual, rescale)."""
+    out = out.to(t.residual.dtype)
+    if t.shape4 is not None:
+        b, ch, hh, ww = t.shape4
+        out = out.transpose(-1, -2).reshape(b, ch, hh, ww)
+    if attn.residual_connection:
+        out = out + t.residual
+    return out / attn.rescale_output_factor
+
+
+def queries(attn, x: torch.Tensor) -> torch.Tensor:
+    """``(B2, P, C) -> (B2, H, P, d)`` with ``norm_q`` and upcasting as the layer does them."""
+    q = split_heads(attn.to_q(x), attn.heads)
+    if attn.norm_q is not None:
+        q = attn.norm_q(q)
+    return q.float() if attn.upcast_attention else q
+
+
+def _normed_context(attn, ctx: torch.Tensor) -> torch.Tensor:
+    return attn.norm_encoder_hidden_states(ctx) if attn.norm_cross else ctx
+
+
+def _keys(attn, c: torch.Tensor) -> torch.Tensor:
+    k = split_heads(attn.to_k(c), attn.heads)
+    if attn.norm_k is not None:
+        k = attn.norm_k(k)
+    return k.float() if attn.upcast_attention else k
+
+
+def layer_keys(attn, ctx: torch.Tensor) -> torch.Tensor:
+    """Keys of a context as the layer forms them: ``(B, N, D) -> (B, H, N, d)``."""
+    return _keys(attn, _normed_context(attn, ctx))
+
+
+def attend(attn, q: torch.Tensor, ctx: torch.Tensor, mask: Optional[torch.Tensor] = None):
+    """Cross-attention with explicit scores: ``q (B2,H,P,d)``, ``ctx (B2,N,D)`` ->
+    ``(out (B2,P,C) after to_out, k (B2,H,N,d), scores (B2,H,P,N), probs (B2,H,P,N))``."""
+    c = _normed_context(attn, ctx)
+    k, v = _keys(attn, c), split_heads(attn.to_v(c), attn.heads)
+    s = attention_scores(q, k, attn.scale)
+    if mask is not None:
+        s = s + mask
+    if attn.upcast_softmax:
+        s = s.float()
+    probs = s.softmax(dim=-1).to(v.dtype)
+    out = attn.to_out[1](attn.to_out[0](merge_heads(torch.matmul(probs, v))))
+    return out, k, s, probs
