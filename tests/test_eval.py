@@ -3,7 +3,6 @@ import json
 import math
 
 import pytest
-import torch
 from PIL import Image
 
 from ebca_viz.eval import (BLIP_ID, CLIP_ID, aggregate, format_table, make_jobs, parse_seeds, parse_setting,

@@ -1,6 +1,5 @@
 """Shapes world: generator, detector, training script and the shipped pipeline (fast, offline)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """Recorder (ebca_viz.trace): values against direct computation, restoration, budget, filters, persistence."""
-import math
 
 import pytest
 import torch

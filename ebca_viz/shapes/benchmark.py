@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import math
 import time
@@ -142,9 +141,9 @@ def _fmt(r: dict) -> str:
 def markdown(res: dict) -> str:
     a = res["settings"]
     lines = [
-        f"# Shapes-world misalignment benchmark",
+        "# Shapes-world misalignment benchmark",
         "",
-        f"Pipeline `{a['pipeline']}`, DDIM {a['steps']} steps, CFG {a['guidance']}, 32x32 images, "
+        f"Pipeline `{a['pipeline']}`, DDIM {a['steps']} steps, CFG {a['guidance']}, {res.get('image_size', '?')}x{res.get('image_size', '?')} images, "
         f"detector `ebca_viz.shapes.detect`. Rates ± binomial standard error; in parentheses the paired "
         f"difference to vanilla (same initial latents) ± its standard error.",
         f"EBCU: gamma_attn = {res['chosen']['gamma_attn']}, gamma_norm = {res['chosen']['gamma_norm']}; "
@@ -260,6 +259,7 @@ def main(argv=None) -> dict:
         report["n_" + key] = len(items)
     res = dict(
         settings=dict(vars(a), pipeline=str(a.pipeline or WEIGHTS_DIR.name)),
+        image_size=int(ims.shape[1]),
         chosen=dict(gamma_attn=ga, gamma_norm=gn, upweight=up, token_indices=SHAPE_TOKENS),
         tuning=dict(split="tune", n=len(t_items), runs=runs), report=report, vae_roundtrip=ceiling,
         wall_minutes=(time.time() - t0) / 60,
