@@ -163,3 +163,36 @@ def test_shapes_world_sweep_with_detector_when_available(tmp_path):
     run_sweep(pipe, jobs, tmp_path, steps=2)
     rec = json.loads((tmp_path / jobs[0].relpath()).read_text())
     assert rec["metrics"]["detector"]["category"] in ("both_present", "swapped", "missing", "wrong_binding")
+
+
+def test_sweep_split_does_not_depend_on_when_a_process_starts(tmp_path, monkeypatch):
+    """Processes start at different times: a late one sees jobs the early one already finished.
+    Every job must still run exactly once (the split is over the full job list)."""
+    import contextlib
+
+    from ebca_viz.eval import sweep as sw
+
+    ran = []
+
+    def fake_run_job(pipe, job, out, **k):  # writes its result, like the real one
+        ran.append(job.relpath())
+        (out / job.relpath()).parent.mkdir(parents=True, exist_ok=True)
+        (out / job.relpath()).write_text("{}")
+
+    monkeypatch.setattr(sw, "run_job", fake_run_job)
+
+    class FakeState:
+        def __init__(self, i, n):
+            self.process_index, self.num_processes, self.is_main_process = i, n, i == 0
+
+        @contextlib.contextmanager
+        def split_between_processes(self, items):
+            k = math.ceil(len(items) / self.num_processes)
+            yield items[self.process_index * k:(self.process_index + 1) * k]
+
+    jobs = make_jobs(resolve_prompts("object_object", limit=3), [0, 1], ["vanilla"])
+    (tmp_path / jobs[0].relpath()).parent.mkdir(parents=True)
+    (tmp_path / jobs[0].relpath()).write_text("{}")  # done by an earlier run
+    for rank in (0, 1):  # rank 0 finishes before rank 1 looks at the folder
+        run_sweep(None, jobs, tmp_path, steps=1, state=FakeState(rank, 2))
+    assert sorted(ran) == sorted(j.relpath() for j in jobs[1:])

@@ -64,7 +64,9 @@ def run_sweep(args) -> int:
     try:
         from accelerate import PartialState
 
-        state = PartialState()
+        # cpu=True on a machine without CUDA: accelerate then splits CPU processes (gloo) instead of
+        # treating every process of `accelerate launch` / `torchrun` as the only one
+        state = PartialState(cpu=not torch.cuda.is_available())
         device = state.device
     except ImportError:  # pragma: no cover - accelerate is a dependency
         state, device = None, torch.device("cuda" if torch.cuda.is_available() else "cpu")

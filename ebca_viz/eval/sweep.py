@@ -11,8 +11,10 @@ Settings are written ``name[:key=value,key=value]``:
   ``gamma_stop``, ``token_indices=5;7``, ``token_upweight=2.5;2.5``, ``prior_form=paper`` ...)
 
 Several GPUs: ``accelerate launch -m ebca_viz sweep ...`` -- every process takes its share of the
-pending jobs with ``accelerate.PartialState().split_between_processes(jobs)``. Without
-``accelerate launch`` it runs all jobs in one process (CPU or one GPU).
+jobs with ``accelerate.PartialState().split_between_processes(jobs)`` (the full job list is
+split, then each process skips what is already done in its share). Several CPU processes:
+``torchrun --nproc_per_node N -m ebca_viz sweep ...`` (gloo). Without a launcher it runs all jobs
+in one process (CPU or one GPU).
 """
 from __future__ import annotations
 
@@ -225,13 +227,15 @@ def run_sweep(pipe, jobs: Sequence[Job], out: str | Path, *, steps: int = 50, cl
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    todo = pending(jobs, out)
-    skipped = len(jobs) - len(todo)
+    # split the full, deterministic job list (processes start at different times, so lists of what
+    # is still pending could differ between them), then skip what is done within this share
     if state is not None and getattr(state, "num_processes", 1) > 1:
-        with state.split_between_processes(todo) as mine:
-            mine = list(mine)
+        with state.split_between_processes(list(jobs)) as share:
+            share = list(share)
     else:
-        mine = list(todo)
+        share = list(jobs)
+    mine = pending(share, out)
+    skipped = len(share) - len(mine)
     it = mine
     if progress:
         from tqdm.auto import tqdm
