@@ -1,4 +1,5 @@
 """Evaluation harness: CLIP/BLIP metrics on tiny random models, sweeps (resumable, split), aggregation."""
+import contextlib
 import json
 import math
 
@@ -84,23 +85,24 @@ def test_sweep_end_to_end_resumes_and_aggregates(pipe, scorer, captioner, tmp_pa
     assert "clip_min_object" in format_table(res)
 
 
+class FakeState:
+    """The part of ``accelerate.PartialState`` the sweep uses: process ``i`` of ``n``."""
+
+    def __init__(self, i, n):
+        self.process_index, self.num_processes, self.is_main_process = i, n, i == 0
+
+    @contextlib.contextmanager
+    def split_between_processes(self, items):
+        k = math.ceil(len(items) / self.num_processes)
+        yield items[self.process_index * k:(self.process_index + 1) * k]
+
+
 def test_sweep_splits_pending_jobs_between_processes(tmp_path, monkeypatch):
     """With ``accelerate launch`` each process runs its share of the pending jobs."""
-    import contextlib
-
     from ebca_viz.eval import sweep as sw
 
     ran = []
     monkeypatch.setattr(sw, "run_job", lambda pipe, job, out, **k: ran.append((k.get("model"), job.relpath())))
-
-    class FakeState:  # the part of accelerate.PartialState the sweep uses
-        def __init__(self, i, n):
-            self.process_index, self.num_processes, self.is_main_process = i, n, i == 0
-
-        @contextlib.contextmanager
-        def split_between_processes(self, items):
-            k = math.ceil(len(items) / self.num_processes)
-            yield items[self.process_index * k:(self.process_index + 1) * k]
 
     jobs = make_jobs(resolve_prompts("object_object", limit=3), [0, 1], ["vanilla"])
     (tmp_path / "vanilla/objects").mkdir(parents=True)
@@ -168,8 +170,6 @@ def test_shapes_world_sweep_with_detector_when_available(tmp_path):
 def test_sweep_split_does_not_depend_on_when_a_process_starts(tmp_path, monkeypatch):
     """Processes start at different times: a late one sees jobs the early one already finished.
     Every job must still run exactly once (the split is over the full job list)."""
-    import contextlib
-
     from ebca_viz.eval import sweep as sw
 
     ran = []
@@ -180,15 +180,6 @@ def test_sweep_split_does_not_depend_on_when_a_process_starts(tmp_path, monkeypa
         (out / job.relpath()).write_text("{}")
 
     monkeypatch.setattr(sw, "run_job", fake_run_job)
-
-    class FakeState:
-        def __init__(self, i, n):
-            self.process_index, self.num_processes, self.is_main_process = i, n, i == 0
-
-        @contextlib.contextmanager
-        def split_between_processes(self, items):
-            k = math.ceil(len(items) / self.num_processes)
-            yield items[self.process_index * k:(self.process_index + 1) * k]
 
     jobs = make_jobs(resolve_prompts("object_object", limit=3), [0, 1], ["vanilla"])
     (tmp_path / jobs[0].relpath()).parent.mkdir(parents=True)

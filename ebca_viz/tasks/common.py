@@ -14,6 +14,8 @@ hooks the pipe) and leaves the pipeline exactly as it found it, also when sampli
 """
 from __future__ import annotations
 
+import time
+
 import contextlib
 import json
 import math
@@ -141,6 +143,21 @@ def add_observers(ctl, observers) -> None:
     if not isinstance(observers, (list, tuple)):
         observers = [observers]
     ctl.observers.extend(observers)
+
+
+def sample_with_energy(pipe, cfg, observers, seed: int, prompt, **call_kwargs) -> tuple[list, dict]:
+    """``pipe(prompt, generator=seed, **call_kwargs)`` with EBCA installed for the call (the
+    pipeline's state restored after it, also on errors); ``(images, controller info + seconds)``."""
+    from ..ebca import energy_attention
+
+    gen = make_generator(seed, pipe.device)
+    t0 = time.perf_counter()
+    with restored(pipe), energy_attention(pipe, cfg) as ctl:
+        add_observers(ctl, observers)
+        out = pipe(prompt, generator=gen, **call_kwargs)
+        info = controller_info(ctl)
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    return list(out.images), info
 
 
 # ---- inputs ----------------------------------------------------------------------------------------

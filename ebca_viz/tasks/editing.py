@@ -11,13 +11,10 @@ is a stop fraction). Each editorial context has its own EBCU with ``gamma_attn_s
 """
 from __future__ import annotations
 
-import time
 from typing import Optional, Sequence
 
 from ..config import EBCAConfig, Edit
-from ..ebca import energy_attention
-from .common import (TaskResult, add_observers, check_prompt, check_size, check_steps, controller_info,
-                     make_generator, restored)
+from .common import TaskResult, check_prompt, check_size, check_steps, sample_with_energy
 
 
 def as_edits(edits) -> list:
@@ -65,15 +62,10 @@ def synthetic_edit(pipe, prompt: str, edits, *, gamma_attn: float = 0.0, gamma_n
     cfg = EBCAConfig(gamma_attn=gamma_attn, gamma_norm=gamma_norm, edits=edits, **(config or {}))
     rc = cfg.validate()
     rc.check_denominators(num_inference_steps, num_inference_steps + 1)
-    gen = make_generator(seed, pipe.device)
-    t0 = time.perf_counter()
-    with restored(pipe), energy_attention(pipe, cfg) as ctl:
-        add_observers(ctl, observers)
-        out = pipe(prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
-                   guidance_scale=guidance_scale, height=h, width=w, generator=gen, **pipe_kwargs)
-        info = controller_info(ctl)
-    info["seconds"] = round(time.perf_counter() - t0, 3)
+    images, info = sample_with_energy(
+        pipe, cfg, observers, seed, prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale, height=h, width=w, **pipe_kwargs)
     settings = dict(prompt=prompt, negative_prompt=negative_prompt, edits=edit_settings(edits), gamma_attn=gamma_attn,
                     gamma_norm=gamma_norm, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     height=h, width=w, config=config or {})
-    return TaskResult("synedit", list(out.images), settings, seed, info)
+    return TaskResult("synedit", images, settings, seed, info)

@@ -11,14 +11,11 @@ text; "A cat wearing a shirt": 5 = "shirt") in the conditional half.
 """
 from __future__ import annotations
 
-import time
 from typing import Optional, Sequence
 
 from ..config import EBCAConfig
-from ..ebca import energy_attention
 from ..schedule import Schedule
-from .common import (TaskResult, add_observers, check_prompt, check_size, check_steps, controller_info,
-                     make_generator, restored)
+from .common import TaskResult, check_prompt, check_size, check_steps, sample_with_energy
 
 
 def multiconcept(pipe, prompt: str, *, gamma_attn: float = 0.01, gamma_norm: float = 0.02,
@@ -51,16 +48,11 @@ def multiconcept(pipe, prompt: str, *, gamma_attn: float = 0.01, gamma_norm: flo
         token_indices=token_indices, token_upweight=token_upweight, **(config or {}),
     )
     cfg.validate()  # before anything touches the pipeline
-    gen = make_generator(seed, pipe.device)
-    t0 = time.perf_counter()
-    with restored(pipe), energy_attention(pipe, cfg) as ctl:
-        add_observers(ctl, observers)
-        out = pipe(prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
-                   guidance_scale=guidance_scale, height=h, width=w, generator=gen, **pipe_kwargs)
-        info = controller_info(ctl)
-    info["seconds"] = round(time.perf_counter() - t0, 3)
+    images, info = sample_with_energy(
+        pipe, cfg, observers, seed, prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale, height=h, width=w, **pipe_kwargs)
     settings = dict(prompt=prompt, negative_prompt=negative_prompt, gamma_attn=gamma_attn, gamma_norm=gamma_norm,
                     gamma_stop=gamma_stop, token_indices=token_indices, token_upweight=token_upweight,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=h, width=w,
                     config=config or {})
-    return TaskResult("multiconcept", list(out.images), settings, seed, info)
+    return TaskResult("multiconcept", images, settings, seed, info)
