@@ -58,12 +58,17 @@ def tokens_out(attn, out: torch.Tensor, t: TokensIn) -> torch.Tensor:
     return out / attn.rescale_output_factor
 
 
+def _heads(attn, proj, norm, x: torch.Tensor) -> torch.Tensor:
+    """``proj(x)`` split into heads, then the layer's per-head norm and upcasting."""
+    h = split_heads(proj(x), attn.heads)
+    if norm is not None:
+        h = norm(h)
+    return h.float() if attn.upcast_attention else h
+
+
 def queries(attn, x: torch.Tensor) -> torch.Tensor:
     """``(B2, P, C) -> (B2, H, P, d)`` with ``norm_q`` and upcasting as the layer does them."""
-    q = split_heads(attn.to_q(x), attn.heads)
-    if attn.norm_q is not None:
-        q = attn.norm_q(q)
-    return q.float() if attn.upcast_attention else q
+    return _heads(attn, attn.to_q, attn.norm_q, x)
 
 
 def _normed_context(attn, ctx: torch.Tensor) -> torch.Tensor:
@@ -71,10 +76,7 @@ def _normed_context(attn, ctx: torch.Tensor) -> torch.Tensor:
 
 
 def _keys(attn, c: torch.Tensor) -> torch.Tensor:
-    k = split_heads(attn.to_k(c), attn.heads)
-    if attn.norm_k is not None:
-        k = attn.norm_k(k)
-    return k.float() if attn.upcast_attention else k
+    return _heads(attn, attn.to_k, attn.norm_k, c)
 
 
 def layer_keys(attn, ctx: torch.Tensor) -> torch.Tensor:
