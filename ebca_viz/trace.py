@@ -758,19 +758,14 @@ class Trace:
                 m = full.mean(1)
             else:
                 m = full.flatten(0, 1).mean(0) if aggregate == "mean" else full.flatten(0, 1).sum(0)
-        elif use_layer_sums:
-            s = self._need("map_layer_sum", "maps")[li]  # (L, B, N, H, W), summed over steps
-            c = st["map_layer_count"][li]
-            if aggregate == "layer":
+        else:
+            # running sums: per layer (summed over steps) or per step (summed over layers), with counts
+            kind, idx = ("layer", li) if use_layer_sums else ("step", si)
+            s = self._need(f"map_{kind}_sum", "maps")[idx]  # (L|S, B, N, H, W)
+            c = st[f"map_{kind}_count"][idx]
+            if aggregate == kind:
                 m = s / c.view(-1, 1, 1, 1, 1)
-            else:
-                m = s.sum(0) / (c.sum() if aggregate == "mean" else 1.0)
-        else:  # "step", or a mean/sum over some steps and all layers
-            s = self._need("map_step_sum", "maps")[si]  # (S, B, N, H, W), summed over layers
-            c = st["map_step_count"][si]
-            if aggregate == "step":
-                m = s / c.view(-1, 1, 1, 1, 1)
-            else:
+            else:  # a mean/sum over the selected rows
                 m = s.sum(0) / (c.sum() if aggregate == "mean" else 1.0)
         bdim = m.ndim - 4
         m = self._image(m, image, bdim)

@@ -101,16 +101,8 @@ def sd15_unet(seed: int = 0):
 
 
 TINY_SDXL_UNET = dict(
-    sample_size=8,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=1,
-    block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    TINY_UNET,
     cross_attention_dim=64,  # = hidden of text_encoder (32) + hidden of text_encoder_2 (32), concatenated
-    attention_head_dim=8,
-    norm_num_groups=8,
     use_linear_projection=True,
     addition_embed_type="text_time",
     addition_time_embed_dim=8,
