@@ -1,0 +1,47 @@
+"""Each model's own regime: the settings the notebooks, the demo and the gallery use.
+
+Shapes world values come from the sweep ``benchmarks/shapes_sweep.py`` (its table is
+``docs/shapes_regime.md``); real Stable Diffusion keeps the paper's settings (``method.md``).
+A value is changed here only together with a re-run of that sweep.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Regime:
+    name: str
+    steps: int  # DDIM steps in full mode
+    fast_steps: int  # EBCA_VIZ_FAST=1
+    guidance: float  # CFG scale
+    gamma_attn: float  # EBCU
+    gamma_norm: float
+    upweight: float  # token up-weight on the object tokens
+    edit_alpha: float  # EBCQ
+    edit_start: float  # synthetic edit: fraction of the run before the edit acts
+    seg_scale: float
+    seg_sigma: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+SHAPES = Regime(name="shapes-world", steps=25, fast_steps=10, guidance=3.0, gamma_attn=0.3, gamma_norm=0.3,
+                upweight=1.5, edit_alpha=1.0, edit_start=0.2, seg_scale=3.0, seg_sigma=10.0)
+# The paper's SD settings (EBCA: gamma 0.01/0.02, up-weight 2.5, alpha 1.3, start 0.2; SEG: sigma 10, scale 3).
+SD = Regime(name="sd", steps=50, fast_steps=4, guidance=7.5, gamma_attn=0.01, gamma_norm=0.02, upweight=2.5,
+            edit_alpha=1.3, edit_start=0.2, seg_scale=3.0, seg_sigma=10.0)
+TINY = replace(SHAPES, name="tiny", fast_steps=4)
+
+
+def regime_for(model: str) -> Regime:
+    """The regime of a model name as :func:`ebca_viz.viz.load_model` returns it."""
+    if model == "shapes-world":
+        return SHAPES
+    if model.startswith("tiny"):
+        return TINY
+    return SD
+
+
+__all__ = ["Regime", "SHAPES", "SD", "TINY", "regime_for"]

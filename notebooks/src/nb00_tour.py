@@ -1,0 +1,93 @@
+"""Notebook 00_tour."""
+from common import SETUP, code, md  # noqa: F401
+
+CELLS = [
+    md(r'''
+# 00 · A tour of energy-based cross-attention
+
+Text-to-image diffusion models read the prompt through **cross-attention**: at every layer the
+image queries $Q = X W_q^\top$ ($P$ pixels) attend to keys $K = C W_k^\top$ and values $V = C W_v^\top$
+of the text context $C$ ($N$ tokens):
+
+$$O = \operatorname{softmax}_j\!\big(\beta\, Q K^\top\big)\, V, \qquad \beta = 1/\sqrt{d}.$$
+
+Energy-based cross-attention (Park et al., NeurIPS 2023) reads this as one step of descent on an
+energy, and adds the missing half: the **context** also descends, on the posterior energy
+
+$$E(K;Q) + E(K) = -\sum_j \operatorname{lse}_i(\beta\, q_i^\top k_j) \;+\; \operatorname{lse}_j\!\big(\tfrac12 |k_j|^2\big),$$
+
+layer after layer (**EBCU**, the Bayesian context update):
+
+$$\Delta K = \gamma_\text{attn}\, \operatorname{softmax}_i(S)^\top Q - \gamma_\text{norm}\, \operatorname{softmax}_j(|k_j|^2)\, k_j,
+\qquad C_{n+1} = C_n + \Delta K\, W_k .$$
+
+This tour samples one prompt twice from the same seed, plain and with EBCU, and looks inside with
+`ebca_viz.trace`. The other notebooks take each piece apart:
+01 energy descent · 02 multi-concept · 03 composition (EBCQ) · 04 synthetic editing ·
+05 real-image editing · 06 inpainting · 07 SEG · 08 measuring misalignment · 09 the playground panel.
+'''),
+    code(SETUP),
+    code('''
+PROMPT = "A lion with a crown" if REAL else "a red circle and a blue square"
+SEED = 1 if REAL else 0
+
+def sample(config=None):
+    """Sample PROMPT from SEED, recording every cross-attention layer; config=None is vanilla."""
+    g = torch.Generator("cpu").manual_seed(SEED)
+    with ev.trace(pipe) as tr:
+        if config is None:
+            image = pipe(PROMPT, num_inference_steps=STEPS, generator=g).images[0]
+        else:
+            with ev.energy_attention(pipe, config):
+                image = pipe(PROMPT, num_inference_steps=STEPS, generator=g).images[0]
+    return image, tr
+
+vanilla, tr_vanilla = sample()
+ebcu, tr_ebcu = sample(ev.EBCAConfig(gamma_attn=0.01, gamma_norm=0.02))
+viz.compare_images({"vanilla": vanilla, "EBCU": ebcu}, diff=True)
+'''),
+    md(r'''
+## What the trace holds
+
+Per sampling step $\times$ cross-attention layer: the attention maps per token, the energies of the
+context entering and leaving the layer, and the norms / drift of every token's context vector.
+'''),
+    code('''print(tr_ebcu.summary())'''),
+    md(r'''
+## Energy goes down, layer after layer
+
+Left: the posterior energy $E(K;Q)+E(K)$ of the context entering (dot) and leaving (end of the
+segment) each layer, for a few steps, relative to the prompt's own context at that layer (vanilla
+= 0): every segment goes down, and the updates cascade from layer to layer. Right: the decrease
+each update achieves, per sampling step.
+'''),
+    code('''viz.plot_trace_energies(tr_ebcu, reference=tr_vanilla)'''),
+    md(r'''
+## Where each word looks
+
+Maps $M_{t}(p) = \operatorname{mean}_\text{heads} \operatorname{softmax}_t(\beta\, q_p^\top k_t)$ of the prompt's words,
+averaged over steps, one row per layer (execution order: down, mid, up).
+'''),
+    code('''viz.plot_trace_maps(tr_ebcu, by="layer", image=ebcu)'''),
+    md('''And over the sampling steps (mean over layers), as an animation:'''),
+    code('''viz.show_animation(viz.animate_trace(tr_ebcu))'''),
+    md(r'''
+## The context moves
+
+Per token: $|c_j|$ along the layers, the drift $|c_j - c_j^0|$ from the prompt embedding, at the last
+step. (In vanilla sampling the drift is 0: every layer reads the same prompt embedding.)
+'''),
+    code('''viz.plot_trace_contexts(tr_ebcu)'''),
+    md(r'''
+## Try it
+
+`ebca_viz.widgets.EnergyPanel` wires these controls to the same sampling function
+(`ebca_viz.widgets.sample_comparison`); notebook 09 is the playground.
+'''),
+    code('''
+from ebca_viz.widgets import EnergyPanel, PanelSettings
+
+panel = EnergyPanel(pipe=pipe, model=MODEL, settings=PanelSettings(prompt=PROMPT, seed=SEED, steps=STEPS))
+panel.show();
+'''),
+]

@@ -1,0 +1,31 @@
+"""Notebook 09_playground."""
+from common import SETUP, code, md  # noqa: F401
+
+CELLS = [
+    md(r'''
+# 09 · Playground
+
+Vanilla and energy-based sampling from the same seed, side by side. Controls: prompt, seed, steps,
+CFG; **EBCA**: $\gamma_\text{attn}$, $\gamma_\text{norm}$, token up-weights (`index:weight`, 0 = start-of-text),
+up to two editorial prompts with $\alpha$, direction and start; **SEG**: $\sigma$ (or $\infty$) and scale.
+The button runs `ebca_viz.widgets.sample_comparison` on the GPU when there is one; the vanilla
+image is cached per (model, prompt, seed, steps). Errors appear in the panel.
+'''),
+    code('''
+MODEL = "shapes-world"  # or "sd15"
+
+from ebca_viz import viz
+from ebca_viz.widgets import EnergyPanel, PanelSettings
+
+pipe, MODEL = viz.load_model(MODEL)
+panel = EnergyPanel(pipe=pipe, model=MODEL, settings=PanelSettings(steps=viz.pick(25, 3)))
+panel.show();
+'''),
+    md('''The same function without widgets:'''),
+    code('''
+from ebca_viz.widgets import sample_comparison
+
+res = sample_comparison(pipe, PanelSettings(steps=viz.pick(25, 3)), model=MODEL, cache=panel.cache)
+res.images_figure()
+'''),
+]
