@@ -78,6 +78,18 @@ class PanelSettings:
     seg_sigma: float = 10.0
     seg_scale: float = 3.0
 
+    @classmethod
+    def for_model(cls, model: str, **overrides) -> "PanelSettings":
+        """Settings in the model's own regime (:func:`ebca_viz.shapes.regime.regime_for`): CFG, gammas
+        and SEG settings; ``overrides`` win."""
+        from .shapes.regime import regime_for
+
+        r = regime_for(model)
+        kw = dict(steps=r.steps, guidance_scale=r.guidance, gamma_attn=r.gamma_attn, gamma_norm=r.gamma_norm,
+                  seg_sigma=r.seg_sigma, seg_scale=r.seg_scale)
+        kw.update(overrides)
+        return cls(**kw)
+
     def check(self) -> "PanelSettings":
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ValueError("prompt is empty: type a prompt")
@@ -313,7 +325,7 @@ class EnergyPanel:
         self.device = device or default_device()
         self.pipe = pipe
         self.cache = cache or VanillaCache()
-        self.settings = settings or PanelSettings(steps=pick(25, 4))
+        self.settings = settings or PanelSettings.for_model(model, steps=pick(25, 4))
         self.n_edits = n_edits
         self.last: Optional[Comparison] = None
         self.last_error: Optional[BaseException] = None
@@ -339,9 +351,10 @@ class EnergyPanel:
                                        layout=lay, style=st), "ebca-cfg")
         self.w_method = cls(W.ToggleButtons(options=[("EBCA (EBCU + EBCQ)", "ebca"), ("SEG", "seg")], value=s.method,
                                             description="method", style=st), "ebca-method")
-        self.w_ga = cls(W.FloatSlider(value=s.gamma_attn, min=0.0, max=0.1, step=0.001, readout_format=".3f",
+        g_max = max(0.1, 2 * s.gamma_attn, 2 * s.gamma_norm)  # the regime's gammas sit mid-range
+        self.w_ga = cls(W.FloatSlider(value=s.gamma_attn, min=0.0, max=g_max, step=0.001, readout_format=".3f",
                                       description="gamma_attn", layout=lay, style=st), "ebca-gamma-attn")
-        self.w_gn = cls(W.FloatSlider(value=s.gamma_norm, min=0.0, max=0.1, step=0.001, readout_format=".3f",
+        self.w_gn = cls(W.FloatSlider(value=s.gamma_norm, min=0.0, max=g_max, step=0.001, readout_format=".3f",
                                       description="gamma_norm", layout=lay, style=st), "ebca-gamma-norm")
         tw = s.token_weights if isinstance(s.token_weights, str) else ", ".join(f"{i}:{w}" for i, w in s.token_weights.items())
         self.w_tokens = cls(W.Text(value=tw, placeholder="index:weight, e.g. 5:2.5", description="token up-weights",

@@ -35,6 +35,7 @@ from ..shapes.detect import PAIR_CATEGORIES, detect, score_pair
 CATEGORIES = PAIR_CATEGORIES + ("extra",)
 SHAPE_TOKENS = [3, 7]  # "a red circle and a blue square": 3 = circle, 7 = square
 ARTICLE_TOKENS = [1, 5]  # the two "a": the up-weighting control
+REPORT_N, REPORT_SEED = 192, 0  # notebooks 02 / 08, the README and benchmarks/shapes_failure_types.py
 
 
 @dataclass
@@ -213,6 +214,16 @@ def sweep_guidance(pipe, values, n: int = 96, steps: int = 25, seed_base: int = 
     return rows
 
 
+def contrast_seeds(result: MulticonceptResult, a: str, b: str, k: int = 4) -> list:
+    """Indices of up to ``k`` seeds where methods ``a`` and ``b`` get different detector verdicts
+    (then the largest pixel differences): the pairs worth showing side by side."""
+    ma, mb = result.methods[a], result.methods[b]
+    diff = np.abs(ma.images.astype(np.float32) - mb.images.astype(np.float32)).mean(axis=(1, 2, 3))
+    flips = [i for i in np.argsort(-diff) if ma.verdicts[i] != mb.verdicts[i]]
+    rest = [i for i in np.argsort(-diff) if i not in flips and diff[i] > 1.0]
+    return [int(i) for i in (flips + rest)[:k]]
+
+
 def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optional[str] = None):
     """Grouped bars: rate of each failure type per method, with the 95 % interval as error bars."""
     from ..viz import new_figure
@@ -224,8 +235,8 @@ def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optiona
     for j, name in enumerate(names):
         r = result.methods[name].rates
         p = np.array([r[k].p for k in categories])
-        lo = p - np.array([r[k].lo for k in categories])
-        hi = np.array([r[k].hi for k in categories]) - p
+        lo = np.clip(p - np.array([r[k].lo for k in categories]), 0, None)
+        hi = np.clip(np.array([r[k].hi for k in categories]) - p, 0, None)
         ax.bar(np.arange(len(categories)) + (j - (len(names) - 1) / 2) * width, 100 * p, width,
                yerr=100 * np.stack([lo, hi]), capsize=2, label=name)
     ax.set_xticks(range(len(categories)), [c.replace("_", " ") for c in categories])
@@ -237,34 +248,36 @@ def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optiona
     return fig
 
 
-def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: float = 1.3):
-    """The first ``k`` seeds under each method (rows), the detector's category in every title,
-    with the mean |difference| to vanilla on the same seed."""
+def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: float = 1.3, seeds=None):
+    """Seeds (the first ``k``, or the indices ``seeds``) under each method (rows), the detector's
+    category in every title, with the mean |difference| to vanilla on the same seed."""
     from ..viz import new_figure
 
     names = list(methods or result.methods)
+    idx = list(range(k)) if seeds is None else list(seeds)
+    k = len(idx)
     fig = new_figure(figsize=(size * k, size * len(names) + 0.6))
     axes = np.atleast_2d(fig.subplots(len(names), k))
     base = next(iter(result.methods.values())).images
     for r, name in enumerate(names):
         m = result.methods[name]
-        for c in range(k):
+        for c, i in enumerate(idx):
             ax = axes[r, c]
-            ax.imshow(m.images[c], interpolation="nearest")
+            ax.imshow(m.images[i], interpolation="nearest")
             ax.set_xticks([]); ax.set_yticks([])
-            t = m.verdicts[c].replace("_", " ")
+            t = m.verdicts[i].replace("_", " ")
             if r:
-                t += f"\nΔ {np.abs(m.images[c].astype(float) - base[c]).mean():.1f}"
+                t += f"\nΔ {np.abs(m.images[i].astype(float) - base[i]).mean():.1f}"
             ax.set_title(t, fontsize=6)
             if c == 0:
                 ax.set_ylabel(name[:22], fontsize=6)
-    for c in range(k):
-        axes[0, c].set_xlabel(result.prompts[c].replace(" and ", "\n& "), fontsize=5)
+    for c, i in enumerate(idx):
+        axes[0, c].set_xlabel(result.prompts[i].replace(" and ", "\n& "), fontsize=5)
         axes[0, c].xaxis.set_label_position("top")
     fig.tight_layout()
     return fig
 
 
 __all__ = ["Method", "MethodResult", "MulticonceptResult", "default_methods", "measure", "sweep_gammas",
-           "sweep_guidance", "plot_rates", "plot_examples", "prompt_items", "CATEGORIES", "SHAPE_TOKENS",
-           "ARTICLE_TOKENS"]
+           "sweep_guidance", "contrast_seeds", "plot_rates", "plot_examples", "prompt_items", "CATEGORIES", "SHAPE_TOKENS",
+           "ARTICLE_TOKENS", "REPORT_N", "REPORT_SEED"]

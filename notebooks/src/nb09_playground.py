@@ -18,14 +18,21 @@ from ebca_viz import viz
 from ebca_viz.widgets import EnergyPanel, PanelSettings
 
 pipe, MODEL = viz.load_model(MODEL)
-panel = EnergyPanel(pipe=pipe, model=MODEL, settings=PanelSettings(steps=viz.pick(25, 3)))
+SETTINGS = PanelSettings.for_model(MODEL, steps=viz.pick(25, 10))   # this model's CFG, gammas, SEG settings
+panel = EnergyPanel(pipe=pipe, model=MODEL, settings=SETTINGS)
 panel.show();
 '''),
     md('''The same function without widgets:'''),
     code('''
 from ebca_viz.widgets import sample_comparison
 
-res = sample_comparison(pipe, PanelSettings(steps=viz.pick(25, 3)), model=MODEL, cache=panel.cache)
+import numpy as np
+from ebca_viz import claims
+
+res = sample_comparison(pipe, SETTINGS, model=MODEL, cache=panel.cache)
+change = np.abs(np.asarray(res.vanilla.image, float) - np.asarray(res.energy.image, float)).mean()
+print(f"mean |{res.label} - vanilla| = {change:.2f} / 255 per pixel")
+claims.check(change > 1.0, "the default settings change the image (mean |difference| > 1/255)", change)
 res.images_figure()
 '''),
 ]

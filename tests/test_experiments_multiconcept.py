@@ -1,0 +1,69 @@
+"""experiments.multiconcept: failure-type rates per method on the same seeds."""
+import numpy as np
+import pytest
+
+from ebca_viz import claims
+from ebca_viz.experiments import multiconcept as mc
+from ebca_viz.shapes.model import weights_available
+from ebca_viz.shapes.regime import SHAPES
+
+pytestmark = pytest.mark.skipif(not weights_available(), reason="shapes-world weights not shipped")
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    from ebca_viz.models import load_pipeline
+
+    p = load_pipeline("shapes-world")
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_categories_partition_and_paired_reference(shapes):
+    from ebca_viz.config import EBCAConfig
+
+    methods = [mc.Method("vanilla"), mc.Method("vanilla again"),
+               mc.Method("EBCU", EBCAConfig(gamma_attn=SHAPES.gamma_attn, gamma_norm=SHAPES.gamma_norm))]
+    r = mc.measure(shapes, methods, n=6, steps=4, guidance=SHAPES.guidance, progress=False)
+    for m in r.methods.values():
+        # each image is in exactly one of the four categories
+        assert sum(m.rates[k].k for k in mc.PAIR_CATEGORIES) == 6
+        assert m.images.shape == (6, 32, 32, 3)
+    again = r.methods["vanilla again"]
+    assert again.vs_vanilla.value == 0 and again.changed.k == 0  # same seeds -> same images
+    assert r.methods["EBCU"].changed.k >= 1  # the regime's gammas change the samples
+    assert "| EBCU | 6 |" in r.table()
+    assert r.to_json()["methods"][2]["both_present"]["n"] == 6
+    assert set(mc.contrast_seeds(r, "vanilla", "EBCU", k=6)) <= set(range(6))
+    assert mc.contrast_seeds(r, "vanilla", "vanilla again") == []
+    fig = mc.plot_rates(r)
+    assert len(fig.axes) == 1
+    assert len(mc.plot_examples(r, k=3).axes) == 9
+
+
+def test_ebcq_objects_builds_per_image_edits(shapes):
+    items, _, _ = mc.prompt_items("report", 3, 0)
+    cfg = mc._ebcq_objects(0.5, 0.0, 0.0)(shapes, items)
+    assert len(cfg.edits) == 2 and cfg.edits[0].embeds.shape[0] == 3
+    cfg.validate()
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="n must be"):
+        mc.measure(None, [mc.Method("vanilla")], n=1)
+    with pytest.raises(ValueError, match="methods is empty"):
+        mc.measure(None, [], n=4)
+
+
+def test_sweep_result_agrees_with_regime():
+    """docs/shapes_regime.json (benchmarks/shapes_sweep.py) chose the values regime.SHAPES holds."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "shapes_regime.json"
+    if not path.exists():
+        pytest.skip("no sweep output")
+    chosen = json.loads(path.read_text())["chosen"]
+    for k, v in chosen.items():
+        if hasattr(SHAPES, k):
+            assert getattr(SHAPES, k) == v, f"regime.SHAPES.{k} = {getattr(SHAPES, k)}, the sweep chose {v}"
