@@ -52,7 +52,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("shapes_failure_types.md", md),
                        ("shapes_failure_types.json", json.dumps(dict(r.to_json(), regime=SHAPES.to_json(),
-                                                                     seed=a.seed, version=ebca_viz.__version__),
+                                                                     seed=a.seed, version=ebca_viz.__version__,
+                                                                     verdicts={k: m.verdicts for k, m in
+                                                                               r.methods.items()}),
                                                                 indent=1) + "\n")):
         tmp = out / (name + ".tmp")
         tmp.write_text(text)

@@ -28,12 +28,15 @@ from .energy import PRIOR_FORMS
 from .schedule import Schedule, ScheduleLike, as_schedule
 
 EDIT_CONTEXT_MODES = ("accumulate", "reset")
+# EBCQ divides by 1 + sum_s sigma_s alpha_s: below this magnitude the edit would be amplified more than
+# 1 / MIN_EBCQ_DENOMINATOR = 20x, which is never a composition; refused before sampling.
+MIN_EBCQ_DENOMINATOR = 0.05
 SEG_CONVENTIONS = ("published", "paper")
 
 
 def _direction(d, name: str) -> int:
     table = {1: 1, -1: -1, "+": 1, "-": -1, "conjunction": 1, "negation": -1, "and": 1, "not": -1}
-    if isinstance(d, bool) or d not in table:
+    if isinstance(d, bool) or not isinstance(d, (int, float, str)) or d not in table:
         raise ValueError(f"{name} must be +1 / 'conjunction' or -1 / 'negation', got {d!r}")
     return table[d]
 
@@ -161,6 +164,14 @@ class EBCAConfig:
         if (ti is None) != (tw is None):
             raise ValueError("token_indices and token_upweight go together: give both or neither")
         if ti is not None:
+            # a scalar is one index / one weight for every index (documented)
+            ti = [ti] if isinstance(ti, int) and not isinstance(ti, bool) else ti
+            if isinstance(tw, (int, float)) and not isinstance(tw, bool):
+                tw = [tw] * len(ti) if hasattr(ti, "__len__") else tw
+            if isinstance(ti, (str, bytes)) or not hasattr(ti, "__iter__"):
+                raise TypeError(f"token_indices must be an int or a list of ints, got {ti!r}")
+            if isinstance(tw, (str, bytes)) or not hasattr(tw, "__iter__"):
+                raise TypeError(f"token_upweight must be a number or a list of numbers, got {tw!r}")
             ti, tw = list(ti), list(tw)
             if len(ti) != len(tw):
                 raise ValueError(
@@ -169,6 +180,10 @@ class EBCAConfig:
             for i in ti:
                 if isinstance(i, bool) or not isinstance(i, int) or i < 0:
                     raise ValueError(f"token_indices must be non-negative ints (0 = start-of-text), got {i!r}")
+            dup = sorted({i for i in ti if ti.count(i) > 1})
+            if dup:
+                raise ValueError(f"token_indices lists {dup} more than once (their weights would multiply): "
+                                 "give each index once with its combined weight")
             for w in tw:
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                     raise ValueError(f"token_upweight must be finite numbers >= 0, got {w!r}")
@@ -182,6 +197,10 @@ class EBCAConfig:
                 m = m[None, None]
         if isinstance(self.edits, Edit):
             raise TypeError("edits must be a list of Edit, e.g. edits=[Edit(prompt='...')]")
+        if self.edits is None:  # documented: None = no editorial prompts
+            self.edits = []
+        if isinstance(self.edits, (str, bytes)) or not hasattr(self.edits, "__iter__"):
+            raise TypeError(f"edits must be a list of Edit, got {type(self.edits).__name__}")
         edits = [e.resolved(i) if isinstance(e, Edit) else _not_edit(i, e) for i, e in enumerate(self.edits)]
         return ResolvedConfig(self, ga, gn, ti, tw, m, edits)
 
@@ -212,11 +231,12 @@ class ResolvedConfig:
             return
         for i in range(steps):
             den = 1.0 + sum(e.sign * e.alpha(i, num_steps) for e in self.edits)
-            if abs(den) < 1e-6:
+            if abs(den) < MIN_EBCQ_DENOMINATOR:
                 terms = " + ".join(f"({e.sign:+d})*{e.alpha(i, num_steps):g}" for e in self.edits)
                 raise ValueError(
-                    f"edits: the EBCQ denominator 1 + {terms} is 0 at step {i}; change an edit's alpha "
-                    "or direction so that 1 + sum(direction * alpha) != 0"
+                    f"edits: the EBCQ denominator 1 + {terms} = {den:.3g} at step {i} is within "
+                    f"{MIN_EBCQ_DENOMINATOR} of 0 (it would amplify the edit {1 / max(abs(den), 1e-12):.3g}x); "
+                    f"change an edit's alpha or direction so that |1 + sum(direction * alpha)| >= {MIN_EBCQ_DENOMINATOR}"
                 )
 
 
@@ -255,8 +275,11 @@ class SEGConfig:
             raise ValueError(f"sigma must be > 0 (use math.inf for the exact spatial mean), got {self.sigma}")
         if self.convention not in SEG_CONVENTIONS:
             raise ValueError(f"convention must be one of {SEG_CONVENTIONS}, got {self.convention!r}")
-        if isinstance(self.layers, str):
-            raise TypeError("layers must be a list, e.g. layers=['mid'] or a list of processor keys")
+        if self.inf_threshold <= 0:
+            raise ValueError(f"inf_threshold must be > 0 (sigmas above it mean 'blur to the spatial mean'), "
+                             f"got {self.inf_threshold}")
+        if isinstance(self.layers, str) or self.layers is None or not hasattr(self.layers, "__len__"):
+            raise TypeError(f"layers must be a list, e.g. layers=['mid'] or a list of processor keys, got {self.layers!r}")
         if len(self.layers) == 0:
             raise ValueError("layers is empty: name at least one of 'down', 'mid', 'up' or a processor key")
         if self.cfg is not None and not isinstance(self.cfg, bool):

@@ -36,7 +36,7 @@ from .attach import (
     unet_call_parts,
 )
 from .attn_io import attend, queries, tokens_in, tokens_out
-from .config import EBCAConfig, ResolvedConfig
+from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig
 from .energy import context_update
 
 
@@ -276,8 +276,9 @@ class EnergyCrossAttnProcessor:
                     if ga != 0.0 or gn != 0.0:
                         d = context_update(s_s, q, k_s, w_k, ga, gn, prior_form=ctl.config.prior_form)
                         updates.append((s, d))
-                if abs(den) < 1e-6:
-                    raise ValueError(f"edits: the EBCQ denominator 1 + sum(direction*alpha) is 0 at step {ctl.step}")
+                if abs(den) < MIN_EBCQ_DENOMINATOR:
+                    raise ValueError(f"edits: the EBCQ denominator 1 + sum(direction*alpha) = {den:.3g} at step "
+                                     f"{ctl.step} is within {MIN_EBCQ_DENOMINATOR} of 0; change an edit's alpha or direction")
                 out = num / den
                 if updates:
                     ctl.apply_edit_updates(updates)

@@ -16,7 +16,8 @@ confusion cannot happen::
 Boundaries follow the published code exactly: active iff
 ``int(T*start) <= i < int(T*stop)`` (Python ``int`` truncation). Schedulers
 such as PNDM call the UNet ``T + 1`` times; step ``T`` is then active only for
-a constant schedule, as in the published code.
+a constant schedule, as in the published code; a per-step list with exactly one
+value per denoising step reuses its last value for that extra call.
 """
 from __future__ import annotations
 
@@ -35,20 +36,40 @@ class Schedule:
     stop: float = 1.0
     values: tuple = ()
 
+    KINDS = ("constant", "window", "steps")
+
+    def __post_init__(self):
+        if self.kind not in self.KINDS:
+            raise ValueError(f"Schedule kind must be one of {self.KINDS}, got {self.kind!r}: build one with "
+                             "Schedule.constant(v), Schedule.window(v, start=, stop=) or Schedule.steps([...])")
+        for nm in ("value", "start", "stop"):
+            v = getattr(self, nm)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"Schedule {nm} must be a number, got {v!r}")
+
+    @staticmethod
+    def _num(v, what: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"Schedule.{what} must be a number, got {type(v).__name__} {v!r}")
+        return float(v)
+
     # -- constructors ---------------------------------------------------------
     @classmethod
     def constant(cls, value: float) -> "Schedule":
-        return cls("constant", value=float(value))
+        return cls("constant", value=cls._num(value, "constant(value)"))
 
     @classmethod
     def window(cls, value: float, start: float = 0.0, stop: float = 1.0) -> "Schedule":
         """``value`` for ``int(T*start) <= i < int(T*stop)``, else 0."""
-        return cls("window", value=float(value), start=float(start), stop=float(stop))
+        return cls("window", value=cls._num(value, "window(value)"), start=cls._num(start, "window(start)"),
+                   stop=cls._num(stop, "window(stop)"))
 
     @classmethod
     def steps(cls, values: Sequence[float]) -> "Schedule":
         """Explicit per-step values ``values[i]``; the list must cover every UNet call of the run."""
-        return cls("steps", values=tuple(float(v) for v in values))
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise TypeError(f"Schedule.steps takes a list of numbers, got {type(values).__name__}")
+        return cls("steps", values=tuple(cls._num(v, "steps(values)") for v in values))
 
     # -- evaluation -----------------------------------------------------------
     def needs_num_steps(self) -> bool:
@@ -58,10 +79,13 @@ class Schedule:
         if self.kind == "constant":
             return self.value
         if self.kind == "steps":
-            if step >= len(self.values):
+            n = len(self.values)
+            if step == n and num_steps == n and n > 0:  # PNDM's extra call: reuse the last value
+                return self.values[-1]
+            if step >= n:
+                want = f"{num_steps} (one per denoising step)" if num_steps else "one per denoising step"
                 raise ValueError(
-                    f"explicit schedule has {len(self.values)} values but sampling reached step {step}; "
-                    "give one value per UNet call (num_inference_steps, or +1 for PNDM)"
+                    f"per-step schedule has {n} values but sampling reached step {step}: give {want}"
                 )
             return self.values[step]
         if num_steps is None:

@@ -41,6 +41,9 @@ def multiconcept(pipe, prompt: str, *, gamma_attn: float = 0.01, gamma_norm: flo
     """
     check_prompt(prompt)
     check_steps(num_inference_steps)
+    if isinstance(gamma_stop, bool) or not isinstance(gamma_stop, (int, float)) or not 0.0 <= gamma_stop <= 1.0:
+        raise ValueError(f"gamma_stop is the fraction of the run after which the update stops, in [0, 1]; "
+                         f"got {gamma_stop!r} (1.0 = on for the whole run)")
     h, w = check_size(pipe, height, width)
     cfg = EBCAConfig(
         gamma_attn=Schedule.window(gamma_attn, stop=gamma_stop) if isinstance(gamma_attn, (int, float)) else gamma_attn,
