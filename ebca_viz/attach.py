@@ -120,6 +120,15 @@ class Installation:
             raise
         return inst
 
+    def add_guard(self, guard, pipe=None) -> None:
+        """Register a :class:`~ebca_viz.guards.FiniteGuard` (after the controller's hooks); removed with
+        the installation. On failure the whole installation is undone."""
+        try:
+            self.add_hooks(guard.register(self.unet, getattr(pipe, "vae", None)))
+        except BaseException:
+            self.remove()
+            raise
+
     def remove(self) -> None:
         if self.removed:
             return

@@ -38,6 +38,7 @@ from .attach import (
 from .attn_io import attend, queries, tokens_in, tokens_out
 from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig
 from .energy import context_update
+from .guards import FiniteGuard, guidance_text
 
 
 @dataclass
@@ -89,6 +90,19 @@ class EBCAController:
         self.n_uncond = 0
         self.latent_hw: Optional[tuple] = None
         self.now: dict = {}
+        self.guard = FiniteGuard("EBCA", self.describe)
+
+    def describe(self) -> str:
+        """The settings a non-finite value is blamed on (for :class:`~ebca_viz.guards.NonFiniteError`)."""
+        rc = self.rc
+        parts = [f"gamma_attn={rc.gamma_attn.max_abs():g}", f"gamma_norm={rc.gamma_norm.max_abs():g}"]
+        if rc.token_upweight:
+            parts.append(f"token_upweight={rc.token_upweight}")
+        for i, e in enumerate(rc.edits):
+            parts.append(f"edits[{i}].alpha={e.alpha.max_abs():g}, edits[{i}].gamma_attn={e.gamma_attn.max_abs():g}")
+        parts.append(guidance_text(self.pipe))
+        parts.append(f"dtype={self.unet.dtype}")
+        return ", ".join(parts)
 
     # -- public controls ---------------------------------------------------------------------
     def new_run(self) -> None:
@@ -159,7 +173,8 @@ class EBCAController:
             "gamma_norm": self.rc.gamma_norm(s, n),
             "edits": [(e.alpha(s, n), e.gamma_attn(s, n), e.gamma_norm(s, n)) for e in self.rc.edits],
         }
-        self.context = ehs
+        # the cascade runs in fp32 (fp16 overflows at large step sizes); each layer attends with its own dtype
+        self.context = ehs if ehs.dtype in (torch.float32, torch.float64) else ehs.float()
         self._token_weight = None
         if ti:
             w = torch.ones(b2, ehs.shape[1], 1, dtype=ehs.dtype, device=ehs.device)
@@ -256,7 +271,8 @@ class EnergyCrossAttnProcessor:
         t = tokens_in(attn, hidden_states, temb, attention_mask, n_keys=ctx.shape[1])
         b2, P, _ = t.x.shape
         q = queries(attn, t.x)
-        out, k, scores, probs = attend(attn, q, ctx, t.mask)
+        out, k, scores, probs = attend(attn, q, ctx.to(q.dtype), t.mask)
+        half = q.dtype not in (torch.float32, torch.float64)  # then the update is computed in fp32
 
         new_ctx = ctx
         if active:
@@ -274,8 +290,13 @@ class EnergyCrossAttnProcessor:
                         num = num + (e.sign * alpha) * out_s
                         den += e.sign * alpha
                     if ga != 0.0 or gn != 0.0:
-                        d = context_update(s_s, q, k_s, w_k, ga, gn, prior_form=ctl.config.prior_form)
+                        if half:
+                            d = context_update(s_s.float(), q.float(), k_s.float(), w_k.float(), ga, gn,
+                                               prior_form=ctl.config.prior_form)
+                        else:
+                            d = context_update(s_s, q, k_s, w_k, ga, gn, prior_form=ctl.config.prior_form)
                         updates.append((s, d))
+                        ctl.guard.note_context(f"{self.name} (edits[{s}])", d)
                 if abs(den) < MIN_EBCQ_DENOMINATOR:
                     raise ValueError(f"edits: the EBCQ denominator 1 + sum(direction*alpha) = {den:.3g} at step "
                                      f"{ctl.step} is within {MIN_EBCQ_DENOMINATOR} of 0; change an edit's alpha or direction")
@@ -289,13 +310,18 @@ class EnergyCrossAttnProcessor:
                 if ctl.rc.query_mask is not None:
                     grid = grid_hw(P, ctl.latent_hw)
                     qm = q * self._layer_mask(ctl.rc.query_mask, grid, b2, q)
-                d = context_update(
-                    scores, qm, k, w_k, ga, gn, prior_form=ctl.config.prior_form, token_weight=ctl._token_weight
-                )
+                if half:
+                    d = context_update(scores.float(), qm.float(), k.float(), w_k.float(), ga, gn,
+                                       prior_form=ctl.config.prior_form, token_weight=ctl._token_weight)
+                else:
+                    d = context_update(
+                        scores, qm, k, w_k, ga, gn, prior_form=ctl.config.prior_form, token_weight=ctl._token_weight
+                    )
                 if n and not ctl.config.update_uncond:
                     d[:n] = 0
                 new_ctx = ctx + d.to(ctx.dtype)
                 ctl.context = new_ctx
+                ctl.guard.note_context(self.name, new_ctx)
             if ctl.observers:
                 ev = CrossAttnEvent(
                     name=self.name, layer=ctl.layer_index.get(self.name, -1), step=ctl.step, attn=attn,
@@ -358,10 +384,14 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
     if any(type(p).__name__ == "SEGSelfAttnProcessor" for p in current.values()):
         raise RuntimeError("SEG is installed on this UNet; EBCA and SEG in the same run are not supported")
     edit_embeds = _encode_edit_prompts(pipe, rc)
+    for i, e in enumerate(edit_embeds):
+        if not bool(torch.isfinite(e).all()):
+            raise ValueError(f"edits[{i}] embeddings contain NaN/inf: pass finite embeds (or a prompt)")
     ctl = EBCAController(config, rc, pipe, unet, edit_embeds)
     ctl.installation = Installation.install(
         unet, {k: EnergyCrossAttnProcessor(ctl, k) for k in keys}, ctl._pre_forward, ctl._post_forward
     )
+    ctl.installation.add_guard(ctl.guard, pipe)
     return ctl
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .attn_io import tokens_in, tokens_out
+from .guards import FiniteGuard, guidance_text
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys, unet_call_parts
 from .config import SEGConfig
 from .energy import merge_heads, split_heads
@@ -243,6 +244,9 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
         raise RuntimeError("EBCA is installed on this UNet; EBCA and SEG in the same run are not supported")
     ctl = SEGController(config, pipe, unet, keys)
     ctl.installation = Installation.install(unet, {k: SEGSelfAttnProcessor(ctl, k) for k in keys}, ctl._pre, ctl._post)
+    cfg = config
+    ctl.installation.add_guard(FiniteGuard("SEG", lambda: f"scale={cfg.scale:g}, sigma={cfg.sigma:g}, "
+                                                          f"{guidance_text(pipe)}, dtype={unet.dtype}"), pipe)
     return ctl
 
 
