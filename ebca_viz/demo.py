@@ -3,10 +3,15 @@
 Writes to ``--out`` (default ``outputs/demo``):
 
 * ``vanilla.png``, ``ebcu.png``, ``comparison.png`` (side by side, upscaled for small models),
-* ``energy.png``: posterior energy ``E(K;Q) + E(K)`` of the conditional context entering each
-  cross-attention layer (vanilla: the prompt's keys; EBCU: the updated contexts as they descend),
-  and the per-layer decrease produced by the update, over sampling steps,
-* ``summary.json``: settings, energies and timings.
+* ``energy.png``: the context energy ``E(K;Q)``, the prior ``E(K)`` and their sum (the posterior),
+  separately: through the layer cascade (relative to the prompt's own context at the same layer),
+  the change each layer's own update makes, and that change over sampling steps
+  (:func:`ebca_viz.energy_plots.plot_energy_terms`),
+* ``summary.json``: settings, energies, timings, and the measured share of EBCU updates that lowered
+  the posterior energy with its n and Wilson 95 % interval (``posterior_energy_lowered``).
+
+Gammas and guidance default to the model's regime (:func:`ebca_viz.shapes.regime.regime_for`:
+shapes world 0.3/0.3 at CFG 3; real SD the paper's 0.01/0.02 at CFG 7.5).
 
 Runs fully offline on the shipped shapes-world model (or the random tiny model when it is absent);
 ``--model sd15`` etc. use real weights when they are on disk.
@@ -21,6 +26,7 @@ import torch
 
 from .config import EBCAConfig
 from .ebca import energy_attention
+from .energy_steps import UpdateRecorder
 from .trace import trace
 
 DEFAULT_PROMPT = "a red circle and a blue square"
@@ -40,9 +46,11 @@ def _sample(pipe, prompt, seed, steps, guidance_scale, config, progress):
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     g = torch.Generator("cpu").manual_seed(seed)
     t0 = time.perf_counter()
-    with trace(pipe, quantities=["energies"]) as tr, energy_attention(pipe, config):
+    rec = UpdateRecorder(scales=[1.0])
+    with trace(pipe, quantities=["energies"]) as tr, energy_attention(pipe, config) as ctl:
+        ctl.observers.append(rec)
         image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, generator=g).images[0]
-    return image, tr, time.perf_counter() - t0
+    return image, tr, time.perf_counter() - t0, (rec.record() if rec._rows else None)
 
 
 def _upscale(img, size=256):
@@ -53,54 +61,53 @@ def _upscale(img, size=256):
     return img.resize((size, size * img.height // img.width), Image.NEAREST)
 
 
-def plot_energy(vanilla, ebcu, path=None):
-    """Two panels: the posterior energy of the context entering each layer under EBCU minus that of
-    the prompt's own context (mean over steps; the updates cascade, and since every layer has its
-    own key weights, a context made cheaper for layer n need not be cheaper for layer n+1), and the
-    decrease ``E_before - E_after`` each EBCU update achieves, per step (mean over layers).
-    ``vanilla``, ``ebcu``: :class:`~ebca_viz.trace.Trace` objects that recorded ``"energies"``."""
-    import matplotlib
+def plot_energy(vanilla, ebcu, path=None, record=None):
+    """E(K;Q), E(K) and their sum, separately (:func:`ebca_viz.energy_plots.plot_energy_terms`).
 
-    matplotlib.use("Agg", force=False) if path else None
-    import matplotlib.pyplot as plt
+    ``record`` (an :class:`~ebca_viz.energy_steps.UpdateRecord` of the EBCU run) gives the cascade
+    panel its reference: the prompt's own context seen by the same layer in the same run. Without it
+    the reference is the ``vanilla`` trace (a separate run: its queries differ after the first layer).
+    ``vanilla``, ``ebcu``: :class:`~ebca_viz.trace.Trace` objects that recorded ``"energies"``.
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
-    ev = vanilla.energies("posterior", when="before")  # (step, layer)
-    ee, ee_after = ebcu.energies("posterior", when="before"), ebcu.energies("posterior", when="after")
-    x = range(ev.shape[1])
-    a.plot(x, (ee - ev).mean(0), "s-", label="EBCU context - prompt context")
-    a.axhline(0, color="gray", lw=0.8)
-    a.set_xlabel("cross-attention layer (execution order)")
-    a.set_ylabel("difference of E(K;Q)+E(K)")
-    a.set_title("energy of the context entering each layer, vs vanilla")
-    a.legend()
-    drop = (ee - ee_after)
-    b.plot(range(drop.shape[0]), drop.mean(1), "o-", color="C1")
-    b.axhline(0, color="gray", lw=0.8)
-    b.set_xlabel("sampling step (0 = noisiest)")
-    b.set_ylabel("E_before - E_after (mean over layers)")
-    b.set_title("energy decrease per EBCU update")
-    fig.tight_layout()
+    The prior can rise while the posterior falls: each update lowers ``E(K;Q)`` and, to first order,
+    ``E(K)`` too, but ``E(K)`` curves up quadratically in the step size, so a long step (the shapes
+    world's tuned 0.3/0.3) raises it in most updates while the sum still falls in about two thirds of
+    them (notebook 01 measures and checks both numbers). Returns the Figure (saved to ``path`` if given).
+    """
+    from .energy_plots import plot_energy_terms, trace_energy_terms
+    from .viz import save_figure
+
+    if record is not None:
+        before, after, ref = record.before, record.after, record.prompt
+    else:
+        before, after = trace_energy_terms(ebcu, "before"), trace_energy_terms(ebcu, "after")
+        ref = trace_energy_terms(vanilla, "before")
+    fig = plot_energy_terms(before, after, reference=ref, layer_names=ebcu.layers, title="EBCU energies")
     if path:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path, dpi=110)
     return fig
 
 
 def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, steps: int = 25,
-             gamma_attn: float = 0.01, gamma_norm: float = 0.02, guidance_scale: float = 7.5,
+             gamma_attn: float | None = None, gamma_norm: float | None = None, guidance_scale: float | None = None,
              out: str | Path = "outputs/demo", device: str | None = None, progress: bool = True) -> dict:
     """Sample ``prompt`` twice from the same seed, vanilla (all strengths 0: diffusers' own
-    attention, recorded) and EBCU, save images + energy plot + summary; returns the summary."""
+    attention, recorded) and EBCU, save images + energy plot + summary; returns the summary.
+    ``gamma_attn``, ``gamma_norm``, ``guidance_scale``: None takes the model's regime."""
     from .models import load_pipeline
+    from .shapes.regime import regime_for
 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    name = default_model() if model == "auto" else model
+    reg = regime_for(name)
+    gamma_attn = reg.gamma_attn if gamma_attn is None else gamma_attn
+    gamma_norm = reg.gamma_norm if gamma_norm is None else gamma_norm
+    guidance_scale = reg.guidance if guidance_scale is None else guidance_scale
     configs = {"vanilla": EBCAConfig(gamma_attn=0.0, gamma_norm=0.0),
                "ebcu": EBCAConfig(gamma_attn=gamma_attn, gamma_norm=gamma_norm)}
     for c in configs.values():
         c.validate()  # fail before loading a model
-    name = default_model() if model == "auto" else model
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +119,7 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, s
         runs[label] = _sample(pipe, prompt, seed, steps, guidance_scale, cfg, progress)
     from PIL import Image
 
-    (vi, vlog, vt), (ei, elog, et) = runs["vanilla"], runs["ebcu"]
+    (vi, vlog, vt, _), (ei, elog, et, rec) = runs["vanilla"], runs["ebcu"]
     vi.save(out / "vanilla.png")
     ei.save(out / "ebcu.png")
     a, b = _upscale(vi), _upscale(ei)
@@ -120,7 +127,7 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, s
     both.paste(a, (0, 0))
     both.paste(b, (a.width + 8, 0))
     both.save(out / "comparison.png")
-    plot_energy(vlog, elog, path=out / "energy.png")
+    plot_energy(vlog, elog, path=out / "energy.png", record=rec)
     ee, ea = elog.energies("posterior", when="before"), elog.energies("posterior", when="after")
     summary = {
         "model": name, "prompt": prompt, "seed": seed, "steps": steps, "guidance_scale": guidance_scale,
@@ -129,6 +136,10 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, s
         "posterior_energy_entering_layers_mean_over_steps": {
             "vanilla": vlog.energies("posterior", when="before").mean(0).tolist(), "ebcu": ee.mean(0).tolist()},
         "fraction_of_updates_that_lower_energy": float((ea < ee).float().mean()),
+        # k, n, p and the Wilson 95 % interval (lo, hi) over the (step, layer) updates of this image;
+        # E(K;Q) lowered and E(K) raised alongside, and the rate per layer
+        "posterior_energy_lowered": None if rec is None else rec.rate("posterior").to_json(),
+        "energy_terms": None if rec is None else rec.to_json(),
         "pixel_change_mean_abs": float(
             (torch.tensor(list(vi.getdata()), dtype=torch.float32)
              - torch.tensor(list(ei.getdata()), dtype=torch.float32)).abs().mean()),
@@ -137,7 +148,9 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, s
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if progress:
         print(f"wrote {', '.join(summary['files'])} and summary.json to {out}/")
-        print(f"EBCU updates that lowered the posterior energy: {summary['fraction_of_updates_that_lower_energy']:.0%}")
+        if rec is not None:
+            print(f"EBCU updates that lowered the posterior energy E(K;Q)+E(K): {rec.rate('posterior')}; "
+                  f"E(K;Q) fell in {rec.rate('context')}, E(K) rose in {rec.rate('prior', rose=True)}")
     return summary
 
 
@@ -146,9 +159,9 @@ def add_arguments(p) -> None:
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
-    p.add_argument("--gamma-attn", type=float, default=0.01)
-    p.add_argument("--gamma-norm", type=float, default=0.02)
-    p.add_argument("--guidance-scale", type=float, default=7.5)
+    p.add_argument("--gamma-attn", type=float, default=None, help="default: the model's regime (shapes world 0.3, SD 0.01)")
+    p.add_argument("--gamma-norm", type=float, default=None, help="default: the model's regime (shapes world 0.3, SD 0.02)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's regime (shapes world 3, SD 7.5)")
     p.add_argument("--device", default=None, help="cuda when available, else cpu")
     p.add_argument("--out", default="outputs/demo")
 

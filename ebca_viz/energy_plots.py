@@ -1,0 +1,311 @@
+r"""Figures of the EBCU energies a student can read: the three terms, where updates descend, step size.
+
+Each function takes arrays (``torch`` or ``numpy``) and returns a figure from
+:func:`ebca_viz.viz.new_figure` (no pyplot state). Dimension names: ``S`` sampling steps
+(0 = noisiest), ``L`` cross-attention layers (execution order), ``B`` images, ``G`` step sizes.
+Energy dicts map ``"context"`` ``E(K;Q)``, ``"prior"`` ``E(K)``, ``"posterior"`` ``E(K;Q) + E(K)`` to
+``(S, L)`` or ``(S, L, B)`` arrays: :class:`ebca_viz.energy_steps.UpdateRecord` fields, or
+:func:`trace_energy_terms` of a :class:`~ebca_viz.trace.Trace`.
+
+Why the prior can rise while the posterior falls: one update moves the keys by
+``dK = gamma_attn A - gamma_norm R``. To first order this lowers ``E(K;Q)`` and (mostly) ``E(K)``, but
+``E(K) = lse_j 1/2 |k_j|^2`` curves up quadratically in the step (``+ s^2 |dk_j|^2 / 2`` for the largest
+keys), so at the shapes world's tuned ``gamma = 0.3/0.3`` the step overshoots for ``E(K)``: on 32 seeds
+x 25 steps x 7 layers (n = 5600 updates) ``E(K)`` rose in 78.0 % (95 % CI 76.9-79.1 %) of the updates,
+``E(K;Q)`` fell in 100 % and their sum fell in 67.4 % (66.2-68.6 %) -- notebook 01 recomputes and
+checks these numbers every run (:mod:`ebca_viz.energy_steps` for the measurement).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from . import claims
+from .viz import _short_layer, new_figure, to_numpy
+
+KINDS = ("context", "prior", "posterior")
+LABELS = {"context": "E(K;Q)", "prior": "E(K)", "posterior": "E(K;Q) + E(K)"}
+COLORS = {"context": "C0", "prior": "C1", "posterior": "k"}
+
+
+def _terms(d, name: str) -> dict:
+    if not isinstance(d, Mapping) or any(k not in d for k in KINDS):
+        raise ValueError(f"{name} must be a dict with keys {KINDS} (arrays (S, L) or (S, L, B)), got "
+                         f"{type(d).__name__}{'' if not isinstance(d, Mapping) else ' with keys ' + str(list(d))}")
+    out = {}
+    for k in KINDS:
+        a = to_numpy(d[k])
+        if a.ndim == 2:
+            a = a[..., None]
+        if a.ndim != 3:
+            raise ValueError(f"{name}[{k!r}] must be (S, L) or (S, L, B), got shape {a.shape}")
+        out[k] = a
+    shapes = {v.shape for v in out.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"{name}: the three terms differ in shape: {sorted(shapes)}")
+    return out
+
+
+def trace_energy_terms(tr, when: str = "before") -> dict:
+    """``{kind: (S, L, B)}`` energies of a trace (all recorded images), ``when`` ``"before"``/``"after"``."""
+    return {k: np.moveaxis(to_numpy(tr.energies(k, when, image=None)), 0, -1) for k in KINDS}
+
+
+def _layer_ticks(ax, layer_names, L):
+    ax.set_xticks(range(L))
+    if layer_names is not None:
+        ax.set_xticklabels([f"{i} {_short_layer(n)}" for i, n in enumerate(layer_names)], rotation=50, fontsize=7)
+    ax.set_xlabel("cross-attention layer (execution order)")
+
+
+def update_counts(before, after) -> dict:
+    """``{"context_fell", "prior_rose", "posterior_fell"}`` :class:`~ebca_viz.claims.Rate` over updates."""
+    b, a = _terms(before, "before"), _terms(after, "after")
+    ch = {k: (a[k] - b[k]).ravel() for k in KINDS}
+    ok = np.isfinite(ch["posterior"])
+    return {"context_fell": claims.rate(ch["context"][ok] < 0), "prior_rose": claims.rate(ch["prior"][ok] > 0),
+            "posterior_fell": claims.rate(ch["posterior"][ok] < 0)}
+
+
+def plot_energy_terms(before, after, reference=None, layer_names: Optional[Sequence[str]] = None,
+                      title: Optional[str] = None):
+    """E(K;Q), E(K) and their sum, separately, through the layer cascade and over sampling steps.
+
+    Args:
+        before, after: ``{kind: (S, L[, B])}`` energies of the context entering / leaving each layer.
+        reference: same shape, the prompt's own context seen by the same layer (or a vanilla run);
+            optional: adds the cascade panel.
+
+    Panels: (cascade, with ``reference``) mean over steps and images of ``entering - reference``
+    (dot) and ``leaving - reference`` (end of the segment) per layer: what the updates of all layers
+    so far did to this layer's energies; (per layer) mean change ``after - before`` of each term made
+    by the layer's own update, with the share of updates that lowered the sum; (per step) the same
+    change, mean over layers and images. E(K) can rise while the sum falls: see the module docstring.
+    """
+    b, a = _terms(before, "before"), _terms(after, "after")
+    if b["posterior"].shape != a["posterior"].shape:
+        raise ValueError(f"before and after differ in shape: {b['posterior'].shape} vs {a['posterior'].shape}")
+    r = None if reference is None else _terms(reference, "reference")
+    if r is not None and r["posterior"].shape != b["posterior"].shape:
+        raise ValueError(f"reference must have the shape of before {b['posterior'].shape}, got {r['posterior'].shape}")
+    S, L, _ = b["posterior"].shape
+    n_ax = 3 if r is not None else 2
+    fig = new_figure(figsize=(5.2 * n_ax, 4.2))
+    axes = list(np.atleast_1d(fig.subplots(1, n_ax)))
+    x = np.arange(L)
+    cnt = update_counts(b, a)
+    if r is not None:
+        ax = axes.pop(0)
+        for k in KINDS:
+            eb, ea = np.nanmean(b[k] - r[k], (0, 2)), np.nanmean(a[k] - r[k], (0, 2))
+            lw = 2.4 if k == "posterior" else 1.6
+            for i in range(L):
+                ax.plot([i - 0.25, i + 0.25], [eb[i], ea[i]], "-", color=COLORS[k], lw=lw)
+            ax.plot(x - 0.25, eb, "o", color=COLORS[k], ms=4, label=f"{LABELS[k]}: entering -> leaving")
+        ax.axhline(0, color="gray", lw=0.8, ls="--")
+        _layer_ticks(ax, layer_names, L)
+        ax.set_ylabel("energy - prompt context's (same layer)")
+        ax.set_title("through the cascade: change vs the prompt context", fontsize=10)
+        ax.legend(fontsize=7)
+    ax = axes.pop(0)
+    w = 0.27
+    for j, k in enumerate(KINDS):
+        ch = a[k] - b[k]
+        ax.bar(x + (j - 1) * w, np.nanmean(ch, (0, 2)), w, color=COLORS[k], alpha=0.85 if k != "posterior" else 0.7,
+               label=LABELS[k])
+    ax.axhline(0, color="gray", lw=0.8)
+    fell = (a["posterior"] - b["posterior"]) < 0
+    ymax = ax.get_ylim()[1]
+    for i in range(L):
+        ok = np.isfinite(a["posterior"][:, i] - b["posterior"][:, i])
+        if ok.any():
+            ax.text(i, ymax, f"{fell[:, i][ok].mean():.0%}", ha="center", va="bottom", fontsize=7)
+    _layer_ticks(ax, layer_names, L)
+    ax.set_ylabel("change by its own update (after - before)")
+    ax.set_title("per layer (mean); % = updates that lowered the sum", fontsize=10, pad=14)
+    ax.legend(fontsize=7)
+    ax = axes.pop(0)
+    for k in KINDS:
+        ax.plot(np.arange(S), np.nanmean(a[k] - b[k], (1, 2)), "o-", ms=3, color=COLORS[k],
+                lw=2.4 if k == "posterior" else 1.4, label=LABELS[k])
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xlabel("sampling step (0 = noisiest)")
+    ax.set_ylabel("change per update, mean over layers")
+    ax.set_title("per sampling step", fontsize=10)
+    ax.legend(fontsize=7)
+    sup = (f"E(K;Q) fell in {cnt['context_fell']}, E(K) rose in {cnt['prior_rose']},\n"
+           f"E(K;Q)+E(K) fell in {cnt['posterior_fell']} of the updates")
+    fig.suptitle((title + ": " if title else "") + sup, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return fig
+
+
+def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps: Optional[Sequence[int]] = None,
+                     title: str = "did each update lower E(K;Q) + E(K)?"):
+    """Where the updates lowered the posterior energy.
+
+    Args:
+        change: ``(S, L)`` or ``(S, L, B)`` ``after - before`` of the posterior per update (NaN: no update).
+
+    Panels: heatmap of the share of images whose update lowered the energy at each (step, layer)
+    (with one image: 1 lowered / 0 raised), the per-layer rate with its Wilson 95 % interval, and
+    the per-step rate.
+    """
+    c = to_numpy(change)
+    if c.ndim == 2:
+        c = c[..., None]
+    if c.ndim != 3:
+        raise ValueError(f"change must be (S, L) or (S, L, B), got shape {c.shape}")
+    S, L, _ = c.shape
+    ok = np.isfinite(c)
+    low = np.where(ok, c < 0, np.nan)
+    cnt = ok.sum(2)
+    frac = np.where(cnt > 0, np.nansum(low, 2) / np.maximum(cnt, 1), np.nan)  # NaN: no update there
+    fig = new_figure(figsize=(11, 4.4))
+    gs = fig.add_gridspec(1, 3, width_ratios=[1.3, 1.1, 0.9])
+    ax = fig.add_subplot(gs[0])
+    im = ax.imshow(frac, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.05, label="share of images: energy lowered")
+    _layer_ticks(ax, layer_names, L)
+    ax.set_ylabel("sampling step")
+    if steps is not None:
+        ax.set_yticks(range(S)[:: max(1, S // 10)])
+        ax.set_yticklabels([str(s) for s in list(steps)[:: max(1, S // 10)]])
+    ax.set_title("per step and layer", fontsize=10)
+    ax = fig.add_subplot(gs[1])
+    rates = [claims.rate(c[:, i][ok[:, i]] < 0) if ok[:, i].any() else None for i in range(L)]
+    for i, r in enumerate(rates):
+        if r is None:
+            continue
+        ax.bar(i, r.p, color="C2" if r.p >= 0.5 else "C3", alpha=0.8)
+        ax.errorbar(i, r.p, yerr=[[max(0.0, r.p - r.lo)], [max(0.0, r.hi - r.p)]], color="k", capsize=3)
+        ax.text(i, min(r.hi + 0.03, 1.04), f"{r.p:.0%}", ha="center", fontsize=7)
+    tot = claims.rate(c[ok] < 0)
+    ax.axhline(tot.p, color="k", lw=0.8, ls="--")
+    ax.set_ylim(0, 1.12)
+    _layer_ticks(ax, layer_names, L)
+    ax.set_ylabel("updates that lowered the energy")
+    ax.set_title(f"per layer (95 % interval); dashed: all layers\n{tot}", fontsize=9)
+    ax = fig.add_subplot(gs[2])
+    ps = [claims.rate(c[s][ok[s]] < 0) for s in range(S) if ok[s].any()]
+    xs = [s for s in range(S) if ok[s].any()]
+    ax.plot(xs, [r.p for r in ps], "o-", ms=3, color="C2")
+    ax.fill_between(xs, [r.lo for r in ps], [r.hi for r in ps], color="C2", alpha=0.25, label="95 % interval")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("sampling step (0 = noisiest)")
+    ax.set_ylabel("updates that lowered the energy")
+    ax.set_title("per step", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: Optional[Sequence[str]] = None,
+                   marks: Optional[Mapping[str, float]] = None, examples: Optional[Mapping[str, tuple]] = None,
+                   kind_label: str = "E(K;Q) + E(K)"):
+    """Energy change of one layer's update as a function of its step size (inputs held fixed).
+
+    Args:
+        gammas: ``(G,)`` the swept gamma_attn (both gammas scaled together).
+        changes: ``(S, L, B, G)`` ``E(C_in + (g / run_gamma) dC) - E(C_in)``.
+        first_order: ``(S, L, B)`` first-order change ``<dE/dC, dC>`` of the run's update (at ``run_gamma``);
+            the prediction at ``g`` is ``(g / run_gamma) * first_order``.
+        run_gamma: the gamma_attn the run used.
+        marks: ``{label: gamma}`` vertical lines (the notebooks' settings).
+        examples: ``{label: (step, layer, image)}`` single updates for the left panel (default: the
+            update with the largest first-order drop whose run step raised the energy, and the one
+            with the largest that lowered it).
+
+    Panels: (one update) ``dE(g) / |slope|`` against ``g`` with the first-order tangent ``-g``: it
+    follows the tangent at small ``g``, bends up (curvature) and crosses zero where the step starts
+    to raise the energy; (all updates) actual / first-order change, median and quartiles per layer:
+    1 while the linearisation holds, below 0 where the step overshoots; (rate) share of updates that
+    lowered the energy with its Wilson 95 % interval, against ``g``.
+    """
+    g = to_numpy(gammas).ravel()
+    ch, fo = to_numpy(changes), to_numpy(first_order)
+    if ch.ndim != 4 or ch.shape[-1] != g.size:
+        raise ValueError(f"changes must be (S, L, B, G) with G = len(gammas) = {g.size}, got shape {ch.shape}")
+    if fo.shape != ch.shape[:3]:
+        raise ValueError(f"first_order must be (S, L, B) = {ch.shape[:3]}, got shape {fo.shape}")
+    if not run_gamma or run_gamma <= 0:
+        raise ValueError(f"run_gamma must be the run's positive gamma_attn, got {run_gamma!r}")
+    S, L, B, G = ch.shape
+    slope = fo / run_gamma  # dE/dgamma at 0
+    fig = new_figure(figsize=(15, 4.3))
+    a1, a2, a3 = fig.subplots(1, 3)
+    i_run = int(np.argmin(np.abs(g - run_gamma)))
+    if examples is None:
+        examples = {}
+        run = ch[..., i_run]
+        for label, sel in (("lowered at the run's gamma", run < 0), ("raised at the run's gamma", run > 0)):
+            if sel.any():  # the update with the median slope among these
+                flat = np.flatnonzero(sel & np.isfinite(fo))
+                pick = flat[np.argsort(fo.ravel()[flat])[len(flat) // 2]]
+                examples[label] = tuple(int(v) for v in np.unravel_index(pick, fo.shape))
+    gmax = 1.6 * run_gamma
+    keep = g <= gmax
+    lo = 0.0
+    for j, (label, (s, l, b)) in enumerate(examples.items()):
+        sl = abs(slope[s, l, b])
+        name = _short_layer(layer_names[l]) if layer_names is not None else str(l)
+        y = ch[s, l, b, keep] / sl
+        lo = min(lo, float(np.nanmin(y)))
+        a1.plot(np.r_[0, g[keep]], np.r_[0, y], "o-", ms=3, color=f"C{j + 2}",
+                label=f"{label}: step {s}, layer {l} {name}, image {b}")
+    t_end = min(gmax, 2.5 * max(-lo, 1e-3 * run_gamma))
+    a1.plot([0, t_end], [0, -t_end], "--", color="gray", label="first order: -gamma |dE/dgamma at 0|")
+    a1.axhline(0, color="k", lw=0.6)
+    a1.set_xlabel("gamma_attn (gamma_norm scaled alike)")
+    a1.set_ylabel("energy change / |dE/dgamma at 0|")
+    a1.set_title("one update: first order, then overshoot", fontsize=10)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = ch / (slope[..., None] * g)
+    for l in range(L):
+        rl = ratio[:, l].reshape(-1, G)
+        rl = rl[np.isfinite(rl).all(1)]
+        if not rl.size:
+            continue
+        med = np.median(rl, 0)
+        q1, q3 = np.percentile(rl, 25, 0), np.percentile(rl, 75, 0)
+        name = _short_layer(layer_names[l]) if layer_names is not None else str(l)
+        a2.plot(g, med, "-", color=f"C{l % 10}", lw=1.5, label=f"{l} {name}")
+        a2.fill_between(g, q1, q3, color=f"C{l % 10}", alpha=0.12)
+    a2.axhline(1, color="gray", ls="--", lw=0.8)
+    a2.axhline(0, color="k", lw=0.8)
+    a2.set_xscale("log")
+    a2.set_ylim(-2, 1.3)
+    a2.set_xlabel("gamma_attn (log)")
+    a2.set_ylabel("actual / first-order change")
+    a2.set_title("all updates: median (quartiles) per layer", fontsize=10)
+    a2.legend(fontsize=6, ncol=2, loc="lower left")
+    flat = ch.reshape(-1, G)
+    flat = flat[np.isfinite(flat).all(1)]
+    rs = [claims.rate(flat[:, i] < 0) for i in range(G)]
+    a3.plot(g, [r.p for r in rs], "o-", color="C2", ms=4, label=f"all layers (n = {rs[0].n})")
+    a3.fill_between(g, [r.lo for r in rs], [r.hi for r in rs], color="C2", alpha=0.3)
+    for l in range(L):
+        fl = ch[:, l].reshape(-1, G)
+        fl = fl[np.isfinite(fl).all(1)]
+        if fl.size:
+            a3.plot(g, (fl < 0).mean(0), "-", color=f"C{l % 10}", lw=0.8, alpha=0.6)
+    a3.set_xscale("log")
+    a3.set_ylim(0, 1.05)
+    a3.set_xlabel("gamma_attn (log)")
+    a3.set_ylabel(f"updates that lowered {kind_label}")
+    a3.set_title(f"share lowered (thin: per layer); at the run's {run_gamma:g}: {rs[i_run].p:.0%}", fontsize=10)
+    for j, (label, val) in enumerate((marks or {}).items()):
+        for ax in (a1, a2, a3):
+            if ax is a1 and val > gmax:
+                continue
+            ax.axvline(val, color=("k", "m", "c")[j % 3], ls=(":", "-.", "--")[j % 3], lw=1.4,
+                       label=label if ax is not a2 else None)
+    a1.legend(fontsize=6)
+    a3.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["trace_energy_terms", "update_counts", "plot_energy_terms", "plot_descent_map", "plot_step_size"]
