@@ -189,10 +189,10 @@ def main(argv=None) -> int:
                                        settings=settings)
         state["chosen"].update(chosen)
         print(f"[{name}] {time.time() - t0:.0f} s, chosen {chosen}", flush=True)
-    state.update(settings=settings, n=a.n, steps=a.steps, version=ebca_viz.__version__)
-    state["fingerprint"] = _fingerprint({k: v for k, v in state.items() if k != "fingerprint"})
-    _atomic_write(out, json.dumps(state, indent=1, default=str) + "\n")
-    _atomic_write(out.with_suffix(".md"), markdown(state))
+        state.update(settings=settings, n=a.n, steps=a.steps, version=ebca_viz.__version__)
+        state["fingerprint"] = _fingerprint({k: v for k, v in state.items() if k != "fingerprint"})
+        _atomic_write(out, json.dumps(state, indent=1, default=str) + "\n")  # after every section
+        _atomic_write(out.with_suffix(".md"), markdown(state))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     diff = compare_with_regime(state["chosen"])
     for d in diff:

@@ -1,0 +1,115 @@
+"""load_trace refuses every file that is not a trace it wrote, naming the file and the problem."""
+import json
+import pickle
+
+import pytest
+import torch
+
+import ebca_viz as ev
+from ebca_viz.trace import TraceFileError
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, tiny_pipe):
+    path = tmp_path_factory.mktemp("tr") / "good.safetensors"
+    with ev.trace(tiny_pipe, quantities="all") as tr, ev.energy_attention(tiny_pipe, ev.EBCAConfig(gamma_attn=0.01)):
+        tiny_pipe("a red circle", num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    tr.save(path)
+    return path, tr
+
+
+def _rewrite(src, dst, meta_fn=None, tensor_fn=None):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta_fn:
+        meta["ebca_viz.trace"] = meta_fn(meta["ebca_viz.trace"])
+    if tensor_fn:
+        tensors = tensor_fn(tensors)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_good_file_round_trips(saved):
+    path, tr = saved
+    t2 = ev.load_trace(path)
+    assert torch.equal(t2.energies(), tr.energies()) and t2.layers == tr.layers
+
+
+def test_header_that_disagrees_with_tensors_is_refused(saved, tmp_path):
+    path, _ = saved
+
+    def lie(meta):
+        m = json.loads(meta)
+        m["layers"] = m["layers"][:3]
+        m["steps"] = list(range(5))
+        m["step_timesteps"] = list(range(5))
+        return json.dumps(m)
+
+    bad = _rewrite(path, tmp_path / "lie.safetensors", meta_fn=lie)
+    with pytest.raises(TraceFileError, match=r"lie.safetensors: tensor .* header describes 5 steps, 3 layers"):
+        ev.load_trace(bad)
+
+
+def test_tensor_dtype_and_unknown_tensor_refused(saved, tmp_path):
+    path, _ = saved
+    bad = _rewrite(path, tmp_path / "dt.safetensors", tensor_fn=lambda t: {**t, "energies": t["energies"].double()})
+    with pytest.raises(TraceFileError, match="'energies' is torch.float64"):
+        ev.load_trace(bad)
+    bad = _rewrite(path, tmp_path / "x.safetensors", tensor_fn=lambda t: {**t, "evil": torch.zeros(1)})
+    with pytest.raises(TraceFileError, match="unexpected tensor 'evil'"):
+        ev.load_trace(bad)
+
+
+@pytest.mark.parametrize("case, msg", [
+    ("empty", "is empty"),
+    ("truncated", "truncated|header claims"),
+    ("pickle", "looks like a pickle"),
+    ("torchsave", "looks like a pickle / torch.save"),
+    ("huge_header", "header claims"),
+    ("tiny", "truncated"),
+])
+def test_non_trace_files(saved, tmp_path, case, msg):
+    path, _ = saved
+    f = tmp_path / f"{case}.safetensors"
+    data = path.read_bytes()
+    if case == "empty":
+        f.write_bytes(b"")
+    elif case == "truncated":
+        f.write_bytes(data[: len(data) // 2])
+    elif case == "pickle":
+        f.write_bytes(pickle.dumps({"a": 1}))
+    elif case == "torchsave":
+        torch.save({"a": torch.zeros(2)}, f)
+    elif case == "huge_header":
+        f.write_bytes((2 ** 40).to_bytes(8, "little") + b"{}")
+    elif case == "tiny":
+        f.write_bytes(b"\x01\x02")
+    with pytest.raises(TraceFileError, match=msg):
+        ev.load_trace(f)
+
+
+def test_bad_metadata(saved, tmp_path):
+    path, _ = saved
+    bad = _rewrite(path, tmp_path / "nojson.safetensors", meta_fn=lambda m: "{not json")
+    with pytest.raises(TraceFileError, match="metadata is not JSON"):
+        ev.load_trace(bad)
+
+    def drop(meta):
+        m = json.loads(meta)
+        del m["layers"]
+        return json.dumps(m)
+
+    bad = _rewrite(path, tmp_path / "nokey.safetensors", meta_fn=drop)
+    with pytest.raises(TraceFileError, match=r"lacks \['layers'\]"):
+        ev.load_trace(bad)
+
+
+def test_directory_and_missing(tmp_path):
+    with pytest.raises(TraceFileError, match="is a directory"):
+        ev.load_trace(tmp_path)
+    with pytest.raises(TraceFileError, match="no such file"):
+        ev.load_trace(tmp_path / "nope.safetensors")
