@@ -97,6 +97,14 @@ class FakeState:
         yield items[self.process_index * k:(self.process_index + 1) * k]
 
 
+def _done(out, job, **fp_kw):
+    """A valid, fingerprinted result file for ``job`` (as run_job writes it)."""
+    from ebca_viz.eval import sweep as sw
+
+    fp = sw.fingerprint_of(job, **{"steps": 1, "guidance_scale": 7.5, "model": "", **fp_kw})
+    sw._write_json(out / job.relpath(), {"job": {}, "metrics": {}, "fingerprint_of": fp, "fingerprint": sw.fingerprint(fp)})
+
+
 def test_sweep_splits_pending_jobs_between_processes(tmp_path, monkeypatch):
     """With ``accelerate launch`` each process runs its share of the pending jobs."""
     from ebca_viz.eval import sweep as sw
@@ -105,8 +113,7 @@ def test_sweep_splits_pending_jobs_between_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(sw, "run_job", lambda pipe, job, out, **k: ran.append((k.get("model"), job.relpath())))
 
     jobs = make_jobs(resolve_prompts("object_object", limit=3), [0, 1], ["vanilla"])
-    (tmp_path / "vanilla/objects").mkdir(parents=True)
-    (tmp_path / jobs[0].relpath()).write_text("{}")  # already done
+    _done(tmp_path, jobs[0], model="rank0")  # already done
     for rank in (0, 1):
         run_sweep(None, jobs, tmp_path, steps=1, state=FakeState(rank, 2), model=f"rank{rank}")
     paths = [p for _, p in ran]
@@ -176,14 +183,37 @@ def test_sweep_split_does_not_depend_on_when_a_process_starts(tmp_path, monkeypa
 
     def fake_run_job(pipe, job, out, **k):  # writes its result, like the real one
         ran.append(job.relpath())
-        (out / job.relpath()).parent.mkdir(parents=True, exist_ok=True)
-        (out / job.relpath()).write_text("{}")
+        _done(out, job)
 
     monkeypatch.setattr(sw, "run_job", fake_run_job)
 
     jobs = make_jobs(resolve_prompts("object_object", limit=3), [0, 1], ["vanilla"])
-    (tmp_path / jobs[0].relpath()).parent.mkdir(parents=True)
-    (tmp_path / jobs[0].relpath()).write_text("{}")  # done by an earlier run
+    _done(tmp_path, jobs[0])  # done by an earlier run
     for rank in (0, 1):  # rank 0 finishes before rank 1 looks at the folder
         run_sweep(None, jobs, tmp_path, steps=1, state=FakeState(rank, 2))
     assert sorted(ran) == sorted(j.relpath() for j in jobs[1:])
+
+
+def test_sweep_redoes_corrupt_results_and_refuses_mismatched_ones(tmp_path, monkeypatch, capsys):
+    """Resume: a 0-byte or half-written result is redone (and said); a result from another model,
+    step count or setting under the same label is refused instead of being skipped and mislabelled."""
+    from ebca_viz.eval import sweep as sw
+
+    ran = []
+    monkeypatch.setattr(sw, "run_job", lambda pipe, job, out, **k: (ran.append(job.relpath()), _done(out, job, model=k["model"])))
+    jobs = make_jobs(resolve_prompts("object_object", limit=2), [0], ["ebcu:gamma_attn=0.1"])
+    (tmp_path / jobs[0].relpath()).parent.mkdir(parents=True)
+    (tmp_path / jobs[0].relpath()).write_text("")  # 0 bytes
+    (tmp_path / jobs[1].relpath()).write_text('{"job": {"prompt"')  # half-written
+    assert run_sweep(None, jobs, tmp_path, steps=1, model="m")["run"] == 2
+    assert "corrupt" in capsys.readouterr().out and len(ran) == 2
+    assert run_sweep(None, jobs, tmp_path, steps=1, model="m")["skipped"] == 2  # valid now: skipped
+    with pytest.raises(sw.SweepMismatchError, match=r"other settings .*'model': \('m', 'other'\)"):
+        run_sweep(None, jobs, tmp_path, steps=1, model="other")
+    with pytest.raises(sw.SweepMismatchError, match="'steps'"):
+        run_sweep(None, jobs, tmp_path, steps=2, model="m")
+    changed = make_jobs(resolve_prompts("object_object", limit=2), [0], ["ebcu:gamma_attn=0.3"])
+    with pytest.raises(sw.SweepMismatchError, match="setting_kwargs"):
+        run_sweep(None, changed, tmp_path, steps=1, model="m")
+    import json
+    assert json.loads((tmp_path / "sweep.json").read_text())["model"] == "m"  # not overwritten by the refused runs

@@ -174,8 +174,63 @@ def make_jobs(prompts, seeds, settings) -> list[Job]:
     return [Job(ps, i, p, seed, st) for st in settings for (ps, i, p) in prompts for seed in seeds]
 
 
-def pending(jobs: Sequence[Job], out: Path) -> list[Job]:
-    return [j for j in jobs if not (out / j.relpath()).exists()]
+def fingerprint_of(job: Job, *, steps: int, guidance_scale: float, model: str, clip_scorer=None, captioner=None,
+                   detector: bool = True, height=None, width=None) -> dict:
+    """Everything that determines a job's result: model, setting, steps, CFG, size, metrics, version."""
+    from .. import __version__
+
+    def name(x):
+        return None if x is None else str(getattr(x, "name", None) or getattr(x, "model_id", None) or type(x).__name__)
+
+    kw = dict(job.setting.kwargs)
+    return {"model": model, "setting": job.setting.label, "setting_kwargs": json.loads(json.dumps(kw, default=str)),
+            "prompt": job.prompt, "seed": job.seed, "steps": steps, "guidance_scale": kw.get("guidance_scale", guidance_scale),
+            "height": height, "width": width, "clip_scorer": name(clip_scorer), "captioner": name(captioner),
+            "detector": bool(detector), "ebca_viz": __version__}
+
+
+def fingerprint(d: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class SweepMismatchError(ValueError):
+    """A result file in ``--out`` was produced by a different model / setting / step count."""
+
+
+def read_result(path: Path) -> Optional[dict]:
+    """The parsed result, or None when the file is corrupt (empty, half-written, not a result)."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or not {"job", "metrics", "fingerprint"} <= set(rec):
+        return None
+    return rec
+
+
+def pending(jobs: Sequence[Job], out: Path, fingerprints: Optional[dict] = None, log=print) -> list[Job]:
+    """Jobs without a valid result. A corrupt result is redone (and said); a result whose fingerprint
+    differs from ``fingerprints[job]`` is refused with :class:`SweepMismatchError`."""
+    todo = []
+    for j in jobs:
+        path = out / j.relpath()
+        if not path.exists():
+            todo.append(j)
+            continue
+        rec = read_result(path)
+        if rec is None:
+            log(f"sweep: {path} is corrupt or from an older version (empty, half-written or no fingerprint): redoing it")
+            todo.append(j)
+            continue
+        if fingerprints is not None and rec["fingerprint"] != fingerprint(fingerprints[j]):
+            old = rec.get("fingerprint_of", {})
+            diff = {k: (old.get(k), v) for k, v in fingerprints[j].items() if old.get(k) != v}
+            raise SweepMismatchError(
+                f"{path} was made with other settings {diff} (old, new); the results would be mislabelled: "
+                "write to a new --out folder, or delete the old results")
+    return todo
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -186,7 +241,7 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def run_job(pipe, job: Job, out: Path, *, steps: int, clip_scorer=None, captioner=None, detector: bool = True,
-            save_images: bool = True, guidance_scale: float = 7.5, model: str = "") -> dict:
+            save_images: bool = True, guidance_scale: float = 7.5, model: str = "", fp: Optional[dict] = None) -> dict:
     """Generate one image with :func:`~ebca_viz.tasks.multiconcept`, score it, write its JSON."""
     from ..tasks.multiconcept import multiconcept
 
@@ -198,6 +253,9 @@ def run_job(pipe, job: Job, out: Path, *, steps: int, clip_scorer=None, captione
     rec = {"job": {"prompt_set": job.prompt_set, "index": job.index, "prompt": job.prompt, "seed": job.seed,
                    "setting": job.setting.label}, "settings": res.to_json()["settings"], "model": model,
            "metrics": {}, "seconds_sample": round(time.perf_counter() - t0, 3)}
+    fp = fp or fingerprint_of(job, steps=steps, guidance_scale=guidance_scale, model=model, clip_scorer=clip_scorer,
+                              captioner=captioner, detector=detector)
+    rec["fingerprint_of"], rec["fingerprint"] = fp, fingerprint(fp)
     caption = captioner(img) if captioner is not None else None
     if caption is not None:
         rec["caption"] = caption
@@ -212,7 +270,9 @@ def run_job(pipe, job: Job, out: Path, *, steps: int, clip_scorer=None, captione
     path = out / job.relpath()
     if save_images:
         path.parent.mkdir(parents=True, exist_ok=True)
-        img.save(path.with_suffix(".png"))
+        tmp = path.with_suffix(f".tmp{os.getpid()}.png")
+        img.save(tmp)
+        os.replace(tmp, path.with_suffix(".png"))
         rec["image"] = path.with_suffix(".png").name
     _write_json(path, rec)
     return rec
@@ -234,7 +294,9 @@ def run_sweep(pipe, jobs: Sequence[Job], out: str | Path, *, steps: int = 50, cl
             share = list(share)
     else:
         share = list(jobs)
-    mine = pending(share, out)
+    fps = {j: fingerprint_of(j, steps=steps, guidance_scale=guidance_scale, model=model, clip_scorer=clip_scorer,
+                             captioner=captioner, detector=detector) for j in share}
+    mine = pending(share, out, fps)
     skipped = len(share) - len(mine)
     it = mine
     if progress:
@@ -244,14 +306,16 @@ def run_sweep(pipe, jobs: Sequence[Job], out: str | Path, *, steps: int = 50, cl
         it = tqdm(mine, desc=f"sweep[{rank}]", position=rank, leave=True)
     done = 0
     for job in it:
-        if (out / job.relpath()).exists():  # another process (or an earlier run) finished it meanwhile
+        done_now = read_result(out / job.relpath())
+        if done_now is not None and done_now["fingerprint"] == fingerprint(fps[job]):  # another process finished it
             skipped += 1
             continue
         run_job(pipe, job, out, steps=steps, clip_scorer=clip_scorer, captioner=captioner, detector=detector,
-                save_images=save_images, guidance_scale=guidance_scale, model=model)
+                save_images=save_images, guidance_scale=guidance_scale, model=model, fp=fps[job])
         done += 1
     manifest = {"jobs": len(jobs), "steps": steps, "model": model,
-                "settings": {s.label: s.kwargs for s in {j.setting for j in jobs}}}
+                "settings": {s.label: s.kwargs for s in {j.setting for j in jobs}},
+                "fingerprints": {j.relpath(): fingerprint(f) for j, f in fps.items()}}
     if state is None or getattr(state, "is_main_process", True):
         _write_json(out / "sweep.json", manifest)
     return {"total": len(jobs), "run": done, "skipped": skipped, "this_process": len(mine)}
