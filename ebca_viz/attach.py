@@ -138,6 +138,17 @@ class Installation:
         self.unet.set_attn_processor(self.saved)
 
 
+def is_custom_processor(p) -> bool:
+    """True for an attention processor that is neither diffusers' own nor ebca_viz's (a user's)."""
+    mod = type(p).__module__ or ""
+    return not (mod.startswith("diffusers.") or mod.startswith("ebca_viz."))
+
+
+def custom_processors(unet, keys) -> dict:
+    procs = unet.attn_processors
+    return {k: type(procs[k]).__name__ for k in keys if is_custom_processor(procs[k])}
+
+
 def first_timestep(t) -> float:
     if torch.is_tensor(t):
         return float(t.flatten()[0]) if t.numel() else 0.0

@@ -78,6 +78,7 @@ class EBCAController:
         self.observers: list = []
         self.installation: Optional[Installation] = None
         self.paused = False
+        self.managed = False  # True inside `with energy_attention(...)`
         # run / step state
         self.step = -1
         self.num_steps: Optional[int] = None
@@ -379,6 +380,16 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
     if not keys:
         raise TypeError("unsupported architecture: this UNet has no cross-attention layers")
     current = unet.attn_processors
+    old = find_controller(unet)
+    if old is not None and not old.managed:
+        # re-running a notebook cell that called apply_energy_attention without `with`: replace it
+        import warnings
+
+        warnings.warn("replacing the energy attention installed by an earlier apply_energy_attention() call "
+                      "(call controller.remove() when done, or use `with energy_attention(...)`)", UserWarning,
+                      stacklevel=2)
+        old.remove()
+        current = unet.attn_processors
     if any(isinstance(current[k], EnergyCrossAttnProcessor) for k in keys):
         raise RuntimeError("energy attention is already installed on this UNet; remove it (leave its `with`) first")
     if any(type(p).__name__ == "SEGSelfAttnProcessor" for p in current.values()):
@@ -403,6 +414,7 @@ def energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs):
     every hook on exit, also when sampling raises.
     """
     ctl = apply_energy_attention(target, config, **kwargs)
+    ctl.managed = True
     try:
         yield ctl
     finally:

@@ -242,6 +242,15 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
         raise RuntimeError("SEG is already installed on this UNet; leave the other `with` first")
     if any(type(p).__name__ == "EnergyCrossAttnProcessor" for p in current.values()):
         raise RuntimeError("EBCA is installed on this UNet; EBCA and SEG in the same run are not supported")
+    from .attach import custom_processors
+
+    custom = custom_processors(unet, keys)
+    if custom:
+        import warnings
+
+        k, cls = next(iter(custom.items()))
+        warnings.warn(f"SEG replaces {len(custom)} custom self-attention processors ({cls} on {k}) while it is "
+                      "installed; they are put back when it leaves", UserWarning, stacklevel=3)
     ctl = SEGController(config, pipe, unet, keys)
     ctl.installation = Installation.install(unet, {k: SEGSelfAttnProcessor(ctl, k) for k in keys}, ctl._pre, ctl._post)
     cfg = config

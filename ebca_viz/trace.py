@@ -200,6 +200,7 @@ class Trace:
         self.layers = select_layers(all_keys, layers)
         self.quantities = select_quantities(quantities)
         self._steps_filter = StepFilter(steps)
+        self.steps_spec = steps
         self.map_grid = _check_map_grid(map_grid)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch dtype such as torch.float16, got {dtype!r}")
@@ -303,8 +304,24 @@ class Trace:
         self._stage.clear()
         self._sums = {k: v.cpu() for k, v in self._sums.items()}
         self._stacked_cache = None
+        nothing = not self._records and (not self._sums or float(self._sums["count"].sum()) == 0)
+        if self.timesteps and nothing and self.steps_spec is not None:
+            import warnings
+
+            warnings.warn(f"trace recorded nothing: the steps filter {self.steps_spec!r} matched none of the "
+                          f"{len(self.timesteps)} UNet calls of this run (steps are 0..{len(self.timesteps) - 1})",
+                          UserWarning, stacklevel=3)
 
     def _install_processors(self):
+        from .attach import custom_processors
+
+        custom = custom_processors(self.unet, self.layers)
+        if custom:
+            k, cls = next(iter(custom.items()))
+            raise ValueError(
+                f"trace: {len(custom)} cross-attention layers run a custom processor ({cls} on {k}); recording "
+                "would replace it, so the traced image would not be the one your processor makes. Trace a UNet "
+                "with diffusers' processors (unet.set_default_attn_processor()), or inside ebca_viz.energy_attention")
         current = dict(self.unet.attn_processors)
         for k in self.layers:
             self._own[k] = (RecordingCrossAttnProcessor(self, k, self._all_index[k]), current[k])
@@ -590,6 +607,9 @@ class Trace:
         for nm, v in (("num_steps", num_steps), ("batch", batch)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{nm} must be a positive int, got {v!r}")
+        for nm, v in (("height", height), ("width", width), ("tokens", tokens), ("seg_layers", seg_layers)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if nm == "seg_layers" else 1)):
+                raise ValueError(f"{nm} must be a positive int (or None for the default), got {v!r}")
         f = getattr(self.pipe, "vae_scale_factor", 1) if self.pipe is not None else 1
         s = self.unet.config.sample_size
         s = s if isinstance(s, (tuple, list)) else (s, s)
@@ -711,6 +731,10 @@ class Trace:
                     raise ValueError(f"token={t!r} is not in the prompt's tokens {shown}")
                 out.append(labels.index(t.lower()))
             elif isinstance(t, int) and not isinstance(t, bool):
+                n = len(self.tokens) if self.tokens else None
+                if n is not None and not 0 <= t < n:
+                    raise ValueError(f"token={t} is out of range: the context has {n} positions (0..{n - 1}, "
+                                     "0 = start-of-text)")
                 out.append(t)
             else:
                 raise TypeError(f"token must be an int position, a word or a list of them, got {t!r}")

@@ -113,3 +113,53 @@ def test_directory_and_missing(tmp_path):
         ev.load_trace(tmp_path)
     with pytest.raises(TraceFileError, match="no such file"):
         ev.load_trace(tmp_path / "nope.safetensors")
+
+
+def test_recorder_input_errors(tiny_pipe, saved):
+    _, tr = saved
+    with pytest.raises(ValueError, match=r"token=999 is out of range: the context has 77 positions"):
+        tr.maps(token=999)
+    with pytest.raises(ValueError, match="height must be a positive int"):
+        ev.estimate_bytes(tiny_pipe, height=-16)
+    with pytest.warns(UserWarning, match=r"recorded nothing: the steps filter \[99\] matched none of the 3 UNet calls"):
+        with ev.trace(tiny_pipe, steps=[99]):
+            tiny_pipe("a red circle", num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+
+
+def test_trace_refuses_to_replace_custom_processors(tiny_pipe):
+    from diffusers.models.attention_processor import AttnProcessor
+
+    class MyProcessor(AttnProcessor):  # a user's processor (module is this test file)
+        calls = 0
+
+        def __call__(self, *a, **k):
+            MyProcessor.calls += 1
+            return super().__call__(*a, **k)
+
+    before = dict(tiny_pipe.unet.attn_processors)
+    tiny_pipe.unet.set_attn_processor({k: MyProcessor() for k in before})
+    try:
+        with pytest.raises(ValueError, match="run a custom processor \\(MyProcessor"):
+            with ev.trace(tiny_pipe):
+                pass
+        assert all(type(p).__name__ == "MyProcessor" for p in tiny_pipe.unet.attn_processors.values())
+        with pytest.warns(UserWarning, match="SEG replaces .* custom self-attention processors"):
+            with ev.smoothed_energy_guidance(tiny_pipe, ev.SEGConfig(scale=1.0, sigma=2.0)):
+                pass
+    finally:
+        tiny_pipe.unet.set_attn_processor(before)
+
+
+def test_apply_without_with_can_be_rerun(tiny_pipe):
+    ctl = ev.apply_energy_attention(tiny_pipe, ev.EBCAConfig(gamma_attn=0.01))
+    try:
+        with pytest.warns(UserWarning, match="replacing the energy attention installed by an earlier"):
+            ctl2 = ev.apply_energy_attention(tiny_pipe, ev.EBCAConfig(gamma_attn=0.02))
+        assert ev.find_controller(tiny_pipe.unet) is ctl2 and ctl.installation.removed
+    finally:
+        c = ev.find_controller(tiny_pipe.unet)
+        if c is not None:
+            c.remove()
+    with ev.energy_attention(tiny_pipe, ev.EBCAConfig(gamma_attn=0.01)):
+        with pytest.raises(RuntimeError, match="already installed"):  # a managed one is never replaced
+            ev.apply_energy_attention(tiny_pipe, ev.EBCAConfig(gamma_attn=0.02))
