@@ -24,6 +24,71 @@ def available_models() -> list[str]:
     return list(OFFLINE) + list(HUB_IDS)
 
 
+_DTYPE_NAMES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
+
+
+def check_dtype(dtype):
+    """``None``, a floating ``torch.dtype`` or its name (``"float16"``, ``"bf16"``, ...)."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        key = dtype.lower().replace("torch.", "")
+        if key not in _DTYPE_NAMES:
+            raise ValueError(f"dtype {dtype!r} is not a floating dtype name; use one of {sorted(_DTYPE_NAMES)}")
+        return _DTYPE_NAMES[key]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype (torch.float32, torch.float16, torch.bfloat16), "
+                         f"got {dtype!r}")
+    return dtype
+
+
+def check_device(device) -> torch.device:
+    """A device this machine has; a clear error for ``"cuda:99"`` or CUDA on a CPU-only machine."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:0' ({e})") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {device!r}: this machine has no CUDA device; use device='cpu'")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(f"device {device!r}: unsupported device type {dev.type!r}; use 'cpu' or 'cuda'")
+    return dev
+
+
+def _folder_class(folder: Path):
+    """The pipeline class named by a local folder's ``model_index.json`` (diffusers' own record)."""
+    import json
+
+    import diffusers
+
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return None
+    name = json.loads(index.read_text()).get("_class_name")
+    cls = getattr(diffusers, str(name), None)
+    if cls is None:
+        raise ValueError(f"{folder}: model_index.json names the pipeline class {name!r}, which this diffusers "
+                         "does not have")
+    return cls
+
+
+def _check_safetensors(folder: Path) -> None:
+    """Refuse folders whose weights are pickle ``.bin`` files only (loading them would unpickle)."""
+    st = list(folder.rglob("*.safetensors"))
+    bins = [f for f in folder.rglob("*.bin") if f.name != "training_args.bin"]
+    if bins and not st:
+        raise ValueError(
+            f"{folder} holds only pickle weights ({bins[0].relative_to(folder)}, ...); ebca_viz loads safetensors "
+            "only. If you trust these files, convert them once: python -c \"from diffusers import DiffusionPipeline "
+            f"as P; P.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}-safetensors', "
+            "safe_serialization=True)\"")
+
+
 def _pipeline_class(name_or_id: str):
     import diffusers
 
@@ -46,6 +111,8 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string (one of {available_models()}, a hub id or a folder)")
+    dtype = check_dtype(dtype)
+    device = check_device(device)
     if name in ("tiny", "tiny-inpainting"):
         from .tiny import tiny_pipeline
 
@@ -65,9 +132,14 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
     repo = HUB_IDS.get(name, name)
     if dtype is None:
         dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    cls = _pipeline_class(repo)
     local = Path(repo).expanduser()
+    if local.exists():  # a folder: its model_index.json says which pipeline, never its name
+        _check_safetensors(local)
+        cls = _folder_class(local) or _pipeline_class(repo)
+    else:
+        cls = _pipeline_class(repo)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    kwargs.setdefault("use_safetensors", True)  # never unpickle weights
     try:
         pipe = cls.from_pretrained(
             str(local) if local.exists() else repo, torch_dtype=dtype,
