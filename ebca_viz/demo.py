@@ -167,6 +167,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from ebca_viz.tasks.common import check_out_dir
+
+    check_out_dir(args.out)
     run_demo(model=args.model, prompt=args.prompt, seed=args.seed, steps=args.steps, gamma_attn=args.gamma_attn,
              gamma_norm=args.gamma_norm, guidance_scale=args.guidance_scale, out=args.out, device=args.device)
     return 0

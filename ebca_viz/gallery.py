@@ -112,6 +112,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from ebca_viz.tasks.common import check_out_dir
+
+    check_out_dir(args.out)
     make_gallery(out=args.out, model=args.model, prompt=args.prompt, seed=args.seed, steps=args.steps,
                  device=args.device, max_kb=args.max_kb)
     return 0

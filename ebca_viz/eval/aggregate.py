@@ -25,11 +25,16 @@ def load_records(out: str | Path) -> list[dict]:
     for p in sorted(out.glob("*/*/*.json")):
         try:
             r = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and "job" in r:
-            r["_path"] = str(p)
-            recs.append(r)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"evaluate: {p} is not valid JSON (a half-written result?); re-run the sweep, which "
+                             "redoes corrupt results") from None
+        job = r.get("job") if isinstance(r, dict) else None
+        if not isinstance(job, dict) or not {"setting", "prompt_set"} <= set(job) or \
+                not isinstance(r.get("metrics", {}), dict):
+            raise ValueError(f"evaluate: {p} is not a sweep result (needs 'job' with 'setting' and 'prompt_set', "
+                             "and a 'metrics' object)")
+        r["_path"] = str(p)
+        recs.append(r)
     return recs
 
 

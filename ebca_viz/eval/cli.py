@@ -54,6 +54,9 @@ def _scorers(metrics: set, args, device):
 
 
 def run_sweep(args) -> int:
+    from ebca_viz.tasks.common import check_out_dir
+
+    check_out_dir(args.out)
     from ..models import load_pipeline
     from .sweep import make_jobs, parse_seeds, resolve_prompts
     from .sweep import run_sweep as sweep

@@ -134,6 +134,8 @@ def resolve_prompts(sets: Sequence[str] | str, limit: Optional[int] = None) -> l
     ``file:PATH`` (one prompt a line) -> ``[(set, index, prompt), ...]``; ``limit`` = first N of each set."""
     from ..data import load_ae_prompts
 
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of prompts per set (or None for all), got {limit!r}")
     if isinstance(sets, str):
         sets = [sets]
     data = load_ae_prompts()

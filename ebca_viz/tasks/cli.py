@@ -96,6 +96,10 @@ def _set(kw: dict, args, pairs) -> None:
 
 
 def _load(model: str, args):
+    from .common import check_out_dir
+
+    if args.out:  # before any sampling: a path under a file or a read-only place is a clear error now
+        check_out_dir(args.out)
     from ..models import load_pipeline
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

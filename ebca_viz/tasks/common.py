@@ -215,7 +215,14 @@ def load_rgb(image, name: str = "image"):
         p = Path(image).expanduser()
         if not p.exists():
             raise FileNotFoundError(f"{name}: no such file {str(p)!r}")
-        return Image.open(p).convert("RGB")
+        if p.is_dir():
+            raise ValueError(f"{name}: {str(p)!r} is a directory; give an image file (PNG, JPEG, ...)")
+        from PIL import UnidentifiedImageError
+
+        try:
+            return Image.open(p).convert("RGB")
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{name}: {str(p)!r} is not an image file PIL can read ({type(e).__name__})") from None
     if not isinstance(image, Image.Image):
         raise TypeError(
             f"{name} must be a PIL.Image.Image in RGB mode or a file path, got {type(image).__name__}; "
@@ -224,6 +231,24 @@ def load_rgb(image, name: str = "image"):
     if image.mode != "RGB":
         raise ValueError(f"{name} must be an RGB image, got mode {image.mode!r}: pass {name}.convert('RGB')")
     return image
+
+
+def check_out_dir(path, name: str = "--out") -> Path:
+    """Create the output folder now and prove it is writable, before any sampling (a clear error for a
+    path under a file or in a read-only place)."""
+    import os
+    import tempfile
+
+    p = Path(path).expanduser()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{name}: cannot write to {str(p)!r} ({type(e).__name__}: {e.strerror or e}); "
+                         "choose a writable folder") from None
+    return p
 
 
 def sample_image():
