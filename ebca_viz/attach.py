@@ -15,13 +15,21 @@ from typing import Iterable, Optional
 import torch
 
 
+_COMPILED = ("{what} is a torch.compile'd module: install on the uncompiled UNet (pipe.unet = pipe.unet._orig_mod), "
+             "and compile inside the `with` if you want speed (processors and hooks must exist before compiling)")
+
+
 def resolve_target(target) -> tuple[Optional[object], torch.nn.Module]:
     """``(pipeline or None, unet)`` for a diffusers pipeline or a bare ``UNet2DConditionModel``."""
     from diffusers import UNet2DConditionModel
 
+    if isinstance(getattr(target, "_orig_mod", None), UNet2DConditionModel):
+        raise TypeError(_COMPILED.format(what="the UNet"))
     if isinstance(target, UNet2DConditionModel):
         return None, target
     unet = getattr(target, "unet", None)
+    if isinstance(getattr(unet, "_orig_mod", None), UNet2DConditionModel):
+        raise TypeError(_COMPILED.format(what="pipe.unet"))
     if unet is None:
         kind = type(target).__name__
         if getattr(target, "transformer", None) is not None:

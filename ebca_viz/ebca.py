@@ -355,9 +355,10 @@ def _encode_edit_prompts(pipe, rc: ResolvedConfig) -> list:
             continue
         if pipe is None or not hasattr(pipe, "encode_prompt"):
             raise ValueError(f"edits[{i}] gives a prompt, but a bare UNet has no text encoder: pass embeds= instead")
-        with torch.no_grad():
-            out = pipe.encode_prompt(e.prompt, pipe._execution_device, 1, False)
-        embeds.append(out[0].detach())
+        with torch.no_grad():  # keywords: SDXL's second positional argument is prompt_2
+            out = pipe.encode_prompt(prompt=e.prompt, device=pipe._execution_device, num_images_per_prompt=1,
+                                     do_classifier_free_guidance=False)
+        embeds.append(out[0].detach())  # SDXL: both encoders' hidden states, the cross-attention context
     return embeds
 
 

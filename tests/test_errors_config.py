@@ -83,3 +83,27 @@ def test_gamma_stop_out_of_range_is_refused_before_sampling(pipe):
     with pytest.raises(ValueError, match=r"gamma_stop is the fraction of the run.*got 2.0"):
         multiconcept(pipe, "a red circle", gamma_stop=2.0, num_inference_steps=2)
     assert math.isfinite(MIN_EBCQ_DENOMINATOR)
+
+
+def test_compiled_unet_is_refused_with_the_fix(tiny_pipe):
+    import torch
+
+    compiled = torch.compile(tiny_pipe.unet)  # wraps, compiles lazily: nothing runs here
+    with pytest.raises(TypeError, match=r"torch.compile'd module: install on the uncompiled UNet"):
+        ev.apply_energy_attention(compiled, ev.EBCAConfig(gamma_attn=0.01))
+    with pytest.raises(TypeError, match="torch.compile"):
+        ev.trace(compiled)
+
+
+def test_sdxl_edit_prompts_are_encoded_with_both_text_encoders():
+    import torch
+
+    from ebca_viz.models import load_pipeline
+
+    pipe = load_pipeline("tiny-sdxl")
+    pipe.set_progress_bar_config(disable=True)
+    with ev.energy_attention(pipe, ev.EBCAConfig(edits=[ev.Edit(prompt="boat", alpha=0.5)])) as ctl:
+        out = pipe("a river", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt",
+                   height=64, width=64).images
+        assert ctl.edit_embeds[0].shape[-1] == pipe.unet.config.cross_attention_dim
+    assert torch.isfinite(out).all()
