@@ -305,6 +305,14 @@ class Trace:
         self._sums = {k: v.cpu() for k, v in self._sums.items()}
         self._stacked_cache = None
         nothing = not self._records and (not self._sums or float(self._sums["count"].sum()) == 0)
+        self._consolidate()
+        if self.budget.dropped:
+            import warnings
+
+            kept = len(self._meta_steps)
+            warnings.warn(f"trace: budget_bytes={self.budget.limit} ({mib(self.budget.limit)}) held {kept} of the "
+                          f"{len(self.timesteps)} UNet calls; dropped {len(self.budget.dropped)} items from "
+                          f"{self.budget.dropped[0]['item']} on (tr.dropped lists them)", UserWarning, stacklevel=3)
         if self.timesteps and nothing and self.steps_spec is not None:
             import warnings
 
@@ -434,7 +442,12 @@ class Trace:
             self.budget.check_projection(need, f"recording {n_sel} steps of {len(self.layers)} layers")
         if "maps" in self.quantities and not self._sums and "maps:layers" not in [d["item"] for d in self.budget.dropped]:
             shp = (len(self.layers), B, N) + self.map_grid
-            if self.budget.reserve(4 * (math.prod(shp) + len(self.layers)), "maps:layers", None):
+            sums = 4 * (math.prod(shp) + len(self.layers))
+            per_step = self._bytes(1, B, N, D, len(self._seg_layer_keys()), fixed=False)
+            if self.budget.on_budget == "drop" and not self.budget.fits(sums + per_step):
+                # the per-layer running sums would leave no room for a single step: keep steps instead
+                self.budget.dropped.append({"step": None, "item": "maps:layers", "bytes": int(sums)})
+            elif self.budget.reserve(sums, "maps:layers", None):
                 dev = ehs.device
                 self._sums = {"sum": torch.zeros(shp, device=dev), "count": torch.zeros(len(self.layers), device=dev)}
 
@@ -480,12 +493,13 @@ class Trace:
             seg_keys = []  # a different SEG installation in the same trace: not recorded
         dev = ehs.device
         stage = {}
-        for item, (shape, dt) in self._item_shapes(B, N, D, len(seg_keys)).items():
-            nb = math.prod(shape) * torch.empty((), dtype=dt).element_size()
-            if not self.budget.reserve(nb, item, self.step):
-                continue
-            fill = float("nan") if item in ("energies", "norms", "seg") else 0.0
-            stage[item] = torch.full(shape, fill, dtype=dt, device=dev)
+        items = self._item_shapes(B, N, D, len(seg_keys))
+        nb = sum(math.prod(shape) * torch.empty((), dtype=dt).element_size() for shape, dt in items.values())
+        # one reservation per step: a step is stored whole or not at all (the record stays a complete prefix)
+        if items and self.budget.reserve(nb, "step (" + ", ".join(items) + ")", self.step):
+            for item, (shape, dt) in items.items():
+                fill = float("nan") if item in ("energies", "norms", "seg") else 0.0
+                stage[item] = torch.full(shape, fill, dtype=dt, device=dev)
         if "prompt_embeds" in stage:
             stage["prompt_embeds"].copy_(ehs[self.n_uncond : self.b2])
         self._prompt = ehs[self.n_uncond : self.b2].float()
@@ -646,6 +660,8 @@ class Trace:
         """Global step indices (UNet calls since the trace began) that hold data: the ``step`` axis."""
         if self._frozen is not None:
             return list(self._meta["steps"])
+        if getattr(self, "_done_stacked", None) is not None:
+            return list(self._meta_steps)
         return sorted(self._records)
 
     @property
@@ -658,9 +674,22 @@ class Trace:
         """Token labels of image 0 (``None`` when the prompt was not seen, e.g. a bare UNet)."""
         return None if self.token_labels is None else self.token_labels[0]
 
+    def _consolidate(self) -> None:
+        """Stack the per-step records once and free them: the trace then holds each value once, so the
+        accessors add nothing to what the budget accounted."""
+        self._meta_steps = sorted(self._records)
+        if self._shape is None or self.map_grid is None:  # nothing was recorded (e.g. an error before step 0)
+            return
+        stacked = self._stacked()
+        self._records = {}
+        self._frozen_steps = self._meta_steps
+        self._done_stacked = stacked
+
     def _stacked(self) -> dict:
         if self._frozen is not None:
             return self._frozen
+        if getattr(self, "_done_stacked", None) is not None:
+            return self._done_stacked
         if self._stacked_cache is not None:
             return self._stacked_cache
         steps = self.steps
