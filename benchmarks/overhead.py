@@ -24,6 +24,7 @@ with glibc's ``MALLOC_MMAP_THRESHOLD_=65536`` (allocations >= 64 KiB are mmap-ed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -118,6 +119,8 @@ def main(argv=None):
     modes = {
         "vanilla": lambda: _null(),
         "EBCU": lambda: ev.energy_attention(unet, ev.EBCAConfig(gamma_attn=0.01, gamma_norm=0.02)),
+        "EBCU-noguard": lambda: _unguarded(lambda: ev.energy_attention(unet, ev.EBCAConfig(gamma_attn=0.01,
+                                                                                       gamma_norm=0.02))),
         "EBCU+EBCQ": lambda: ev.energy_attention(unet, ev.EBCAConfig(
             gamma_attn=0.01, gamma_norm=0.02,
             edits=[ev.Edit(embeds=edit, alpha=1.3, gamma_attn=4e-4, gamma_norm=4e-4)])),
@@ -151,9 +154,25 @@ def main(argv=None):
     judged = times if device.type == "cuda" else cpu
     ratio = med(judged, "EBCU") / med(judged, "vanilla")
     target = TARGETS.get(device.type, 1.2)
+    g = med(judged, "EBCU") / med(judged, "EBCU-noguard")
+    print(f"finiteness guards: EBCU with / without them = {g:.3f}x")
     print(f"\nEBCU / vanilla = {ratio:.3f}x ({'wall' if device.type == 'cuda' else 'CPU'} time; target <= "
           f"{target:.2f}x on {device.type}): {'met' if ratio <= target else 'NOT met'}")
     return 0
+
+
+@contextlib.contextmanager
+def _unguarded(make):
+    """The same installation without the finiteness guards (their cost = EBCU / EBCU-noguard)."""
+    from ebca_viz import guards
+
+    with guards.disabled():
+        cm = make()
+        cm.__enter__()
+    try:
+        yield
+    finally:
+        cm.__exit__(None, None, None)
 
 
 class _null:

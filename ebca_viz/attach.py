@@ -131,6 +131,10 @@ class Installation:
     def add_guard(self, guard, pipe=None) -> None:
         """Register a :class:`~ebca_viz.guards.FiniteGuard` (after the controller's hooks); removed with
         the installation. On failure the whole installation is undone."""
+        from .guards import enabled
+
+        if not enabled():
+            return
         try:
             self.add_hooks(guard.register(self.unet, getattr(pipe, "vae", None)))
         except BaseException:

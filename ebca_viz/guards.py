@@ -21,6 +21,25 @@ from typing import Callable
 import torch
 
 
+_ENABLED = [True]
+
+
+class disabled:
+    """``with guards.disabled(): ...`` installs EBCA / SEG without the guards (benchmarks/overhead.py
+    measures their cost this way; do not use it to silence a NonFiniteError)."""
+
+    def __enter__(self):
+        self._was, _ENABLED[0] = _ENABLED[0], False
+
+    def __exit__(self, *exc):
+        _ENABLED[0] = self._was
+        return False
+
+
+def enabled() -> bool:
+    return _ENABLED[0]
+
+
 class NonFiniteError(ValueError):
     """A tensor of the sampling loop became NaN or infinite; the message names the setting."""
 
@@ -105,4 +124,4 @@ def check_finite_number(value, name: str) -> float:
     return float(value)
 
 
-__all__ = ["FiniteGuard", "NonFiniteError", "guidance_text", "check_finite_number"]
+__all__ = ["FiniteGuard", "NonFiniteError", "disabled", "enabled", "guidance_text", "check_finite_number"]
