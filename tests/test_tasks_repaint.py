@@ -116,7 +116,32 @@ def test_known_region_of_the_final_latents_is_the_encoded_image(jumped, tiny_pip
     with torch.no_grad():
         img = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample
     ref_img = pipe.image_processor.postprocess(img, output_type="pil")[0]
-    assert np.array_equal(np.asarray(ref_img), np.asarray(r.image))  # the image is the decoded final latents
+    assert np.array_equal(np.asarray(ref_img), np.asarray(r.extras["decoded"][0]))  # decoded final latents
+    # paste-back (default): outside the mask the result is the source bit for bit; deep inside, the decoded image
+    out, src = np.asarray(r.image), np.asarray(r.extras["source"])
+    assert r.info["paste_back"]["on"] and r.settings["paste_back"] is True
+    assert np.array_equal(out[:, 8:], src[:, 8:])
+    assert np.array_equal(out[:, :7 - r.settings["paste_feather"]], np.asarray(ref_img)[:, :7 - r.settings["paste_feather"]])
+
+
+def test_paste_alpha_ramps_inside_the_mask_only():
+    from ebca_viz.tasks.inpainting import paste_alpha
+
+    m = torch.zeros(1, 1, 1, 8)
+    m[..., :6] = 1  # mask touches the left border (which does not count as known)
+    a = paste_alpha(m, 2)[0, 0, 0]
+    assert torch.allclose(a, torch.tensor([1, 1, 1, 1, 2 / 3, 1 / 3, 0, 0]))  # rows of 1: chessboard in 1-D
+    assert torch.equal(paste_alpha(m, 0), m)  # F = 0: hard paste
+    with pytest.raises(ValueError, match="paste_feather"):
+        paste_alpha(m, -1)
+
+
+def test_paste_back_off_reproduces_the_decoded_output(tiny_pipe, photo, left_mask):
+    r = repaint(tiny_pipe, photo, left_mask, "teddy bear", num_inference_steps=2, jump_length=1, jump_n_sample=1,
+                seed=3, paste_back=False)
+    assert r.info["paste_back"]["on"] is False and "decoded" not in r.extras
+    src = np.asarray(r.extras["source"], float)
+    assert np.abs(np.asarray(r.image, float)[:, 8:] - src[:, 8:]).max() > 0  # the decoder changes known pixels
 
 
 def test_update_sees_only_the_inpainted_region_during_jumps(jumped):

@@ -51,6 +51,20 @@ pipelines build it) resized to layer ``n``'s grid (bilinear, ``align_corners=Tru
 
   The published RePaint path feeds the *known* region (its inverted mask) to the update -- a bug;
   ``update_region="known"`` reproduces it.
+
+Paste-back (``paste_back=True``, the default, both paths): the known region of the final latents is
+``z_0``, but the VAE decoder mixes neighbouring latents, so decoded known pixels near the mask take
+the inpainted colours (on shapes world a 4x4-pixel latent cell bleeds ~4 px). As diffusers'
+inpainting pipelines do with ``padding_mask_crop`` (``VaeImageProcessor.apply_overlay``), the
+source's known pixels are composited back **in pixel space**::
+
+    x_out = a * x_decoded + (1 - a) * x_source,   a = min(d, F + 1) / (F + 1)
+
+with ``d`` the chessboard distance (pixels) of a pixel to the known region (``d = 0`` outside the
+mask) and ``F = paste_feather`` (default ``max(1, round(min(H, W) / 16))``): the blend ramps up
+*inside* the mask only, so every pixel outside the mask equals the source exactly.
+``extras["decoded"]`` keeps the images before paste-back; ``info["paste_back"]`` says what was done.
+``paste_back=False`` returns the decoded images, as the published pipelines did.
 """
 from __future__ import annotations
 
@@ -139,11 +153,46 @@ def repaint_plan(timesteps, num_inference_steps: int, num_train_timesteps: int =
     return plan
 
 
+def default_feather(height: int, width: int) -> int:
+    """Paste-back blend width in pixels: ``max(1, round(min(H, W) / 16))`` (2 at 32 px, 32 at 512 px)."""
+    return max(1, int(round(min(height, width) / 16)))
+
+
+def paste_alpha(mask: torch.Tensor, feather: int) -> torch.Tensor:
+    """``(1, 1, H, W)`` binary mask (1 = inpaint) -> blend weight ``a = min(d, F + 1) / (F + 1)`` of the
+    generated image, ``d`` = chessboard distance to the known region (0 outside the mask), computed as
+    the mean of ``F + 1`` successive 3x3 erosions (the image border counts as inside)."""
+    if isinstance(feather, bool) or not isinstance(feather, numbers.Integral) or feather < 0:
+        raise ValueError(f"paste_feather must be an int >= 0 (pixels; 0 = hard paste), got {feather!r}")
+    e, acc = mask.float(), torch.zeros_like(mask, dtype=torch.float32)
+    for _ in range(int(feather) + 1):
+        acc = acc + e
+        e = -F.max_pool2d(-e, 3, stride=1, padding=1)  # erosion; max_pool pads with -inf = no effect
+    return acc / (int(feather) + 1)
+
+
+def paste_known(generated, source, mask: torch.Tensor, feather: int):
+    """Composite the source's known pixels onto ``generated`` (PIL RGB, same size as ``source``):
+    ``a * generated + (1 - a) * source`` with ``a = paste_alpha(mask, feather)``; uint8, rounded.
+    Outside the mask (``a = 0``) the result is the source, bit for bit."""
+    from PIL import Image
+
+    g = np.asarray(generated.convert("RGB"), np.float32)
+    x = np.asarray(source.convert("RGB"), np.float32)
+    if g.shape != x.shape:
+        raise ValueError(f"generated image {g.shape} and source {x.shape} differ in size")
+    m = F.interpolate(mask.float(), size=g.shape[:2], mode="nearest")
+    a = paste_alpha(m, feather)[0, 0].numpy()[..., None]
+    out = np.where(a > 0, a * g + (1 - a) * x, x)
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+
+
 def inpaint(pipe, image, mask_image, prompt: str, *, repaint: Optional[bool] = None, gamma_attn: float = 0.025,
             gamma_norm: float = 0.025, update_region: str = "inpaint", seed: int = 0, num_inference_steps: int = 50,
             guidance_scale: float = 7.5, negative_prompt: Optional[str] = None, height: Optional[int] = None,
             width: Optional[int] = None, jump_length: int = JUMP_LENGTH, jump_n_sample: int = JUMP_N_SAMPLE,
-            observers=None, config: Optional[dict] = None) -> TaskResult:
+            observers=None, config: Optional[dict] = None, paste_back: bool = True,
+            paste_feather: Optional[int] = None) -> TaskResult:
     """Inpaint the white region of ``mask_image`` with ``prompt``; EBCU restricted to that region.
 
     Args:
@@ -154,6 +203,9 @@ def inpaint(pipe, image, mask_image, prompt: str, *, repaint: Optional[bool] = N
         jump_length, jump_n_sample: RePaint resampling (``repaint=True`` only; see the module docstring):
             after every ``jump_length`` steps jump back ``jump_length`` steps, ``jump_n_sample - 1`` times.
             Published: 10 and 10. ``jump_n_sample=1``: no resampling (one UNet call per step).
+        paste_back: composite the source's known pixels back (pixel space, feathered inside the mask;
+            see the module docstring). Default True; False = the published pipelines' decoded output.
+        paste_feather: blend width in pixels (default :func:`default_feather`; 0 = hard paste).
 
     Returns:
         :class:`TaskResult`; with ``repaint=True`` ``extras["latents"]`` are the final latents (before
@@ -182,7 +234,11 @@ def inpaint(pipe, image, mask_image, prompt: str, *, repaint: Optional[bool] = N
                     or getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None):
         raise ValueError(f"repaint=True runs SD 1.x/2.x pipelines (text conditioning only); {type(pipe).__name__}'s UNet "
                          "needs added conditions (SDXL / LCM)")
+    if not isinstance(paste_back, bool):
+        raise ValueError(f"paste_back must be True or False, got {paste_back!r}")
     h, w = check_size(pipe, height, width)
+    feather = default_feather(h, w) if paste_feather is None else paste_feather
+    paste_alpha(torch.zeros(1, 1, 3, 3), feather)  # validates paste_feather before any sampling
     m_img = mask_to_tensor(mask_image, image.size)
     f = int(pipe.vae_scale_factor)
     m_lat = latent_mask(m_img, h, w, f)  # 1 = inpaint
@@ -212,8 +268,14 @@ def inpaint(pipe, image, mask_image, prompt: str, *, repaint: Optional[bool] = N
             images, latents, z0, info = _repaint(pipe, cfg, observers, prompt, src, m_lat, gen, jump_length,
                                                  jump_n_sample, **kw)
             extras.update(latents=latents, known_latents=z0)
+    m_full = F.interpolate(m_img, size=(h, w), mode="nearest")
+    if paste_back:
+        extras["decoded"] = images
+        images = [paste_known(im, src, m_full, feather) for im in images]
+    info["paste_back"] = {"on": paste_back, "space": "pixel", "feather_px": int(feather) if paste_back else None,
+                          "exact_outside_mask": paste_back}
     info["seconds"] = round(time.perf_counter() - t0, 3)
-    settings = dict(prompt=prompt, negative_prompt=negative_prompt, repaint=repaint, gamma_attn=gamma_attn,
+    settings = dict(paste_back=paste_back, paste_feather=int(feather) if paste_back else None, prompt=prompt, negative_prompt=negative_prompt, repaint=repaint, gamma_attn=gamma_attn,
                     gamma_norm=gamma_norm, update_region=update_region, num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale, height=h, width=w, mask_fraction=float(m_lat.mean()),
                     config=config or {})
@@ -269,6 +331,7 @@ def _repaint(pipe, cfg, observers, prompt, src, m_lat, gen, jump_length, jump_n_
     latents = randn_tensor(z0.shape, generator=generator, device=device, dtype=dtype) * sched.init_noise_sigma
 
     n_calls = n_undo = 0
+    call_steps = []  # plain-schedule position k of every UNet call
     with _guidance_scale_set(pipe, guidance_scale), energy_attention(pipe, cfg) as ctl:
         add_observers(ctl, observers)
         ctl.new_run()
@@ -289,11 +352,13 @@ def _repaint(pipe, cfg, observers, prompt, src, m_lat, gen, jump_length, jump_n_
                     eps = _to_epsilon(out, latents, sched.alphas_cumprod[t], pred_type)
                     latents = sched.step(eps, t, latents, z0, keep, generator=generator).prev_sample
                     n_calls += 1
+                    call_steps.append(k)
                 bar.update()
         info = controller_info(ctl)
     info["unet_calls"] = n_calls
     info["repaint"] = {"jump_length": jump_length, "jump_n_sample": jump_n_sample, "schedule_length": len(plan),
-                       "unet_calls": n_calls, "undo_steps": n_undo, "plain_steps": T}
+                       "unet_calls": n_calls, "undo_steps": n_undo, "plain_steps": T,
+                      "call_steps": call_steps}
     vae = pipe.vae
     img = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]
     img, nsfw = pipe.run_safety_checker(img, device, ctx.dtype)

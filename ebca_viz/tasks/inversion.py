@@ -34,26 +34,55 @@ from ..ebca import find_controller
 from .common import check_steps, load_rgb
 
 
-def autocorr_loss(eps: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Auto-correlation of ``eps (B, C, H, W)`` at a random roll, over a 2x average-pooling pyramid."""
+def _roll_each(x: torch.Tensor, r: torch.Tensor, dim: int) -> torch.Tensor:
+    """``torch.roll`` of every ``(b, c)`` slice of ``x (B, C, H, W)`` by its own shift ``r[b, c]`` along ``dim`` (2 or 3)."""
+    n = x.shape[dim]
+    idx = (torch.arange(n, device=x.device)[None, None, :] - r[..., None]) % n  # (B, C, n): out[i] = x[i - r]
+    idx = idx[..., :, None] if dim == 2 else idx[..., None, :]
+    return x.gather(dim, idx.expand_as(x))
+
+
+def autocorr_loss(eps: torch.Tensor, generator: Optional[torch.Generator] = None, min_shift: int = 0) -> torch.Tensor:
+    r"""Auto-correlation of ``eps (B, C, H, W)`` at a random roll, over a 2x average-pooling pyramid.
+
+    ``L = sum_{b,c} sum_levels mean(x * roll(x, r, H))^2 + mean(x * roll(x, r, W))^2`` with one
+    ``r ~ U{min_shift .. max(h/2, 1) - 1}`` per ``(b, c)`` and level (``h`` the level's height); the
+    pyramid halves ``x`` by 2x2 average pooling until ``h <= 8``. pix2pix-zero draws ``r`` from
+    ``0 .. h/2 - 1`` (``min_shift = 0``): a roll of 0 makes the term ``mean(x^2)^2``, which pulls the
+    variance DOWN rather than decorrelating; ``min_shift = 1`` leaves that term out.
+    """
+    if min_shift < 0:
+        raise ValueError(f"min_shift must be >= 0 (0 = pix2pix-zero, 1 = never roll by 0), got {min_shift}")
+    b, c = eps.shape[:2]
+    heights = [eps.shape[2]]
+    while heights[-1] > 8:
+        heights.append(heights[-1] // 2)
+    # one draw per (b, c, level), in pix2pix-zero's order (image, channel, level), so that a run is
+    # reproducible against its loop implementation; the arithmetic below is batched
+    draws = torch.empty(b, c, len(heights), dtype=torch.long)
+    for i in range(b):
+        for j in range(c):
+            for lv, h in enumerate(heights):
+                hi = max(h // 2, 1)
+                draws[i, j, lv] = torch.randint(min(min_shift, hi - 1), hi, (1,), generator=generator)
+    draws = draws.to(eps.device)
     loss = eps.new_zeros(())
-    for i in range(eps.shape[0]):
-        for j in range(eps.shape[1]):
-            x = eps[i : i + 1, j : j + 1]
-            while True:
-                r = int(torch.randint(max(x.shape[2] // 2, 1), (1,), generator=generator).item())
-                loss = loss + (x * torch.roll(x, shifts=r, dims=2)).mean() ** 2
-                loss = loss + (x * torch.roll(x, shifts=r, dims=3)).mean() ** 2
-                if x.shape[2] <= 8:
-                    break
-                x = F.avg_pool2d(x, kernel_size=2)
+    x = eps
+    for lv in range(len(heights)):
+        if lv:
+            x = F.avg_pool2d(x, kernel_size=2)
+        r = draws[..., lv]
+        loss = loss + ((x * _roll_each(x, r, 2)).mean(dim=(2, 3)) ** 2).sum()
+        loss = loss + ((x * _roll_each(x, r, 3)).mean(dim=(2, 3)) ** 2).sum()
     return loss
 
 
 def kl_loss(eps: torch.Tensor) -> torch.Tensor:
-    """KL-style penalty pulling ``eps`` towards zero mean and unit variance."""
-    m, v = eps.mean(), eps.var()
-    return v + m**2 - 1 - torch.log(v + 1e-7)
+    """KL-style penalty pulling each image of ``eps (B, ...)`` towards zero mean and unit variance:
+    ``sum_b var_b + mean_b^2 - 1 - log(var_b)`` (one image: pix2pix-zero's penalty)."""
+    x = eps.flatten(1)
+    m, v = x.mean(dim=1), x.var(dim=1)
+    return (v + m**2 - 1 - torch.log(v + 1e-7)).sum()
 
 
 def _epsilon(sched, model_output, sample, t):
@@ -70,14 +99,15 @@ def _epsilon(sched, model_output, sample, t):
 
 
 def regularize_noise(eps, sample, t, sched, lambda_autocorr=20.0, lambda_kl=20.0, num_reg_steps=5,
-                     num_autocorr_rolls=5, generator=None):
-    """pix2pix-zero's noise regularisation of one prediction (gradient steps on ``L_ac``, ``L_kl``)."""
+                     num_autocorr_rolls=5, generator=None, min_shift: int = 0):
+    """pix2pix-zero's noise regularisation of one prediction ``eps (B, C, h, w)`` (gradient steps on
+    ``L_ac``, ``L_kl``; ``min_shift`` as in :func:`autocorr_loss`)."""
     with torch.enable_grad():
         for _ in range(num_reg_steps):
             if lambda_autocorr > 0:
                 for _ in range(num_autocorr_rolls):
                     var = eps.detach().clone().requires_grad_(True)
-                    autocorr_loss(_epsilon(sched, var, sample.detach(), t), generator).backward()
+                    autocorr_loss(_epsilon(sched, var, sample.detach(), t), generator, min_shift).backward()
                     eps = eps - lambda_autocorr * var.grad.detach() / num_autocorr_rolls
             if lambda_kl > 0:
                 var = eps.detach().clone().requires_grad_(True)
@@ -89,7 +119,8 @@ def regularize_noise(eps, sample, t, sched, lambda_autocorr=20.0, lambda_kl=20.0
 
 @torch.no_grad()
 def encode_image(pipe, image, height: int, width: int, generator=None) -> torch.Tensor:
-    """PIL RGB -> ``(1, 4, height/f, width/f)`` latents (a sample of the VAE posterior, times the scaling factor)."""
+    """PIL RGB (or a list of them) -> ``(B, 4, height/f, width/f)`` latents: a sample of the VAE
+    posterior with ``generator``, else its mean; times the scaling factor."""
     x = pipe.image_processor.preprocess(image, height=height, width=width)
     x = x.to(device=pipe.device, dtype=pipe.vae.dtype)
     dist = pipe.vae.encode(x).latent_dist
@@ -98,31 +129,41 @@ def encode_image(pipe, image, height: int, width: int, generator=None) -> torch.
 
 
 @torch.no_grad()
-def ddim_invert(pipe, image, prompt: str, *, num_inference_steps: int = 50, height: Optional[int] = None,
+def ddim_invert(pipe, image, prompt, *, num_inference_steps: int = 50, height: Optional[int] = None,
                 width: Optional[int] = None, lambda_autocorr: float = 20.0, lambda_kl: float = 20.0,
                 num_reg_steps: int = 5, num_autocorr_rolls: int = 5, generator: Optional[torch.Generator] = None,
-                progress=None) -> torch.Tensor:
-    """Invert ``image`` to the latents at the first DDIM sampling timestep; returns ``(1, 4, h, w)``.
+                progress=None, min_shift: int = 0, posterior: str = "sample") -> torch.Tensor:
+    """Invert ``image`` to the latents at the first DDIM sampling timestep; returns ``(B, 4, h, w)``.
 
+    ``image``: one PIL image (B = 1) or a list of B; ``prompt``: one caption or a list of B.
     Unconditional-free (no CFG): the UNet sees only the ``prompt`` embedding. The pipeline's
     scheduler is not changed (a ``DDIMInverseScheduler`` is built from its config).
+    ``posterior``: ``"sample"`` (with ``generator``; the published code) or ``"mean"`` of the VAE
+    posterior. ``min_shift``: smallest auto-correlation roll (0 = pix2pix-zero, see :func:`autocorr_loss`).
     """
     from diffusers import DDIMInverseScheduler
 
     from .common import check_size
 
     check_steps(num_inference_steps)
-    image = load_rgb(image)
+    if posterior not in ("sample", "mean"):
+        raise ValueError(f"posterior must be 'sample' (VAE posterior sample, published) or 'mean', got {posterior!r}")
+    images = [load_rgb(im) for im in image] if isinstance(image, (list, tuple)) else [load_rgb(image)]
+    prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != len(images) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompt must be one string or a list of {len(images)} strings (one per image), "
+                         f"got {len(prompts)} items")
     h, w = check_size(pipe, height, width)
     inv = DDIMInverseScheduler.from_config(pipe.scheduler.config)
     inv.set_timesteps(num_inference_steps, device=pipe.device)
-    z = encode_image(pipe, image, h, w, generator)
-    enc = pipe.encode_prompt(prompt, pipe.device, 1, False)
+    z = encode_image(pipe, images if len(images) > 1 else images[0], h, w,
+                     generator if posterior == "sample" else None)
+    enc = pipe.encode_prompt(prompts, pipe.device, 1, False)
     ctx = enc[0]
     unet_kw = {}
     if len(enc) == 4 and enc[2] is not None:  # SDXL: pooled text embeds + time ids
         pooled = enc[2]
-        tid = torch.tensor([[h, w, 0, 0, h, w]], device=pipe.device, dtype=ctx.dtype)
+        tid = torch.tensor([[h, w, 0, 0, h, w]], device=pipe.device, dtype=ctx.dtype).repeat(len(prompts), 1)
         unet_kw["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": tid}
     ctl = find_controller(pipe.unet)
     rng = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device).item())) \
@@ -132,7 +173,7 @@ def ddim_invert(pipe, image, prompt: str, *, num_inference_steps: int = 50, heig
             zin = inv.scale_model_input(z, t)
             eps = pipe.unet(zin, t, encoder_hidden_states=ctx, **unet_kw).sample
             eps = regularize_noise(eps, zin, t, inv, lambda_autocorr, lambda_kl, num_reg_steps,
-                                   num_autocorr_rolls, rng)
+                                   num_autocorr_rolls, rng, min_shift)
             z = inv.step(eps, t, z).prev_sample
             if progress is not None:
                 progress()
