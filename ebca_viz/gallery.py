@@ -48,24 +48,48 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
         if verbose:
             print(f"  {fname}: {p.stat().st_size / 1024:.0f} KB")
 
-    def run(config=None, seg=None, quantities=None):
+    from .shapes.regime import regime_for
+
+    R = regime_for(name)  # the model's own regime (shapes world: benchmarks/shapes_sweep.py)
+    cfg_scale = R.guidance
+
+    def run(config=None, seg=None, quantities=None, guidance=None):
         g = torch.Generator("cpu").manual_seed(seed)
+        kw = dict(num_inference_steps=steps, generator=g, guidance_scale=cfg_scale if guidance is None else guidance)
         with trace(pipe, quantities=quantities) as tr:
             if config is not None:
                 with energy_attention(pipe, config):
-                    img = pipe(prompt, num_inference_steps=steps, generator=g).images[0]
+                    img = pipe(prompt, **kw).images[0]
             elif seg is not None:
                 with smoothed_energy_guidance(pipe, seg):
-                    img = pipe(prompt, num_inference_steps=steps, generator=g).images[0]
+                    img = pipe(prompt, **kw).images[0]
             else:
-                img = pipe(prompt, num_inference_steps=steps, generator=g).images[0]
+                img = pipe(prompt, **kw).images[0]
         return img, tr
 
-    van, tr_v = run()
-    ebcu, tr_e = run(EBCAConfig(gamma_attn=0.01, gamma_norm=0.02),
+    def verdict(img):
+        try:
+            from .shapes.detect import detect
+        except ImportError:  # pragma: no cover
+            return ""
+        import numpy as np
+
+        return ": " + ("; ".join(f"{d.colour} {d.shape}" for d in detect(np.asarray(img))) or "nothing")
+
+    import numpy as np
+
+    van, tr_v = run(quantities=["maps", "energies"])
+    ebcu, tr_e = run(EBCAConfig(gamma_attn=R.gamma_attn, gamma_norm=R.gamma_norm),
                      quantities=["maps", "energies", "context_norms", "contexts"])
-    save(viz.compare_images({"vanilla": van, "EBCU": ebcu}, diff=True, size=2.2), "comparison.png")
-    save(viz.plot_trace_energies(tr_e, reference=tr_v, title=f'"{prompt}" ({name}, {steps} steps)'), "energy_descent.png")
+    change = float(np.abs(np.asarray(van, np.float32) - np.asarray(ebcu, np.float32)).mean())
+    if change <= 1.0:
+        raise ValueError(f"gallery: vanilla and EBCU images are (nearly) identical at seed {seed} "
+                         f"(mean |diff| {change:.2f}/255): pick another --seed")
+    save(viz.compare_images({f"vanilla{verdict(van)}": van, f"EBCU{verdict(ebcu)}": ebcu}, diff=True, size=2.2,
+                            title=f"gammas {R.gamma_attn}/{R.gamma_norm}, CFG {cfg_scale:g}"), "comparison.png")
+    from .demo import plot_energy
+
+    save(plot_energy(tr_v, tr_e), "energy_descent.png")
     save(viz.plot_trace_maps(tr_e, by="layer", image=ebcu, cell=1.0), "attention_maps.png")
     save(viz.plot_trace_contexts(tr_e), "context_trajectories.png")
 
@@ -92,6 +116,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
 
     too_big = {f: b for f, b in written.items() if b > max_kb * 1024}
     meta = {"model": name, "prompt": prompt, "seed": seed, "steps": steps, "files": written,
+            "regime": R.to_json(), "mean_abs_diff_vanilla_ebcu": change,
             "command": f"python -m ebca_viz gallery --out {out} --model {model} --steps {steps}"}
     (out / "gallery.json").write_text(json.dumps(meta, indent=2) + "\n")
     if too_big:
