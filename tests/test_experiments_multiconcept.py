@@ -89,6 +89,16 @@ def test_published_failure_table_reproduces(shapes):
         same = np.mean([a == b for a, b in zip(r.methods[m.name].verdicts, d["verdicts"][m.name][:k])])
         assert same >= 10 / 12, f"{m.name}: only {same:.0%} of the first {k} verdicts reproduce"
     readme = (root / "README.md").read_text()
+    flat = " ".join(readme.split())
+    rows = {row["method"]: row for row in d["methods"]}
+    # the README's sentences about the table
+    assert rows["vanilla"]["missing"]["k"] == 0 and "not a missing object (0 % for vanilla)" in flat
+    for name, row in rows.items():
+        if name != "vanilla" and not name.startswith("EBCQ"):  # "no EBCU variant raises 'both right' measurably"
+            assert not row["both_present_vs_vanilla"]["lo"] > 0, name
+    ebcq = next(r for n, r in rows.items() if n.startswith("EBCQ"))
+    assert ebcq["missing"]["lo"] > rows["vanilla"]["missing"]["hi"]  # "makes objects go missing"
+    assert f"from {100 * rows['vanilla']['extra']['p']:.1f} % to {100 * rows['EBCU']['extra']['p']:.0f} %" in flat
     for row in d["methods"]:
         p = 100 * row["both_present"]["p"]
         assert re.search(rf"{re.escape(row['method'])}\s*\|\s*{row['n']}\s*\|\s*{p:.1f} %", readme), \
