@@ -22,6 +22,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import EBCAConfig
@@ -88,12 +89,14 @@ def plot_energy(vanilla, ebcu, path=None, record=None):
     return fig
 
 
-def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, steps: int = 25,
+def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int | None = None, steps: int = 25,
              gamma_attn: float | None = None, gamma_norm: float | None = None, guidance_scale: float | None = None,
              out: str | Path = "outputs/demo", device: str | None = None, progress: bool = True) -> dict:
     """Sample ``prompt`` twice from the same seed, vanilla (all strengths 0: diffusers' own
     attention, recorded) and EBCU, save images + energy plot + summary; returns the summary.
-    ``gamma_attn``, ``gamma_norm``, ``guidance_scale``: None takes the model's regime."""
+    ``gamma_attn``, ``gamma_norm``, ``guidance_scale``: None takes the model's regime. ``seed=None``: the
+    seed of 0..15 where EBCU changes the image most (:func:`~ebca_viz.experiments.multiconcept.pick_demo_seed`;
+    ``summary.json`` records it with the median change over those seeds), else 0 on models without it."""
     from .models import load_pipeline
     from .shapes.regime import regime_for
 
@@ -112,6 +115,16 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(name, device=device)
+    seed_choice = None
+    if seed is None:
+        from .experiments.multiconcept import pick_demo_seed
+
+        seed_choice = pick_demo_seed(pipe, prompt, configs["ebcu"], seeds=range(16), steps=steps,
+                                     guidance=guidance_scale)
+        seed = seed_choice.seed
+        if progress:
+            print(f"seed {seed}: the largest change of 16 seeds ({seed_choice.change:.1f}/255 per pixel; "
+                  f"median {seed_choice.median_change:.1f}/255)", flush=True)
     runs = {}
     for label, cfg in configs.items():
         if progress:
@@ -131,6 +144,10 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, s
     ee, ea = elog.energies("posterior", when="before"), elog.energies("posterior", when="after")
     summary = {
         "model": name, "prompt": prompt, "seed": seed, "steps": steps, "guidance_scale": guidance_scale,
+        "seed_choice": None if seed_choice is None else {
+            "rule": "the seed of 0..15 where EBCU changes the image most", "change": seed_choice.change,
+            "median_change_over_seeds": seed_choice.median_change},
+        "mean_abs_diff_vanilla_ebcu": float(np.abs(np.asarray(vi, np.float32) - np.asarray(ei, np.float32)).mean()),
         "gamma_attn": gamma_attn, "gamma_norm": gamma_norm, "device": device,
         "seconds": {"vanilla": round(vt, 3), "ebcu": round(et, 3)},
         "posterior_energy_entering_layers_mean_over_steps": {
@@ -157,7 +174,8 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0, s
 def add_arguments(p) -> None:
     p.add_argument("--model", default="auto", help="auto (shapes-world, else tiny), tiny, shapes-world, sd14, sd15, ... or a folder")
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="default: the seed of 0..15 where EBCU changes the image most (recorded in summary.json)")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
     p.add_argument("--gamma-attn", type=float, default=None, help="default: the model's regime (shapes world 0.3, SD 0.01)")
     p.add_argument("--gamma-norm", type=float, default=None, help="default: the model's regime (shapes world 0.3, SD 0.02)")

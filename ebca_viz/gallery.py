@@ -25,7 +25,7 @@ import torch
 DEFAULT_PROMPT = "a red circle and a blue square"
 
 
-def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int = 0,
+def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int | None = None,
                  steps: int = 20, device=None, max_kb: int = 150, verbose: bool = True) -> dict:
     """Write the gallery; returns ``{"model", "files": {name: bytes}, ...}``. Raises if a file is too big."""
     from . import energy as E
@@ -52,6 +52,13 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
 
     R = regime_for(name)  # the model's own regime (shapes world: benchmarks/shapes_sweep.py)
     cfg_scale = R.guidance
+    seed_choice = None
+    if seed is None:  # the seed of 0..15 where EBCU changes the image most; recorded with the median
+        from .experiments.multiconcept import pick_demo_seed
+
+        seed_choice = pick_demo_seed(pipe, prompt, EBCAConfig(gamma_attn=R.gamma_attn, gamma_norm=R.gamma_norm),
+                                     seeds=range(16), steps=steps, guidance=cfg_scale)
+        seed = seed_choice.seed
 
     def run(config=None, seg=None, quantities=None, guidance=None):
         g = torch.Generator("cpu").manual_seed(seed)
@@ -117,6 +124,9 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     too_big = {f: b for f, b in written.items() if b > max_kb * 1024}
     meta = {"model": name, "prompt": prompt, "seed": seed, "steps": steps, "files": written,
             "regime": R.to_json(), "mean_abs_diff_vanilla_ebcu": change,
+            "seed_choice": None if seed_choice is None else {
+                "rule": "the seed of 0..15 where EBCU changes the image most", "change": seed_choice.change,
+                "median_change_over_seeds": seed_choice.median_change},
             "command": f"python -m ebca_viz gallery --out {out} --model {model} --steps {steps}"}
     (out / "gallery.json").write_text(json.dumps(meta, indent=2) + "\n")
     if too_big:
@@ -130,7 +140,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="docs/gallery")
     p.add_argument("--model", default="auto", help="auto (shapes-world, else tiny), tiny, sd15, ...")
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default: the seed of 0..15 where EBCU changes the image most")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default=None)
     p.add_argument("--max-kb", type=int, default=150, help="fail if an image is larger (default 150)")

@@ -22,7 +22,9 @@ $$\Delta K = \gamma_\text{attn}\, \operatorname{softmax}_i(S)^\top Q - \gamma_\t
 \qquad C_{n+1} = C_n + \Delta K\, W_k .$$
 
 This tour samples one prompt twice from the same seed, plain and with EBCU, and looks inside with
-`ebca_viz.trace`. The other notebooks take each piece apart:
+`ebca_viz.trace`. On the shapes world it shows the seed (of 16) where EBCU changes the picture most,
+and prints how much a typical seed changes; whether EBCU *helps* is measured over 192 seeds in
+notebooks 02 and 08 (on this model it does not). The other notebooks take each piece apart:
 01 energy descent · 02 multi-concept · 03 composition (EBCQ) · 04 synthetic editing ·
 05 real-image editing · 06 inpainting · 07 SEG · 08 measuring misalignment · 09 the playground panel.
 '''),
@@ -32,9 +34,16 @@ import numpy as np
 from ebca_viz.shapes.detect import detect
 
 PROMPT = "A lion with a crown" if REAL else "a red circle and a blue square"
-SEED = 1 if REAL else 0
 EBCU = ev.EBCAConfig(gamma_attn=R.gamma_attn, gamma_norm=R.gamma_norm)   # this model's regime
 print(f"EBCU gammas {R.gamma_attn}/{R.gamma_norm}, CFG {CFG}, {STEPS} steps")
+if REAL:
+    SEED = 1
+else:  # show the seed (of 16) where EBCU changes the image most, and say what a typical seed shows
+    from ebca_viz.experiments.multiconcept import pick_demo_seed
+    choice = pick_demo_seed(pipe, PROMPT, EBCU, seeds=range(16), steps=STEPS, guidance=CFG)
+    SEED = choice.seed
+    print(f"seed {SEED}: the largest change of 16 seeds ({choice.change:.1f}/255 per pixel); "
+          f"the median seed changes by {choice.median_change:.1f}/255")
 
 def sample(config=None):
     # sample PROMPT from SEED, recording every cross-attention layer; config=None is vanilla
@@ -55,6 +64,8 @@ ebcu, tr_ebcu = sample(EBCU)
 change = np.abs(np.asarray(vanilla, float) - np.asarray(ebcu, float)).mean()
 print(f"mean |EBCU - vanilla| = {change:.2f} / 255 per pixel")
 claims.check(change > 1.0, "the two images differ (mean |difference| > 1/255)", change)
+if not REAL:
+    claims.check(change > 5.0, "the tour's pair differs visibly (mean |difference| > 5/255)", change)
 viz.compare_images({f"vanilla: {verdict(vanilla)}": vanilla, f"EBCU: {verdict(ebcu)}": ebcu}, diff=True)
 '''),
     md(r'''

@@ -108,8 +108,18 @@ for name, kw in settings.items():
     with ev.trace(pipe, quantities=["maps", "energies", "context_norms", "contexts"]) as tr:
         res = multiconcept(pipe, prompt, seed=seed, num_inference_steps=STEPS, guidance_scale=CFG, **kw)
     images[name], traces[name] = res.image, tr
+import numpy as np
+from ebca_viz.shapes.detect import detect
+
+def verdict(im):
+    return "; ".join(f"{d.colour} {d.shape}" for d in detect(np.asarray(im))) or "nothing"
+
+arr = {k: np.asarray(v, np.float32) for k, v in images.items()}
+names = list(images)
+for a, b in [(names[0], names[1]), (names[1], names[2])]:
+    print(f"mean |{b} - {a}| = {np.abs(arr[b] - arr[a]).mean():.2f} / 255")
 print(prompt, "| seed", seed)
-viz.compare_images(images, diff=True)
+viz.compare_images({f"{k}: {verdict(v)}": v for k, v in images.items()}, diff=True)
 '''),
     code('''
 maps = torch.stack([tr.maps() for tr in traces.values()])   # (setting, token, H, W)
@@ -133,6 +143,15 @@ claims.check(min(ratio) > 1.0, "up-weighted tokens drift further than without up
 viz.plot_trace_contexts(traces[f"EBCU + up-weight {UP}"], title="EBCU + up-weight: last step")
 '''),
     code('''viz.plot_trace_contexts(traces["EBCU"], title="EBCU: last step")'''),
-    md(r'''## And the energies (dashed: vanilla)'''),
-    code('''viz.plot_trace_energies(traces["EBCU"], reference=traces["vanilla"])'''),
+    md(r'''
+## And the energies
+
+$E(K;Q)$, $E(K)$ and their sum for this EBCU run, through the layer cascade and over the steps
+(notebook 01 explains why the prior can rise while the attention term falls, and when a step of
+this size overshoots).
+'''),
+    code('''
+from ebca_viz.demo import plot_energy
+plot_energy(traces["vanilla"], traces["EBCU"])
+'''),
 ]
