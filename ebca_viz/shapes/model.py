@@ -164,5 +164,12 @@ def load_shapes_pipeline(device="cpu", dtype=torch.float32, folder=None):
     ``pipe("a red circle and a blue square", num_inference_steps=25, guidance_scale=3.0,
     height=32, width=32)``; ``height``/``width`` default to ``unet.config.sample_size * 4 = 32``.
     """
-    vae, unet, te = load_components(folder or WEIGHTS_DIR, torch.float32)
-    return assemble(vae, unet, te).to(device=device, dtype=dtype)
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()  # the casts' "modules that should be kept in float32: []" notice (none are)
+    try:
+        vae, unet, te = load_components(folder or WEIGHTS_DIR, torch.float32)
+        return assemble(vae, unet, te).to(device=device, dtype=dtype)
+    finally:
+        dlog.set_verbosity(level)
