@@ -1,0 +1,51 @@
+"""experiments.ebcq: edits measured against the same seeds without them."""
+import numpy as np
+import pytest
+
+import ebca_viz as ev
+from ebca_viz.experiments import ebcq
+from ebca_viz.shapes.detect import Detection
+from ebca_viz.shapes.model import weights_available
+
+pytestmark = pytest.mark.skipif(not weights_available(), reason="shapes-world weights not shipped")
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    from ebca_viz.models import load_pipeline
+
+    p = load_pipeline("shapes-world")
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_predicates():
+    d = [Detection("red", "circle", (0, 0, 4, 4), 16, 0.8), Detection("blue", "square", (8, 8, 10, 10), 4, 1.0)]
+    assert ebcq.has("blue", "square")(d) and not ebcq.has("blue", "circle")(d)
+    assert ebcq.top_is("red", "circle")(d) and not ebcq.top_is(shape="square")(d) and not ebcq.top_is("red")([])
+    assert ebcq.not_(ebcq.top_is("red"))(d) is False
+    assert ebcq.verdict(d) == "red circle; blue square" and ebcq.verdict([]) == "nothing"
+
+
+def test_measure_pairs_seeds_and_reuses_the_base(shapes):
+    r0 = ebcq.negation(shapes, 0.6, n=2, steps=3)
+    assert r0.n == 2 and r0.images.shape == r0.base.shape == (2, 32, 32, 3)
+    assert set(r0.rates) == set(ebcq.NEG_PREDICATES) and r0.change.n == 2
+    # alpha 0 with the base reused: the same images, a zero paired difference
+    none = ebcq.measure(shapes, ebcq.NEG_PROMPT, [ev.Edit(prompt="a blue square", alpha=0.0, direction=-1)],
+                        ebcq.NEG_PREDICATES, n=2, steps=3, base=(r0.base, r0.base_detections))
+    assert np.array_equal(none.images, r0.base) and none.change.value == 0
+    assert all(m.value == 0 for m in none.paired.values())
+    row = r0.row()
+    assert row["n"] == 2 and "blue square (unedited)" in row
+    assert len(ebcq.plot_pairs(r0, k=2).axes) == 6
+    assert len(ebcq.plot_rates([r0, none], [0.6, 0.0], ["blue square"], "alpha").axes) == 1
+
+
+def test_bad_inputs_fail_before_sampling():
+    with pytest.raises(ValueError, match="n must be"):
+        ebcq.measure(None, "x", [], {"a": ebcq.has("red", "circle")}, n=1)
+    with pytest.raises(ValueError, match="predicates is empty"):
+        ebcq.measure(None, "x", [], {}, n=4)
+    with pytest.raises(ValueError, match="EBCQ denominator"):
+        ebcq.measure(None, "x", [ev.Edit(prompt="y", alpha=1.0, direction=-1)], {"a": ebcq.has("red", "circle")}, n=4)
