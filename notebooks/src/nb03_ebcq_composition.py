@@ -79,7 +79,7 @@ stays positive.
 '''),
     code('''
 if not REAL:
-    neg_alphas = viz.pick([0.3, 0.6, 0.9], [0.6])
+    neg_alphas = viz.pick([0.3, 0.6, 0.9], [R.negation_alpha])
     first = ebcq.negation(pipe, neg_alphas[0], n=N, steps=STEPS, guidance=CFG)
     neg = [first] + [ebcq.negation(pipe, a, n=N, steps=STEPS, guidance=CFG, base=(first.base, first.base_detections))
                      for a in neg_alphas[1:]]
@@ -91,13 +91,13 @@ if not REAL:
                                 title='"a red circle and a blue square" - alpha x "a blue square"'))
 '''),
     md(r'''
-At $\alpha = 0.6$ (chosen on other seeds) the negated concept **disappears** while the rest of the
+At $\alpha$ = `R.negation_alpha` (0.6, chosen on other seeds) the negated concept **disappears** while the rest of the
 prompt stays: the blue square leaves (almost) every image, and the red circle is kept at least as
 often as without the edit (checked below).
 '''),
     code('''
 if not REAL:
-    r06 = next(r for r in neg if r.name.endswith("x 0.6"))
+    r06 = neg[neg_alphas.index(R.negation_alpha)]
     gone = r06.paired["blue square"]
     print(f"blue square: {r06.base_rates['blue square']} unedited -> {r06.rates['blue square']} "
           f"(paired change {gone.fmt(3, 100, ' pts')})")
