@@ -57,7 +57,7 @@ if not REAL:
                           title='"a red circle": + "a blue circle" x 1.5, - "a red circle" x 0.5')
     ax2 = fig.axes[0].twinx()
     ax2.plot(starts, [r.shift.value if r.shift else float("nan") for r in runs], "k:s", label="centre shift (px)")
-    ax2.set_ylabel("median object centre shift, px", fontsize=8)
+    ax2.set_ylabel("mean object centre shift, px", fontsize=8)
     ax2.legend(fontsize=7, loc="center right")
     display(fig)
     at = runs[starts.index(R.edit_start)]
