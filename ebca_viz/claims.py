@@ -100,6 +100,7 @@ class Mean:
     value: float
     sd: float
     n: int
+    bounds: tuple = (-math.inf, math.inf)  # the range the mean can take (e.g. -1..1 for paired 0/1 data)
 
     @property
     def half_width(self) -> float:
@@ -109,11 +110,11 @@ class Mean:
 
     @property
     def lo(self) -> float:
-        return self.value - self.half_width
+        return max(self.bounds[0], self.value - self.half_width)
 
     @property
     def hi(self) -> float:
-        return self.value + self.half_width
+        return min(self.bounds[1], self.value + self.half_width)
 
     @property
     def excludes_zero(self) -> bool:
@@ -151,7 +152,10 @@ def paired_diff(a: Sequence, b: Sequence) -> Mean:
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"paired samples differ in length: {a.size} vs {b.size}")
-    return mean(a - b)
+    m = mean(a - b)
+    if np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all():  # rates: the difference lies in [-1, 1]
+        m = Mean(m.value, m.sd, m.n, bounds=(-1.0, 1.0))
+    return m
 
 
 def check(condition: bool, claim: str, *numbers) -> None:

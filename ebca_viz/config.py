@@ -235,7 +235,9 @@ class ResolvedConfig:
                 terms = " + ".join(f"({e.sign:+d})*{e.alpha(i, num_steps):g}" for e in self.edits)
                 raise ValueError(
                     f"edits: the EBCQ denominator 1 + {terms} = {den:.3g} at step {i} is within "
-                    f"{MIN_EBCQ_DENOMINATOR} of 0 (it would amplify the edit {1 / max(abs(den), 1e-12):.3g}x); "
+                    f"{MIN_EBCQ_DENOMINATOR} of 0 ("
+                    + ("a division by zero" if abs(den) < 1e-12 else f"it would amplify the edit {1 / abs(den):.3g}x")
+                    + "); "
                     f"change an edit's alpha or direction so that |1 + sum(direction * alpha)| >= {MIN_EBCQ_DENOMINATOR}"
                 )
 

@@ -59,3 +59,9 @@ def test_check_raises_with_the_measured_numbers(capsys):
     with pytest.raises(claims.ClaimError, match=r"claim no longer holds: it works .*1/4"):
         claims.check(False, "it works", claims.Rate(1, 4))
     assert issubclass(claims.ClaimError, AssertionError)
+
+
+def test_paired_rate_difference_stays_within_minus_one_to_one():
+    d = claims.paired_diff([0] * 29 + [0] * 3, [1] * 29 + [0] * 3)  # 29 of 32 flipped 1 -> 0
+    assert d.value == pytest.approx(-29 / 32) and d.lo >= -1.0 and d.hi < 0
+    assert claims.paired_diff([0.5, 2.0], [0.0, 0.0]).bounds == (-math.inf, math.inf)

@@ -194,8 +194,8 @@ def plot_pairs(result: EditResult, k: int = 6, size: float = 1.4, title: Optiona
     axes = np.atleast_2d(fig.subplots(3, k))
     for c in range(k):
         d = np.abs(result.images[c].astype(np.float32) - result.base[c].astype(np.float32)).mean(-1)
-        for r, (im, t) in enumerate(((result.base[c], verdict(result.base_detections[c])),
-                                     (result.images[c], verdict(result.detections[c])),
+        for r, (im, t) in enumerate(((result.base[c], verdict(result.base_detections[c]).replace("; ", "\n")),
+                                     (result.images[c], verdict(result.detections[c]).replace("; ", "\n")),
                                      (d, f"|diff| {d.mean():.1f}"))):
             ax = axes[r, c]
             ax.imshow(im, interpolation="nearest", **({"cmap": "inferno", "vmin": 0, "vmax": 255} if r == 2 else {}))
