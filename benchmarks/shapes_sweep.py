@@ -11,7 +11,7 @@ prompts and seeds the notebooks report on, and writes its rows to ``docs/shapes_
 * ``cfg``      vanilla both-right rate per CFG scale;
 * ``gammas``   EBCU (gamma_attn, gamma_norm) grid at the chosen CFG;
 * ``upweight`` token up-weight on the shape tokens at the chosen gammas;
-* ``alpha`` / ``start`` / ``seg`` / ``realedit`` / ``inpaint``: the sweeps of the task
+* ``alpha`` / ``start`` / ``inversion`` / ``realedit`` / ``inpaint`` / ``seg``: the sweeps of the task
   experiments (``ebca_viz.experiments.*.sweep_*``), each on its own tuning seeds.
 
 Choice rule: each section **keeps the current value** (``regime.SHAPES``) unless another setting is
@@ -143,7 +143,8 @@ SECTIONS = {
     "upweight": section_upweight,
     "alpha": _task_section("ebcq", "sweep_alpha"),
     "start": _task_section("ebcq", "sweep_start"),
-    "realedit": _task_section("realedit", "sweep_realedit"),
+    "inversion": _task_section("realedit", "sweep_inversion"),
+    "realedit": _task_section("realedit", "sweep_edit"),
     "inpaint": _task_section("inpainting", "sweep_inpaint"),
     "seg": _task_section("seg", "sweep_seg"),
 }

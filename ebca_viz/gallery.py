@@ -81,7 +81,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
             return ""
         import numpy as np
 
-        return ": " + ("; ".join(f"{d.colour} {d.shape}" for d in detect(np.asarray(img))) or "nothing")
+        return ":\n" + ("\n".join(f"{d.colour} {d.shape}" for d in detect(np.asarray(img))) or "nothing")
 
     import numpy as np
 
@@ -92,8 +92,9 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     if change <= 1.0:
         raise ValueError(f"gallery: vanilla and EBCU images are (nearly) identical at seed {seed} "
                          f"(mean |diff| {change:.2f}/255): pick another --seed")
-    save(viz.compare_images({f"vanilla{verdict(van)}": van, f"EBCU{verdict(ebcu)}": ebcu}, diff=True, size=2.2,
-                            title=f"gammas {R.gamma_attn}/{R.gamma_norm}, CFG {cfg_scale:g}"), "comparison.png")
+    save(viz.compare_images({f"vanilla (CFG {cfg_scale:g}){verdict(van)}": van,
+                             f"EBCU {R.gamma_attn}/{R.gamma_norm}{verdict(ebcu)}": ebcu}, diff=True, size=2.2),
+         "comparison.png")
     from .demo import plot_energy
 
     save(plot_energy(tr_v, tr_e), "energy_descent.png")
@@ -109,10 +110,11 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     save(viz.plot_gradient_check(-(cap["heads"] / cap["scale"]) * E.merge_heads(k_.grad), closed,
                                  title="A = softmax_i(S)^T Q vs -(H/beta) dE(K;Q)/dK"), "gradient_check.png")
 
-    sigmas = [0.5, 2.0, 8.0, math.inf]
+    sigmas = [0.5, 1.0, 2.0, math.inf]
+    seg_layers = ["mid"] if R.name == "sd" else ["down", "mid", "up"]  # shapes world: its sweep's choice
     energies, refs, images = [], [], []
     for s in sigmas:
-        img, tr = run(seg=SEGConfig(scale=3.0, sigma=s))
+        img, tr = run(seg=SEGConfig(scale=R.seg_scale, sigma=s, layers=seg_layers))
         energies.append(float(tr.seg_energies("blurred").mean()))
         refs.append(float(tr.seg_energies("reference").mean()))
         images.append(img)

@@ -180,3 +180,17 @@ def test_animation_max_frames(tmp_path):
     anim = viz.animate_maps(torch.rand(20, 2, 4, 4), max_frames=5)
     with Image.open(viz.save_animation(anim, tmp_path / "a.gif", dpi=40)) as im:
         assert im.n_frames == 5
+
+
+def test_readme_gallery_caption_matches_gallery_json():
+    """The README's sentence on the comparison figure quotes docs/gallery/gallery.json."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    g = json.loads((root / "docs/gallery/gallery.json").read_text())
+    readme = (root / "README.md").read_text()
+    sc = g["seed_choice"]
+    assert f"seed {g['seed']}, the one of 16 where EBCU changes the image most ({sc['change']:.1f}/255" in readme
+    assert f"median seed changes by {sc['median_change_over_seeds']:.1f}/255" in readme
+    assert g["mean_abs_diff_vanilla_ebcu"] > 1.0  # the pair shown is not identical

@@ -45,7 +45,9 @@ METRIC_TEXT = {"both_present": "both requested objects present", "clean": "clean
 # seeds 100000+, 25 steps). The mid block alone (4x4) moves the samples by < 2.5 grey levels at s <= 3;
 # all layers at sigma 1, s 3 change them by ~5 and had the best both-present rate at w = 1 and w = 3
 # (0.35 vs 0.29 / 0.31 without SEG: within the noise); s = 10 lowered it (-23 points without CFG).
-SHAPES_SEG = dict(scale=3.0, sigma=1.0, layers=("down", "mid", "up"))
+from ..shapes.regime import SHAPES  # noqa: E402
+
+SHAPES_SEG = dict(scale=SHAPES.seg_scale, sigma=SHAPES.seg_sigma, layers=("down", "mid", "up"))  # regime.SHAPES
 
 
 # ---------------------------------------------------------------------------------------------
