@@ -52,3 +52,18 @@ def test_evaluate_on_results_of_the_wrong_shape(capsys, tmp_path):
     (d / "000_seed0.json").write_text('{"job": ')
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is not valid JSON" in _err(capsys)
+
+
+def test_token_indices_on_padding_are_refused(tiny_pipe):
+    from ebca_viz.tasks import multiconcept
+
+    with pytest.raises(ValueError, match=r"token_indices \[40\] are not words of the prompt"):
+        multiconcept(tiny_pipe, "a red circle", token_indices=[40], token_upweight=[2.0], num_inference_steps=1)
+    with pytest.raises(ValueError, match="use 1..3"):
+        multiconcept(tiny_pipe, "a red circle", token_indices=[0], token_upweight=[2.0], num_inference_steps=1)
+
+
+def test_mask_that_is_not_an_image(capsys, tmp_path, a_file):
+    assert main(["inpaint", "--model", "tiny-inpainting", "--prompt", "a cat", "--mask", str(a_file), "--steps", "1",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--mask" in _err(capsys)

@@ -255,7 +255,7 @@ def run_inpaint(args) -> int:
         p = Path(args.mask)
         if not p.exists():
             raise FileNotFoundError(f"--mask: no such file {args.mask!r}")
-        mask = Image.open(p).convert("L")
+        mask = load_rgb(p, "--mask").convert("L")  # directories and non-images: a clear error
     else:
         w, h = img.size
         mask = Image.new("L", img.size, 0)

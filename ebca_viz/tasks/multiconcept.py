@@ -45,6 +45,7 @@ def multiconcept(pipe, prompt: str, *, gamma_attn: float = 0.01, gamma_norm: flo
         raise ValueError(f"gamma_stop is the fraction of the run after which the update stops, in [0, 1]; "
                          f"got {gamma_stop!r} (1.0 = on for the whole run)")
     h, w = check_size(pipe, height, width)
+    _check_token_positions(pipe, prompt, token_indices)
     cfg = EBCAConfig(
         gamma_attn=Schedule.window(gamma_attn, stop=gamma_stop) if isinstance(gamma_attn, (int, float)) else gamma_attn,
         gamma_norm=Schedule.window(gamma_norm, stop=gamma_stop) if isinstance(gamma_norm, (int, float)) else gamma_norm,
@@ -59,3 +60,19 @@ def multiconcept(pipe, prompt: str, *, gamma_attn: float = 0.01, gamma_norm: flo
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=h, width=w,
                     config=config or {})
     return TaskResult("multiconcept", images, settings, seed, info)
+
+
+def _check_token_positions(pipe, prompt: str, token_indices) -> None:
+    """Up-weighted positions must be words of the prompt: 0 is start-of-text, and positions from the
+    end-of-text token on are padding (their weight would act on no word)."""
+    tok = getattr(pipe, "tokenizer", None)
+    if tok is None or token_indices is None:
+        return
+    idx = [token_indices] if isinstance(token_indices, int) else list(token_indices)
+    n = len(tok(prompt).input_ids)  # <sot> w_1 .. w_k <eot>
+    bad = [i for i in idx if isinstance(i, int) and not 1 <= i <= n - 2]
+    if bad:
+        words = tok.convert_ids_to_tokens(tok(prompt).input_ids)
+        shown = ", ".join(f"{i} {w}" for i, w in enumerate(words))
+        raise ValueError(f"token_indices {bad} are not words of the prompt (positions: {shown}; from {n - 1} on "
+                         "is end-of-text / padding): use 1.." + str(n - 2))
