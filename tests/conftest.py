@@ -17,6 +17,20 @@ def tiny_pipe():
     return tiny_pipeline(seed=0)
 
 
+@pytest.fixture(scope="session")
+def shapes():
+    """The shipped shapes-world pipeline, loaded once (skips where the weights are not in this copy)."""
+    from ebca_viz.shapes.model import weights_available
+
+    if not weights_available():
+        pytest.skip("shapes-world weights not shipped")
+    from ebca_viz.models import load_pipeline
+
+    p = load_pipeline("shapes-world")
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
 @pytest.fixture()
 def pipe(tiny_pipe):
     """The shared tiny pipeline; the test must leave its processors as it found them."""

@@ -10,15 +10,6 @@ from ebca_viz.shapes.model import weights_available
 pytestmark = pytest.mark.skipif(not weights_available(), reason="shapes-world weights not shipped")
 
 
-@pytest.fixture(scope="module")
-def shapes():
-    from ebca_viz.models import load_pipeline
-
-    p = load_pipeline("shapes-world")
-    p.set_progress_bar_config(disable=True)
-    return p
-
-
 def test_predicates():
     d = [Detection("red", "circle", (0, 0, 4, 4), 16, 0.8), Detection("blue", "square", (8, 8, 10, 10), 4, 1.0)]
     assert ebcq.has("blue", "square")(d) and not ebcq.has("blue", "circle")(d)

@@ -10,15 +10,6 @@ from ebca_viz.shapes.regime import SHAPES
 pytestmark = pytest.mark.skipif(not weights_available(), reason="shapes-world weights not shipped")
 
 
-@pytest.fixture(scope="module")
-def shapes():
-    from ebca_viz.models import load_pipeline
-
-    p = load_pipeline("shapes-world")
-    p.set_progress_bar_config(disable=True)
-    return p
-
-
 def test_categories_partition_and_paired_reference(shapes):
     from ebca_viz.config import EBCAConfig
 

@@ -11,15 +11,6 @@ from ebca_viz.shapes.model import weights_available
 needs_weights = pytest.mark.skipif(not weights_available(), reason="shapes-world weights not shipped")
 
 
-@pytest.fixture(scope="module")
-def shapes():
-    from ebca_viz.models import load_pipeline
-
-    p = load_pipeline("shapes-world")
-    p.set_progress_bar_config(disable=True)
-    return p
-
-
 def test_edit_scenes_hold_a_red_circle_and_alternate():
     sc = rx.edit_scenes(6, seed=3)
     assert [len(s.objects) for s in sc] == [1, 2, 1, 2, 1, 2]
