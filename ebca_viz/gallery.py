@@ -89,7 +89,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     ebcu, tr_e = run(EBCAConfig(gamma_attn=R.gamma_attn, gamma_norm=R.gamma_norm),
                      quantities=["maps", "energies", "context_norms", "contexts"])
     change = float(np.abs(np.asarray(van, np.float32) - np.asarray(ebcu, np.float32)).mean())
-    if change <= 1.0:
+    if change <= 1.0 and R.name != "tiny":  # the random test model draws noise either way
         raise ValueError(f"gallery: vanilla and EBCU images are (nearly) identical at seed {seed} "
                          f"(mean |diff| {change:.2f}/255): pick another --seed")
     save(viz.compare_images({f"vanilla (CFG {cfg_scale:g}){verdict(van)}": van,
