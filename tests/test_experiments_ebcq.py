@@ -40,3 +40,13 @@ def test_bad_inputs_fail_before_sampling():
         ebcq.measure(None, "x", [], {}, n=4)
     with pytest.raises(ValueError, match="EBCQ denominator"):
         ebcq.measure(None, "x", [ev.Edit(prompt="y", alpha=1.0, direction=-1)], {"a": ebcq.has("red", "circle")}, n=4)
+
+
+def test_series_draws_the_unedited_samples_once(shapes):
+    rs = ebcq.series(ebcq.negation, shapes, [0.3, 0.6], n=2, steps=2)
+    assert [r.settings["edits"][0]["alpha"] for r in rs] == [0.3, 0.6]
+    assert rs[1].base is rs[0].base  # reused, not re-sampled
+    assert rs[0].summary().startswith("- 'a blue square' x 0.3: blue square")
+    assert rs[0].summary(unedited=True).startswith("unedited: blue square")
+    with pytest.raises(ValueError, match="values is empty"):
+        ebcq.series(ebcq.negation, shapes, [])

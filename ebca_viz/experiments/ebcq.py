@@ -65,6 +65,11 @@ class EditResult:
     def n(self) -> int:
         return len(self.images)
 
+    def summary(self, unedited: bool = False) -> str:
+        """``"name: predicate rate; ..."`` (or the unedited rates)."""
+        rates = self.base_rates if unedited else self.rates
+        return ("unedited" if unedited else self.name) + ": " + "; ".join(f"{k} {v}" for k, v in rates.items())
+
     def row(self) -> dict:
         out = dict(setting=self.name, n=self.n, **{k: v.to_json() for k, v in self.rates.items()})
         out.update({f"{k} (unedited)": v.to_json() for k, v in self.base_rates.items()})
@@ -155,10 +160,13 @@ def synthetic_edit(pipe, start: float, alpha: float = 1.5, neg_alpha: float = 0.
 
 
 # ---- sweeps (tuning seeds) ---------------------------------------------------------------------------
-def _sweep(rows_of, criterion: str, key: str, better) -> dict:
-    rows = [r.row() for r in rows_of]
-    best = max(rows_of, key=better)
-    return {"rows": rows, "chosen": {key: best.settings}, "criterion": criterion}
+def series(experiment: Callable, pipe, values: Sequence[float], **kw) -> list:
+    """``[experiment(pipe, v, base=..., **kw) for v in values]`` with the unedited samples of the same
+    seeds drawn once (by the first run) and reused by the others."""
+    if not values:
+        raise ValueError("values is empty")
+    first = experiment(pipe, values[0], **kw)
+    return [first] + [experiment(pipe, v, base=(first.base, first.base_detections), **kw) for v in values[1:]]
 
 
 def sweep_alpha(pipe, alphas=(0.3, 0.6, 0.9), conj_alphas=(0.5, 1.0, 2.0), n: int = 32, steps: int = 25,
@@ -166,8 +174,8 @@ def sweep_alpha(pipe, alphas=(0.3, 0.6, 0.9), conj_alphas=(0.5, 1.0, 2.0), n: in
     """Negation: the alpha that removes the blue square while keeping the red circle most often;
     conjunction: the rates per alpha (the colour leaves red, the shape stays). Tuning seeds."""
     kw = dict(n=n, seed_base=TUNE_SEED, steps=steps, guidance=guidance)
-    neg = [negation(pipe, a, **kw) for a in alphas]
-    conj = [conjunction(pipe, a, **kw) for a in conj_alphas]
+    neg = series(negation, pipe, alphas, **kw)
+    conj = series(conjunction, pipe, conj_alphas, **kw)
     best = max(neg, key=lambda r: r.rates["red circle"].p - r.rates["blue square"].p)
     return {"rows": [r.row() for r in neg + conj],
             "chosen": {"negation_alpha": float(best.settings["edits"][0]["alpha"])},
@@ -177,7 +185,7 @@ def sweep_alpha(pipe, alphas=(0.3, 0.6, 0.9), conj_alphas=(0.5, 1.0, 2.0), n: in
 def sweep_start(pipe, starts=(0.0, 0.2, 0.4, 0.6), n: int = 32, steps: int = 25, guidance: float = 3.0) -> dict:
     """Synthetic editing: the latest start (best preservation) whose edit still works in >= 70 % of seeds."""
     kw = dict(n=n, seed_base=TUNE_SEED, steps=steps, guidance=guidance)
-    res = [synthetic_edit(pipe, s, **kw) for s in starts]
+    res = series(synthetic_edit, pipe, starts, **kw)
     ok = [r for r in res if r.rates["blue circle"].p >= 0.7] or res
     best = max(ok, key=lambda r: (r.settings["edits"][0]["start"]))
     return {"rows": [r.row() for r in res], "chosen": {"edit_start": float(best.settings["edits"][0]["start"])},
@@ -235,5 +243,5 @@ def plot_rates(results: Sequence[EditResult], xs: Sequence[float], predicates: S
 
 
 __all__ = ["EditResult", "measure", "has", "top_is", "not_", "verdict", "conjunction", "negation", "synthetic_edit",
-           "sweep_alpha", "sweep_start", "plot_pairs", "plot_rates", "CONJ_PREDICATES", "NEG_PREDICATES",
+           "series", "sweep_alpha", "sweep_start", "plot_pairs", "plot_rates", "CONJ_PREDICATES", "NEG_PREDICATES",
            "SYN_PREDICATES"]

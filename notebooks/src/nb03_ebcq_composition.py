@@ -41,12 +41,10 @@ output is $\alpha / (1 + \alpha)$):
     code('''
 if not REAL:
     conj_alphas = viz.pick([0.5, 1.0, 2.0], [1.0, 2.0])
-    first = ebcq.conjunction(pipe, conj_alphas[0], n=N, steps=STEPS, guidance=CFG)
-    conj = [first] + [ebcq.conjunction(pipe, a, n=N, steps=STEPS, guidance=CFG, base=(first.base, first.base_detections))
-                      for a in conj_alphas[1:]]
+    conj = ebcq.series(ebcq.conjunction, pipe, conj_alphas, n=N, steps=STEPS, guidance=CFG)  # same seeds
     for r in conj:
-        print(f"{r.name}: " + "; ".join(f"{k} {v}" for k, v in r.rates.items()))
-    print("unedited: " + "; ".join(f"{k} {v}" for k, v in conj[0].base_rates.items()))
+        print(r.summary())
+    print(conj[0].summary(unedited=True))
     display(ebcq.plot_rates(conj, conj_alphas, list(ebcq.CONJ_PREDICATES), "alpha of 'a blue circle'",
                             title='"a red circle" + alpha x "a blue circle"'))
 '''),
@@ -85,12 +83,10 @@ stays positive.
     code('''
 if not REAL:
     neg_alphas = viz.pick([0.3, 0.6, 0.9], [R.negation_alpha])
-    first = ebcq.negation(pipe, neg_alphas[0], n=N, steps=STEPS, guidance=CFG)
-    neg = [first] + [ebcq.negation(pipe, a, n=N, steps=STEPS, guidance=CFG, base=(first.base, first.base_detections))
-                     for a in neg_alphas[1:]]
+    neg = ebcq.series(ebcq.negation, pipe, neg_alphas, n=N, steps=STEPS, guidance=CFG)
     for r in neg:
-        print(f"{r.name}: " + "; ".join(f"{k} {v}" for k, v in r.rates.items()))
-    print("unedited: " + "; ".join(f"{k} {v}" for k, v in neg[0].base_rates.items()))
+        print(r.summary())
+    print(neg[0].summary(unedited=True))
     if len(neg) > 1:
         display(ebcq.plot_rates(neg, neg_alphas, list(ebcq.NEG_PREDICATES), "alpha of NOT 'a blue square'",
                                 title='"a red circle and a blue square" - alpha x "a blue square"'))

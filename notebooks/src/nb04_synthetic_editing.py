@@ -34,14 +34,12 @@ if REAL:
     display(viz.compare_images({"source (same seed)": source.image, "edited": edited.image}, diff=True))
 else:
     starts = viz.pick([0.0, 0.2, 0.4, 0.6], [0.0, R.edit_start])
-    first = ebcq.synthetic_edit(pipe, starts[0], n=N, steps=STEPS, guidance=CFG)
-    runs = [first] + [ebcq.synthetic_edit(pipe, s, n=N, steps=STEPS, guidance=CFG,
-                                          base=(first.base, first.base_detections)) for s in starts[1:]]
+    runs = ebcq.series(ebcq.synthetic_edit, pipe, starts, n=N, steps=STEPS, guidance=CFG)  # same seeds
     for s, r in zip(starts, runs):
         sh = "n/a" if r.shift is None else r.shift.fmt(2, 1, " px")
         print(f"start {s:g}: largest object a blue circle in {r.rates['blue circle']}; "
               f"still a circle in {r.rates['still a circle']}; centre moved {sh}")
-    print(f"unedited: blue circle in {first.base_rates['blue circle']}; a circle in {first.base_rates['still a circle']}")
+    print(runs[0].summary(unedited=True))
 '''),
     md(r'''
 ## Edit strength against preservation
