@@ -115,13 +115,4 @@ def guidance_text(pipe) -> str:
     return f"guidance_scale={g:g}" if isinstance(g, (int, float)) else "guidance_scale=?"
 
 
-def check_finite_number(value, name: str) -> float:
-    """A user-given float that must be finite (guidance scales, strengths)."""
-    import math
-
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-__all__ = ["FiniteGuard", "NonFiniteError", "disabled", "enabled", "guidance_text", "check_finite_number"]
+__all__ = ["FiniteGuard", "NonFiniteError", "disabled", "enabled", "guidance_text"]

@@ -682,7 +682,6 @@ class Trace:
             return
         stacked = self._stacked()
         self._records = {}
-        self._frozen_steps = self._meta_steps
         self._done_stacked = stacked
 
     def _stacked(self) -> dict:
