@@ -69,7 +69,12 @@ def test_fp16_context_update_runs_in_fp32(tiny_pipe):
                 outs[name, gamma] = p("a red circle", num_inference_steps=2, generator=g,
                                       output_type="pt").images.float()
     assert torch.isfinite(outs["fp16", 10.0]).all()
-    # the old fp16 cascade gave NaN here; now fp16 follows fp32 (mean |diff| 0.011 measured, vs 0.0005
-    # without any update: the large steps amplify the half-precision attention's rounding)
+    # the old fp16 cascade gave NaN here; now fp16 follows fp32. Without any update the two agree to
+    # 0.0005; with gamma 10 the large steps amplify the half-precision attention's rounding, by an amount
+    # that depends on the CPU's fp16 kernels (mean |diff| 0.011 on the first machine, 0.035 on an AMD
+    # EPYC), so the check is relative to what the update itself changes (0.105 there): the fp16 change
+    # points the same way as the fp32 one (cosine 0.93 measured) and most of it is right.
     assert (outs["fp16", 0.0] - outs["fp32", 0.0]).abs().mean() < 0.005
-    assert (outs["fp16", 10.0] - outs["fp32", 10.0]).abs().mean() < 0.03
+    change16, change32 = outs["fp16", 10.0] - outs["fp16", 0.0], outs["fp32", 10.0] - outs["fp32", 0.0]
+    assert torch.nn.functional.cosine_similarity(change16.flatten(), change32.flatten(), dim=0) > 0.8
+    assert (outs["fp16", 10.0] - outs["fp32", 10.0]).abs().mean() < 0.5 * change32.abs().mean()
