@@ -111,7 +111,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
                                  title="A = softmax_i(S)^T Q vs -(H/beta) dE(K;Q)/dK"), "gradient_check.png")
 
     sigmas = [0.5, 1.0, 2.0, math.inf]
-    seg_layers = ["mid"] if R.name == "sd" else ["down", "mid", "up"]  # shapes world: its sweep's choice
+    seg_layers = list(R.seg_layers)  # the regime's (shapes world: its SEG sweep's choice; SD: the mid block)
     energies, refs, images = [], [], []
     for s in sigmas:
         img, tr = run(seg=SEGConfig(scale=R.seg_scale, sigma=s, layers=seg_layers))

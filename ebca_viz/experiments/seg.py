@@ -47,7 +47,7 @@ METRIC_TEXT = {"both_present": "both requested objects present", "clean": "clean
 # (0.35 vs 0.29 / 0.31 without SEG: within the noise); s = 10 lowered it (-23 points without CFG).
 from ..shapes.regime import SHAPES  # noqa: E402
 
-SHAPES_SEG = dict(scale=SHAPES.seg_scale, sigma=SHAPES.seg_sigma, layers=("down", "mid", "up"))  # regime.SHAPES
+SHAPES_SEG = dict(scale=SHAPES.seg_scale, sigma=SHAPES.seg_sigma, layers=SHAPES.seg_layers)  # regime.SHAPES
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,17 +23,21 @@ class Regime:
     negation_alpha: float  # EBCQ negation (direction -1)
     seg_scale: float
     seg_sigma: float
+    seg_layers: tuple  # SEG: which self-attention blocks are blurred ("down", "mid", "up")
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 SHAPES = Regime(name="shapes-world", steps=25, fast_steps=10, guidance=3.0, gamma_attn=0.3, gamma_norm=0.3,
-                upweight=1.5, edit_alpha=1.0, edit_start=0.4, negation_alpha=0.6, seg_scale=3.0, seg_sigma=1.0)
-# (SEG: experiments.seg.sweep_seg chose sigma 1 on every self-attention layer: a 4x4 / 8x8 grid saturates by sigma ~2)
-# The paper's SD settings (EBCA: gamma 0.01/0.02, up-weight 2.5, alpha 1.3, start 0.2; SEG: sigma 10, scale 3).
+                upweight=1.5, edit_alpha=1.0, edit_start=0.4, negation_alpha=0.6, seg_scale=3.0, seg_sigma=1.0,
+                seg_layers=("down", "mid", "up"))
+# (SEG: experiments.seg.sweep_seg chose sigma 1 on every self-attention layer: a 4x4 / 8x8 grid saturates by
+#  sigma ~2, and the mid block alone (4x4) moves the samples by < 2.5 grey levels)
+# The paper's SD settings (EBCA: gamma 0.01/0.02, up-weight 2.5, alpha 1.3, start 0.2; SEG: sigma 10, scale 3, mid block).
 SD = Regime(name="sd", steps=50, fast_steps=4, guidance=7.5, gamma_attn=0.01, gamma_norm=0.02, upweight=2.5,
-            edit_alpha=1.3, edit_start=0.2, negation_alpha=0.65, seg_scale=3.0, seg_sigma=10.0)
+            edit_alpha=1.3, edit_start=0.2, negation_alpha=0.65, seg_scale=3.0, seg_sigma=10.0,
+            seg_layers=("mid",))
 TINY = replace(SHAPES, name="tiny", fast_steps=4)
 
 
