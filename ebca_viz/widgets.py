@@ -18,9 +18,20 @@ the vanilla image is diffusers' own attention. The last vanilla result is cached
 Sampling runs on the GPU when one is visible, else on the CPU. Errors go to the panel's error
 area; processors and hooks are always restored (the installations are context managers).
 
+Slider ranges come from the model's regime (:class:`ControlRanges`); a value typed beyond a slider
+is refused with a message, never clamped. The prompt's tokens are chips with their indices
+(clicking one toggles it in ``token_indices``). Next to the vanilla and the energy image: the
+shapes-world detector's verdict per image (:func:`detector_verdict`), the difference image
+(:func:`difference_image`) and the posterior energy per layer of both runs
+(:func:`plot_layer_energies`).
+
 Stable CSS classes for browser tests: ``ebca-panel``, ``ebca-sample`` (button),
-``ebca-progress``, ``ebca-status``, ``ebca-error``, ``ebca-image-vanilla``, ``ebca-image-energy``,
-``ebca-plot``, ``ebca-maps``, and ``ebca-seed`` / ``ebca-gamma-attn`` / ... on the controls.
+``ebca-progress``, ``ebca-status``, ``ebca-error``, ``ebca-notice`` (refused values),
+``ebca-results`` (+ ``ebca-stale`` while running / after an error / after a change),
+``ebca-stale-label``, ``ebca-run-caption``, ``ebca-image-vanilla``, ``ebca-image-energy``,
+``ebca-image-diff``, ``ebca-verdict-vanilla`` / ``-energy``, ``ebca-layer-energy``, ``ebca-plot``,
+``ebca-maps``, ``ebca-chip`` / ``ebca-chip-<i>``, ``ebca-token-summary``, ``ebca-method``, and
+``ebca-seed`` / ``ebca-gamma-attn`` / ``ebca-edit0-alpha`` / ... on the numeric controls.
 """
 from __future__ import annotations
 
@@ -482,10 +493,12 @@ def difference_image(a, b, size: int = 200):
     return upscale(Image.fromarray(rgb), size), float(d.mean()), top
 
 
-def plot_layer_energies(vanilla_trace, energy_trace, label: str = "EBCA", kind: str = "posterior"):
+def plot_layer_energies(vanilla_trace, energy_trace, label: str = "EBCA", kind: str = "posterior",
+                        updates: bool = True):
     """Posterior energy ``E(K;Q) + E(K)`` of the (conditional) context per cross-attention layer, mean
     over the sampling steps: vanilla (what each layer received; nothing is updated) and the
-    energy run entering and leaving each layer (EBCU's descent is the drop from one to the other)."""
+    energy run entering and leaving each layer (EBCU's descent is the drop from one to the other;
+    ``updates=False``, e.g. SEG: one curve for the energy run)."""
     from .viz import _short_layer, new_figure, to_numpy
 
     v = to_numpy(vanilla_trace.energies(kind, "before")).mean(0)
@@ -495,8 +508,11 @@ def plot_layer_energies(vanilla_trace, energy_trace, label: str = "EBCA", kind: 
     fig = new_figure(figsize=(6.2, 2.5))
     ax = fig.subplots()
     ax.plot(x, v, "o--", color="gray", ms=4, lw=1.2, label="vanilla")
-    ax.plot(x, eb, "o-", color="C0", ms=4, lw=1.5, label=f"{label}: entering the layer")
-    ax.plot(x, ea, "v-", color="C1", ms=4, lw=1.5, label=f"{label}: leaving the layer")
+    if updates:
+        ax.plot(x, eb, "o-", color="C0", ms=4, lw=1.5, label=f"{label}: entering the layer")
+        ax.plot(x, ea, "v-", color="C1", ms=4, lw=1.5, label=f"{label}: leaving the layer")
+    else:  # SEG leaves the text context alone: one curve (its queries, hence E(K;Q), still differ)
+        ax.plot(x, eb, "o-", color="C0", ms=4, lw=1.5, label=label)
     ax.set_xticks(x)
     ax.set_xticklabels([_short_layer(k) for k in energy_trace.layers], fontsize=7)
     ax.set_xlabel("cross-attention layer (execution order)", fontsize=8)
@@ -717,6 +733,9 @@ class EnergyPanel:
         self.w_sigma_inf = cls(W.Checkbox(value=not math.isfinite(s.seg_sigma), description="sigma = inf (spatial mean)",
                                           indent=False, layout=W.Layout(width="auto")), "ebca-seg-inf")
         self.w_seg_scale = num(R.seg_scale, s.seg_scale, "ebca-seg-scale")
+        self.w_sigma.slider.disabled = self.w_sigma.text.disabled = self.w_sigma_inf.value
+        self.w_sigma_inf.observe(lambda ch: [setattr(w, "disabled", ch["new"]) for w in (self.w_sigma.slider, self.w_sigma.text)],
+                                 names="value")
         self.button = cls(W.Button(description="Sample", button_style="primary", icon="play",
                                    tooltip="sample vanilla and energy-based from the same seed"), "ebca-sample")
         self.progress = cls(W.IntProgress(value=0, min=0, max=1, bar_style="info", layout=W.Layout(width="180px")),
@@ -987,10 +1006,10 @@ class EnergyPanel:
                 self.runs += 1
                 self.last = res
                 self.progress.bar_style = "success"
-                self.status.value = (
+                self._set_state("fresh")
+                self.status.value = (  # last: "run N:" in the status means the result is complete
                     f"run {self.runs}: vanilla {'(cached)' if res.vanilla_cached else f'{res.vanilla.seconds:.1f}s'}, "
                     f"{s.method} {res.energy.seconds:.1f}s on {res.device}")
-                self._set_state("fresh")
                 return res
             except Exception as e:  # shown in the panel, never a dead kernel
                 self.last_error = e
@@ -1021,7 +1040,7 @@ class EnergyPanel:
         self.lbl_diff.value = f"<b>|{res.label} - vanilla|</b>"
         d, mean, top = difference_image(v, e, IMAGE_PX)
         self.img_diff.value = _png(d)
-        self.diff_caption.value = f"mean {mean:.1f}/255 per pixel; brightest = {top:.0f}/255"
+        self.diff_caption.value = f"mean {mean:.1f}/255 per pixel<br>brightest pixel: {top:.0f}/255"
         if self.regime.name in ("shapes-world", "tiny"):
             self.verdict_vanilla.value = verdict_html(detector_verdict(v, s.prompt))
             self.verdict_energy.value = verdict_html(detector_verdict(e, s.prompt))
@@ -1030,8 +1049,9 @@ class EnergyPanel:
                 "<span style='color:#666'>detector: shapes world only</span>"
         from .viz import figure_png
 
-        self.img_layers.value = figure_png(plot_layer_energies(res.vanilla.trace, res.energy.trace, res.label))
-        self.run_caption.value = f"<b>run {self.runs + 1}</b>: {html.escape(self.describe(s))}"
+        self.img_layers.value = figure_png(plot_layer_energies(res.vanilla.trace, res.energy.trace, res.label,
+                                                               updates=s.method == "ebca"))
+        self.run_caption.value = f"<b>run {self.runs + 1}</b>: {html.escape(self.describe(s), quote=False)}"
         self._drawn_more = {}
         self._draw_more(res)
 
