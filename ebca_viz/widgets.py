@@ -583,7 +583,7 @@ class NumberControl:
         self.rng, self.model, self._on_refuse = rng, model, on_refuse
         msg = rng.refuse(value, model)
         if msg:
-            raise ValueError(msg.replace(" (kept {kept})", "") + f" (initial settings)")
+            raise ValueError(msg.replace(" (kept {kept})", "") + " (initial settings)")
         kw = dict(readout=False, continuous_update=True, layout=W.Layout(width=slider_width))
         if rng.log:
             self.slider = W.FloatLogSlider(value=value, base=10, min=math.log10(rng.lo), max=math.log10(rng.hi),
@@ -753,10 +753,10 @@ class EnergyPanel:
         self.lbl_vanilla = W.HTML("<b>vanilla</b>")
         self.lbl_energy = W.HTML("<b>energy</b>")
         self.lbl_diff = W.HTML("<b>|energy - vanilla|</b>")
-        col = lambda w: W.Layout(width=f"{IMAGE_PX + 20}px")  # noqa: E731
-        self.verdict_vanilla = cls(W.HTML(value="", layout=col(0)), "ebca-verdict-vanilla")
-        self.verdict_energy = cls(W.HTML(value="", layout=col(0)), "ebca-verdict-energy")
-        self.diff_caption = cls(W.HTML(value="", layout=col(0)), "ebca-diff-caption")
+        col = lambda: W.Layout(width=f"{IMAGE_PX + 20}px")  # noqa: E731
+        self.verdict_vanilla = cls(W.HTML(value="", layout=col()), "ebca-verdict-vanilla")
+        self.verdict_energy = cls(W.HTML(value="", layout=col()), "ebca-verdict-energy")
+        self.diff_caption = cls(W.HTML(value="", layout=col()), "ebca-diff-caption")
         self.img_layers = cls(W.Image(value=placeholder_png(560, 225, "posterior energy per layer: press Sample"),
                                       format="png", layout=W.Layout(width="560px")), "ebca-layer-energy")
         self.img_plot = cls(W.Image(value=placeholder_png(560, 60, "open to draw after a run"), format="png",
@@ -772,9 +772,9 @@ class EnergyPanel:
         self.results = cls(W.VBox([
             self.stale_label,
             self.run_caption,
-            W.HBox([W.VBox([self.lbl_vanilla, self.img_vanilla, self.verdict_vanilla], layout=col(0)),
-                    W.VBox([self.lbl_energy, self.img_energy, self.verdict_energy], layout=col(0)),
-                    W.VBox([self.lbl_diff, self.img_diff, self.diff_caption], layout=col(0))]),
+            W.HBox([W.VBox([self.lbl_vanilla, self.img_vanilla, self.verdict_vanilla], layout=col()),
+                    W.VBox([self.lbl_energy, self.img_energy, self.verdict_energy], layout=col()),
+                    W.VBox([self.lbl_diff, self.img_diff, self.diff_caption], layout=col())]),
             self.img_layers,
             self.more,
         ]), "ebca-results")

@@ -313,3 +313,21 @@ def test_difference_image_and_layer_energy_plot(pipe):
     np.testing.assert_allclose(lines[0].get_ydata(), r.vanilla.trace.energies("posterior", "before").mean(0).numpy(), rtol=1e-6)
     np.testing.assert_allclose(lines[2].get_ydata(), r.energy.trace.energies("posterior", "after").mean(0).numpy(), rtol=1e-6)
     assert not np.allclose(lines[1].get_ydata(), lines[2].get_ydata())  # EBCU moved the context
+
+
+def test_panel_latency_benchmark_counts_progress_updates(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "panel_latency.py"
+    spec = importlib.util.spec_from_file_location("panel_latency", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "lat.json"
+    r = mod.main(["--model", "tiny", "--steps", "2", "--repeats", "1", "--out", str(out)])
+    assert r["rerun"]["progress_updates"] == [2] and r["cold"]["progress_updates"] == [4]
+    assert r["rerun"]["wall"]["n"] == 1 and r["rerun"]["wall"]["median"] > 0
+    assert json.loads(out.read_text())["steps"] == 2
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--repeats", "0"])
