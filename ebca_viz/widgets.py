@@ -987,6 +987,8 @@ class EnergyPanel:
         self.progress_updates = 0
         self._running = True
         self._set_state("running", f"run {self.runs + 1} in progress; this is run {self.runs}")
+        if self.last is None:  # nothing to grey out yet: the placeholders say what is happening
+            self._placeholders("sampling ...")
         pipe = self.pipe
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -1018,6 +1020,8 @@ class EnergyPanel:
                                     f"{html.escape(str(e))}</div>")
                 self.status.value = "<i>failed: see the error below</i>"
                 self._set_state("stale", f"the last run failed; this is run {self.runs}")
+                if self.last is None:
+                    self._placeholders("failed:\nsee the error above")
                 return None
             finally:
                 self._running = False
@@ -1030,6 +1034,10 @@ class EnergyPanel:
                 self.notes_box.value = "" if not self.notes else (
                     f"<details><summary style='color:#666'>notes ({len(self.notes)})</summary><pre style='font-size:11px'>"
                     + html.escape("\n".join(self.notes)) + "</pre></details>")
+
+    def _placeholders(self, text: str) -> None:
+        for w, name in ((self.img_vanilla, "vanilla"), (self.img_energy, "energy"), (self.img_diff, "difference")):
+            w.value = placeholder_png(IMAGE_PX, IMAGE_PX, f"{name}\n\n{text}")
 
     def _show(self, res: Comparison) -> None:
         s = res.settings

@@ -189,6 +189,7 @@ def test_panel_runs_marks_stale_and_caches(pipe):
     assert p.last_error is None, p.error.value
     assert [(d, t) for d, t, *_ in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)] and p.progress_updates == 4
     assert all(st == "running" and not stale for *_, st, stale in seen)  # first run: nothing to mark stale
+    assert p.img_energy.value != placeholder  # the placeholder said "sampling ..." meanwhile, then the image
     assert p.runs == 1 and p.state == "fresh" and p.img_energy.value != placeholder
     assert p.progress.value == p.progress.max == 4 and p.progress.bar_style == "success"
     assert "detector:" in p.verdict_vanilla.value and "per pixel" in p.diff_caption.value
@@ -234,6 +235,10 @@ def test_panel_errors_keep_the_last_result_stale_and_restore_processors(pipe):
     p.button.click()
     assert p.runs == 1 and p.state == "fresh"
     shown = p.img_energy.value
+    q = EnergyPanel(pipe=pipe, model="tiny", settings=PanelSettings.for_model("tiny", prompt=" ", steps=1))
+    ph = q.img_energy.value
+    assert q.sample() is None and q.state == "stale" and q.img_energy.value != ph  # "failed" placeholder, no stale label
+    assert q.img_energy.value[:4] == b"\x89PNG" and "ebca-stale" not in q.results._dom_classes
     e = p.w_edits[0]  # NOT with alpha 1 from step 0: a zero EBCQ denominator, refused before sampling
     e["prompt"].value, e["alpha"].value, e["start"].value, e["direction"].value = "dog", 1.0, 0.0, -1
     assert p.sample() is None
