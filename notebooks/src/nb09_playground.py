@@ -6,8 +6,14 @@ CELLS = [
 # 09 · Playground
 
 Vanilla and energy-based sampling from the same seed, side by side. Controls: prompt, seed, steps,
-CFG; **EBCA**: $\gamma_\text{attn}$, $\gamma_\text{norm}$, token up-weights (`index:weight`, 0 = start-of-text),
-up to two editorial prompts with $\alpha$, direction and start; **SEG**: $\sigma$ (or $\infty$) and scale.
+CFG; **EBCA**: $\gamma_\text{attn}$, $\gamma_\text{norm}$, token up-weights (click a word of the prompt: its
+chip shows the index that `token_indices` uses, 0 = start-of-text, and its up-weight),
+up to two editorial prompts with $\alpha$, direction (and / not) and start; **SEG**: $\sigma$ (or $\infty$) and scale.
+The slider ranges come from the model's regime (`ebca_viz.shapes.regime`: shapes world's gammas are 0.3,
+real SD's 0.01 / 0.02); a value typed beyond a slider is refused with a message, not clamped.
+Next to the images: the shapes-world detector's verdict per image (objects found, colour and shape
+right), the difference image, and the posterior energy per layer of both runs. While a run is in
+progress, after an error, or once a setting changed, the previous result is greyed and marked *stale*.
 The button runs `ebca_viz.widgets.sample_comparison` on the GPU when there is one; the vanilla
 image is cached per (model, prompt, seed, steps). Errors appear in the panel.
 '''),
@@ -39,7 +45,10 @@ from ebca_viz import claims
 res = sample_comparison(pipe, SETTINGS, model=MODEL, cache=panel.cache)
 change = np.abs(np.asarray(res.vanilla.image, float) - np.asarray(res.energy.image, float)).mean()
 print(f"mean |{res.label} - vanilla| = {change:.2f} / 255 per pixel")
-claims.check(change > 5.0, "the default settings change the image visibly (mean |difference| > 5/255)", change)
+if MODEL.startswith("tiny"):  # random weights (shapes-world not in this copy): the pictures are noise, no claim
+    print("random 'tiny' model: no claim about the size of the change")
+else:
+    claims.check(change > 5.0, "the default settings change the image visibly (mean |difference| > 5/255)", change)
 res.images_figure()
 '''),
 ]

@@ -28,6 +28,8 @@ CHROMIUM = os.environ.get("EBCA_VIZ_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 REQUIRE = os.environ.get("EBCA_VIZ_REQUIRE_BROWSER", "") == "1"
+#: screenshots of the panel (before / during / after a run, after an error); CI keeps them as artifacts
+SHOTS = Path(os.environ.get("EBCA_VIZ_SCREENSHOTS", ROOT / "outputs" / "browser"))
 
 
 def _missing() -> str | None:
@@ -126,75 +128,222 @@ def _wait(cond, timeout: float, what: str, page=None):
     while time.time() < deadline:
         if cond():
             return
-        time.sleep(0.25)
+        time.sleep(0.1)
     extra = ""
     if page is not None:
         extra = "\nerror area: " + page.evaluate(
-            "() => Array.from(document.querySelectorAll('.ebca-error, .jp-OutputArea-output[data-mime-type*=error]'))"
-            ".map(e => e.innerText).join(' | ')")
+            "() => Array.from(document.querySelectorAll('.ebca-error, .ebca-notice, "
+            ".jp-OutputArea-output[data-mime-type*=error]')).map(e => e.innerText).join(' | ')")
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
 
 
-def test_panel_samples_in_jupyterlab(lab):
+def _shot(page, locator, name: str) -> Path:
+    """Screenshot of ``locator`` into SHOTS (written atomically)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    data = (page if locator is None else locator).screenshot(animations="disabled")
+    path = SHOTS / name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+# every element of the panel that shows text, a button or an input: its content must fit
+_TRUNCATED_JS = """(root) => {
+  const out = [];
+  for (const el of root.querySelectorAll('*')) {
+    if (!el.offsetParent) continue;                       // hidden (other method's page, closed accordion)
+    const own = Array.from(el.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+    const kind = el.matches('button, label, .widget-label, .widget-label-basic, .widget-readout, .lm-AccordionPanel-title, .jupyter-widget-Collapse-header, input');
+    if (!own && !kind) continue;
+    if (el.scrollWidth > el.clientWidth + 1) out.push((el.className || el.tagName) + ': ' + (el.innerText || el.value || '').slice(0, 40)
+                                                     + ` (${el.scrollWidth} > ${el.clientWidth})`);
+  }
+  if (root.scrollWidth > root.clientWidth + 1) out.push(`the panel itself (${root.scrollWidth} > ${root.clientWidth})`);
+  return out;
+}"""
+
+_BAD_IMAGES_JS = """(root) => Array.from(root.querySelectorAll('img')).filter(i => i.offsetParent)
+  .filter(i => !i.getAttribute('src') || !i.complete || i.naturalWidth === 0).map(i => i.className)"""
+
+
+def _check_dom(page, where: str):
+    panel = page.locator(".ebca-panel")
+    bad = panel.evaluate(_TRUNCATED_JS)
+    assert not bad, f"{where}: truncated or overflowing: {bad}"
+    bad = panel.evaluate(_BAD_IMAGES_JS)
+    assert not bad, f"{where}: <img> without a (loaded) source: {bad}"
+    # one method selector, no tab bar
+    assert panel.locator(".ebca-method").count() == 1 and panel.locator(".lm-TabBar, .widget-tab").count() == 0
+    # nothing in red under the panel: no stderr, no error outputs in the whole notebook
+    n = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'],"
+                     " .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count()
+    assert n == 0, f"{where}: {n} stderr/error outputs: " + " | ".join(
+        page.locator(".jp-OutputArea-output[data-mime-type*='stderr']").all_inner_texts())
+
+
+def _src(page, cls: str) -> str:
+    return page.locator(f"img.{cls}").get_attribute("src") or ""
+
+
+def _png_pixels(page, cls: str) -> str:
+    """The decoded pixels of an <img> (a data-URL of a canvas copy): equal pixels, equal string."""
+    return page.locator(f"img.{cls}").evaluate(
+        "i => { const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
+        " c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL(); }")
+
+
+def _type(page, locator, value) -> None:
+    locator.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(value))
+    page.keyboard.press("Enter")
+
+
+def _text_value(control) -> float:
+    return float(control.locator("input").input_value())
+
+
+def _drive_to_extremes(page, css: str, rng, restore) -> None:
+    """Home / End on the slider handle: the text box must show the range's ends; then type ``restore``."""
+    box = page.locator(f".{css}")
+    handle = box.locator(".noUi-handle")
+    handle.focus()
+    for key, end in (("End", rng.hi), ("Home", rng.lo)):
+        handle.press(key)
+        _wait(lambda: abs(_text_value(box) - end) <= 1e-6 * max(1.0, abs(end)), 10, f"{css} to reach {end} with {key}")
+    _type(page, box.locator("input"), restore)
+    _wait(lambda: abs(_text_value(box) - float(restore)) <= 1e-9, 10, f"{css} to take {restore}")
+
+
+def _run(page, n: int, timeout: float = 120, check_stale: bool = False) -> None:
+    """Press Sample; with ``check_stale`` the previous result must be greyed and labelled stale while it runs."""
+    page.locator("button.ebca-sample").click()
+    if check_stale:
+        page.wait_for_function("() => { const l = document.querySelector('.ebca-results.ebca-stale .ebca-stale-label');"
+                               " return l && l.innerText.includes('in progress'); }", timeout=10_000)
+        assert "stale" in page.locator(".ebca-stale-label").inner_text()
+        if n == 2:
+            _shot(page, page.locator(".ebca-panel"), "03_during_run.png")
+        op = page.locator(".ebca-results.ebca-stale img.ebca-image-energy").evaluate("i => getComputedStyle(i).opacity")
+        assert float(op) < 0.5, f"the stale image is not greyed out (opacity {op})"
+    status = page.locator(".ebca-status")
+    _wait(lambda: f"run {n}:" in status.inner_text() or page.locator(".ebca-error").inner_text().strip(), timeout,
+          f"panel run {n}", page)
+    assert page.locator(".ebca-error").inner_text().strip() == "", page.locator(".ebca-error").inner_text()
+    assert page.locator(".ebca-results.ebca-stale").count() == 0
+    assert not page.locator("button.ebca-sample").is_disabled()
+
+
+def test_panel_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
 
+    from ebca_viz.widgets import ControlRanges
+
+    R = ControlRanges.for_model("tiny")
     base, token, name = lab
     t0 = time.time()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # JupyterLab's default layout (file browser open) 1280 px wide: the notebook's default width
+            # for a new user; tall, so that the whole panel is on screen for the screenshots
+            page = browser.new_page(viewport={"width": 1280, "height": 2100})
             page.goto(f"{base}/lab/tree/{name}?token={token}", timeout=60_000)
             page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
                                    " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
             _wait(lambda: _kernel_idle(page), 60, "the kernel to start")
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-
-            button = page.locator("button.ebca-sample")
-            button.wait_for(state="visible", timeout=90_000)
-            # the last cell (sample_comparison without widgets) draws a figure; then the kernel is idle
-            _wait(lambda: page.locator(".jp-OutputArea-output img").count() >= 1 and _kernel_idle(page), 90,
+            panel = page.locator(".ebca-panel")
+            panel.wait_for(state="visible", timeout=120_000)
+            _wait(lambda: page.locator(".jp-OutputArea-output img").count() >= 4 and _kernel_idle(page), 180,
                   "all cells to finish", page)
-            assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count() == 0
+            panel.scroll_into_view_if_needed()
 
-            energy_img = page.locator("img.ebca-image-energy")
-            plot_img = page.locator("img.ebca-plot")
-            src0 = energy_img.get_attribute("src") or ""
-            plot0 = plot_img.get_attribute("src") or ""
+            # before the first run: placeholders, not broken images; nothing truncated
+            _check_dom(page, "before the first run")
+            _shot(page, panel, "01_before_first_run.png")
+            _shot(page, None, "00_jupyterlab.png")
+            placeholder = {c: _src(page, c) for c in ("ebca-image-vanilla", "ebca-image-energy", "ebca-layer-energy")}
 
-            # move the seed slider with the keyboard (noUiSlider handle) and check its readout
-            seed = page.locator(".ebca-seed")
-            readout0 = seed.locator(".widget-readout").inner_text()
-            handle = seed.locator(".noUi-handle")
-            handle.focus()
-            for _ in range(3):
-                handle.press("ArrowRight")
-            _wait(lambda: seed.locator(".widget-readout").inner_text() != readout0, 10, "the seed slider to move")
-            assert seed.locator(".widget-readout").inner_text().strip() == str(int(readout0) + 3)
+            # every slider to both ends (keyboard on the handle), then a working value typed in
+            for css, rng, restore in (("ebca-seed", R.seed, 3), ("ebca-steps", R.steps, 4), ("ebca-cfg", R.guidance_scale, 3),
+                                      ("ebca-gamma-attn", R.gamma_attn, 0.3), ("ebca-gamma-norm", R.gamma_norm, 0.3),
+                                      ("ebca-upweight", R.upweight, 1.5), ("ebca-edit0-alpha", R.edit_alpha, 0.6),
+                                      ("ebca-edit0-start", R.edit_start, 0.2), ("ebca-edit0-gamma", R.edit_gamma, 0.001),
+                                      ("ebca-edit1-alpha", R.edit_alpha, 1), ("ebca-edit1-start", R.edit_start, 0.2),
+                                      ("ebca-edit1-gamma", R.edit_gamma, 0)):
+                _drive_to_extremes(page, css, rng, restore)
+            # a typed value beyond the slider: refused with a message, the old value kept (not clamped)
+            ga = page.locator(".ebca-gamma-attn")
+            _type(page, ga.locator("input"), 5)
+            _wait(lambda: "refused" in page.locator(".ebca-notice").inner_text(), 10, "the refusal message")
+            assert "gamma_attn" in page.locator(".ebca-notice").inner_text()
+            _wait(lambda: _text_value(ga) == 0.3, 10, "gamma_attn to keep 0.3")
 
-            button.click()
-            status = page.locator(".ebca-status")
-            _wait(lambda: "run 1" in status.inner_text(), 90, "the first panel run", page)
-            src1 = energy_img.get_attribute("src")
-            plot1 = plot_img.get_attribute("src")
-            assert src1 and src1 != src0, "no new energy image"
-            assert plot1 and plot1 != plot0, "no new plot"
-            assert page.locator("img.ebca-image-vanilla").get_attribute("src")
-            assert energy_img.evaluate("e => e.naturalWidth") > 0 and plot_img.evaluate("e => e.naturalWidth") > 0
-            assert page.locator(".ebca-error").inner_text().strip() == ""
-            assert page.locator(".ebca-progress").count() == 1
+            # token chips: "2 red" toggles token_indices and shows its up-weight
+            chip = page.locator("button.ebca-chip-2")
+            assert chip.inner_text().strip().startswith("2 red"), chip.inner_text()
+            assert page.locator("button.ebca-chip-0").is_disabled()  # start-of-text
+            chip.click()
+            _wait(lambda: "x1.5" in chip.inner_text(), 10, "the chip to show its up-weight")
+            assert "token_indices=[2]" in page.locator(".ebca-token-summary").inner_text()
+            chip.click()
+            _wait(lambda: "token_indices" not in page.locator(".ebca-token-summary").inner_text(), 10, "the chip to untoggle")
+            _check_dom(page, "after driving the controls")
 
-            # change gamma_attn through its readout, sample again: a new image, the vanilla one cached
-            ga = page.locator(".ebca-gamma-attn .widget-readout")
-            ga.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.type("0.05")
-            page.keyboard.press("Enter")
-            _wait(lambda: ga.inner_text().strip() == "0.050", 10, "gamma_attn to change")
-            button.click()
-            _wait(lambda: "run 2" in status.inner_text(), 90, "the second panel run", page)
-            assert "cached" in status.inner_text()
-            assert energy_img.get_attribute("src") != src1
+            # run 1 (no up-weight), run 2 with "red" up-weighted: the stale marker while it runs, a new image
+            _run(page, 1)
+            for c, ph in placeholder.items():
+                assert _src(page, c) != ph, f"{c} still shows the placeholder"
+            assert "detector:" in page.locator(".ebca-verdict-energy").inner_text()
+            assert "per pixel" in page.locator(".ebca-diff-caption").inner_text()
+            _check_dom(page, "after the first run")
+            _shot(page, panel, "02_after_first_run.png")
+            px1 = _png_pixels(page, "ebca-image-energy")
+            chip.click()
+            _wait(lambda: "stale" in page.locator(".ebca-stale-label").inner_text(), 10, "the result to go stale")
+            _run(page, 2, check_stale=True)
+            assert "cached" in page.locator(".ebca-status").inner_text()
+            assert "up-weights 2x1.5" in page.locator(".ebca-run-caption").inner_text()
+            px2 = _png_pixels(page, "ebca-image-energy")
+            assert px2 != px1, "up-weighting 'red' did not change the EBCA image"
+            # the button twice in a row: the same settings give the same picture
+            _run(page, 3, check_stale=True)
+            assert _png_pixels(page, "ebca-image-energy") == px2
+
+            # the direction toggle: NOT then AND on the same edit prompt; each run applies its own direction
+            _type(page, page.locator(".ebca-edit0-prompt input"), "blue")
+            page.locator(".ebca-edit0-direction button", has_text="not").click()
+            _run(page, 4)
+            assert "NOT 'blue'" in page.locator(".ebca-run-caption").inner_text()
+            px_not = _png_pixels(page, "ebca-image-energy")
+            page.locator(".ebca-edit0-direction button", has_text="and").click()
+            _run(page, 5)
+            assert "AND 'blue'" in page.locator(".ebca-run-caption").inner_text()
+            assert _png_pixels(page, "ebca-image-energy") != px_not, "AND and NOT gave the same image"
+
+            # SEG: the one method selector switches the settings shown; its sliders to their ends
+            page.locator(".ebca-method button", has_text="SEG").click()
+            page.locator(".ebca-seg-scale").wait_for(state="visible", timeout=10_000)
+            assert not page.locator(".ebca-gamma-attn").is_visible()
+            _drive_to_extremes(page, "ebca-seg-sigma", R.seg_sigma, 1)
+            _drive_to_extremes(page, "ebca-seg-scale", R.seg_scale, 3)
+            page.locator(".ebca-seg-inf input").check()
+            _run(page, 6)
+            assert "SEG sigma inf" in page.locator(".ebca-run-caption").inner_text()
+            _check_dom(page, "after a SEG run")
+
+            # an error: the message in the panel, the last result kept but greyed and labelled stale
+            _type(page, page.locator(".ebca-prompt input"), " ")
+            page.locator("button.ebca-sample").click()
+            _wait(lambda: "prompt is empty" in page.locator(".ebca-error").inner_text(), 60, "the error message", page)
+            assert page.locator(".ebca-results.ebca-stale").count() == 1
+            assert "failed" in page.locator(".ebca-stale-label").inner_text()
+            _check_dom(page, "after an error")
+            _shot(page, panel, "04_after_error.png")
         finally:
             browser.close()
-    assert time.time() - t0 < 300
+    elapsed = time.time() - t0
+    print(f"browser test: {elapsed:.0f} s")
+    assert elapsed < 420
