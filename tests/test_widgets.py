@@ -336,3 +336,12 @@ def test_panel_latency_benchmark_counts_progress_updates(tmp_path):
     assert json.loads(out.read_text())["steps"] == 2
     with pytest.raises(SystemExit):
         mod.parse_args(["--repeats", "0"])
+
+
+def test_seg_blurs_the_regimes_layers():
+    """The panel's SEG blurs the blocks of the model's regime (shapes world: every layer; SD: mid)."""
+    from ebca_viz.shapes.regime import SD, SHAPES
+
+    assert PanelSettings.for_model("shapes-world", method="seg").seg_config().layers == list(SHAPES.seg_layers)
+    assert PanelSettings.for_model("sd15", method="seg").seg_config().layers == list(SD.seg_layers)
+    assert SHAPES.seg_layers != SD.seg_layers
