@@ -129,8 +129,11 @@ def run_trace_memory(args) -> dict:
     def run(steps, traced):
         g = torch.Generator().manual_seed(0)
         tr = None
-        if args.device.startswith("cuda"):
+        cuda = args.device.startswith("cuda")
+        if cuda:
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
         import psutil
 
         before = psutil.Process().memory_info().rss
@@ -141,9 +144,14 @@ def run_trace_memory(args) -> dict:
                     pipe(prompt, num_inference_steps=steps, generator=g, **kw)
             else:
                 pipe(prompt, num_inference_steps=steps, generator=g, **kw)
+            if cuda:
+                torch.cuda.synchronize()
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
         retained = psutil.Process().memory_info().rss - before
-        return tr, {"wall_s": dt, "cpu_s": dc, "peak_rss_growth_bytes": int(m.bytes), "rss_retained_bytes": int(retained)}
+        rec = {"wall_s": dt, "cpu_s": dc, "peak_rss_growth_bytes": int(m.bytes), "rss_retained_bytes": int(retained)}
+        if cuda:  # the trace stores on the host; this shows it adds nothing on the device beyond its working set
+            rec["cuda_peak_growth_bytes"] = int(torch.cuda.max_memory_allocated() - base)
+        return tr, rec
 
     est = ev.estimate_bytes(pipe, num_steps=args.steps, height=side, width=side)
     est50 = ev.estimate_bytes(pipe, num_steps=50, height=side, width=side)
@@ -200,9 +208,16 @@ def render(data_by_device: dict) -> str:
                 out.append(f"| {LABELS.get(m, m)} | {d['median_wall_s']:.2f} | {d[f'median_{key}_s']:.2f} | "
                            f"**{d[f'{key}_ratio']:.2f}x** | {lo:.2f}-{hi:.2f} | {d['extra_peak_bytes'] / 2**20:.1f} |")
             out.append("")
+            load = fp["machine"].get("loadavg_at_start")
+            ebcu = o["modes"].get("EBCU", {}).get(f"{key}_ratio")
+            target = overhead_targets().get(o["device"])
+            verdict = (f" EBCU target <= {target:.2f}x ({judged}): {'met' if ebcu <= target else 'NOT met'}."
+                       if ebcu is not None and target else "")
+            load = f", load average {load[0]:.1f} at the start" if load else ""
             out.append(f"n = {o['rounds']} interleaved rounds after 1 warm-up round, {o['threads']} thread(s), "
-                       f"{fp['date_utc']}, torch {fp['versions']['torch']}, diffusers {fp['versions']['diffusers']} "
-                       f"(`{fp['command']}`; all rounds in `docs/{out_path(dev).name}`).")
+                       f"{fp['date_utc']}{load}, torch {fp['versions']['torch']}, diffusers "
+                       f"{fp['versions']['diffusers']} (`{fp['command']}`; all rounds in `docs/{out_path(dev).name}`)."
+                       f"{verdict}")
             out.append("")
         if "trace_memory" in parts:
             t = parts["trace_memory"]["result"]
@@ -215,7 +230,9 @@ def render(data_by_device: dict) -> str:
                        f"(estimate / stored = {t['estimate_over_stored']:.3f}); the process's peak resident "
                        f"memory grew {mb(t['extra_peak_rss_bytes'])} more in the traced run than in the same "
                        f"vanilla run ({mb(t['extra_retained_rss_bytes'])} more still held after it, with the trace "
-                       f"alive). Estimate for 50 steps: {mb(t['estimate_50_steps_bytes'])}.")
+                       f"alive). Estimate for 50 steps: {mb(t['estimate_50_steps_bytes'])}."
+                       + (f" Device memory peak: vanilla {mb(t['vanilla']['cuda_peak_growth_bytes'])}, traced "
+                          f"{mb(t['traced']['cuda_peak_growth_bytes'])}." if "cuda_peak_growth_bytes" in t["traced"] else ""))
             out.append("")
     vs = DOCS / "benchmarks_vs_original_ebca.json"
     if vs.exists():
@@ -238,6 +255,12 @@ def render_vs_original(data: dict) -> str:
             f"{o['median_cpu_s']:.2f} s, ebca_viz {e['median_cpu_s']:.2f} s CPU time: ebca_viz / original = "
             f"**{r['cpu_ratio']:.2f}x** (per-round {r['cpu_ratio_range'][0]:.2f}-{r['cpu_ratio_range'][1]:.2f}; "
             f"wall {r['wall_ratio']:.2f}x) ({fp['date_utc']}, `{fp['command']}`).\n")
+
+
+def overhead_targets() -> dict:
+    import overhead
+
+    return overhead.TARGETS
 
 
 def load_docs() -> dict:
