@@ -79,6 +79,8 @@ def fingerprint(args, argv) -> dict:
                      "diffusers": diffusers.__version__, "transformers": transformers.__version__},
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
                     "loadavg_at_start": list(load) if load else None,
+                    "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MALLOC_MMAP_THRESHOLD_")
+                            if k in os.environ},
                     "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
                     "note": args.note},
         "model": "tiny test model" if args.tiny else "SD 1.5 architecture, random weights (ebca_viz.models.tiny.SD15_UNET)",
@@ -229,8 +231,11 @@ def render(data_by_device: dict) -> str:
                        f"`tr.nbytes` after the run = **{mb(t['stored_bytes'])}** "
                        f"(estimate / stored = {t['estimate_over_stored']:.3f}); the process's peak resident "
                        f"memory grew {mb(t['extra_peak_rss_bytes'])} more in the traced run than in the same "
-                       f"vanilla run ({mb(t['extra_retained_rss_bytes'])} more still held after it, with the trace "
-                       f"alive). Estimate for 50 steps: {mb(t['estimate_50_steps_bytes'])}."
+                       f"vanilla run (one run each after a warm-up; peak growth {mb(t['vanilla']['peak_rss_growth_bytes'])}"
+                       f" vanilla, {mb(t['traced']['peak_rss_growth_bytes'])} traced; resident memory after minus "
+                       f"before the run, trace alive: {mb(t['vanilla']['rss_retained_bytes'])} vanilla, "
+                       f"{mb(t['traced']['rss_retained_bytes'])} traced: the allocator's noise is of that size). "
+                       f"Estimate for 50 steps: {mb(t['estimate_50_steps_bytes'])}."
                        + (f" Device memory peak: vanilla {mb(t['vanilla']['cuda_peak_growth_bytes'])}, traced "
                           f"{mb(t['traced']['cuda_peak_growth_bytes'])}." if "cuda_peak_growth_bytes" in t["traced"] else ""))
             out.append("")
@@ -254,7 +259,8 @@ def render_vs_original(data: dict) -> str:
             f"{r['rounds']} interleaved rounds after a warm-up, timed inside each process: original "
             f"{o['median_cpu_s']:.2f} s, ebca_viz {e['median_cpu_s']:.2f} s CPU time: ebca_viz / original = "
             f"**{r['cpu_ratio']:.2f}x** (per-round {r['cpu_ratio_range'][0]:.2f}-{r['cpu_ratio_range'][1]:.2f}; "
-            f"wall {r['wall_ratio']:.2f}x) ({fp['date_utc']}, `{fp['command']}`).\n")
+            f"wall {r['wall_ratio']:.2f}x) ({fp['date_utc']}, `{fp['command']}`)."
+            + (f" Run note: {fp['machine']['note']}." if fp["machine"].get("note") else "") + "\n")
 
 
 def overhead_targets() -> dict:
@@ -322,8 +328,11 @@ def main(argv=None):
               f"{torch.get_num_threads()} thread(s)", flush=True)
         res = run_overhead(args) if part == "overhead" else run_trace_memory(args)
         data["parts"][part] = {"fingerprint": fp, "result": res}
-        if out is not None:
-            write_json_atomic(out, data)  # after each part: a crash later keeps what was measured
+        if out is not None:  # after each part: a crash later keeps what was measured
+            # re-read first: another run may have written other parts meanwhile (parts run as separate jobs)
+            now = json.loads(out.read_text()) if out.exists() else {"parts": {}}
+            now["parts"][part] = data["parts"][part]
+            write_json_atomic(out, now)
             print(f"wrote {out}", flush=True)
     return data
 
