@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -73,7 +74,7 @@ def fingerprint(args, argv) -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python benchmarks/full_size.py " + " ".join(argv),
+        "command": "python benchmarks/full_size.py " + shlex.join(argv),
         "ebca_viz_commit": commit,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "diffusers": diffusers.__version__, "transformers": transformers.__version__},

@@ -35,6 +35,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def fingerprint(argv, ref_versions):
         commit = ""
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python benchmarks/vs_original_ebca.py " + " ".join(argv),
+        "command": "python benchmarks/vs_original_ebca.py " + shlex.join(argv),
         "ebca_viz_commit": commit, "reference_commit": REF_COMMIT,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__},
         "reference_versions": ref_versions,
