@@ -217,6 +217,8 @@ def render(data_by_device: dict) -> str:
             verdict = (f" EBCU target <= {target:.2f}x ({judged}): {'met' if ebcu <= target else 'NOT met'}."
                        if ebcu is not None and target else "")
             load = f", load average {load[0]:.1f} at the start" if load else ""
+            env = fp["machine"].get("env", {})
+            load += "".join(f", {k}={v}" for k, v in env.items() if k.startswith("OMP_"))
             out.append(f"n = {o['rounds']} interleaved rounds after 1 warm-up round, {o['threads']} thread(s), "
                        f"{fp['date_utc']}{load}, torch {fp['versions']['torch']}, diffusers "
                        f"{fp['versions']['diffusers']} (`{fp['command']}`; all rounds in `docs/{out_path(dev).name}`)."
