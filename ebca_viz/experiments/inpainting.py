@@ -3,10 +3,10 @@ r"""Text-guided inpainting on the shapes world, measured: known-region fidelity 
 Scenes (:func:`make_cases`): one known object drawn by :mod:`ebca_viz.shapes.world`, a box mask,
 and a prompt asking for a second object of another colour. Designs:
 
-* ``"side"`` (default): the known object lies wholly in one half (left or right, at random; its
-  box keeps a 1 px margin from the centre line), the mask is the ``S/2 x S/2`` box (rows
-  ``S/4 .. 3S/4``) of the *other* half, so the mask never touches the known object;
-* ``"side-full"``: the same, the mask the whole other half (``S/2 x S``);
+* ``"side-full"`` (default): the known object lies wholly in one half (left or right, at random;
+  its box keeps a 1 px margin from the centre line), the mask is the whole *other* half
+  (``S/2 x S``), so the mask never touches the known object;
+* ``"side"``: the same, the mask only the ``S/2 x S/2`` box (rows ``S/4 .. 3S/4``) of the other half;
 * ``"legacy"``: the first design of this experiment: a random one-object scene, the mask in the half
   not holding the object's centre (it may cut into the object).
 
@@ -48,7 +48,7 @@ from ..shapes.detect import detect
 
 CONTROL = "control: empty prompt"
 OTHER = "control: another object"
-DESIGNS = ("side", "side-full", "legacy")
+DESIGNS = ("side-full", "side", "legacy")
 PROMPTS = ("scene", "object")
 CONTROLS = ("empty", "other")
 # Report scenes: seed 0 (Case.seed 0..n-1); the sweep tunes on seed 100 (Case.seed 100000+): disjoint.
@@ -80,7 +80,7 @@ def _other(kept: tuple, target: tuple, i: int) -> tuple:
     return cands[i % len(cands)]
 
 
-def make_cases(n: int, seed: int = REPORT_SEED, size: int = world.IMAGE_SIZE, design: str = "side",
+def make_cases(n: int, seed: int = REPORT_SEED, size: int = world.IMAGE_SIZE, design: str = "side-full",
                prompt: str = "scene") -> list:
     """``n`` scenes with masks and prompts (see the module docstring); deterministic from ``seed``."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -209,13 +209,14 @@ def _run_condition(pipe, cases, name, prompts, gamma, steps, guidance, jump_leng
 
 
 def measure(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gammas=(0.025,), jump_length: int = 5,
-            jump_n_sample: int = 2, seed: int = REPORT_SEED, paste_feather=None, design: str = "side",
+            jump_n_sample: int = 2, seed: int = REPORT_SEED, paste_feather=None, design: str = "side-full",
             prompt: str = "scene", controls=CONTROLS, cases=None) -> InpaintResult:
     """Run every condition on the same :func:`make_cases` scenes (see the module docstring).
 
     ``controls``: any of ``"empty"`` (:data:`CONTROL`) and ``"other"`` (:data:`OTHER`); ``cases``:
     your own :class:`Case` list instead of ``make_cases(n, seed, design=design, prompt=prompt)``.
-    Defaults: the sweep ``benchmarks/shapes_inpaint_sweep.py`` (``docs/shapes_inpaint.md``)."""
+    Defaults (design ``"side-full"``, prompt ``"scene"``, RePaint 5/2, CFG 3): chosen by the sweep
+    ``benchmarks/shapes_inpaint_sweep.py`` on tuning scenes (``docs/shapes_inpaint.md``)."""
     bad = [c for c in controls if c not in CONTROLS]
     if bad:
         raise ValueError(f"controls must be a subset of {CONTROLS}, got {list(controls)!r}")
@@ -295,8 +296,10 @@ def sweep_inpaint(pipe, n: int = 16, steps: int = 25, seed: int = TUNE_SEED) -> 
 def _result_title(c, case, j) -> str:
     t = f"{case.target[0]} {case.target[1]} in mask: {'found' if c.verdicts[j] else 'NOT found'}"
     if c.name == OTHER and c.asked_verdicts is not None and case.other is not None:
-        t = f"{case.other[0]} {case.other[1]}: {'found' if c.asked_verdicts[j] else 'no'}; " + t.replace(" in mask", "")
+        t = f"{case.other[0]} {case.other[1]} (asked): {'found' if c.asked_verdicts[j] else 'NOT found'}\n" \
+            f"{case.target[0]} {case.target[1]} (not asked): {'found' if c.verdicts[j] else 'not found'}"
     prompt = c.prompts[j] if c.prompts else case.prompt
+    prompt = prompt.replace(" and ", " and\n", 1) if len(prompt) > 28 else prompt
     return f"'{prompt}'\n{t}"
 
 
@@ -308,7 +311,7 @@ def plot_examples(res: InpaintResult, condition: str, k: int = 4):
 
     c = res.conditions[condition]
     k = min(k, len(res.cases))
-    fig = new_figure(figsize=(2.2 * k, 8.6))
+    fig = new_figure(figsize=(2.4 * k, 9.4))
     axs = fig.subplots(4, k, squeeze=False)
     for j in range(k):
         case = res.cases[j]

@@ -76,11 +76,12 @@ for k, (r, _) in runs.items():
         err = np.abs(np.asarray(im).astype(int) - src_a)[keep]
         print(f"{k}, {label}: outside the mask mean |diff| {err.mean():.2f}, max {err.max()} (of 255)")
 r0, r1 = (r for r, _ in runs.values())
-panels[f"gamma 0, decoded, max err outside {np.abs(np.asarray(r0.extras['decoded'][0]).astype(int) - src_a)[keep].max()}"] = r0.extras["decoded"][0]
-panels[f"'{PROMPT}', gamma 0, pasted"] = r0.image
+panels[f"gamma 0, decoded\\nmax err outside {np.abs(np.asarray(r0.extras['decoded'][0]).astype(int) - src_a)[keep].max()}"] = r0.extras["decoded"][0]
+panels["gamma 0, pasted\\nmax err outside 0"] = r0.image
 d01 = np.abs(np.asarray(r1.image).astype(int) - np.asarray(r0.image).astype(int))
 print(f"masked EBCU 0.025 vs gamma 0 on this scene: max |diff| {d01.max()}, mean {d01.mean():.3f} (of 255)")
-panels[f"gamma 0.025, pasted: max |diff| to gamma 0: {d01.max()}"] = r1.image
+panels[f"gamma 0.025, pasted\\nmax |diff| to gamma 0: {d01.max()}"] = r1.image
+print(f"prompt: '{PROMPT}'")
 claims.check(max(np.abs(np.asarray(r.image).astype(int) - src_a)[keep].max() for r, _ in runs.values()) == 0,
              "with paste-back the known pixels are the source's, exactly")
 viz.compare_images(panels)
@@ -88,8 +89,8 @@ viz.compare_images(panels)
     md(r'''
 ## Measured: the known region is kept, the masked region follows the prompt
 
-On shapes-world scenes with one known object wholly in one half and a 16x16 box mask in the other
-half, each scene is inpainted with **the caption of the desired scene**: both objects, in random
+On shapes-world scenes with one known object wholly in one half and the whole other half masked
+(16x32 pixels, so the mask never touches the known object), each scene is inpainted with **the caption of the desired scene**: both objects, in random
 order, as the model's training captions describe every object in the picture ("a green square and
 a red circle"; the new object has another colour than the known one). Same scenes and seeds for
 every condition (paired). We compare the error outside the mask with the VAE round trip's own
@@ -127,9 +128,11 @@ else:
     claims.check(base.raw_mae_out.lo > M.floor_mae.hi if FULL else base.raw_mae_out.value > M.floor_mae.value,
                  "without paste-back the decoded known pixels are worse than the VAE floor" + ("" if FULL else " (means, fast mode)"),
                  base.raw_mae_out, M.floor_mae)
-    claims.check(base.follows.lo > 0.5 if FULL else base.follows.p >= 0.5,
-                 "the prompted object appears inside the mask in a majority of scenes"
-                 + (" (95 % lower bound above 50 %)" if FULL else " (point estimate >= 50 %, fast mode)"), base.follows)
+    claims.check(base.follows.lo > 0.5 if FULL else base.follows.k > max(ctrl.follows.k, other.follows.k),
+                 "the prompted object appears inside the mask in a majority of scenes (95 % lower bound above 50 %)"
+                 if FULL else "fast mode (n = 6, 10 steps): the prompted object appears inside the mask in more scenes "
+                 "than under either control (counts; the majority claim is checked in full mode)",
+                 base.follows, ctrl.follows, other.follows)
     claims.check(base.kept.lo > 0.8 if FULL else base.kept.p >= 0.8,
                  "the known object is still detected" + (" (95 % lower bound above 80 %)" if FULL else
                                                          " (point estimate >= 80 %, fast mode)"), base.kept)
@@ -140,7 +143,10 @@ else:
         claims.check(d.lo > 0 if FULL else d.value > 0,
                      f"the prompted object is found more often when asked for than under {label}"
                      + ("" if FULL else " (point estimate, fast mode)"), base.follows, c.follows, d)
-    ebcu_found = {}
+    print(f"under the another-object control, the object IT asks for is found inside the mask: {other.asked}")
+    claims.check(other.asked.lo > other.follows.hi if FULL else other.asked.k > other.follows.k,
+                 "the control prompt's own object appears more often than the (unasked) target"
+                 + ("" if FULL else " (counts, fast mode)"), other.asked, other.follows)
     for g in (0.025, G_MODEL):
         cg = M.conditions[f"masked EBCU (gamma {g:g})"]
         d = M.vs(cg.name, "no update (gamma 0)")
