@@ -48,7 +48,8 @@ def test_outside_error_and_follows():
     y = c.source.copy()
     y[c.mask > 0] = 255  # changes inside the mask do not count
     assert xi.outside_error(y, c.source, c.mask) == (0.0, 0.0)
-    y[0, 0] = c.source[0, 0].astype(int) + 30
+    yk, xk = np.argwhere((c.mask == 0) & (c.source.max(-1) == 0))[0]  # a known background pixel
+    y[yk, xk] = 30
     m, mx = xi.outside_error(y, c.source, c.mask)
     assert mx == 30 and m == pytest.approx(30 * 3 / ((c.mask == 0).sum() * 3))
     # draw the target inside the mask: found; at the known object's place only: not found
