@@ -1,9 +1,26 @@
 r"""Text-guided inpainting on the shapes world, measured: known-region fidelity and prompt following.
 
-Scenes (:func:`make_cases`): one object drawn by :mod:`ebca_viz.shapes.world`; the mask is a
-``S/2 x S/2`` box (rows ``S/4 .. 3S/4``) in the half of the image that does *not* hold the object's
-centre, so the object is known and must survive. The prompt asks for a different colour
-(``"a <colour> <shape>"``, cycling through the single-object prompts).
+Scenes (:func:`make_cases`): one known object drawn by :mod:`ebca_viz.shapes.world`, a box mask,
+and a prompt asking for a second object of another colour. Designs:
+
+* ``"side-full"`` (default): the known object lies wholly in one half (left or right, at random;
+  its box keeps a 1 px margin from the centre line), the mask is the whole *other* half
+  (``S/2 x S``), so the mask never touches the known object;
+* ``"side"``: the same, the mask only the ``S/2 x S/2`` box (rows ``S/4 .. 3S/4``) of the other half;
+* ``"legacy"``: the first design of this experiment: a random one-object scene, the mask in the half
+  not holding the object's centre (it may cut into the object).
+
+Prompts (``prompt=``):
+
+* ``"scene"`` (default): the caption of the desired scene, both objects, in random order
+  (``"a green square and a red circle"``): the model was trained on captions naming *every* object
+  in the picture, so this is the prompt of a scene it knows. Real-SD users also describe the whole image;
+* ``"object"``: the new object only (``"a red circle"``), the first version of this experiment. With
+  a known object in the picture that caption describes a scene the model never saw, and RePaint
+  mostly leaves the box empty (``benchmarks/shapes_inpaint_sweep.py``, ``docs/shapes_inpaint.md``).
+
+Each case also holds ``other``: an object of a third colour and another shape, for the
+"another object" control (same prompt style, ``other`` in place of ``target``).
 
 Per scene, with ``x`` the source, ``y`` the result and ``K`` the known pixels (mask 0):
 
@@ -11,10 +28,12 @@ Per scene, with ``x`` the source, ``y`` the result and ``K`` the known pixels (m
   raw decoded one (``extras["decoded"]``);
 * the floor: the same error of the VAE round trip ``D(E(x))`` (posterior mode), the best a latent
   method can do without paste-back;
-* ``follows``: the detector finds the prompted ``(colour, shape)`` with its box centre inside the mask.
+* ``follows``: the detector finds the prompted ``(colour, shape)`` with its box centre inside the mask;
+* ``kept``: the detector still finds the known object.
 
-Conditions share seeds (paired): the prompt with no update (gamma 0), with masked EBCU at each
-gamma given, and a control (the empty prompt) whose ``follows`` is the chance rate.
+Conditions share scenes and seeds (paired): the prompt with no update (gamma 0), with masked EBCU
+at each gamma given, and controls: the empty prompt and a prompt asking for another object; their
+``follows`` (of the *target*) is how often the target appears without being asked for.
 """
 from __future__ import annotations
 
@@ -28,6 +47,13 @@ from ..shapes import world
 from ..shapes.detect import detect
 
 CONTROL = "control: empty prompt"
+OTHER = "control: another object"
+DESIGNS = ("side-full", "side", "legacy")
+PROMPTS = ("scene", "object")
+CONTROLS = ("empty", "other")
+# Report scenes: seed 0 (Case.seed 0..n-1); the sweep tunes on seed 100 (Case.seed 100000+): disjoint.
+REPORT_SEED = 0
+TUNE_SEED = 100
 
 
 @dataclass
@@ -38,25 +64,62 @@ class Case:
     target: tuple  # (colour, shape) asked for
     kept: tuple  # (colour, shape) of the known object
     seed: int
+    other: tuple = None  # (colour, shape) of the "another object" control
+    control_prompt: str = None  # the prompt of that control
 
 
-def make_cases(n: int, seed: int = 0, size: int = world.IMAGE_SIZE) -> list:
+def _prompt(style: str, kept: tuple, new: tuple, kept_first: bool) -> str:
+    if style == "object":
+        return world.caption_for([new])
+    return world.caption_for([kept, new] if kept_first else [new, kept])
+
+
+def _other(kept: tuple, target: tuple, i: int) -> tuple:
+    """A third colour and another shape (deterministic in ``i``)."""
+    cands = [p for p in world.single_prompts() if p[0] not in (kept[0], target[0]) and p[1] != target[1]]
+    return cands[i % len(cands)]
+
+
+def make_cases(n: int, seed: int = REPORT_SEED, size: int = world.IMAGE_SIZE, design: str = "side-full",
+               prompt: str = "scene") -> list:
     """``n`` scenes with masks and prompts (see the module docstring); deterministic from ``seed``."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
     rng = np.random.default_rng(seed)
-    prompts = world.single_prompts()
+    singles = world.single_prompts()
     out = []
     for i in range(n):
-        sc = world.make_scene(rng, size=size, p_two=0.0)
-        obj = sc.objects[0]
-        kept = (obj.colour, obj.shape)
-        cands = [p for p in prompts if p[0] != kept[0]]
-        target = cands[i % len(cands)]
         m = np.zeros((size, size), np.uint8)
-        x0 = 0 if (obj.bbox[0] + obj.bbox[2]) / 2 >= size / 2 else size // 2
-        m[size // 4: 3 * size // 4, x0: x0 + size // 2] = 255
-        out.append(Case(sc.image, m, world.caption_for([target]), target, kept, seed * 1000 + i))
+        if design == "legacy":  # the first version, unchanged draws: make_scene, then the target cycles
+            sc = world.make_scene(rng, size=size, p_two=0.0)
+            obj = sc.objects[0]
+            kept = (obj.colour, obj.shape)
+            cands = [p for p in singles if p[0] != kept[0]]
+            target = cands[i % len(cands)]
+            x0 = 0 if (obj.bbox[0] + obj.bbox[2]) / 2 >= size / 2 else size // 2
+            m[size // 4: 3 * size // 4, x0: x0 + size // 2] = 255
+            image, kept_first = sc.image, bool(i % 2)
+        else:
+            k = size / world.IMAGE_SIZE
+            kept = singles[int(rng.integers(len(singles)))]
+            cands = [p for p in singles if p[0] != kept[0]]
+            target = cands[int(rng.integers(len(cands)))]
+            left = bool(rng.random() < 0.5)
+            s = float(rng.uniform(world.SIZE_RANGE[0] * k, world.SIZE_RANGE[1] * k))
+            cx = float(rng.uniform(k + s / 2, size / 2 - k - s / 2))  # box in [k, S/2 - k]
+            cy = float(rng.uniform(k + s / 2, size - k - s / 2))
+            kept_first = bool(rng.random() < 0.5)  # training captions list the objects in random order
+            image, _ = world.render([world.ObjectSpec(kept[1], kept[0], cx if left else size - cx, cy, s)], size)
+            x0 = size // 2 if left else 0
+            rows = slice(0, size) if design == "side-full" else slice(size // 4, 3 * size // 4)
+            m[rows, x0: x0 + size // 2] = 255
+        other = _other(kept, target, i)
+        out.append(Case(image, m, _prompt(prompt, kept, target, kept_first), target, kept, seed * 1000 + i,
+                        other, _prompt(prompt, kept, other, kept_first)))
     return out
 
 
@@ -96,6 +159,9 @@ class Condition:
     images: np.ndarray  # (n, S, S, 3) pasted
     raw: np.ndarray  # (n, S, S, 3) decoded
     verdicts: list  # per image: follows (bool)
+    prompts: list = None  # per image: the prompt this condition used
+    asked: claims.Rate = None  # the object this condition's prompt asks for ("another object" control: ``other``) found in the mask
+    asked_verdicts: list = None
 
 
 @dataclass
@@ -112,64 +178,153 @@ class InpaintResult:
         return claims.paired_diff(self.conditions[a].verdicts, self.conditions[b].verdicts)
 
 
-def measure(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gammas=(0.025,), jump_length: int = 5,
-            jump_n_sample: int = 2, seed: int = 0, paste_feather=None) -> InpaintResult:
-    """Run every condition on the same :func:`make_cases` scenes (see the module docstring)."""
+def _run_condition(pipe, cases, name, prompts, gamma, steps, guidance, jump_length, jump_n_sample, paste_feather,
+                   asked=None):
+    """``asked``: per case the (colour, shape) the prompt asks for (None: the target; "" for none)."""
     from PIL import Image
 
     from ..tasks.inpainting import inpaint
 
+    ims, raws = [], []
+    for c, prompt in zip(cases, prompts):
+        r = inpaint(pipe, Image.fromarray(c.source), Image.fromarray(c.mask), prompt, repaint=True, gamma_attn=gamma,
+                    gamma_norm=gamma, seed=c.seed, num_inference_steps=steps, guidance_scale=guidance,
+                    jump_length=jump_length, jump_n_sample=jump_n_sample, paste_feather=paste_feather)
+        ims.append(np.asarray(r.image))
+        raws.append(np.asarray(r.extras["decoded"][0]))
+    ims, raws = np.stack(ims), np.stack(raws)
+    e = [outside_error(ims[i], c.source, c.mask) for i, c in enumerate(cases)]
+    er = [outside_error(raws[i], c.source, c.mask) for i, c in enumerate(cases)]
+    v = [follows(ims[i], c.target, c.mask) for i, c in enumerate(cases)]
+    kept = [any(d.key == c.kept for d in detect(ims[i])) for i, c in enumerate(cases)]
+    if asked is None:
+        av = list(v)
+    elif asked == "":
+        av = None
+    else:
+        av = [follows(ims[i], asked[i], c.mask) for i, c in enumerate(cases)]
+    return Condition(name, claims.rate(v), claims.rate(kept), claims.mean([x[0] for x in e]), max(x[1] for x in e),
+                     claims.mean([x[0] for x in er]), max(x[1] for x in er), ims, raws, v, list(prompts),
+                     claims.rate(av) if av is not None else None, av)
+
+
+def measure(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gammas=(0.025,), jump_length: int = 5,
+            jump_n_sample: int = 2, seed: int = REPORT_SEED, paste_feather=None, design: str = "side-full",
+            prompt: str = "scene", controls=CONTROLS, cases=None) -> InpaintResult:
+    """Run every condition on the same :func:`make_cases` scenes (see the module docstring).
+
+    ``controls``: any of ``"empty"`` (:data:`CONTROL`) and ``"other"`` (:data:`OTHER`); ``cases``:
+    your own :class:`Case` list instead of ``make_cases(n, seed, design=design, prompt=prompt)``.
+    Defaults (design ``"side-full"``, prompt ``"scene"``, RePaint 5/2, CFG 3): chosen by the sweep
+    ``benchmarks/shapes_inpaint_sweep.py`` on tuning scenes (``docs/shapes_inpaint.md``)."""
+    bad = [c for c in controls if c not in CONTROLS]
+    if bad:
+        raise ValueError(f"controls must be a subset of {CONTROLS}, got {list(controls)!r}")
     size = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-    cases = make_cases(n, seed, size=size)
+    if cases is None:
+        cases = make_cases(n, seed, size=size, design=design, prompt=prompt)
+    elif not cases or any(c.source.shape[:2] != (size, size) for c in cases):
+        raise ValueError(f"cases must be a non-empty list of Case with {size}x{size} images (this pipeline's size)")
     src = np.stack([c.source for c in cases])
     rt = vae_roundtrip(pipe, src)
     fl = [outside_error(rt[i], c.source, c.mask) for i, c in enumerate(cases)]
     res = InpaintResult(cases, claims.mean([f[0] for f in fl]), max(f[1] for f in fl), rt,
-                        settings=dict(n=n, steps=steps, guidance=guidance, jump_length=jump_length,
-                                      jump_n_sample=jump_n_sample, gammas=list(gammas)))
-    conds = [("no update (gamma 0)", 0.0, None)] + [(f"masked EBCU (gamma {g:g})", g, None) for g in gammas] \
-        + [(CONTROL, 0.0, "")]
-    for name, g, prompt in conds:
-        ims, raws = [], []
-        for c in cases:
-            r = inpaint(pipe, Image.fromarray(c.source), Image.fromarray(c.mask), c.prompt if prompt is None else prompt,
-                        repaint=True, gamma_attn=g, gamma_norm=g, seed=c.seed, num_inference_steps=steps,
-                        guidance_scale=guidance, jump_length=jump_length, jump_n_sample=jump_n_sample,
-                        paste_feather=paste_feather)
-            ims.append(np.asarray(r.image))
-            raws.append(np.asarray(r.extras["decoded"][0]))
-        ims, raws = np.stack(ims), np.stack(raws)
-        e = [outside_error(ims[i], c.source, c.mask) for i, c in enumerate(cases)]
-        er = [outside_error(raws[i], c.source, c.mask) for i, c in enumerate(cases)]
-        v = [follows(ims[i], c.target, c.mask) for i, c in enumerate(cases)]
-        kept = [any(d.key == c.kept for d in detect(ims[i])) for i, c in enumerate(cases)]
-        res.conditions[name] = Condition(name, claims.rate(v), claims.rate(kept), claims.mean([x[0] for x in e]),
-                                         max(x[1] for x in e), claims.mean([x[0] for x in er]),
-                                         max(x[1] for x in er), ims, raws, v)
+                        settings=dict(n=len(cases), steps=steps, guidance=guidance, jump_length=jump_length,
+                                      jump_n_sample=jump_n_sample, gammas=list(gammas), design=design,
+                                      prompt=prompt, seed=seed, controls=list(controls)))
+    conds = [("no update (gamma 0)", 0.0, [c.prompt for c in cases], None)]
+    conds += [(f"masked EBCU (gamma {g:g})", g, [c.prompt for c in cases], None) for g in gammas]
+    if "empty" in controls:
+        conds.append((CONTROL, 0.0, [""] * len(cases), ""))
+    if "other" in controls:
+        conds.append((OTHER, 0.0, [c.control_prompt for c in cases], [c.other for c in cases]))
+    for name, g, prompts, asked in conds:
+        res.conditions[name] = _run_condition(pipe, cases, name, prompts, g, steps, guidance, jump_length,
+                                              jump_n_sample, paste_feather, asked)
     return res
 
 
+def sweep_inpaint(pipe, n: int = 16, steps: int = 25, seed: int = TUNE_SEED) -> dict:
+    """The tuning sweep behind :func:`measure`'s defaults, on tuning scenes (``seed`` 100, disjoint
+    from the report scenes, seed 0). Rows: prompt following per scene design x prompt style, then
+    RePaint resampling and CFG at the chosen design, and the two controls. Choice rule: the design x
+    prompt with the highest ``follows`` rate; resampling (5/2) and CFG (3, the model's regime) are
+    kept unless another row's 95 % lower bound lies above their rate (as ``benchmarks/shapes_sweep.py``).
+    Returns ``{"rows", "chosen", "criterion"}``."""
+    import time
+
+    rows = []
+
+    def row(setting, design, prompt, jl=5, jn=2, guidance=3.0, control=None):
+        t0 = time.perf_counter()
+        size = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        cases = make_cases(n, seed, size=size, design=design, prompt=prompt)
+        prompts = [c.prompt for c in cases] if control is None else \
+            ([""] * n if control == "empty" else [c.control_prompt for c in cases])
+        asked = None if control is None else ("" if control == "empty" else [x.other for x in cases])
+        c = _run_condition(pipe, cases, setting, prompts, 0.0, steps, guidance, jl, jn, None, asked)
+        r = dict(setting=setting, design=design, prompt=prompt, jump_length=jl, jump_n_sample=jn, guidance=guidance,
+                 control=control or "-", n=n, follows=c.follows.to_json(), kept=c.kept.to_json(),
+                 mae_out=c.mae_out.to_json(), asked=c.asked.to_json() if c.asked else None, seconds=round(time.perf_counter() - t0, 1), verdicts=c.verdicts)
+        rows.append(r)
+        return r
+
+    for design in ("legacy", "side", "side-full"):
+        for prompt in ("object", "scene"):
+            row(f"{design}, {prompt} prompt", design, prompt)
+    grid = [r for r in rows]
+    best = max(grid, key=lambda r: r["follows"]["p"])
+    d, pr = best["design"], best["prompt"]
+    current = best
+    tried = [row(f"{d}, {pr}: no resampling (1/1)", d, pr, jl=1, jn=1),
+             row(f"{d}, {pr}: resampling 5/4", d, pr, jl=5, jn=4),
+             row(f"{d}, {pr}: CFG 1.5", d, pr, guidance=1.5),
+             row(f"{d}, {pr}: CFG 5", d, pr, guidance=5.0)]
+    better = [r for r in tried if r["follows"]["lo"] > current["follows"]["p"]]
+    pick = max(better, key=lambda r: r["follows"]["p"]) if better else current
+    row(f"{d}, {pr}: control, empty prompt", d, pr, control="empty")
+    row(f"{d}, {pr}: control, another object", d, pr, control="other")
+    chosen = dict(design=d, prompt=pr, jump_length=pick["jump_length"], jump_n_sample=pick["jump_n_sample"],
+                  guidance=pick["guidance"])
+    for r in rows:
+        r.pop("verdicts")
+    return {"rows": rows, "chosen": chosen,
+            "criterion": "follows (prompted object inside the mask): best design x prompt; resampling 5/2 and CFG 3 "
+                         "kept unless another row's 95 % lower bound is above their rate"}
+
+
+def _result_title(c, case, j) -> str:
+    t = f"{case.target[0]} {case.target[1]} in mask: {'found' if c.verdicts[j] else 'NOT found'}"
+    if c.name == OTHER and c.asked_verdicts is not None and case.other is not None:
+        t = f"{case.other[0]} {case.other[1]} (asked): {'found' if c.asked_verdicts[j] else 'NOT found'}\n" \
+            f"{case.target[0]} {case.target[1]} (not asked): {'found' if c.verdicts[j] else 'not found'}"
+    prompt = c.prompts[j] if c.prompts else case.prompt
+    prompt = prompt.replace(" and ", " and\n", 1) if len(prompt) > 28 else prompt
+    return f"'{prompt}'\n{t}"
+
+
 def plot_examples(res: InpaintResult, condition: str, k: int = 4):
-    """Rows: source / mask / result / |result - source| outside the mask / the same for the raw
-    decoded image; detector verdict in the result's title."""
+    """Rows: source / mask / result (detector verdicts in its title) / ``|decoded - source|`` outside
+    the mask (before paste-back; the pasted result's error there is printed in that title: 0 with
+    paste-back, so it gets no all-black panel of its own)."""
     from ..viz import new_figure
 
     c = res.conditions[condition]
     k = min(k, len(res.cases))
-    fig = new_figure(figsize=(2.0 * k, 10))
-    axs = fig.subplots(5, k, squeeze=False)
+    fig = new_figure(figsize=(2.4 * k, 9.4))
+    axs = fig.subplots(4, k, squeeze=False)
     for j in range(k):
         case = res.cases[j]
         out = (case.mask == 0)[..., None]
         dp = (np.abs(c.images[j].astype(int) - case.source.astype(int)) * out).max(-1)
         dr = (np.abs(c.raw[j].astype(int) - case.source.astype(int)) * out).max(-1)
         panels = [(case.source, f"source: {case.kept[0]} {case.kept[1]}"), (case.mask, "mask (white = inpaint)"),
-                  (c.images[j], f"'{case.prompt}': {'found' if c.verdicts[j] else 'NOT found'}"),
-                  (dp, f"|pasted - src| outside, max {dp.max()}"), (dr, f"|decoded - src| outside, max {dr.max()}")]
+                  (c.images[j], _result_title(c, case, j)),
+                  (dr, f"|decoded - src| outside, max {dr.max()}\n(pasted result: max {dp.max()})")]
         for i, (im, t) in enumerate(panels):
             ax = axs[i, j]
-            if im.ndim == 2 and i >= 3:
-                ax.imshow(im, cmap="magma", vmin=0, vmax=255)
+            if i == 3:
+                ax.imshow(im, cmap="magma", vmin=0, vmax=max(int(im.max()), 1), interpolation="nearest")
             else:
                 ax.imshow(im, cmap="gray" if im.ndim == 2 else None, interpolation="nearest")
             ax.set_title(t, fontsize=7)
@@ -208,5 +363,5 @@ def plot_repaint_energies(tr, call_steps, reference=None, kind: str = "posterior
     return fig
 
 
-__all__ = ["Case", "make_cases", "vae_roundtrip", "outside_error", "follows", "Condition", "InpaintResult", "measure",
+__all__ = ["Case", "make_cases", "sweep_inpaint", "OTHER", "DESIGNS", "PROMPTS", "CONTROLS", "vae_roundtrip", "outside_error", "follows", "Condition", "InpaintResult", "measure",
            "plot_examples", "plot_repaint_energies", "CONTROL"]
