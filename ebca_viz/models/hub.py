@@ -89,6 +89,14 @@ def _check_safetensors(folder: Path) -> None:
             "safe_serialization=True)\"")
 
 
+def _dtype_kwarg() -> str:
+    """``dtype`` where diffusers takes it (it deprecates ``torch_dtype`` with a FutureWarning on every
+    load), ``torch_dtype`` on older diffusers."""
+    from diffusers.pipelines import pipeline_utils
+
+    return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+
+
 def _pipeline_class(name_or_id: str):
     import diffusers
 
@@ -142,7 +150,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
     kwargs.setdefault("use_safetensors", True)  # never unpickle weights
     try:
         pipe = cls.from_pretrained(
-            str(local) if local.exists() else repo, torch_dtype=dtype,
+            str(local) if local.exists() else repo, **{_dtype_kwarg(): dtype},
             local_files_only=offline or local.exists(), **kwargs,
         )
     except (OSError, ValueError, EnvironmentError) as e:
