@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import EbcaVizError
 from .presets import PRESETS, get_preset, preset_kwargs
 
 
@@ -129,6 +130,8 @@ def add_multiconcept_arguments(p) -> None:
     p.add_argument("--gamma-stop", type=float, default=None,
                    help="fraction of the run after which EBCU stops (published gamma_tau, default 1.0)")
     p.add_argument("--token-indices", nargs="+", type=int, default=None, help="token positions, 0 = start of text")
+    p.add_argument("--token", nargs="+", default=None, metavar="WORD",
+                   help="words of the prompt to up-weight (resolved with the model's tokenizer; instead of --token-indices)")
     p.add_argument("--token-upweight", nargs="+", type=float, default=None, help="one weight per token index")
 
 
@@ -139,8 +142,12 @@ def run_multiconcept(args) -> int:
     _set(kw, args, [("prompt", "prompt"), ("negative_prompt", "negative_prompt"), ("gamma_attn", "gamma_attn"),
                     ("gamma_norm", "gamma_norm"), ("gamma_stop", "gamma_stop"), ("token_indices", "token_indices"),
                     ("token_upweight", "token_upweight")])
+    if args.token is not None:
+        if args.token_indices is not None:
+            raise EbcaVizError("--token and --token-indices both name the up-weighted tokens: give one of them")
+        kw["token_indices"] = list(args.token)
     if "prompt" not in kw:
-        raise ValueError("multiconcept: give --prompt or --preset")
+        raise EbcaVizError("multiconcept: give --prompt or --preset")
     pipe = _load(model, args)
     return _finish(multiconcept(pipe, **kw), args, "multiconcept", model)
 
