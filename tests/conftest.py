@@ -63,3 +63,19 @@ def clip_tokenizers(tmp_path_factory):
     from layout_models import clip_tokenizers as build
 
     return build(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="session")
+def layout_pipes(layout_folders):
+    """``layout_pipes(name)``: the folder of that layout loaded with ``load_pipeline(folder)``, once."""
+    from ebca_viz.models import load_pipeline
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = load_pipeline(str(layout_folders[name]))
+            cache[name].set_progress_bar_config(disable=True)
+        return cache[name]
+
+    return get

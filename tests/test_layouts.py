@@ -16,8 +16,8 @@ CLASSES = {"sd15": "StableDiffusionPipeline", "sd21-base": "StableDiffusionPipel
 
 
 @pytest.fixture(scope="module")
-def loaded(layout_folders):
-    return {n: load_pipeline(str(f)) for n, f in layout_folders.items()}
+def loaded(layout_pipes):
+    return {n: layout_pipes(n) for n in LAYOUTS}
 
 
 @pytest.mark.parametrize("name", LAYOUTS)

@@ -163,3 +163,37 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
             f"{list(OFFLINE)}. Cause: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
         ) from e
     return pipe.to(device)
+
+
+def model_kind(pipe) -> str:
+    """What a loaded pipeline is, read from the pipeline itself (never from the name it was loaded by):
+
+    * ``"shapes-world"``: the shipped toy model (the package's small tokenizer and the shapes UNet);
+    * ``"tiny"``, ``"tiny-inpainting"``, ``"tiny-sdxl"``: random-weight models on the package's small tokenizer;
+    * ``"sd"``: anything else, i.e. a Stable Diffusion checkpoint with its own tokenizer (SD 1.x/2.x/XL,
+      inpainting; real or random weights in a user's folder).
+    """
+    import json
+
+    from .tokenizer import TOKENIZER_DIR
+
+    tok = getattr(pipe, "tokenizer", None)
+    unet = getattr(pipe, "unet", None)
+    if tok is None or unet is None:
+        raise EbcaVizTypeError(f"model_kind needs a diffusers pipeline with a tokenizer and a UNet, got "
+                               f"{type(pipe).__name__}")
+    shipped = json.loads((TOKENIZER_DIR / "vocab.json").read_text(encoding="utf-8"))
+    if len(tok) != len(shipped) or tok.get_vocab() != shipped:
+        return "sd"
+    from ..shapes.model import WEIGHTS_DIR
+
+    cfg = WEIGHTS_DIR / "unet" / "config.json"
+    if cfg.is_file():
+        ref = json.loads(cfg.read_text())
+        keys = ("block_out_channels", "sample_size", "cross_attention_dim", "in_channels", "down_block_types")
+        if all(list(ref.get(k)) == list(unet.config.get(k)) if isinstance(ref.get(k), list)
+               else ref.get(k) == unet.config.get(k) for k in keys):
+            return "shapes-world"
+    if hasattr(pipe, "text_encoder_2"):
+        return "tiny-sdxl"
+    return "tiny-inpainting" if unet.config.in_channels == 9 else "tiny"

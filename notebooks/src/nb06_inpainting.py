@@ -27,11 +27,11 @@ import numpy as np
 from PIL import Image
 from ebca_viz.tasks import inpaint, sample_image
 
-if REAL:
-    inpaint_pipe, _ = viz.load_model("sd15-inpainting")
+if REAL:  # your model if it is an inpainting one (9-channel UNet), else SD 1.5-inpainting
+    inpaint_pipe = pipe if pipe.unet.config.in_channels == 9 else viz.load_model("sd15-inpainting")[0]
     photo, _ = sample_image()
     PROMPT = "teddy bear"
-elif MODEL == "tiny":
+elif KIND == "tiny":
     inpaint_pipe, _ = viz.load_model("tiny-inpainting")   # a random 9-channel inpainting UNet
     photo = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype("uint8"))
     PROMPT = "a red circle"
