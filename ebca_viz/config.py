@@ -171,6 +171,10 @@ class EBCAConfig:
             raise EbcaVizError("token_indices and token_upweight go together: give both or neither")
         if ti is not None:
             # a scalar is one index / one weight for every index (documented)
+            for x in ([ti] if isinstance(ti, str) else ti if isinstance(ti, (list, tuple)) else []):
+                if isinstance(x, str) and x.strip().isdigit():  # "5": a position typed as text, not a word
+                    raise EbcaVizTypeError(f"token_indices must be an int or a list of ints and words; {x!r} is a "
+                                           f"number written as a string: pass {int(x)}")
             ti = [ti] if isinstance(ti, (int, str)) and not isinstance(ti, bool) else ti
             if isinstance(tw, (int, float)) and not isinstance(tw, bool):
                 tw = [tw] * len(ti) if hasattr(ti, "__len__") else tw
