@@ -10,10 +10,9 @@ def code(s: str):
     return new_code_cell(s.strip("\n"))
 
 
-SETUP = '''import os
-# the model: "shapes-world" (offline toy), "sd15" / "sdxl" / a hub id, or a local folder with your weights
-# (a GPU is recommended for real Stable Diffusion); the environment variable EBCA_VIZ_MODEL sets it too
-MODEL = os.environ.get("EBCA_VIZ_MODEL", "shapes-world")
+SETUP = '''MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
+import os
+MODEL = os.environ.get("EBCA_VIZ_MODEL", MODEL)  # the environment variable EBCA_VIZ_MODEL wins when set
 
 import torch
 import ebca_viz as ev

@@ -12,8 +12,9 @@ The button runs `ebca_viz.widgets.sample_comparison` on the GPU when there is on
 image is cached per (model, prompt, seed, steps). Errors appear in the panel.
 '''),
     code('''
+MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import os
-MODEL = os.environ.get("EBCA_VIZ_MODEL", "shapes-world")  # or "sd15", a hub id or a folder with your weights
+MODEL = os.environ.get("EBCA_VIZ_MODEL", MODEL)  # the environment variable EBCA_VIZ_MODEL wins when set
 
 from ebca_viz import viz
 from ebca_viz.models import model_kind
