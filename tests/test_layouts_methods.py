@@ -92,6 +92,11 @@ def test_cli_task_on_a_folder(name, task, layout_folders, tmp_path, capsys):
         task_args = ["inpaint", "--prompt", "a teddy bear"]  # the SD inpainting model: its own pipeline
     else:
         task_args = TASKS[task]
+    if name == "sd15-inpainting" and task != "repaint":  # text-to-image tasks need no image: refused, one line
+        err = _cli(task_args, layout_folders[name], tmp_path, capsys, expect=2)
+        assert "is an inpainting model (StableDiffusionInpaintPipeline, 9-channel UNet)" in err.strip().splitlines()[-1]
+        assert not list(tmp_path.glob("*.png"))
+        return
     if task == "repaint" and name == "sdxl-base":  # RePaint needs a text-only UNet: refused before sampling
         err = _cli(task_args, layout_folders[name], tmp_path, capsys, expect=2)
         assert err.strip().splitlines()[-1].startswith("error: repaint=True runs SD 1.x/2.x pipelines")
@@ -109,3 +114,27 @@ def test_cli_task_on_a_folder(name, task, layout_folders, tmp_path, capsys):
         assert s["token_indices"] == [5]
     if task.startswith("seg"):
         assert s["guidance_scale"] == (5.0 if task == "seg-cfg" else 1.0)
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_plain_from_pretrained_with_the_context_managers(name, layout_folders):
+    """A user's own diffusers code: ``DiffusionPipeline.from_pretrained(folder)``, then EBCQ (conjunction and
+    negation) and SEG (with and without CFG) through the context managers; the pipeline is restored after."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(layout_folders[name]), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    before = _state(pipe)
+    vanilla = _sample(pipe, guidance_scale=5.0)
+    edits = [ev.Edit("a dog", alpha=1.0), ev.Edit("cat", alpha=0.5, direction="negation")]
+    with ev.energy_attention(pipe, ev.EBCAConfig(gamma_attn=0.01, gamma_norm=0.02, edits=edits)) as ctl:
+        ebcq = _sample(pipe, guidance_scale=5.0)
+    assert len(ctl.edit_embeds) == 2 and ctl.edit_embeds[0].shape[-1] == pipe.unet.config.cross_attention_dim
+    with ev.smoothed_energy_guidance(pipe, ev.SEGConfig(scale=3.0, sigma=10.0)):
+        seg_cfg = _sample(pipe, guidance_scale=5.0)
+    with ev.smoothed_energy_guidance(pipe, ev.SEGConfig(scale=3.0, sigma=10.0)):
+        seg_plain = _sample(pipe, guidance_scale=1.0)
+    plain = _sample(pipe, guidance_scale=1.0)
+    assert _state(pipe) == before
+    for a, b in ((ebcq, vanilla), (seg_cfg, vanilla), (seg_plain, plain)):
+        assert torch.isfinite(a).all() and (a - b).abs().max() > 1e-4

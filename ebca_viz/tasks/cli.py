@@ -96,7 +96,7 @@ def _set(kw: dict, args, pairs) -> None:
             kw[k] = v
 
 
-def _load(model: str, args):
+def _load(model: str, args, text_to_image: str | None = None):
     from .common import check_out_dir
 
     if args.out:  # before any sampling: a path under a file or a read-only place is a clear error now
@@ -105,6 +105,10 @@ def _load(model: str, args):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(model, device=device)
+    if text_to_image and type(pipe).__name__.endswith("InpaintPipeline"):  # refused before any sampling
+        raise EbcaVizError(f"{text_to_image}: --model {model!r} is an inpainting model ({type(pipe).__name__}, "
+                           f"{pipe.unet.config.in_channels}-channel UNet), which needs an image and a mask; run "
+                           f"`{text_to_image}` on a text-to-image checkpoint (e.g. sd15) or use the `inpaint` command")
     pipe.set_progress_bar_config(disable=args.no_progress, leave=False)
     return pipe
 
@@ -148,7 +152,7 @@ def run_multiconcept(args) -> int:
         kw["token_indices"] = list(args.token)
     if "prompt" not in kw:
         raise EbcaVizError("multiconcept: give --prompt or --preset")
-    pipe = _load(model, args)
+    pipe = _load(model, args, text_to_image="multiconcept")
     return _finish(multiconcept(pipe, **kw), args, "multiconcept", model)
 
 
@@ -172,7 +176,7 @@ def run_synedit(args) -> int:
     _edits_from_args(args, kw)
     if "prompt" not in kw or "edits" not in kw:
         raise ValueError("synedit: give --prompt and --edit (or --preset)")
-    pipe = _load(model, args)
+    pipe = _load(model, args, text_to_image="synedit")
     return _finish(synthetic_edit(pipe, **kw), args, "synedit", model)
 
 
@@ -211,7 +215,7 @@ def run_realedit(args) -> int:
         from ..eval.captioner import load_captioner
 
         kw["captioner"] = load_captioner(args.captioner, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pipe = _load(model, args)
+    pipe = _load(model, args, text_to_image="realedit")
     steps = kw.get("num_inference_steps", 50)
     with tqdm(total=steps, desc="DDIM inversion", disable=args.no_progress, leave=False) as bar:
         res = real_edit(pipe, progress=lambda: bar.update(1), **kw)
@@ -295,5 +299,5 @@ def run_seg(args) -> int:
         model = "sdxl"
     _set(kw, args, [("prompt", "prompt"), ("negative_prompt", "negative_prompt"), ("seg_scale", "seg_scale"),
                     ("sigma", "sigma"), ("layers", "layers"), ("convention", "convention")])
-    pipe = _load(model, args)
+    pipe = _load(model, args, text_to_image="seg")
     return _finish(seg_sample(pipe, **kw), args, "seg", model)
