@@ -38,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from .errors import is_user_error
+
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        if not is_user_error(e):  # raised inside a library or by a failing operation: a bug, keep the traceback
+            raise
+        print(f"error: {e}", file=sys.stderr)  # the package's own validation: one clear line
         return 2

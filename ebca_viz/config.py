@@ -25,6 +25,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .energy import PRIOR_FORMS
+from .errors import EbcaVizError, EbcaVizTypeError
 from .schedule import Schedule, ScheduleLike, as_schedule
 
 EDIT_CONTEXT_MODES = ("accumulate", "reset")
@@ -37,7 +38,7 @@ SEG_CONVENTIONS = ("published", "paper")
 def _direction(d, name: str) -> int:
     table = {1: 1, -1: -1, "+": 1, "-": -1, "conjunction": 1, "negation": -1, "and": 1, "not": -1}
     if isinstance(d, bool) or not isinstance(d, (int, float, str)) or d not in table:
-        raise ValueError(f"{name} must be +1 / 'conjunction' or -1 / 'negation', got {d!r}")
+        raise EbcaVizError(f"{name} must be +1 / 'conjunction' or -1 / 'negation', got {d!r}")
     return table[d]
 
 
@@ -69,13 +70,13 @@ class Edit:
     def resolved(self, i: int) -> "ResolvedEdit":
         name = f"edits[{i}]"
         if (self.prompt is None) == (self.embeds is None):
-            raise ValueError(f"{name}: give exactly one of prompt= (text) or embeds= (a tensor)")
+            raise EbcaVizError(f"{name}: give exactly one of prompt= (text) or embeds= (a tensor)")
         if self.prompt is not None and not isinstance(self.prompt, str):
-            raise TypeError(f"{name}.prompt must be a string, got {type(self.prompt).__name__}")
+            raise EbcaVizTypeError(f"{name}.prompt must be a string, got {type(self.prompt).__name__}")
         if self.embeds is not None and (not torch.is_tensor(self.embeds) or self.embeds.ndim != 3):
-            raise ValueError(f"{name}.embeds must be a (1 or B, N, D) tensor")
+            raise EbcaVizError(f"{name}.embeds must be a (1 or B, N, D) tensor")
         if not (isinstance(self.start, (int, float)) and 0.0 <= self.start <= 1.0):
-            raise ValueError(f"{name}.start is a fraction of the run in [0, 1], got {self.start!r}")
+            raise EbcaVizError(f"{name}.start is a fraction of the run in [0, 1], got {self.start!r}")
 
         def sched(x, what, nonneg=True):
             if isinstance(x, (int, float)) and not isinstance(x, bool) and self.start > 0:
@@ -110,7 +111,11 @@ class EBCAConfig:
         gamma_attn, gamma_norm: step sizes of the main context's Bayesian update
             (number, per-step list, or :class:`~ebca_viz.Schedule`).
         token_indices, token_upweight: multiply the attention term of these token
-            positions (0 = start-of-text) in the conditional half.
+            positions (0 = start-of-text) in the conditional half. Words (``["shirt"]``) are
+            resolved with the pipeline's own tokenizer(s) against ``prompt`` before sampling
+            (:func:`token_positions`); a word that is not in the prompt or splits into several
+            tokens is a clear error.
+        prompt: the prompt the run samples, needed only to resolve words in ``token_indices``.
         query_mask: inpainting mask ``(H, W)``, ``(1|B, 1, H, W)``; 1 where the
             text should act. Resized to each layer's grid (bilinear, align_corners).
         edits: editorial prompts (:class:`Edit`) for EBCQ.
@@ -134,6 +139,7 @@ class EBCAConfig:
     update_uncond: bool = True
     cfg: Optional[bool] = None
     num_inference_steps: Optional[int] = None
+    prompt: Optional[str] = None
 
     @classmethod
     def paper(cls, **kw) -> "EBCAConfig":
@@ -147,66 +153,83 @@ class EBCAConfig:
         ga = as_schedule(self.gamma_attn, "gamma_attn")
         gn = as_schedule(self.gamma_norm, "gamma_norm")
         if self.prior_form not in PRIOR_FORMS:
-            raise ValueError(f"prior_form must be one of {PRIOR_FORMS}, got {self.prior_form!r}")
+            raise EbcaVizError(f"prior_form must be one of {PRIOR_FORMS}, got {self.prior_form!r}")
         if self.edit_context not in EDIT_CONTEXT_MODES:
-            raise ValueError(f"edit_context must be one of {EDIT_CONTEXT_MODES}, got {self.edit_context!r}")
+            raise EbcaVizError(f"edit_context must be one of {EDIT_CONTEXT_MODES}, got {self.edit_context!r}")
         if not isinstance(self.update_uncond, bool):
-            raise TypeError("update_uncond must be True or False")
+            raise EbcaVizTypeError("update_uncond must be True or False")
         if self.cfg is not None and not isinstance(self.cfg, bool):
-            raise TypeError("cfg must be None (auto), True or False")
+            raise EbcaVizTypeError("cfg must be None (auto), True or False")
         if self.num_inference_steps is not None and (
             isinstance(self.num_inference_steps, bool)
             or not isinstance(self.num_inference_steps, int)
             or self.num_inference_steps < 1
         ):
-            raise ValueError(f"num_inference_steps must be a positive int, got {self.num_inference_steps!r}")
+            raise EbcaVizError(f"num_inference_steps must be a positive int, got {self.num_inference_steps!r}")
         ti, tw = self.token_indices, self.token_upweight
         if (ti is None) != (tw is None):
-            raise ValueError("token_indices and token_upweight go together: give both or neither")
+            raise EbcaVizError("token_indices and token_upweight go together: give both or neither")
         if ti is not None:
             # a scalar is one index / one weight for every index (documented)
-            ti = [ti] if isinstance(ti, int) and not isinstance(ti, bool) else ti
+            for x in ([ti] if isinstance(ti, str) else ti if isinstance(ti, (list, tuple)) else []):
+                if isinstance(x, str) and x.strip().isdigit():  # "5": a position typed as text, not a word
+                    raise EbcaVizTypeError(f"token_indices must be an int or a list of ints and words; {x!r} is a "
+                                           f"number written as a string: pass {int(x)}")
+            ti = [ti] if isinstance(ti, (int, str)) and not isinstance(ti, bool) else ti
             if isinstance(tw, (int, float)) and not isinstance(tw, bool):
                 tw = [tw] * len(ti) if hasattr(ti, "__len__") else tw
-            if isinstance(ti, (str, bytes)) or not hasattr(ti, "__iter__"):
-                raise TypeError(f"token_indices must be an int or a list of ints, got {ti!r}")
+            if isinstance(ti, bytes) or not hasattr(ti, "__iter__"):
+                raise EbcaVizTypeError(f"token_indices must be an int, a word or a list of them, got {ti!r}")
             if isinstance(tw, (str, bytes)) or not hasattr(tw, "__iter__"):
-                raise TypeError(f"token_upweight must be a number or a list of numbers, got {tw!r}")
+                raise EbcaVizTypeError(f"token_upweight must be a number or a list of numbers, got {tw!r}")
             ti, tw = list(ti), list(tw)
             if len(ti) != len(tw):
-                raise ValueError(
+                raise EbcaVizError(
                     f"token_indices has {len(ti)} entries but token_upweight has {len(tw)}: give one weight per index"
                 )
             for i in ti:
+                if isinstance(i, str):
+                    if not i.strip():
+                        raise EbcaVizError("token_indices: an empty word; give a word of the prompt or a position")
+                    continue
                 if isinstance(i, bool) or not isinstance(i, int) or i < 0:
-                    raise ValueError(f"token_indices must be non-negative ints (0 = start-of-text), got {i!r}")
+                    raise EbcaVizError(f"token_indices must be non-negative ints (0 = start-of-text) or words of the "
+                                       f"prompt, got {i!r}")
+            words = [i for i in ti if isinstance(i, str)]
+            if words and self.prompt is None:
+                raise EbcaVizError(
+                    f"token_indices gives words {words}: also give prompt= (the prompt you sample) so that they are "
+                    "resolved with the pipeline's tokenizer, or pass positions from "
+                    "ebca_viz.config.token_positions(pipe, prompt, words)")
+            if self.prompt is not None and not isinstance(self.prompt, str):
+                raise EbcaVizTypeError(f"prompt must be a string, got {type(self.prompt).__name__}")
             dup = sorted({i for i in ti if ti.count(i) > 1})
             if dup:
-                raise ValueError(f"token_indices lists {dup} more than once (their weights would multiply): "
+                raise EbcaVizError(f"token_indices lists {dup} more than once (their weights would multiply): "
                                  "give each index once with its combined weight")
             for w in tw:
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                    raise ValueError(f"token_upweight must be finite numbers >= 0, got {w!r}")
+                    raise EbcaVizError(f"token_upweight must be finite numbers >= 0, got {w!r}")
         m = self.query_mask
         if m is not None:
             if not torch.is_tensor(m) or m.ndim not in (2, 4) or (m.ndim == 4 and m.shape[1] != 1):
-                raise ValueError("query_mask must be a tensor of shape (H, W) or (1 or B, 1, H, W)")
+                raise EbcaVizError("query_mask must be a tensor of shape (H, W) or (1 or B, 1, H, W)")
             if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
-                raise ValueError("query_mask values must lie in [0, 1] (1 = where the text acts)")
+                raise EbcaVizError("query_mask values must lie in [0, 1] (1 = where the text acts)")
             if m.ndim == 2:
                 m = m[None, None]
         if isinstance(self.edits, Edit):
-            raise TypeError("edits must be a list of Edit, e.g. edits=[Edit(prompt='...')]")
+            raise EbcaVizTypeError("edits must be a list of Edit, e.g. edits=[Edit(prompt='...')]")
         if self.edits is None:  # documented: None = no editorial prompts
             self.edits = []
         if isinstance(self.edits, (str, bytes)) or not hasattr(self.edits, "__iter__"):
-            raise TypeError(f"edits must be a list of Edit, got {type(self.edits).__name__}")
+            raise EbcaVizTypeError(f"edits must be a list of Edit, got {type(self.edits).__name__}")
         edits = [e.resolved(i) if isinstance(e, Edit) else _not_edit(i, e) for i, e in enumerate(self.edits)]
         return ResolvedConfig(self, ga, gn, ti, tw, m, edits)
 
 
 def _not_edit(i, e):
-    raise TypeError(f"edits[{i}] must be an ebca_viz.Edit, got {type(e).__name__}")
+    raise EbcaVizTypeError(f"edits[{i}] must be an ebca_viz.Edit, got {type(e).__name__}")
 
 
 @dataclass
@@ -218,6 +241,22 @@ class ResolvedConfig:
     token_upweight: Optional[list]
     query_mask: Optional[torch.Tensor]
     edits: list
+
+    def with_words_resolved(self, pipe) -> "ResolvedConfig":
+        """Words in ``token_indices`` replaced by their positions in ``source.prompt`` (pipeline's tokenizers)."""
+        ti = self.token_indices
+        if not ti or not any(isinstance(i, str) for i in ti):
+            return self
+        if pipe is None:
+            raise EbcaVizError(f"token_indices gives words {[i for i in ti if isinstance(i, str)]}, but a bare UNet has "
+                               "no tokenizer: give token positions (ints)")
+        pos = token_positions(pipe, self.source.prompt, ti)
+        dup = sorted({i for i in pos if pos.count(i) > 1})
+        if dup:
+            raise EbcaVizError(f"token_indices {ti} name position(s) {dup} more than once (as {pos}): give each once")
+        import dataclasses
+
+        return dataclasses.replace(self, token_indices=pos)
 
     def needs_num_steps(self) -> bool:
         scheds = [self.gamma_attn, self.gamma_norm]
@@ -233,13 +272,73 @@ class ResolvedConfig:
             den = 1.0 + sum(e.sign * e.alpha(i, num_steps) for e in self.edits)
             if abs(den) < MIN_EBCQ_DENOMINATOR:
                 terms = " + ".join(f"({e.sign:+d})*{e.alpha(i, num_steps):g}" for e in self.edits)
-                raise ValueError(
+                raise EbcaVizError(
                     f"edits: the EBCQ denominator 1 + {terms} = {den:.3g} at step {i} is within "
                     f"{MIN_EBCQ_DENOMINATOR} of 0 ("
                     + ("a division by zero" if abs(den) < 1e-12 else f"it would amplify the edit {1 / abs(den):.3g}x")
                     + "); "
                     f"change an edit's alpha or direction so that |1 + sum(direction * alpha)| >= {MIN_EBCQ_DENOMINATOR}"
                 )
+
+
+def _tokenizers(pipe) -> list:
+    toks = [getattr(pipe, n, None) for n in ("tokenizer", "tokenizer_2")]
+    return [t for t in toks if t is not None]
+
+
+def token_positions(pipe, prompt: str, words) -> list:
+    """Positions of ``words`` in ``prompt`` as the pipeline's own tokenizer(s) see it (0 = start-of-text).
+
+    ``words``: a word or a list of words and/or positions (ints pass through). Each word must be one
+    token of the prompt, once, within the tokenizer's length (77): otherwise an error says why (not in
+    the prompt, past the limit, split into several tokens, repeated) and which positions to use.
+    SDXL's two tokenizers must agree. ``token_positions(pipe, "A cat wearing a shirt", "shirt") == [5]``.
+    """
+    if not isinstance(prompt, str):
+        raise EbcaVizTypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    items = [words] if isinstance(words, (str, int)) and not isinstance(words, bool) else list(words)
+    toks = _tokenizers(pipe)
+    if any(isinstance(w, str) for w in items) and not toks:
+        raise EbcaVizError("token words need the pipeline's tokenizer; this target has none: give positions (ints)")
+    out = []
+    for w in items:
+        if not isinstance(w, str):
+            out.append(w)
+            continue
+        found = []
+        for tok in toks:
+            found.append(_word_position(tok, prompt, w))
+        if len(set(found)) > 1:
+            raise EbcaVizError(f"token_indices: {w!r} is at positions {found} for the pipeline's two tokenizers: "
+                               "give the position you mean")
+        out.append(found[0])
+    return out
+
+
+def _word_position(tok, prompt: str, word: str) -> int:
+    pieces = tok.tokenize(word.strip())
+    ids = tok(prompt, truncation=True).input_ids  # what the text encoder sees (<= model_max_length)
+    full = [tok.bos_token_id] + tok.convert_tokens_to_ids(tok.tokenize(prompt))
+    labels = tok.convert_ids_to_tokens(ids)
+    end = ids.index(tok.eos_token_id, 1) if tok.eos_token_id in ids[1:] else len(ids)
+    listing = ", ".join(f"{i} {labels[i]}" for i in range(end + 1 if end < len(ids) else len(ids)))
+    if len(pieces) != 1:
+        piece_ids = tok.convert_tokens_to_ids(pieces)
+        at = [i for i in range(len(ids) - len(pieces) + 1) if ids[i:i + len(pieces)] == piece_ids]
+        where = f" at positions {list(range(at[0], at[0] + len(pieces)))}" if at else ""
+        raise EbcaVizError(f"token_indices: {word!r} splits into {len(pieces)} tokens {pieces}{where}; up-weight one "
+                           f"token by its position (the prompt's tokens: {listing})")
+    pid = tok.convert_tokens_to_ids(pieces[0])
+    hits = [i for i, x in enumerate(ids) if x == pid]
+    if not hits:
+        if pid in full:
+            raise EbcaVizError(f"token_indices: {word!r} is token {full.index(pid)} of the prompt, past the tokenizer's "
+                               f"{tok.model_max_length}-token limit (the text encoder never sees it): shorten the prompt")
+        raise EbcaVizError(f"token_indices: {word!r} is not a word of the prompt {prompt!r} (its tokens: {listing})")
+    if len(hits) > 1:
+        raise EbcaVizError(f"token_indices: {word!r} appears {len(hits)} times in the prompt, at positions {hits}: "
+                           "give the position you mean")
+    return hits[0]
 
 
 @dataclass
@@ -270,22 +369,22 @@ class SEGConfig:
         for nm in ("scale", "sigma", "inf_threshold"):
             v = getattr(self, nm)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-                raise TypeError(f"{nm} must be a number, got {v!r}")
+                raise EbcaVizTypeError(f"{nm} must be a number, got {v!r}")
         if self.scale < 0 or math.isinf(self.scale):
-            raise ValueError(f"scale must be a finite number >= 0, got {self.scale}")
+            raise EbcaVizError(f"scale must be a finite number >= 0, got {self.scale}")
         if self.sigma <= 0:
-            raise ValueError(f"sigma must be > 0 (use math.inf for the exact spatial mean), got {self.sigma}")
+            raise EbcaVizError(f"sigma must be > 0 (use math.inf for the exact spatial mean), got {self.sigma}")
         if self.convention not in SEG_CONVENTIONS:
-            raise ValueError(f"convention must be one of {SEG_CONVENTIONS}, got {self.convention!r}")
+            raise EbcaVizError(f"convention must be one of {SEG_CONVENTIONS}, got {self.convention!r}")
         if self.inf_threshold <= 0:
-            raise ValueError(f"inf_threshold must be > 0 (sigmas above it mean 'blur to the spatial mean'), "
+            raise EbcaVizError(f"inf_threshold must be > 0 (sigmas above it mean 'blur to the spatial mean'), "
                              f"got {self.inf_threshold}")
         if isinstance(self.layers, str) or self.layers is None or not hasattr(self.layers, "__len__"):
-            raise TypeError(f"layers must be a list, e.g. layers=['mid'] or a list of processor keys, got {self.layers!r}")
+            raise EbcaVizTypeError(f"layers must be a list, e.g. layers=['mid'] or a list of processor keys, got {self.layers!r}")
         if len(self.layers) == 0:
-            raise ValueError("layers is empty: name at least one of 'down', 'mid', 'up' or a processor key")
+            raise EbcaVizError("layers is empty: name at least one of 'down', 'mid', 'up' or a processor key")
         if self.cfg is not None and not isinstance(self.cfg, bool):
-            raise TypeError("cfg must be None (auto), True or False")
+            raise EbcaVizTypeError("cfg must be None (auto), True or False")
         return self
 
     @property

@@ -377,6 +377,7 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
         raise TypeError(f"config must be an ebca_viz.EBCAConfig, got {type(config).__name__}")
     rc = config.validate()
     pipe, unet = resolve_target(target)
+    rc = rc.with_words_resolved(pipe)  # token_indices given as words: their positions in config.prompt
     keys = cross_attention_keys(unet)
     if not keys:
         raise TypeError("unsupported architecture: this UNet has no cross-attention layers")

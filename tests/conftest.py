@@ -47,3 +47,35 @@ def unet_inputs(unet, batch=2, tokens=77, seed=0, hw=None, dtype=torch.float32):
     x = torch.randn(batch, unet.config.in_channels, h, w, generator=g).to(dtype)
     c = torch.randn(batch, tokens, unet.config.cross_attention_dim, generator=g).to(dtype)
     return x, c
+
+
+@pytest.fixture(scope="session")
+def layout_folders(tmp_path_factory, clip_tokenizers):
+    """Scaled SD 1.5 / SD 2.1-base / SD 1.5-inpainting / SDXL-base folders (real layouts, real CLIP
+    tokenizer), built once per session (see tests/layout_models.py)."""
+    from layout_models import build_folders
+
+    return build_folders(tmp_path_factory.mktemp("layouts"), clip_tokenizers)
+
+
+@pytest.fixture(scope="session")
+def clip_tokenizers(tmp_path_factory):
+    from layout_models import clip_tokenizers as build
+
+    return build(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="session")
+def layout_pipes(layout_folders):
+    """``layout_pipes(name)``: the folder of that layout loaded with ``load_pipeline(folder)``, once."""
+    from ebca_viz.models import load_pipeline
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = load_pipeline(str(layout_folders[name]))
+            cache[name].set_progress_bar_config(disable=True)
+        return cache[name]
+
+    return get

@@ -59,7 +59,8 @@ def _ebcq_objects(alpha: float, gamma_attn: float, gamma_norm: float):
         for k in range(2):
             prompts = [world.caption_for([it[k]]) for it in items]
             with torch.no_grad():
-                e = pipe.encode_prompt(prompts, pipe._execution_device, 1, False)[0]
+                e = pipe.encode_prompt(prompt=prompts, device=pipe._execution_device, num_images_per_prompt=1,
+                                      do_classifier_free_guidance=False)[0]
             embeds.append(e)
         edits = [Edit(embeds=e, alpha=alpha, direction=+1, start=0.0) for e in embeds]
         return EBCAConfig(gamma_attn=gamma_attn, gamma_norm=gamma_norm, edits=edits)

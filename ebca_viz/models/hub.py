@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import EbcaVizError, EbcaVizTypeError
+
 HUB_IDS = {
     "sd14": "CompVis/stable-diffusion-v1-4",
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -35,10 +37,10 @@ def check_dtype(dtype):
     if isinstance(dtype, str):
         key = dtype.lower().replace("torch.", "")
         if key not in _DTYPE_NAMES:
-            raise ValueError(f"dtype {dtype!r} is not a floating dtype name; use one of {sorted(_DTYPE_NAMES)}")
+            raise EbcaVizError(f"dtype {dtype!r} is not a floating dtype name; use one of {sorted(_DTYPE_NAMES)}")
         return _DTYPE_NAMES[key]
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch dtype (torch.float32, torch.float16, torch.bfloat16), "
+        raise EbcaVizError(f"dtype must be a floating torch dtype (torch.float32, torch.float16, torch.bfloat16), "
                          f"got {dtype!r}")
     return dtype
 
@@ -48,15 +50,15 @@ def check_device(device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:0' ({e})") from None
+        raise EbcaVizError(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:0' ({e})") from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise ValueError(f"device {device!r}: this machine has no CUDA device; use device='cpu'")
+            raise EbcaVizError(f"device {device!r}: this machine has no CUDA device; use device='cpu'")
         if dev.index is not None and dev.index >= n:
-            raise ValueError(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+            raise EbcaVizError(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
     elif dev.type not in ("cpu", "mps", "xpu"):
-        raise ValueError(f"device {device!r}: unsupported device type {dev.type!r}; use 'cpu' or 'cuda'")
+        raise EbcaVizError(f"device {device!r}: unsupported device type {dev.type!r}; use 'cpu' or 'cuda'")
     return dev
 
 
@@ -72,7 +74,7 @@ def _folder_class(folder: Path):
     name = json.loads(index.read_text()).get("_class_name")
     cls = getattr(diffusers, str(name), None)
     if cls is None:
-        raise ValueError(f"{folder}: model_index.json names the pipeline class {name!r}, which this diffusers "
+        raise EbcaVizError(f"{folder}: model_index.json names the pipeline class {name!r}, which this diffusers "
                          "does not have")
     return cls
 
@@ -82,11 +84,19 @@ def _check_safetensors(folder: Path) -> None:
     st = list(folder.rglob("*.safetensors"))
     bins = [f for f in folder.rglob("*.bin") if f.name != "training_args.bin"]
     if bins and not st:
-        raise ValueError(
+        raise EbcaVizError(
             f"{folder} holds only pickle weights ({bins[0].relative_to(folder)}, ...); ebca_viz loads safetensors "
             "only. If you trust these files, convert them once: python -c \"from diffusers import DiffusionPipeline "
             f"as P; P.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}-safetensors', "
             "safe_serialization=True)\"")
+
+
+def _dtype_kwarg() -> str:
+    """``dtype`` where diffusers takes it (it deprecates ``torch_dtype`` with a FutureWarning on every
+    load), ``torch_dtype`` on older diffusers."""
+    from diffusers.pipelines import pipeline_utils
+
+    return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
 
 
 def _pipeline_class(name_or_id: str):
@@ -110,7 +120,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
       local folder: ``from_pretrained`` (fp16 on CUDA by default).
     """
     if not isinstance(name, str):
-        raise TypeError(f"name must be a string (one of {available_models()}, a hub id or a folder)")
+        raise EbcaVizTypeError(f"name must be a string (one of {available_models()}, a hub id or a folder)")
     dtype = check_dtype(dtype)
     device = check_device(device)
     if name in ("tiny", "tiny-inpainting"):
@@ -142,7 +152,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
     kwargs.setdefault("use_safetensors", True)  # never unpickle weights
     try:
         pipe = cls.from_pretrained(
-            str(local) if local.exists() else repo, torch_dtype=dtype,
+            str(local) if local.exists() else repo, **{_dtype_kwarg(): dtype},
             local_files_only=offline or local.exists(), **kwargs,
         )
     except (OSError, ValueError, EnvironmentError) as e:
@@ -153,3 +163,37 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
             f"{list(OFFLINE)}. Cause: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
         ) from e
     return pipe.to(device)
+
+
+def model_kind(pipe) -> str:
+    """What a loaded pipeline is, read from the pipeline itself (never from the name it was loaded by):
+
+    * ``"shapes-world"``: the shipped toy model (the package's small tokenizer and the shapes UNet);
+    * ``"tiny"``, ``"tiny-inpainting"``, ``"tiny-sdxl"``: random-weight models on the package's small tokenizer;
+    * ``"sd"``: anything else, i.e. a Stable Diffusion checkpoint with its own tokenizer (SD 1.x/2.x/XL,
+      inpainting; real or random weights in a user's folder).
+    """
+    import json
+
+    from .tokenizer import TOKENIZER_DIR
+
+    tok = getattr(pipe, "tokenizer", None)
+    unet = getattr(pipe, "unet", None)
+    if tok is None or unet is None:
+        raise EbcaVizTypeError(f"model_kind needs a diffusers pipeline with a tokenizer and a UNet, got "
+                               f"{type(pipe).__name__}")
+    shipped = json.loads((TOKENIZER_DIR / "vocab.json").read_text(encoding="utf-8"))
+    if len(tok) != len(shipped) or tok.get_vocab() != shipped:
+        return "sd"
+    from ..shapes.model import WEIGHTS_DIR
+
+    cfg = WEIGHTS_DIR / "unet" / "config.json"
+    if cfg.is_file():
+        ref = json.loads(cfg.read_text())
+        keys = ("block_out_channels", "sample_size", "cross_attention_dim", "in_channels", "down_block_types")
+        if all(list(ref.get(k)) == list(unet.config.get(k)) if isinstance(ref.get(k), list)
+               else ref.get(k) == unet.config.get(k) for k in keys):
+            return "shapes-world"
+    if hasattr(pipe, "text_encoder_2"):
+        return "tiny-sdxl"
+    return "tiny-inpainting" if unet.config.in_channels == 9 else "tiny"

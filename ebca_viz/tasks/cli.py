@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import EbcaVizError
 from .presets import PRESETS, get_preset, preset_kwargs
 
 
@@ -95,7 +96,7 @@ def _set(kw: dict, args, pairs) -> None:
             kw[k] = v
 
 
-def _load(model: str, args):
+def _load(model: str, args, text_to_image: str | None = None):
     from .common import check_out_dir
 
     if args.out:  # before any sampling: a path under a file or a read-only place is a clear error now
@@ -104,6 +105,10 @@ def _load(model: str, args):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(model, device=device)
+    if text_to_image and type(pipe).__name__.endswith("InpaintPipeline"):  # refused before any sampling
+        raise EbcaVizError(f"{text_to_image}: --model {model!r} is an inpainting model ({type(pipe).__name__}, "
+                           f"{pipe.unet.config.in_channels}-channel UNet), which needs an image and a mask; run "
+                           f"`{text_to_image}` on a text-to-image checkpoint (e.g. sd15) or use the `inpaint` command")
     pipe.set_progress_bar_config(disable=args.no_progress, leave=False)
     return pipe
 
@@ -129,6 +134,8 @@ def add_multiconcept_arguments(p) -> None:
     p.add_argument("--gamma-stop", type=float, default=None,
                    help="fraction of the run after which EBCU stops (published gamma_tau, default 1.0)")
     p.add_argument("--token-indices", nargs="+", type=int, default=None, help="token positions, 0 = start of text")
+    p.add_argument("--token", nargs="+", default=None, metavar="WORD",
+                   help="words of the prompt to up-weight (resolved with the model's tokenizer; instead of --token-indices)")
     p.add_argument("--token-upweight", nargs="+", type=float, default=None, help="one weight per token index")
 
 
@@ -139,9 +146,13 @@ def run_multiconcept(args) -> int:
     _set(kw, args, [("prompt", "prompt"), ("negative_prompt", "negative_prompt"), ("gamma_attn", "gamma_attn"),
                     ("gamma_norm", "gamma_norm"), ("gamma_stop", "gamma_stop"), ("token_indices", "token_indices"),
                     ("token_upweight", "token_upweight")])
+    if args.token is not None:
+        if args.token_indices is not None:
+            raise EbcaVizError("--token and --token-indices both name the up-weighted tokens: give one of them")
+        kw["token_indices"] = list(args.token)
     if "prompt" not in kw:
-        raise ValueError("multiconcept: give --prompt or --preset")
-    pipe = _load(model, args)
+        raise EbcaVizError("multiconcept: give --prompt or --preset")
+    pipe = _load(model, args, text_to_image="multiconcept")
     return _finish(multiconcept(pipe, **kw), args, "multiconcept", model)
 
 
@@ -165,7 +176,7 @@ def run_synedit(args) -> int:
     _edits_from_args(args, kw)
     if "prompt" not in kw or "edits" not in kw:
         raise ValueError("synedit: give --prompt and --edit (or --preset)")
-    pipe = _load(model, args)
+    pipe = _load(model, args, text_to_image="synedit")
     return _finish(synthetic_edit(pipe, **kw), args, "synedit", model)
 
 
@@ -204,7 +215,7 @@ def run_realedit(args) -> int:
         from ..eval.captioner import load_captioner
 
         kw["captioner"] = load_captioner(args.captioner, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pipe = _load(model, args)
+    pipe = _load(model, args, text_to_image="realedit")
     steps = kw.get("num_inference_steps", 50)
     with tqdm(total=steps, desc="DDIM inversion", disable=args.no_progress, leave=False) as bar:
         res = real_edit(pipe, progress=lambda: bar.update(1), **kw)
@@ -288,5 +299,5 @@ def run_seg(args) -> int:
         model = "sdxl"
     _set(kw, args, [("prompt", "prompt"), ("negative_prompt", "negative_prompt"), ("seg_scale", "seg_scale"),
                     ("sigma", "sigma"), ("layers", "layers"), ("convention", "convention")])
-    pipe = _load(model, args)
+    pipe = _load(model, args, text_to_image="seg")
     return _finish(seg_sample(pipe, **kw), args, "seg", model)

@@ -158,7 +158,9 @@ def ddim_invert(pipe, image, prompt, *, num_inference_steps: int = 50, height: O
     inv.set_timesteps(num_inference_steps, device=pipe.device)
     z = encode_image(pipe, images if len(images) > 1 else images[0], h, w,
                      generator if posterior == "sample" else None)
-    enc = pipe.encode_prompt(prompts, pipe.device, 1, False)
+    # keywords: SDXL's second positional argument is prompt_2 (positionally, device went there)
+    enc = pipe.encode_prompt(prompt=prompts, device=pipe.device, num_images_per_prompt=1,
+                             do_classifier_free_guidance=False)
     ctx = enc[0]
     unet_kw = {}
     if len(enc) == 4 and enc[2] is not None:  # SDXL: pooled text embeds + time ids

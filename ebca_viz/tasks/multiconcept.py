@@ -30,7 +30,7 @@ def multiconcept(pipe, prompt: str, *, gamma_attn: float = 0.01, gamma_norm: flo
         pipe: a Stable Diffusion (1.x/2.x/XL) pipeline.
         gamma_attn, gamma_norm: EBCU step sizes (published example "A lion with a crown": 0.01, 0.02).
         gamma_stop: fraction of the run after which the update stops (published ``gamma_tau``).
-        token_indices, token_upweight: token up-weighting (e.g. ``[5]``, ``[2.5]``).
+        token_indices, token_upweight: token up-weighting (e.g. ``[5]`` or ``["shirt"]``, ``[2.5]``).
         seed: seed of the ``torch.Generator`` drawing the initial latents.
         observers: objects with ``on_cross_attention(event)`` added to the controller.
         config: extra :class:`~ebca_viz.EBCAConfig` fields (``prior_form``, ``update_uncond``, ...).
@@ -45,6 +45,10 @@ def multiconcept(pipe, prompt: str, *, gamma_attn: float = 0.01, gamma_norm: flo
         raise ValueError(f"gamma_stop is the fraction of the run after which the update stops, in [0, 1]; "
                          f"got {gamma_stop!r} (1.0 = on for the whole run)")
     h, w = check_size(pipe, height, width)
+    if token_indices is not None:  # words ("shirt") -> positions, with the pipeline's own tokenizer(s)
+        from ..config import token_positions
+
+        token_indices = token_positions(pipe, prompt, token_indices)
     _check_token_positions(pipe, prompt, token_indices)
     cfg = EBCAConfig(
         gamma_attn=Schedule.window(gamma_attn, stop=gamma_stop) if isinstance(gamma_attn, (int, float)) else gamma_attn,

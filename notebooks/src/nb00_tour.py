@@ -116,7 +116,7 @@ step. (In vanilla sampling the drift is 0: every layer reads the same prompt emb
     code('''
 from ebca_viz.widgets import EnergyPanel, PanelSettings
 
-panel = EnergyPanel(pipe=pipe, model=MODEL, settings=PanelSettings.for_model(MODEL, prompt=PROMPT, seed=SEED, steps=STEPS))
+panel = EnergyPanel(pipe=pipe, model=MODEL, settings=PanelSettings.for_model(KIND, prompt=PROMPT, seed=SEED, steps=STEPS))
 panel.show();
 '''),
 ]

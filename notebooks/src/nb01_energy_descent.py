@@ -115,7 +115,7 @@ from ebca_viz import energy_plots as EP
 from ebca_viz.energy_steps import record_updates
 
 N_SEEDS = viz.pick(32 if not REAL else 4, 8 if not REAL else 1)
-ONSHAPES = MODEL == "shapes-world"   # the numbers below were measured there; other models print them unchecked
+ONSHAPES = KIND == "shapes-world"   # the numbers below were measured there; other models print them unchecked
 images, rec = record_updates(pipe, PROMPT, ev.EBCAConfig(gamma_attn=R.gamma_attn, gamma_norm=R.gamma_norm),
                              seeds=range(N_SEEDS), steps=STEPS, guidance_scale=CFG)
 r_ctx, r_pri, r_post = rec.rate("context"), rec.rate("prior", rose=True), rec.rate("posterior")

@@ -30,7 +30,7 @@ from ebca_viz.tasks import inpaint, sample_image
 # real SD: the paper's settings (CFG 7.5, RePaint jumps 10/10); shapes world: its own CFG, shorter jumps
 KW = dict(num_inference_steps=STEPS, guidance_scale=CFG) if REAL else \\
     dict(num_inference_steps=STEPS, guidance_scale=CFG, jump_length=5, jump_n_sample=2)
-SHAPES_WORLD = not REAL and MODEL != "tiny"
+SHAPES_WORLD = KIND == "shapes-world"
 
 def run_pair(photo, mask, prompt, seed):
     runs = {}
@@ -56,8 +56,8 @@ if SHAPES_WORLD:  # RePaint on the text-to-image model, on the report scenes mea
     claims.check(ok, "one of the first 8 report scenes shows the prompted object inside the mask (the demo scene)")
     PROMPT = case.prompt
 else:
-    if REAL:
-        inpaint_pipe, _ = viz.load_model("sd15-inpainting")
+    if REAL:  # your model if it is an inpainting one (9-channel UNet), else SD 1.5-inpainting
+        inpaint_pipe = pipe if pipe.unet.config.in_channels == 9 else viz.load_model("sd15-inpainting")[0]
         photo, _ = sample_image()
         PROMPT = "teddy bear"
     else:

@@ -85,7 +85,7 @@ objects; exactly two objects), and from the trace (`tr.seg_energies`) the self-a
 blurred and the unblurred branch, mean over steps and SEG layers.
 '''),
     code('''
-SHAPES = MODEL == "shapes-world"
+SHAPES = KIND == "shapes-world"
 D = X.SHAPES_SEG if not REAL else dict(scale=R.seg_scale, sigma=R.seg_sigma, layers=("mid",))  # real SD: the paper's
 LAYERS, S_DEF, SIG_DEF = tuple(D["layers"]), D["scale"], D["sigma"]
 N = viz.pick(32, 8) if not REAL else viz.pick(4, 2)  # real SD: a few seeds (the detector scores shapes only)

@@ -18,14 +18,18 @@ The button runs `ebca_viz.widgets.sample_comparison` on the GPU when there is on
 image is cached per (model, prompt, seed, steps). Errors appear in the panel.
 '''),
     code('''
-MODEL = "shapes-world"  # or "sd15"
+MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
+import os
+MODEL = os.environ.get("EBCA_VIZ_MODEL", MODEL)  # the environment variable EBCA_VIZ_MODEL wins when set
 
 from ebca_viz import viz
+from ebca_viz.models import model_kind
 from ebca_viz.widgets import EnergyPanel, PanelSettings
 
 pipe, MODEL = viz.load_model(MODEL)
-SETTINGS = PanelSettings.for_model(MODEL, steps=viz.pick(25, 10))   # this model's CFG, gammas, SEG settings
-if MODEL == "shapes-world":  # start on the seed (of 16) where EBCU changes the picture most; say so
+KIND = model_kind(pipe)  # from the loaded pipeline, not the name
+SETTINGS = PanelSettings.for_model(KIND, steps=viz.pick(25, 10))   # this model's CFG, gammas, SEG settings
+if KIND == "shapes-world":  # start on the seed (of 16) where EBCU changes the picture most; say so
     import ebca_viz as ev
     from ebca_viz.experiments.multiconcept import pick_demo_seed
     choice = pick_demo_seed(pipe, SETTINGS.prompt, SETTINGS.ebca_config(), seeds=range(16), steps=SETTINGS.steps,
