@@ -25,7 +25,7 @@ the UNet batch (the images; with CFG the second half):
   every pixel survives). Kept as running sums per layer (over steps) and per step (over
   layers); every ``(step, layer)`` map only with ``quantities=[..., "layer_maps"]``.
   ``normalize="spatial"`` in :meth:`Trace.maps` rescales each token's map to sum to 1 over pixels.
-* **energies** (method.md, heads averaged, ``alpha`` = :attr:`Trace.alpha`, default 0), for
+* **energies** (docs/method.md, heads averaged, ``alpha`` = :attr:`Trace.alpha`, default 0), for
   ``K = K(C_in)`` (``when="before"``) and ``K = K(C_out)`` (``when="after"``):
   ``E(Q;K) = alpha/2 sum_i |q_i|^2 - sum_i lse_j S_ij`` (``kind="query"``),
   ``E(K;Q) = alpha/2 sum_j |k_j|^2 - sum_j lse_i S_ij`` (``"context"``),
@@ -213,7 +213,7 @@ class Trace:
             raise TypeError("cfg must be None (auto), True or False")
         self.cfg = cfg
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-            raise ValueError(f"alpha must be a finite number (method.md uses 0), got {alpha!r}")
+            raise ValueError(f"alpha must be a finite number (docs/method.md uses 0), got {alpha!r}")
         self.alpha = float(alpha)
         self._pos = {k: i for i, k in enumerate(self.layers)}
         self._all_index = {k: i for i, k in enumerate(all_keys)}
@@ -1071,7 +1071,7 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
         num_steps: run length, for fraction/negative step filters on a bare UNet.
         cfg: whether the UNet batch is ``[uncond; cond]``; default: the pipeline's flag, else the EBCA
             controller's setting, else False.
-        alpha: the ``alpha`` of the query/context energies (method.md: 0).
+        alpha: the ``alpha`` of the query/context energies (docs/method.md: 0).
     """
     return Trace(target, layers, steps, quantities, map_grid, dtype, budget_bytes, on_budget, num_steps, cfg, alpha)
 

@@ -6,7 +6,7 @@ CELLS = [
 # 01 · Attention as energy descent
 
 One cross-attention layer, one head: $Q\in\mathbb R^{P\times d}$, $K\in\mathbb R^{N\times d}$, $S = \beta QK^\top$.
-Three energies (method.md, $\alpha = 0$ as in the paper):
+Three energies ([docs/method.md](../docs/method.md), $\alpha = 0$ as in the paper):
 
 * query energy $\;E(Q;K) = -\sum_i \operatorname{lse}_j S_{ij}$
 * context energy $\;E(K;Q) = -\sum_j \operatorname{lse}_i S_{ij}$ (lse over **pixels**)
