@@ -27,6 +27,7 @@ from ebca_viz.seg import SEGController, SEGSelfAttnProcessor, gaussian_blur_2d, 
 
 DATA = Path(__file__).parent / "data"
 TOL = dict(atol=1e-5, rtol=1e-5)
+LATENT_TOL = dict(atol=2e-5, rtol=1e-5)  # final latents of a multi-step SEG run (see its test)
 MOVED = 1e-4  # a "different" result must differ by at least this much (10x the tolerance)
 
 
@@ -268,7 +269,10 @@ def test_seg_pipeline_default_convention_reproduces_published_pipeline(seg_ref, 
     lat, guided = _seg_sample(seg_pipe, tensors, case, cfg)
     for i, g in enumerate(guided):
         torch.testing.assert_close(g, tensors[f"pipe.{name}.guided.{i}"], **TOL)
-    torch.testing.assert_close(lat, tensors[f"pipe.{name}.latents"], **TOL)
+    # The final latents add up every step's rounding: on an AMD EPYC CPU (2026-12-06) one of 1024
+    # values differed by 1.07e-5 (relative 4e-4 of a value near 0) while each step's guided prediction
+    # above still agrees to 1e-5; MOVED stays 5x above this bound.
+    torch.testing.assert_close(lat, tensors[f"pipe.{name}.latents"], **LATENT_TOL)
     if case["seg_scale"] > 0:
         # without SEG the numbers differ (the comparison above can fail)
         _, plain = _seg_sample(seg_pipe, tensors, case, ev.SEGConfig(scale=0.0, layers=case["seg_applied_layers"]))
