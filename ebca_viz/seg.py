@@ -33,6 +33,7 @@ from .guards import FiniteGuard, guidance_text
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys, unet_call_parts
 from .config import SEGConfig
 from .energy import merge_heads, split_heads
+from .events import SelfAttnEvent
 
 
 def kernel_size_for(sigma: float) -> int:
@@ -198,10 +199,14 @@ class SEGSelfAttnProcessor:
         if rows is not None:
             cfg = self.ctl.config
             grid = grid_hw(P, self.ctl.latent_hw)
-            qb = blur_queries(q[rows], grid, cfg.sigma, cfg.infinite)
+            unblurred = q[rows]
+            qb = blur_queries(unblurred, grid, cfg.sigma, cfg.infinite)
             q = torch.cat([q[: rows.start], qb, q[rows.stop :]])
-            for o in self.ctl.observers:
-                o.on_seg_attention(self.name, attn, q, k, rows, grid)
+            if self.ctl.observers:
+                ev = SelfAttnEvent(name=self.name, attn=attn, query=q, key=k, rows=rows, grid=grid,
+                                   unblurred_query=unblurred)
+                for o in self.ctl.observers:
+                    o.on_seg_attention(ev)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
         out = merge_heads(out).to(q.dtype)
         return tokens_out(attn, attn.to_out[1](attn.to_out[0](out)), t)

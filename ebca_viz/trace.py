@@ -34,9 +34,9 @@ the UNet batch (the images; with CFG the second half):
 * **contexts** (opt-in): ``C_out`` per layer and the prompt embedding per step.
 * **seg**: with :func:`~ebca_viz.smoothed_energy_guidance` installed, the self-attention energy
   ``E = -sum_i lse_j(beta q_i . k_j)`` (heads averaged; ``beta`` = the layer's scale, i.e. the
-  logits its softmax uses) of the blurred rows and of the
-  reference rows: the conditional branch (published convention) or, with the paper's
-  convention and CFG (the unconditional branch is blurred in place), the conditional half.
+  logits its softmax uses) of the blurred rows and of the reference rows: the conditional branch
+  (published convention), or, with the paper's convention and CFG, the unconditional half's own
+  queries before it is blurred in place.
 
 How it attaches (no class is patched, everything is undone on exit, also on errors):
 a forward pre-hook (prepended, so it sees the caller's batch before SEG appends its branch)
@@ -155,6 +155,20 @@ def predicted_grid(unet, key: str, latent_hw: tuple) -> tuple:
     else:
         f = 2 ** (n_down - 1)
     return (-(-latent_hw[0] // f), -(-latent_hw[1] // f))
+
+
+def unet_calls(pipe, num_steps: int) -> int:
+    """UNet calls of a ``num_steps`` run: the length of the timesteps a fresh copy of the pipeline's
+    scheduler sets (PNDM: ``num_steps + 1``; Heun: ``2 num_steps - 1``); ``num_steps`` without one."""
+    sched = getattr(pipe, "scheduler", None) if pipe is not None else None
+    if sched is None or not hasattr(sched, "set_timesteps") or not hasattr(sched, "config"):
+        return num_steps
+    try:
+        fresh = type(sched).from_config(sched.config)
+        fresh.set_timesteps(num_steps)
+        return len(fresh.timesteps)
+    except Exception:  # a scheduler that needs more arguments: count the sampling steps
+        return num_steps
 
 
 def _resolve_map_grid(map_grid, grids: list) -> tuple:
@@ -437,7 +451,11 @@ class Trace:
             self.map_grid = _resolve_map_grid(None, [predicted_grid(self.unet, k, latent) for k in self.layers])
         self._read_tokens(ehs)
         if T is not None:
-            n_sel = T if self._selected is None else len([s for s in self._selected if 0 <= s < T])
+            calls = T
+            if self.num_steps is None:  # the scheduler's own timesteps: PNDM calls the UNet T + 1 times
+                ts = getattr(getattr(self.pipe, "scheduler", None), "timesteps", None)
+                calls = len(ts) if ts is not None and len(ts) >= T else T
+            n_sel = calls if self._selected is None else len([s for s in self._selected if 0 <= s < calls])
             need = self._bytes(n_sel, B, N, D, len(self._seg_layer_keys()), fixed=not self._sums)
             self.budget.check_projection(need, f"recording {n_sel} steps of {len(self.layers)} layers")
         if "maps" in self.quantities and not self._sums and "maps:layers" not in [d["item"] for d in self.budget.dropped]:
@@ -583,15 +601,22 @@ class Trace:
                 st["contexts"][li] = cout.to(self.dtype)
 
     @torch.no_grad()
-    def on_seg_attention(self, name, attn, q, k, rows, grid) -> None:
+    def on_seg_attention(self, ev) -> None:
+        """Energy of the blurred rows and of the reference: the conditional rows the extra branch was
+        copied from (published convention, or no CFG), or, where the unconditional half is blurred in
+        place (paper convention with CFG), that half's own queries before the blur."""
         st = self._stage
-        if not self.wants_events or "seg" not in st or name not in self.seg_layers:
+        if not self.wants_events or "seg" not in st or ev.name not in self.seg_layers:
             return
-        i = self.seg_layers.index(name)
+        i = self.seg_layers.index(ev.name)
+        rows, scale = ev.rows, ev.attn.scale
+        st["seg"][i, 0] = self_attention_energy(ev.query[rows], ev.key[rows], scale)
         b = rows.stop - rows.start
-        ref = slice(rows.start - b, rows.start) if rows.start >= b else slice(rows.stop, rows.stop + b)
-        st["seg"][i, 0] = self_attention_energy(q[rows], k[rows], attn.scale)
-        st["seg"][i, 1] = self_attention_energy(q[ref], k[ref], attn.scale)
+        if rows.start >= b:  # an appended branch: its source, the conditional rows just before it
+            ref = slice(rows.start - b, rows.start)
+            st["seg"][i, 1] = self_attention_energy(ev.query[ref], ev.key[ref], scale)
+        else:  # blurred in place
+            st["seg"][i, 1] = self_attention_energy(ev.unblurred_query, ev.key[rows], scale)
 
     # -- memory ----------------------------------------------------------------------------------
     @property
@@ -609,7 +634,9 @@ class Trace:
         """Host bytes this trace will store for one run, before sampling.
 
         Args:
-            num_steps: sampling steps of the run (the ``steps`` filter is applied to it).
+            num_steps: sampling steps of the run; the UNet calls are counted with the pipeline's
+                scheduler (PNDM, SD 1.5's default, makes ``num_steps + 1``), and the ``steps`` filter
+                is applied to them.
             height, width: image size in pixels for a pipeline (divided by its VAE factor);
                 for a bare UNet, the latent size. Default: the UNet's ``sample_size``.
             batch: images per run (the conditional rows: prompts x images per prompt).
@@ -641,7 +668,8 @@ class Trace:
         saved, self.map_grid = self.map_grid, grid
         try:
             sel = self._steps_filter.resolve(num_steps)
-            n = num_steps if sel is None else len([x for x in sel if 0 <= x < num_steps])
+            calls = unet_calls(self.pipe, num_steps)
+            n = calls if sel is None else len([x for x in sel if 0 <= x < calls])
             return self._bytes(n, batch, tokens, D, seg_layers)
         finally:
             self.map_grid = saved

@@ -330,7 +330,8 @@ def save_animation(anim, path, fps: int = 4, dpi: int = 80) -> Path:
 # ---------------------------------------------------------------------------------------------
 def plot_energy_curves(before, after=None, reference=None, layer_names: Optional[Sequence[str]] = None,
                        steps_to_show: Optional[Sequence[int]] = None, energy_label: str = "E(K;Q) + E(K)",
-                       title: Optional[str] = None, relative: Optional[bool] = None) -> ExplainerFigure:
+                       title: Optional[str] = None, relative: Optional[bool] = None,
+                       step_label: str = "sampling step (0 = noisiest)") -> ExplainerFigure:
     """Energy per layer and per step, with the descent each update produces.
 
     Args:
@@ -342,6 +343,7 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
         relative: plot ``before - reference`` and ``after - reference`` on the left (default: when a
             reference is given). Each layer has its own ``W_k``, so absolute energies jump between
             layers; relative to vanilla the descent and its cascade over layers are visible.
+        step_label: the x label of the right panel (what the rows of ``before`` count).
 
     Left: energy over layers for a few steps; with ``after`` every layer is a short segment from
     ``before`` to ``after`` (a saw-tooth: each update goes down, the next layer's keys start
@@ -405,7 +407,7 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
         ax2.set_ylabel(energy_label)
         ax2.set_title("energy per step")
         ax2.legend(fontsize=7)
-    ax2.set_xlabel("sampling step (0 = noisiest)")
+    ax2.set_xlabel(step_label)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -692,6 +694,11 @@ def upscale(img, size: int = 256):
 # ---------------------------------------------------------------------------------------------
 # traces (ebca_viz.trace): the same figures, read from a recording
 # ---------------------------------------------------------------------------------------------
+# a trace's step axis counts the UNet calls it recorded (PNDM, SD 1.5's default, makes one more than
+# num_inference_steps; a steps= filter keeps fewer)
+TRACE_STEP_LABEL = "recorded UNet call (0 = noisiest)"
+
+
 def _clean_token(t: str) -> str:
     return {"<|startoftext|>": "<sot>", "<|endoftext|>": "<eot>"}.get(t, t)
 
@@ -746,6 +753,7 @@ def plot_trace_energies(tr, reference=None, kind: str = "posterior", **kw) -> Ex
     ref = None if reference is None else reference.energies(kind, "before")
     labels = {"posterior": "E(K;Q) + E(K)", "context": "E(K;Q)", "prior": "E(K)", "query": "E(Q;K)"}
     kw.setdefault("energy_label", labels.get(kind, kind))
+    kw.setdefault("step_label", TRACE_STEP_LABEL)
     return plot_energy_curves(b, a, reference=ref, layer_names=tr.layers, **kw)
 
 
@@ -784,7 +792,7 @@ def plot_trace_seg(tr, title: str = "SEG: self-attention energy per step") -> Ex
     ax = fig.subplots()
     ax.plot(np.arange(len(bl)), bl, "o-", ms=3, label="blurred branch")
     ax.plot(np.arange(len(ref)), ref, "s--", ms=3, label="reference (unblurred)")
-    ax.set_xlabel("sampling step (0 = noisiest)")
+    ax.set_xlabel(TRACE_STEP_LABEL)
     ax.set_ylabel("sum -lse(Q K^T)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)

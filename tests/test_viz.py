@@ -194,3 +194,13 @@ def test_readme_gallery_caption_matches_gallery_json():
     assert f"seed {g['seed']}, the one of 16 where EBCU changes the image most ({sc['change']:.1f}/255" in readme
     assert f"median seed changes by {sc['median_change_over_seeds']:.1f}/255" in readme
     assert g["mean_abs_diff_vanilla_ebcu"] > 1.0  # the pair shown is not identical
+
+
+def test_trace_energy_plot_counts_unet_calls(tiny_pipe):
+    """The trace's step axis counts recorded UNet calls (PNDM makes one more than the sampling steps)."""
+    import ebca_viz as ev
+
+    with ev.trace(tiny_pipe) as tr:
+        tiny_pipe("a red circle", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0))
+    fig = viz.plot_trace_energies(tr)
+    assert fig.axes[1].get_xlabel().startswith("recorded UNet call")
