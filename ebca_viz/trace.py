@@ -68,16 +68,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .attach import (
-    _exec_order,
-    cross_attention_keys,
-    first_timestep,
-    module_of,
-    resolve_target,
-    self_attention_keys,
-    unet_call_parts,
-)
-from .ebca import EnergyCrossAttnProcessor
+from .attach import _exec_order, cross_attention_keys, module_of, resolve_target, self_attention_keys, unet_call_parts
+from .events import EBCA, SEG, TRACE, StepClock, first_timestep, kind_of, read_cfg, token_words
 from .energy import attention_scores, merge_heads
 from .trace_budget import DEFAULT_BUDGET, Budget, TraceBudgetError, check_budget_args, mib
 from .trace_filters import QUANTITIES, StepFilter, select_layers, select_quantities
@@ -232,13 +224,11 @@ class Trace:
         self._pos = {k: i for i, k in enumerate(self.layers)}
         self._all_index = {k: i for i, k in enumerate(all_keys)}
         # run state
-        self.step = -1  # global UNet-call index (over all runs)
-        self.run_step = -1
+        self.clock = StepClock()  # .step: within the run; .calls: over all runs
         self.n_uncond = 0
         self.b2 = 0
         self.latent_hw = None
         self.wants_events = False
-        self._last_t = None
         self._selected = None
         self._stage: dict = {}
         self._seg_ctl = None
@@ -262,6 +252,11 @@ class Trace:
         self._subscribed: list = []
         self._te_calls: list = []
 
+    @property
+    def step(self) -> int:
+        """Global index of the current UNet call (over all runs of this trace; -1 before the first)."""
+        return self.clock.calls - 1
+
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> "Trace":
         self.start()
@@ -276,7 +271,7 @@ class Trace:
             raise RuntimeError("this trace has already been used; create a new one with ebca_viz.trace(...)")
         unet = self.unet
         for p in unet.attn_processors.values():
-            if isinstance(p, RecordingCrossAttnProcessor) and p.sink is not None:
+            if kind_of(p) == TRACE and p.sink is not None:
                 raise RuntimeError("another trace is already recording this UNet; leave its `with` first")
         self._state = "active"
         try:
@@ -358,9 +353,8 @@ class Trace:
             self._cross_modules = [module_of(self.unet, k) for k in self.layers]
             self._self_modules = [module_of(self.unet, k) for k in self_attention_keys(self.unet)]
         for m in self._cross_modules:
-            p = m.processor
-            if isinstance(p, EnergyCrossAttnProcessor):
-                ctl = p.ctl
+            if kind_of(m.processor) == EBCA:
+                ctl = m.processor.ctl
                 break
         if ctl is not None and self not in ctl.observers:
             if any(isinstance(o, Trace) for o in ctl.observers):
@@ -374,7 +368,7 @@ class Trace:
         seg = None
         if "seg" in self.quantities:
             for m in self._self_modules:
-                if type(m.processor).__name__ == "SEGSelfAttnProcessor":
+                if kind_of(m.processor) == SEG:
                     seg = m.processor.ctl
                     break
             if seg is not None and self not in seg.observers:
@@ -404,20 +398,12 @@ class Trace:
             return None
         if not torch.is_tensor(ehs) or ehs.ndim != 3 or not torch.is_tensor(sample) or sample.ndim != 4:
             return None
-        tval = first_timestep(t)
-        new_run = self._last_t is None or tval > self._last_t
-        self._last_t = tval
-        self.step += 1
-        self.timesteps.append(tval)
+        new_run = self.clock.tick(t)
+        self.timesteps.append(first_timestep(t))
         b2 = ehs.shape[0]
-        if self.cfg is not None:
-            cfg = self.cfg
-        elif self.pipe is not None and hasattr(self.pipe, "do_classifier_free_guidance"):
-            cfg = bool(self.pipe.do_classifier_free_guidance)
-        elif ctl is not None:
-            cfg = ctl._read_cfg()
-        else:
-            cfg = False
+        # the controller's own decision where one is installed (its explicit cfg=, else the pipeline's)
+        setting = self.cfg if self.cfg is not None or ctl is None else ctl.config.cfg
+        cfg = read_cfg(self.pipe, setting, bare_unet=ctl is not None)
         if cfg and b2 % 2:
             raise ValueError(f"trace: cfg=True needs an even UNet batch [uncond; cond], got {b2}; pass cfg=False to trace()")
         self.b2, self.n_uncond = b2, (b2 // 2 if cfg else 0)
@@ -425,14 +411,12 @@ class Trace:
         B, N, D = b2 - self.n_uncond, ehs.shape[1], ehs.shape[2]
         if new_run:
             self._start_run(ehs, (B, N, D, self.latent_hw))
-        self.run_step += 1
-        if self._selected is not None and self.run_step not in self._selected:
+        if self._selected is not None and self.clock.step not in self._selected:
             return None
         self._begin_step(ehs)
         return None
 
     def _start_run(self, ehs, shape):
-        self.run_step = -1
         self.run_starts.append(self.step)
         if self._shape is None:
             self._shape = shape
@@ -550,8 +534,7 @@ class Trace:
                 ref = hs.to(device=cond.device, dtype=cond.dtype).repeat_interleave(B // p, dim=0)
                 if torch.allclose(ref, cond[..., :d], rtol=1e-3, atol=1e-4):
                     ids = ids.repeat_interleave(B // p, dim=0)
-                    words = [tok.convert_ids_to_tokens(row.tolist()) for row in ids]
-                    self.token_labels = [[t.replace("</w>", "") for t in w] for w in words]
+                    self.token_labels = [token_words(tok, row.tolist()) for row in ids]
                     return
 
     # -- observer interface (EBCAController, SEGController, own processors) -----------------------
@@ -678,7 +661,7 @@ class Trace:
         if self._seg_ctl is None and "seg" in self.quantities:
             for k in self_attention_keys(self.unet):
                 p = module_of(self.unet, k).processor
-                if type(p).__name__ == "SEGSelfAttnProcessor":
+                if kind_of(p) == SEG:
                     self._seg_ctl = p.ctl
                     return
 

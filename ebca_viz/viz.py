@@ -27,6 +27,9 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from .events import prompt_token_labels
+from .events import token_labels as event_token_labels
+
 FAST_ENV = "EBCA_VIZ_FAST"
 
 
@@ -162,22 +165,9 @@ def stack_maps(maps, size=None) -> np.ndarray:
 
 
 def token_labels(tokenizer_or_pipe, prompt: str, n: Optional[int] = None, with_index: bool = True) -> list:
-    """Readable labels of a prompt's token positions: ``["0 <sot>", "1 a", "2 red", ..., "k <eot>"]``.
-
-    ``n`` pads/truncates to ``n`` labels (padding positions are labelled ``<pad>``)."""
-    tok = getattr(tokenizer_or_pipe, "tokenizer", tokenizer_or_pipe)
-    ids = tok(prompt).input_ids
-    words = []
-    for i, t in enumerate(ids):
-        s = tok.convert_ids_to_tokens(int(t))
-        if i == 0:
-            s = "<sot>"
-        elif i == len(ids) - 1 and int(t) == tok.eos_token_id:
-            s = "<eot>"
-        words.append(s.replace("</w>", ""))
-    if n is not None:
-        words = (words + ["<pad>"] * n)[:n]
-    return [f"{i} {w}" for i, w in enumerate(words)] if with_index else words
+    """Readable labels of a prompt's token positions: ``["0 <sot>", "1 a", "2 red", ..., "k <eot>"]``
+    (:func:`ebca_viz.events.prompt_token_labels`; ``n`` pads with ``<pad>`` / truncates)."""
+    return prompt_token_labels(tokenizer_or_pipe, prompt, n=n, with_index=with_index)
 
 
 def prompt_token_indices(tokenizer_or_pipe, prompt: str) -> list:
@@ -699,17 +689,13 @@ def upscale(img, size: int = 256):
 TRACE_STEP_LABEL = "recorded UNet call (0 = noisiest)"
 
 
-def _clean_token(t: str) -> str:
-    return {"<|startoftext|>": "<sot>", "<|endoftext|>": "<eot>"}.get(t, t)
-
-
 def trace_tokens(tr) -> list:
     """``"i word"`` labels of a trace's token positions (``<sot>``, ``<eot>`` for the special tokens)."""
     toks = tr.tokens
     if toks is None:
         n = tr.maps(aggregate="mean").shape[0] if "maps" in tr.quantities else 0
         return [f"{i}" for i in range(n)]
-    return [f"{i} {_clean_token(t)}" for i, t in enumerate(toks)]
+    return event_token_labels(toks)
 
 
 def trace_prompt_positions(tr, include_sot: bool = False, include_eot: bool = False) -> list:
