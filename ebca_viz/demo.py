@@ -28,7 +28,7 @@ import torch
 from .config import EBCAConfig
 from .ebca import energy_attention
 from .energy_steps import UpdateRecorder
-from .trace import trace
+from .tracing import trace
 
 DEFAULT_PROMPT = "a red circle and a blue square"
 
@@ -68,7 +68,7 @@ def plot_energy(vanilla, ebcu, path=None, record=None):
     ``record`` (an :class:`~ebca_viz.energy_steps.UpdateRecord` of the EBCU run) gives the cascade
     panel its reference: the prompt's own context seen by the same layer in the same run. Without it
     the reference is the ``vanilla`` trace (a separate run: its queries differ after the first layer).
-    ``vanilla``, ``ebcu``: :class:`~ebca_viz.trace.Trace` objects that recorded ``"energies"``.
+    ``vanilla``, ``ebcu``: :class:`~ebca_viz.tracing.Trace` objects that recorded ``"energies"``.
 
     The prior can rise while the posterior falls: each update lowers ``E(K;Q)`` and, to first order,
     ``E(K)`` too, but ``E(K)`` curves up quadratically in the step size, so a long step (the shapes

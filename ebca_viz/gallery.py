@@ -33,7 +33,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     from .config import EBCAConfig, SEGConfig
     from .ebca import energy_attention
     from .seg import smoothed_energy_guidance
-    from .trace import trace
+    from .tracing import trace
 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")

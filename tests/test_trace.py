@@ -7,8 +7,8 @@ import ebca_viz as ev
 from ebca_viz import energy as E
 from ebca_viz.attach import cross_attention_keys, self_attention_keys
 from ebca_viz.models import tiny_unet
-from ebca_viz.trace import TraceBudgetError, self_attention_energy
-from ebca_viz.trace_processor import RecordingCrossAttnProcessor
+from ebca_viz.tracing import TraceBudgetError, self_attention_energy
+from ebca_viz.tracing.processor import RecordingCrossAttnProcessor
 
 from conftest import unet_inputs
 

@@ -15,9 +15,9 @@ plain attention, no events.
 """
 from __future__ import annotations
 
-from .attach import grid_hw
-from .attn_io import attend, queries, tokens_in, tokens_out
-from .events import TRACE, CrossAttnEvent
+from ..attach import grid_hw
+from ..attn_io import attend, queries, tokens_in, tokens_out
+from ..events import TRACE, CrossAttnEvent
 
 
 class RecordingCrossAttnProcessor:

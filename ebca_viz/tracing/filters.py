@@ -23,7 +23,7 @@ import fnmatch
 import math
 from typing import Iterable, Optional, Sequence
 
-from .attach import block_of
+from ..attach import block_of
 
 #: name -> what it records (per recorded step and layer unless said otherwise)
 QUANTITIES = {

@@ -43,7 +43,7 @@ a forward pre-hook (prepended, so it sees the caller's batch before SEG appends 
 and a forward hook on the UNet instance count steps; if an :class:`~ebca_viz.EBCAController`
 is installed -- before the trace or later inside it -- the trace subscribes as its observer
 and records the cascading contexts; otherwise it puts a
-:class:`~ebca_viz.trace_processor.RecordingCrossAttnProcessor` (plain diffusers attention)
+:class:`~ebca_viz.tracing.processor.RecordingCrossAttnProcessor` (plain diffusers attention)
 on the recorded layers (:attr:`Trace.mode` says which of the two the latest call used). A
 forward hook on the pipeline's text encoder reads the token ids for the labels (the call whose
 output is the context's conditional rows). Several sampling runs in one trace continue the
@@ -53,7 +53,7 @@ Memory: everything is stored on the CPU; ``dtype`` (default fp16) applies to the
 (``layer_maps``, ``contexts``), running sums and scalars are fp32. On a GPU one step's items are
 staged on the device and copied to the host once per UNet call; the per-layer running sums stay
 on the device until the trace ends (they are counted in the budget all the same). Every item is
-reserved against ``budget_bytes`` before it is allocated (:mod:`ebca_viz.trace_budget`); with a
+reserved against ``budget_bytes`` before it is allocated (:mod:`ebca_viz.tracing.budget`); with a
 pipeline the whole run is projected at its first UNet call. :meth:`Trace.estimate_bytes` gives
 the figure before sampling. Defaults on SD 1.5 (16 layers, 77 tokens, 32x32 map grid, 50 steps,
 one image): about 22 MB.
@@ -68,13 +68,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .attach import _exec_order, cross_attention_keys, module_of, resolve_target, self_attention_keys, unet_call_parts
-from .events import EBCA, SEG, TRACE, StepClock, first_timestep, kind_of, read_cfg, token_words
-from .energy import attention_scores, merge_heads
-from .trace_budget import DEFAULT_BUDGET, Budget, TraceBudgetError, check_budget_args, mib
-from .trace_filters import QUANTITIES, StepFilter, select_layers, select_quantities
-from .attn_io import layer_keys
-from .trace_processor import RecordingCrossAttnProcessor
+from ..attach import _exec_order, cross_attention_keys, module_of, resolve_target, self_attention_keys, unet_call_parts
+from ..events import EBCA, SEG, TRACE, StepClock, first_timestep, kind_of, read_cfg, token_words
+from ..energy import attention_scores, merge_heads
+from .budget import DEFAULT_BUDGET, Budget, TraceBudgetError, check_budget_args, mib
+from .filters import QUANTITIES, StepFilter, select_layers, select_quantities
+from ..attn_io import layer_keys
+from .processor import RecordingCrossAttnProcessor
 
 FORMAT = "ebca_viz.trace/1"
 ENERGY_KINDS = ("query", "context", "prior", "posterior")
@@ -330,7 +330,7 @@ class Trace:
                           UserWarning, stacklevel=3)
 
     def _install_processors(self):
-        from .attach import custom_processors
+        from ..attach import custom_processors
 
         custom = custom_processors(self.unet, self.layers)
         if custom:
@@ -1066,18 +1066,18 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
           cfg: Optional[bool] = None, alpha: float = 0.0) -> Trace:
     """Record cross-attention maps, energies and context trajectories while sampling.
 
-    ``with ebca_viz.trace(pipe) as tr: pipe(prompt)`` -- see :mod:`ebca_viz.trace` for the definitions.
+    ``with ebca_viz.trace(pipe) as tr: pipe(prompt)`` -- see :mod:`ebca_viz.tracing` for the definitions.
 
     Args:
         target: a Stable Diffusion pipeline or a bare ``UNet2DConditionModel``.
         layers: cross-attention layers: processor keys, globs, ``"down"/"mid"/"up"``, ints; default all.
         steps: ints, ranges, slices, fractions in [0, 1], ``(start, stop)`` fraction windows; default all.
-        quantities: names from :data:`~ebca_viz.trace_filters.QUANTITIES` or ``"all"``; default
+        quantities: names from :data:`~ebca_viz.tracing.filters.QUANTITIES` or ``"all"``; default
             ``("maps", "energies", "context_norms", "seg")``.
         map_grid: common map grid ``(H, W)`` or int; default: the largest recorded layer grid, capped at 32.
         dtype: storage dtype of the large items (``layer_maps``, ``contexts``).
         budget_bytes: host-memory budget (default 256 MiB; None: unlimited).
-        on_budget: ``"error"`` (raise :class:`~ebca_viz.trace_budget.TraceBudgetError` before allocating)
+        on_budget: ``"error"`` (raise :class:`~ebca_viz.tracing.budget.TraceBudgetError` before allocating)
             or ``"drop"`` (stop storing, list what was dropped in :attr:`Trace.dropped`).
         num_steps: run length, for fraction/negative step filters on a bare UNet.
         cfg: whether the UNet batch is ``[uncond; cond]``; default: the pipeline's flag, else the EBCA
