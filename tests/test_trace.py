@@ -124,7 +124,7 @@ def test_ebcu_energies_and_cascade_match_the_controller():
         with ev.trace(unet, quantities="all") as tr:
             _unet(unet, x, c, 500)
             _unet(unet, x, c, 400)
-        assert tr not in ctl.observers and cap in ctl.observers
+        assert tr.recorder not in ctl.observers and cap in ctl.observers
     _assert_restored(unet, before)
     assert tr.mode == "ebca"
     L = len(tr.layers)
@@ -183,9 +183,9 @@ def test_nesting_in_both_orders_hands_over_and_restores(pipe):
     assert drift[:2].max() == 0 and drift[2:4].min() > 0 and drift[4:].max() == 0
     with ev.energy_attention(pipe, cfg) as ctl:  # trace inside the energy processors
         with ev.trace(pipe) as inner:
-            assert inner in ctl.observers and find_recorders(unet) == []
+            assert inner.recorder in ctl.observers and find_recorders(unet) == []
             ebcu2 = _sample(pipe, steps=2)
-        assert inner not in ctl.observers
+        assert inner.recorder not in ctl.observers
     _assert_restored(unet, before, pipe.text_encoder)
     torch.testing.assert_close(ebcu2, ebcu)
     torch.testing.assert_close(inner.energies(when="after"), outer.energies(when="after")[2:4])

@@ -45,7 +45,7 @@ class RecordingCrossAttnProcessor:
                 CrossAttnEvent(
                     name=self.name, layer=self.layer, step=sink.step, attn=attn, query=q, key=k, scores=s,
                     probs=probs, context_in=ctx, context_out=ctx, grid=grid_hw(P, sink.latent_hw),
-                    n_uncond=sink.n_uncond, controller=None,
+                    n_uncond=sink.record.n_uncond, controller=None,
                 )
             )
 
