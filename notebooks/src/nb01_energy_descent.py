@@ -29,7 +29,8 @@ import numpy as np
 from ebca_viz import energy as E
 
 PROMPT = "A lion with a crown" if REAL else "a red circle and a blue square"
-cap = viz.capture_attention(pipe, PROMPT, step=1, layer=len(pipe.unet.down_blocks), num_inference_steps=STEPS)
+from ebca_viz.notebook import capture_attention
+cap = capture_attention(pipe, PROMPT, step=1, layer=len(pipe.unet.down_blocks), num_inference_steps=STEPS)
 q, k = cap["q"].double(), cap["k"].double()   # (1, H, P, d), (1, H, N, d)
 beta, H = cap["scale"], cap["heads"]
 print(cap["name"], "grid", cap["grid"], "q", tuple(q.shape), "k", tuple(k.shape), "beta", round(beta, 4))
