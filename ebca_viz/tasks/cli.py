@@ -12,8 +12,7 @@ progress bar and writes ``{out}/{name}.png`` + ``{name}.json`` (settings, seed, 
     python -m ebca_viz inpaint --preset teddy-bear-repaint --jump-n-sample 1   # RePaint, no resampling jumps
     python -m ebca_viz seg --preset seg-sdxl-uncond --model sdxl
 
-The command modules under :mod:`ebca_viz.tasks.commands` re-export ``add_<task>_arguments`` /
-``run_<task>`` from here as ``add_arguments`` / ``run`` (the :mod:`ebca_viz.cli` registry pattern).
+The table :data:`ebca_viz.cli.COMMANDS` names ``add_<task>_arguments`` / ``run_<task>`` from here.
 """
 from __future__ import annotations
 
