@@ -25,7 +25,7 @@ FAST_ENV = "EBCA_VIZ_FAST"
 def default_model() -> str:
     """``"shapes-world"`` when its weights ship with this copy, else ``"tiny"``."""
     try:
-        from .shapes.model import weights_available
+        from .models.shapes_world import weights_available
     except ImportError:
         return "tiny"
     return "shapes-world" if weights_available() else "tiny"

@@ -200,7 +200,7 @@ def run_realedit(args) -> int:
     else:
         kw["image"] = args.image
     if args.captioner and "source_prompt" not in kw:
-        from ..eval.captioner import load_captioner
+        from ..models.captioner import load_captioner
 
         kw["captioner"] = load_captioner(args.captioner, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe = _load(model, args)

@@ -65,7 +65,7 @@ def build_models(image_size: int = 32, vae_channels=(32, 64, 64), unet_channels=
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from ..models.tokenizer import load_tokenizer
+    from .tokenizer import load_tokenizer
 
     tok = load_tokenizer()
     torch.manual_seed(seed)
@@ -80,8 +80,8 @@ def assemble(vae, unet, text_encoder, tokenizer=None):
     """A ``StableDiffusionPipeline`` (DDIM, SD betas, no safety checker) from the three models."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from ..models.tiny import SD_SCHEDULER
-    from ..models.tokenizer import load_tokenizer
+    from .tiny import SD_SCHEDULER
+    from .tokenizer import load_tokenizer
 
     pipe = StableDiffusionPipeline(
         vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer or load_tokenizer(), unet=unet.eval(),
@@ -111,7 +111,7 @@ def save_component(model, folder, dtype=torch.float16) -> None:
 
 def export_pipeline(vae, unet, text_encoder, folder, dtype=torch.float16, extra: dict | None = None) -> Path:
     """Write the three components (fp16 safetensors + JSON configs) and ``scheduler_config.json``."""
-    from ..models.tiny import SD_SCHEDULER
+    from .tiny import SD_SCHEDULER
 
     folder = Path(folder)
     for name, m in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder)):
