@@ -34,7 +34,7 @@ from .attach import (
     unet_call_parts,
 )
 from .attn_io import attend, queries, tokens_in, tokens_out
-from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig
+from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig, config_from
 from .energy import context_update
 from .events import EBCA, SEG, CrossAttnEvent, StepClock, installed, notify, read_cfg
 from .guards import FiniteGuard, guidance_text
@@ -334,12 +334,7 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
     processors. Keyword arguments build an :class:`EBCAConfig` when ``config`` is None.
     Validation happens before anything is changed: on a bad argument the pipeline is untouched.
     """
-    if config is None:
-        config = EBCAConfig(**kwargs)
-    elif kwargs:
-        raise TypeError("pass either config= or keyword settings, not both")
-    if not isinstance(config, EBCAConfig):
-        raise TypeError(f"config must be an ebca_viz.EBCAConfig, got {type(config).__name__}")
+    config = config_from(EBCAConfig, config, kwargs)
     rc = config.validate()
     pipe, unet = resolve_target(target)
     keys = cross_attention_keys(unet)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .attn_io import tokens_in, tokens_out
 from .guards import FiniteGuard, guidance_text
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys, unet_call_parts
-from .config import SEGConfig
+from .config import SEGConfig, config_from
 from .energy import merge_heads, split_heads
 from .events import EBCA, SEG, SelfAttnEvent, installed, notify, read_cfg
 
@@ -227,12 +227,7 @@ def seg_layer_keys(unet, layers) -> list:
 
 def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGController:
     """Install SEG on a pipeline (or a bare UNet with ``cfg=False``); returns the controller."""
-    if config is None:
-        config = SEGConfig(**kwargs)
-    elif kwargs:
-        raise TypeError("pass either config= or keyword settings, not both")
-    if not isinstance(config, SEGConfig):
-        raise TypeError(f"config must be an ebca_viz.SEGConfig, got {type(config).__name__}")
+    config = config_from(SEGConfig, config, kwargs)
     config.validate()
     pipe, unet = resolve_target(target)
     keys = seg_layer_keys(unet, config.layers)
