@@ -1,4 +1,4 @@
-r"""Recorder: what every cross-attention layer saw and did, per sampling step.
+r"""Recorder: what every cross-attention layer saw and did, per UNet call (sampling step).
 
 ::
 
@@ -8,12 +8,7 @@ r"""Recorder: what every cross-attention layer saw and did, per sampling step.
     tr.energies(kind="posterior", when="after")          # (step, layer)
     tr.save("lion.safetensors"); tr2 = ebca_viz.load_trace("lion.safetensors")
 
-Named dimensions of the accessors (each returns a plain CPU tensor in this order):
-``step`` (recorded sampling steps, :attr:`Trace.steps`), ``layer`` (recorded
-cross-attention layers in execution order, :attr:`Trace.layers`), ``token`` (context
-positions, 0 = start-of-text, labels in :attr:`Trace.tokens`), ``H, W`` (the common map
-grid :attr:`Trace.map_grid`), ``D`` (context width). ``image=i`` (default 0) picks one image
-of the batch; ``image=None`` keeps a leading ``image`` dimension.
+The accessors and their named dimensions are in :mod:`ebca_viz.tracing.derived`.
 
 What is recorded, for one layer with queries ``Q (H heads, P pixels)``, context
 ``C_in`` (what the layer attended to), ``C_out`` (what the next layer receives; equal to
@@ -40,7 +35,8 @@ the UNet batch (the images; with CFG the second half):
 
 How it attaches (no class is patched, everything is undone on exit, also on errors):
 a forward pre-hook (prepended, so it sees the caller's batch before SEG appends its branch)
-and a forward hook on the UNet instance count steps; if an :class:`~ebca_viz.EBCAController`
+and a forward hook on the UNet instance count steps (the :class:`~ebca_viz.events.StepClock` EBCA uses
+too; the ``step`` axis counts UNet calls, one more than ``num_inference_steps`` with PNDM); if an :class:`~ebca_viz.EBCAController`
 is installed -- before the trace or later inside it -- the trace subscribes as its observer
 and records the cascading contexts; otherwise it puts a
 :class:`~ebca_viz.tracing.processor.RecordingCrossAttnProcessor` (plain diffusers attention)
