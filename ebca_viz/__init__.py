@@ -19,7 +19,7 @@ from .ebca import (
 )
 from .schedule import Schedule
 from .seg import SEGSelfAttnProcessor, apply_seg, smoothed_energy_guidance
-from .trace import Trace, TraceBudgetError, estimate_bytes, load_trace, trace  # ebca_viz.trace: the function
+from .tracing import Trace, TraceBudgetError, estimate_bytes, load_trace, trace  # the package is ebca_viz.tracing
 
 __version__ = "0.1.0"
 

@@ -161,12 +161,6 @@ def custom_processors(unet, keys) -> dict:
     return {k: type(procs[k]).__name__ for k in keys if is_custom_processor(procs[k])}
 
 
-def first_timestep(t) -> float:
-    if torch.is_tensor(t):
-        return float(t.flatten()[0]) if t.numel() else 0.0
-    return float(t)
-
-
 def unet_call_parts(args: tuple, kwargs: dict):
     """``(sample, timestep, encoder_hidden_states)`` of a ``UNet2DConditionModel.forward`` call."""
     names = ("sample", "timestep", "encoder_hidden_states")

@@ -1,7 +1,7 @@
 """Command line: ``python -m ebca_viz <command> ...`` (also installed as ``ebca-viz``).
 
-Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
-register it in :data:`COMMANDS` (name -> (module path, one-line help)).
+One table, :data:`COMMANDS`: name -> (module, its ``add_arguments``-style function, its ``run``-style
+function, one-line help). A command's module is imported only when the parser is built or it runs.
 """
 from __future__ import annotations
 
@@ -9,26 +9,37 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("ebca_viz.demo", "vanilla vs EBCU from the same seed: images, an energy plot and a JSON summary"),
-    "multiconcept": ("ebca_viz.tasks.commands.multiconcept", "multi-concept text-to-image with EBCU and token up-weighting"),
-    "synedit": ("ebca_viz.tasks.commands.synedit", "synthetic-image editing: EBCU + EBCQ editorial prompts"),
-    "realedit": ("ebca_viz.tasks.commands.realedit", "real-image editing: DDIM inversion, then EBCQ edits"),
-    "inpaint": ("ebca_viz.tasks.commands.inpaint", "text-guided inpainting with masked EBCU (SD inpainting or RePaint)"),
-    "seg": ("ebca_viz.tasks.commands.seg", "smoothed energy guidance sampling (SD 1.x/2.x, SDXL), with or without CFG"),
-    "sweep": ("ebca_viz.eval.commands.sweep", "prompts x seeds x settings, one JSON per job, resumable, accelerate-able"),
-    "evaluate": ("ebca_viz.eval.commands.evaluate", "aggregate a sweep: mean +- standard error per setting"),
-    "gallery": ("ebca_viz.gallery", "the explainer's figures as small PNGs (docs/gallery for the README)"),
+_T, _E = "ebca_viz.tasks.cli", "ebca_viz.eval.cli"
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "demo": ("ebca_viz.demo", "add_arguments", "run",
+             "vanilla vs EBCU from the same seed: images, an energy plot and a JSON summary"),
+    "multiconcept": (_T, "add_multiconcept_arguments", "run_multiconcept",
+                     "multi-concept text-to-image with EBCU and token up-weighting"),
+    "synedit": (_T, "add_synedit_arguments", "run_synedit", "synthetic-image editing: EBCU + EBCQ editorial prompts"),
+    "realedit": (_T, "add_realedit_arguments", "run_realedit", "real-image editing: DDIM inversion, then EBCQ edits"),
+    "inpaint": (_T, "add_inpaint_arguments", "run_inpaint",
+                "text-guided inpainting with masked EBCU (SD inpainting or RePaint)"),
+    "seg": (_T, "add_seg_arguments", "run_seg",
+            "smoothed energy guidance sampling (SD 1.x/2.x, SDXL), with or without CFG"),
+    "sweep": (_E, "add_sweep_arguments", "run_sweep",
+              "prompts x seeds x settings, one JSON per job, resumable, accelerate-able"),
+    "evaluate": (_E, "add_evaluate_arguments", "run_evaluate", "aggregate a sweep: mean +- standard error per setting"),
+    "gallery": ("ebca_viz.gallery", "add_arguments", "run",
+                "the explainer's figures as small PNGs (docs/gallery for the README)"),
 }
+
+
+def _function(name: str, which: int):
+    mod, *fns = COMMANDS[name][:3]
+    return getattr(importlib.import_module(mod), fns[which])
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ebca_viz", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", metavar="command")
-    for name, (mod, help_) in COMMANDS.items():
+    for name, (*_, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
-        importlib.import_module(mod).add_arguments(sp)
-        sp.set_defaults(_module=mod)
+        _function(name, 0)(sp)
     return p
 
 
@@ -41,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import is_user_error
 
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        return int(_function(args.command, 1)(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as e:
         if not is_user_error(e):  # raised inside a library or by a failing operation: a bug, keep the traceback
             raise

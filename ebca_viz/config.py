@@ -390,3 +390,14 @@ class SEGConfig:
     @property
     def infinite(self) -> bool:
         return self.sigma > self.inf_threshold
+
+
+def config_from(cls, config, kwargs: dict):
+    """``config`` (an instance of ``cls``) or ``cls(**kwargs)``, for ``apply_*(target, config=None, **kwargs)``."""
+    if config is None:
+        return cls(**kwargs)
+    if kwargs:
+        raise TypeError("pass either config= or keyword settings, not both")
+    if not isinstance(config, cls):
+        raise TypeError(f"config must be an ebca_viz.{cls.__name__}, got {type(config).__name__}")
+    return config

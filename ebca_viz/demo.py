@@ -19,47 +19,27 @@ Runs fully offline on the shipped shapes-world model (or the random tiny model w
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import EBCAConfig
-from .ebca import energy_attention
 from .energy_steps import UpdateRecorder
-from .trace import trace
+from .notebook import default_model, sample_traced  # default_model: re-exported here for callers
+from .viz import upscale
 
 DEFAULT_PROMPT = "a red circle and a blue square"
 
 
-def default_model() -> str:
-    """``"shapes-world"`` when its weights ship with this copy, else ``"tiny"``."""
-    try:
-        from .shapes.model import weights_available
-    except ImportError:
-        return "tiny"
-    return "shapes-world" if weights_available() else "tiny"
-
-
 def _sample(pipe, prompt, seed, steps, guidance_scale, config, progress):
-    """One run inside a recorder: ``(image, trace, seconds)``."""
+    """One EBCA run under a trace (energies only) with an :class:`UpdateRecorder` on the controller:
+    ``(image, trace, seconds, UpdateRecord or None)``."""
     pipe.set_progress_bar_config(disable=not progress, leave=False)
-    g = torch.Generator("cpu").manual_seed(seed)
-    t0 = time.perf_counter()
     rec = UpdateRecorder(scales=[1.0])
-    with trace(pipe, quantities=["energies"]) as tr, energy_attention(pipe, config) as ctl:
-        ctl.observers.append(rec)
-        image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, generator=g).images[0]
-    return image, tr, time.perf_counter() - t0, (rec.record() if rec._rows else None)
-
-
-def _upscale(img, size=256):
-    from PIL import Image
-
-    if img.width >= size:
-        return img
-    return img.resize((size, size * img.height // img.width), Image.NEAREST)
+    run = sample_traced(pipe, prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, ebca=config,
+                        quantities=["energies"], observers=[rec])
+    return run.image, run.trace, run.seconds, (rec.record() if rec._rows else None)
 
 
 def plot_energy(vanilla, ebcu, path=None, record=None):
@@ -68,7 +48,7 @@ def plot_energy(vanilla, ebcu, path=None, record=None):
     ``record`` (an :class:`~ebca_viz.energy_steps.UpdateRecord` of the EBCU run) gives the cascade
     panel its reference: the prompt's own context seen by the same layer in the same run. Without it
     the reference is the ``vanilla`` trace (a separate run: its queries differ after the first layer).
-    ``vanilla``, ``ebcu``: :class:`~ebca_viz.trace.Trace` objects that recorded ``"energies"``.
+    ``vanilla``, ``ebcu``: :class:`~ebca_viz.tracing.Trace` objects that recorded ``"energies"``.
 
     The prior can rise while the posterior falls: each update lowers ``E(K;Q)`` and, to first order,
     ``E(K)`` too, but ``E(K)`` curves up quadratically in the step size, so a long step (the shapes
@@ -135,7 +115,7 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int | None
     (vi, vlog, vt, _), (ei, elog, et, rec) = runs["vanilla"], runs["ebcu"]
     vi.save(out / "vanilla.png")
     ei.save(out / "ebcu.png")
-    a, b = _upscale(vi), _upscale(ei)
+    a, b = upscale(vi), upscale(ei)
     both = Image.new("RGB", (a.width + b.width + 8, a.height), "white")
     both.paste(a, (0, 0))
     both.paste(b, (a.width + 8, 0))

@@ -20,7 +20,6 @@ caller's tensors are never modified.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -29,39 +28,16 @@ import torch.nn.functional as F
 from .attach import (
     Installation,
     cross_attention_keys,
-    first_timestep,
     grid_hw,
     module_of,
     resolve_target,
     unet_call_parts,
 )
 from .attn_io import attend, queries, tokens_in, tokens_out
-from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig
+from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig, config_from
 from .energy import context_update
+from .events import EBCA, SEG, CrossAttnEvent, StepClock, installed, notify, read_cfg
 from .guards import FiniteGuard, guidance_text
-
-
-@dataclass
-class CrossAttnEvent:
-    """What one cross-attention call hands to observers (the recorder).
-
-    Shapes: ``B2`` = UNet batch (``[uncond; cond]`` with CFG), ``H`` heads, ``P`` = h*w pixels,
-    ``N`` tokens, ``d`` head dim, ``D`` context dim.
-    """
-
-    name: str  # processor key
-    layer: int  # position in execution order
-    step: int
-    attn: torch.nn.Module
-    query: torch.Tensor  # (B2, H, P, d)
-    key: torch.Tensor  # (B2, H, N, d), keys of the context this layer attended to
-    scores: torch.Tensor  # (B2, H, P, N), S = beta Q K^T
-    probs: torch.Tensor  # (B2, H, P, N), softmax over tokens
-    context_in: torch.Tensor  # (B2, N, D)
-    context_out: torch.Tensor  # (B2, N, D), what the next layer receives
-    grid: tuple  # (h, w)
-    n_uncond: int  # rows [0, n_uncond) are the unconditional half
-    controller: "EBCAController"
 
 
 class EBCAController:
@@ -80,9 +56,8 @@ class EBCAController:
         self.paused = False
         self.managed = False  # True inside `with energy_attention(...)`
         # run / step state
-        self.step = -1
+        self.clock = StepClock()
         self.num_steps: Optional[int] = None
-        self._last_t: Optional[float] = None
         self._edit_state: Optional[list] = None  # [uncond (B,N,D) or None, cond_1, ..., cond_S]
         # per-forward state
         self.in_forward = False
@@ -105,18 +80,21 @@ class EBCAController:
         parts.append(f"dtype={self.unet.dtype}")
         return ", ".join(parts)
 
+    @property
+    def step(self) -> int:
+        """Index of the current UNet call within its sampling run (-1 before the first)."""
+        return self.clock.step
+
     # -- public controls ---------------------------------------------------------------------
     def new_run(self) -> None:
         """Forget the step counter and the accumulated editorial contexts (done automatically when
         the timestep goes up, i.e. at the start of a new sampling loop)."""
-        self.step = -1
-        self._last_t = None
+        self.clock.reset()
         self._edit_state = None
 
     def set_step(self, step: int, num_steps: Optional[int] = None) -> None:
         """Pin the step index of the next UNet call (for hand-written sampling loops)."""
-        self.step = step - 1
-        self._last_t = float("inf")
+        self.clock.pin(step)
         if num_steps is not None:
             self.num_steps = num_steps
 
@@ -147,14 +125,11 @@ class EBCAController:
             return None
         if ehs is None or ehs.ndim != 3:
             raise ValueError("EBCA needs encoder_hidden_states of shape (batch, tokens, dim) in the UNet call")
-        tval = first_timestep(t)
-        if self._last_t is None or tval > self._last_t:
-            self.new_run()
+        if self.clock.tick(t):  # a new sampling run
+            self._edit_state = None
             self.num_steps = self._read_num_steps()
             self.rc.check_denominators(self.num_steps, (self.num_steps or 0) + 1)
-        self._last_t = tval
-        self.step += 1
-        self.cfg_on = self._read_cfg()
+        self.cfg_on = read_cfg(self.pipe, self.config.cfg, bare_unet=True)
         b2 = ehs.shape[0]
         if self.cfg_on and b2 % 2:
             raise ValueError(
@@ -185,9 +160,7 @@ class EBCAController:
         if self.rc.edits:
             self._prepare_edits(ehs)
         self.in_forward = True
-        for o in self.observers:
-            if hasattr(o, "on_forward_start"):
-                o.on_forward_start(self)
+        notify(self.observers, "on_forward_start", self)
         return None
 
     def _post_forward(self, module, args, kwargs, output):
@@ -195,9 +168,7 @@ class EBCAController:
         self.in_forward = False
         self.context = None
         if was:
-            for o in self.observers:
-                if hasattr(o, "on_forward_end"):
-                    o.on_forward_end(self)
+            notify(self.observers, "on_forward_end", self)
         return None
 
     def _read_num_steps(self) -> Optional[int]:
@@ -211,13 +182,6 @@ class EBCAController:
                 "(a bare UNet has no scheduler to read it from)"
             )
         return n
-
-    def _read_cfg(self) -> bool:
-        if self.config.cfg is not None:
-            return self.config.cfg
-        if self.pipe is not None and hasattr(self.pipe, "do_classifier_free_guidance"):
-            return bool(self.pipe.do_classifier_free_guidance)
-        return True
 
     def _prepare_edits(self, ehs: torch.Tensor) -> None:
         """Initial editorial contexts: at every call (reset) or once per run (accumulate, published)."""
@@ -256,6 +220,8 @@ class EnergyCrossAttnProcessor:
     With every strength at zero it computes exactly ``softmax(beta Q K^T) V`` like diffusers'
     ``AttnProcessor2_0`` (explicit scores instead of SDPA, since the update needs them).
     """
+
+    kind = EBCA
 
     def __init__(self, controller: EBCAController, name: str):
         self.ctl = controller
@@ -329,8 +295,7 @@ class EnergyCrossAttnProcessor:
                     query=q, key=k, scores=scores, probs=probs, context_in=ctx, context_out=new_ctx,
                     grid=grid or grid_hw(P, ctl.latent_hw), n_uncond=n, controller=ctl,
                 )
-                for o in ctl.observers:
-                    o.on_cross_attention(ev)
+                notify(ctl.observers, "on_cross_attention", ev)
 
         return tokens_out(attn, out, t)
 
@@ -369,19 +334,13 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
     processors. Keyword arguments build an :class:`EBCAConfig` when ``config`` is None.
     Validation happens before anything is changed: on a bad argument the pipeline is untouched.
     """
-    if config is None:
-        config = EBCAConfig(**kwargs)
-    elif kwargs:
-        raise TypeError("pass either config= or keyword settings, not both")
-    if not isinstance(config, EBCAConfig):
-        raise TypeError(f"config must be an ebca_viz.EBCAConfig, got {type(config).__name__}")
+    config = config_from(EBCAConfig, config, kwargs)
     rc = config.validate()
     pipe, unet = resolve_target(target)
     rc = rc.with_words_resolved(pipe)  # token_indices given as words: their positions in config.prompt
     keys = cross_attention_keys(unet)
     if not keys:
         raise TypeError("unsupported architecture: this UNet has no cross-attention layers")
-    current = unet.attn_processors
     old = find_controller(unet)
     if old is not None and not old.managed:
         # re-running a notebook cell that called apply_energy_attention without `with`: replace it
@@ -391,10 +350,9 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
                       "(call controller.remove() when done, or use `with energy_attention(...)`)", UserWarning,
                       stacklevel=2)
         old.remove()
-        current = unet.attn_processors
-    if any(isinstance(current[k], EnergyCrossAttnProcessor) for k in keys):
+    if installed(unet, EBCA, keys) is not None:
         raise RuntimeError("energy attention is already installed on this UNet; remove it (leave its `with`) first")
-    if any(type(p).__name__ == "SEGSelfAttnProcessor" for p in current.values()):
+    if installed(unet, SEG) is not None:
         raise RuntimeError("SEG is installed on this UNet; EBCA and SEG in the same run are not supported")
     edit_embeds = _encode_edit_prompts(pipe, rc)
     for i, e in enumerate(edit_embeds):
@@ -425,10 +383,8 @@ def energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs):
 
 def find_controller(unet) -> Optional[EBCAController]:
     """The EBCA controller installed on ``unet``, if any."""
-    for p in unet.attn_processors.values():
-        if isinstance(p, EnergyCrossAttnProcessor):
-            return p.ctl
-    return None
+    p = installed(unet, EBCA)
+    return None if p is None else p.ctl
 
 
 __all__ = [

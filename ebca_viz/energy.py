@@ -1,6 +1,6 @@
 r"""Energies of one cross-attention layer and their closed-form gradients.
 
-Notation (``../shared/method.md``), per head ``h`` of ``H``:
+Notation (``docs/method.md``), per head ``h`` of ``H``:
 
 * queries ``Q = X W_q^T``  ``(B, H, P, d)``  (P pixels, d = head dim)
 * keys    ``K = C W_k^T``  ``(B, H, N, d)``  (N tokens)

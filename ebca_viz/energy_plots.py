@@ -5,7 +5,7 @@ Each function takes arrays (``torch`` or ``numpy``) and returns a figure from
 (0 = noisiest), ``L`` cross-attention layers (execution order), ``B`` images, ``G`` step sizes.
 Energy dicts map ``"context"`` ``E(K;Q)``, ``"prior"`` ``E(K)``, ``"posterior"`` ``E(K;Q) + E(K)`` to
 ``(S, L)`` or ``(S, L, B)`` arrays: :class:`ebca_viz.energy_steps.UpdateRecord` fields, or
-:func:`trace_energy_terms` of a :class:`~ebca_viz.trace.Trace`.
+:func:`trace_energy_terms` of a :class:`~ebca_viz.tracing.Trace`.
 
 Why the prior can rise while the posterior falls: one update moves the keys by
 ``dK = gamma_attn A - gamma_norm R``. To first order this lowers ``E(K;Q)`` and (mostly) ``E(K)``, but

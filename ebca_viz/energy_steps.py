@@ -6,7 +6,7 @@ One layer ``n``, conditional rows (the images), heads ``H``, ``beta`` the layer'
     dC = (gamma_attn A - gamma_norm R) W_k          A = softmax_i(S)^T Q,  R = softmax_j(c |k_j|^2) k_j
 
 Per update the recorder stores, for the three terms ``kind`` in ``("context", "prior", "posterior")``
-(``E(K;Q)``, ``E(K)``, ``E(K;Q) + E(K)``, alpha = 0, heads averaged as in :mod:`ebca_viz.trace`):
+(``E(K;Q)``, ``E(K)``, ``E(K;Q) + E(K)``, alpha = 0, heads averaged as in :mod:`ebca_viz.tracing`):
 
 * ``before[kind]``: the energy of ``C_in``; ``after[kind]``: of ``C_out``; ``prompt[kind]``: of the
   step's prompt embedding seen through the same layer (its queries, its ``W_k``). So

@@ -31,15 +31,13 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     from . import energy as E
     from . import viz
     from .config import EBCAConfig, SEGConfig
-    from .ebca import energy_attention
-    from .seg import smoothed_energy_guidance
-    from .trace import trace
+    from .notebook import load_model, sample_traced
 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe, name = viz.load_model("shapes-world" if model == "auto" else model, device=device, verbose=verbose)
+    pipe, name = load_model("shapes-world" if model == "auto" else model, device=device, verbose=verbose)
     written = {}
 
     def save(fig, fname, dpi=72):
@@ -61,18 +59,9 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
         seed = seed_choice.seed
 
     def run(config=None, seg=None, quantities=None, guidance=None):
-        g = torch.Generator("cpu").manual_seed(seed)
-        kw = dict(num_inference_steps=steps, generator=g, guidance_scale=cfg_scale if guidance is None else guidance)
-        with trace(pipe, quantities=quantities) as tr:
-            if config is not None:
-                with energy_attention(pipe, config):
-                    img = pipe(prompt, **kw).images[0]
-            elif seg is not None:
-                with smoothed_energy_guidance(pipe, seg):
-                    img = pipe(prompt, **kw).images[0]
-            else:
-                img = pipe(prompt, **kw).images[0]
-        return img, tr
+        r = sample_traced(pipe, prompt, seed=seed, steps=steps, guidance_scale=cfg_scale if guidance is None else guidance,
+                          ebca=config, seg=seg, quantities=quantities)
+        return r.image, r.trace
 
     def verdict(img):
         try:

@@ -93,6 +93,8 @@ class Schedule:
                 "a start/stop schedule needs the number of sampling steps: pass num_inference_steps "
                 "to the config (a bare UNet has no scheduler to read it from)"
             )
+        if step == num_steps and num_steps > 0:  # PNDM's extra call: the last step's value, as for "steps"
+            step = num_steps - 1
         lo, hi = int(num_steps * self.start), int(num_steps * self.stop)
         return self.value if lo <= step < hi else 0.0
 

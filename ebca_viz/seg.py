@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from .attn_io import tokens_in, tokens_out
 from .guards import FiniteGuard, guidance_text
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys, unet_call_parts
-from .config import SEGConfig
+from .config import SEGConfig, config_from
 from .energy import merge_heads, split_heads
+from .events import EBCA, SEG, SelfAttnEvent, installed, notify, read_cfg
 
 
 def kernel_size_for(sigma: float) -> int:
@@ -107,13 +108,6 @@ class SEGController:
         if self.installation is not None:
             self.installation.remove()
 
-    def _cfg(self, batch: int) -> bool:
-        if self.config.cfg is not None:
-            return self.config.cfg
-        if self.pipe is not None and hasattr(self.pipe, "do_classifier_free_guidance"):
-            return bool(self.pipe.do_classifier_free_guidance)
-        return False
-
     def _guidance_scale(self) -> float:
         g = getattr(self.pipe, "guidance_scale", None) if self.pipe is not None else None
         if g is None:
@@ -122,7 +116,7 @@ class SEGController:
 
     def _pre(self, module, args, kwargs):
         sample, t, ehs = unet_call_parts(args, kwargs)
-        cfg = self._cfg(sample.shape[0])
+        cfg = read_cfg(self.pipe, self.config.cfg, bare_unet=False)
         self.latent_hw = tuple(sample.shape[-2:])
         h, w = self.latent_hw
         if h != w:
@@ -178,6 +172,8 @@ class SEGSelfAttnProcessor:
     """Self-attention (``AttnProcessor2_0`` math) whose queries are Gaussian-blurred on the rows
     the :class:`SEGController` marks as the smoothed branch."""
 
+    kind = SEG
+
     def __init__(self, controller: SEGController, name: str):
         self.ctl = controller
         self.name = name
@@ -198,10 +194,13 @@ class SEGSelfAttnProcessor:
         if rows is not None:
             cfg = self.ctl.config
             grid = grid_hw(P, self.ctl.latent_hw)
-            qb = blur_queries(q[rows], grid, cfg.sigma, cfg.infinite)
+            unblurred = q[rows]
+            qb = blur_queries(unblurred, grid, cfg.sigma, cfg.infinite)
             q = torch.cat([q[: rows.start], qb, q[rows.stop :]])
-            for o in self.ctl.observers:
-                o.on_seg_attention(self.name, attn, q, k, rows, grid)
+            if self.ctl.observers:
+                ev = SelfAttnEvent(name=self.name, attn=attn, query=q, key=k, rows=rows, grid=grid,
+                                   unblurred_query=unblurred)
+                notify(self.ctl.observers, "on_seg_attention", ev)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
         out = merge_heads(out).to(q.dtype)
         return tokens_out(attn, attn.to_out[1](attn.to_out[0](out)), t)
@@ -228,19 +227,13 @@ def seg_layer_keys(unet, layers) -> list:
 
 def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGController:
     """Install SEG on a pipeline (or a bare UNet with ``cfg=False``); returns the controller."""
-    if config is None:
-        config = SEGConfig(**kwargs)
-    elif kwargs:
-        raise TypeError("pass either config= or keyword settings, not both")
-    if not isinstance(config, SEGConfig):
-        raise TypeError(f"config must be an ebca_viz.SEGConfig, got {type(config).__name__}")
+    config = config_from(SEGConfig, config, kwargs)
     config.validate()
     pipe, unet = resolve_target(target)
     keys = seg_layer_keys(unet, config.layers)
-    current = unet.attn_processors
-    if any(isinstance(p, SEGSelfAttnProcessor) for p in current.values()):
+    if installed(unet, SEG) is not None:
         raise RuntimeError("SEG is already installed on this UNet; leave the other `with` first")
-    if any(type(p).__name__ == "EnergyCrossAttnProcessor" for p in current.values()):
+    if installed(unet, EBCA) is not None:
         raise RuntimeError("EBCA is installed on this UNet; EBCA and SEG in the same run are not supported")
     from .attach import custom_processors
 

@@ -13,43 +13,22 @@ Dimension names used below:
 * ``N`` tokens (0 = start-of-text), ``h, w`` a layer's latent grid, ``D`` context dimension,
 * ``R`` rows of a grid (layers or steps, whatever the caller stacked).
 
-Fast mode: ``EBCA_VIZ_FAST=1`` in the environment makes :func:`fast_mode` true; notebooks and
-the widget panel pick their step / sample counts with :func:`pick` (``pick(full, fast)``).
+Nothing here loads a model or samples: that is :mod:`ebca_viz.notebook` (``load_model``,
+``sample_traced``, ``capture_attention``, ``fast_mode`` / ``pick``), whose names this module still
+answers for (``viz.pick``, ``viz.load_model``, ...) by re-export.
 """
 from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-FAST_ENV = "EBCA_VIZ_FAST"
-
-
-# ---------------------------------------------------------------------------------------------
-# settings
-# ---------------------------------------------------------------------------------------------
-def fast_mode() -> bool:
-    """True when the environment variable ``EBCA_VIZ_FAST`` is set to a true value (``1``, ``true``,
-    ``yes``): notebooks and panels then use fewer steps and samples (CI runs them this way)."""
-    return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def pick(full, fast):
-    """``fast`` in fast mode (:func:`fast_mode`), else ``full``: ``steps = pick(25, 4)``."""
-    return fast if fast_mode() else full
-
-
-def default_device() -> str:
-    """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
+from .events import prompt_token_labels
+from .events import token_labels as event_token_labels
 
 # ---------------------------------------------------------------------------------------------
 # figure plumbing (no pyplot)
@@ -162,22 +141,9 @@ def stack_maps(maps, size=None) -> np.ndarray:
 
 
 def token_labels(tokenizer_or_pipe, prompt: str, n: Optional[int] = None, with_index: bool = True) -> list:
-    """Readable labels of a prompt's token positions: ``["0 <sot>", "1 a", "2 red", ..., "k <eot>"]``.
-
-    ``n`` pads/truncates to ``n`` labels (padding positions are labelled ``<pad>``)."""
-    tok = getattr(tokenizer_or_pipe, "tokenizer", tokenizer_or_pipe)
-    ids = tok(prompt).input_ids
-    words = []
-    for i, t in enumerate(ids):
-        s = tok.convert_ids_to_tokens(int(t))
-        if i == 0:
-            s = "<sot>"
-        elif i == len(ids) - 1 and int(t) == tok.eos_token_id:
-            s = "<eot>"
-        words.append(s.replace("</w>", ""))
-    if n is not None:
-        words = (words + ["<pad>"] * n)[:n]
-    return [f"{i} {w}" for i, w in enumerate(words)] if with_index else words
+    """Readable labels of a prompt's token positions: ``["0 <sot>", "1 a", "2 red", ..., "k <eot>"]``
+    (:func:`ebca_viz.events.prompt_token_labels`; ``n`` pads with ``<pad>`` / truncates)."""
+    return prompt_token_labels(tokenizer_or_pipe, prompt, n=n, with_index=with_index)
 
 
 def prompt_token_indices(tokenizer_or_pipe, prompt: str) -> list:
@@ -330,7 +296,8 @@ def save_animation(anim, path, fps: int = 4, dpi: int = 80) -> Path:
 # ---------------------------------------------------------------------------------------------
 def plot_energy_curves(before, after=None, reference=None, layer_names: Optional[Sequence[str]] = None,
                        steps_to_show: Optional[Sequence[int]] = None, energy_label: str = "E(K;Q) + E(K)",
-                       title: Optional[str] = None, relative: Optional[bool] = None) -> ExplainerFigure:
+                       title: Optional[str] = None, relative: Optional[bool] = None,
+                       step_label: str = "sampling step (0 = noisiest)") -> ExplainerFigure:
     """Energy per layer and per step, with the descent each update produces.
 
     Args:
@@ -342,6 +309,7 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
         relative: plot ``before - reference`` and ``after - reference`` on the left (default: when a
             reference is given). Each layer has its own ``W_k``, so absolute energies jump between
             layers; relative to vanilla the descent and its cascade over layers are visible.
+        step_label: the x label of the right panel (what the rows of ``before`` count).
 
     Left: energy over layers for a few steps; with ``after`` every layer is a short segment from
     ``before`` to ``after`` (a saw-tooth: each update goes down, the next layer's keys start
@@ -405,7 +373,7 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
         ax2.set_ylabel(energy_label)
         ax2.set_title("energy per step")
         ax2.legend(fontsize=7)
-    ax2.set_xlabel("sampling step (0 = noisiest)")
+    ax2.set_xlabel(step_label)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -692,8 +660,9 @@ def upscale(img, size: int = 256):
 # ---------------------------------------------------------------------------------------------
 # traces (ebca_viz.trace): the same figures, read from a recording
 # ---------------------------------------------------------------------------------------------
-def _clean_token(t: str) -> str:
-    return {"<|startoftext|>": "<sot>", "<|endoftext|>": "<eot>"}.get(t, t)
+# a trace's step axis counts the UNet calls it recorded (PNDM, SD 1.5's default, makes one more than
+# num_inference_steps; a steps= filter keeps fewer)
+TRACE_STEP_LABEL = "recorded UNet call (0 = noisiest)"
 
 
 def trace_tokens(tr) -> list:
@@ -702,7 +671,7 @@ def trace_tokens(tr) -> list:
     if toks is None:
         n = tr.maps(aggregate="mean").shape[0] if "maps" in tr.quantities else 0
         return [f"{i}" for i in range(n)]
-    return [f"{i} {_clean_token(t)}" for i, t in enumerate(toks)]
+    return event_token_labels(toks)
 
 
 def trace_prompt_positions(tr, include_sot: bool = False, include_eot: bool = False) -> list:
@@ -746,6 +715,7 @@ def plot_trace_energies(tr, reference=None, kind: str = "posterior", **kw) -> Ex
     ref = None if reference is None else reference.energies(kind, "before")
     labels = {"posterior": "E(K;Q) + E(K)", "context": "E(K;Q)", "prior": "E(K)", "query": "E(Q;K)"}
     kw.setdefault("energy_label", labels.get(kind, kind))
+    kw.setdefault("step_label", TRACE_STEP_LABEL)
     return plot_energy_curves(b, a, reference=ref, layer_names=tr.layers, **kw)
 
 
@@ -784,7 +754,7 @@ def plot_trace_seg(tr, title: str = "SEG: self-attention energy per step") -> Ex
     ax = fig.subplots()
     ax.plot(np.arange(len(bl)), bl, "o-", ms=3, label="blurred branch")
     ax.plot(np.arange(len(ref)), ref, "s--", ms=3, label="reference (unblurred)")
-    ax.set_xlabel("sampling step (0 = noisiest)")
+    ax.set_xlabel(TRACE_STEP_LABEL)
     ax.set_ylabel("sum -lse(Q K^T)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
@@ -802,67 +772,6 @@ def animate_trace(tr, token=None, **kw):
 # ---------------------------------------------------------------------------------------------
 # notebook helpers
 # ---------------------------------------------------------------------------------------------
-def load_model(name: str = "shapes-world", device: Optional[str] = None, verbose: bool = True):
-    """``(pipe, name)`` for the notebooks: ``"shapes-world"`` (or ``"auto"``) falls back to the random
-    ``"tiny"`` model when the shapes-world weights are not in this copy
-    (:func:`ebca_viz.demo.default_model`); any other name goes to
-    :func:`ebca_viz.models.load_pipeline` (``"sd15"`` needs its weights on disk). GPU when visible."""
-    # quiet transformers' import-time notices (e.g. "requires torchvision") unless the user chose a level
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from .demo import default_model
-    from .models import load_pipeline
-
-    if name in ("auto", "shapes-world"):
-        name = default_model()
-        if name != "shapes-world" and verbose:
-            print("shapes-world weights are not in this copy: using the random-weight 'tiny' model "
-                  "(every code path runs, the pictures are noise)")
-    device = device or default_device()
-    pipe = load_pipeline(name, device=device)
-    pipe.set_progress_bar_config(disable=True)
-    if verbose:
-        print(f"model {name!r} on {device}: UNet with {len(_cross_keys(pipe))} cross-attention layers")
-    return pipe, name
-
-
-def _cross_keys(pipe):
-    from .attach import cross_attention_keys
-
-    return cross_attention_keys(pipe.unet)
-
-
-def capture_attention(pipe, prompt: str, step: int = 0, layer: int = 0, seed: int = 0, num_inference_steps: int = 4,
-                      guidance_scale: float = 7.5) -> dict:
-    """What one cross-attention layer saw at one sampling step of a plain run (conditional half, image 0).
-
-    Returns a dict: ``q (1, H, P, d)``, ``k (1, H, N, d)``, ``context (1, N, D)``, ``w_k (H d, D)``
-    (``attn.to_k.weight``), ``scale`` (beta), ``heads``, ``grid (h, w)``, ``name``; all fp32, detached.
-    """
-    import torch
-
-    from .config import EBCAConfig
-    from .ebca import energy_attention
-
-    got = {}
-
-    class _Grab:
-        def on_cross_attention(self, ev):
-            if ev.step == step and ev.layer == layer and not got:
-                n = ev.n_uncond
-                got.update(q=ev.query[n:n + 1].detach().float().clone(), k=ev.key[n:n + 1].detach().float().clone(),
-                           context=ev.context_in[n:n + 1].detach().float().clone(),
-                           w_k=ev.attn.to_k.weight.detach().float().clone(), scale=float(ev.attn.scale),
-                           heads=int(ev.attn.heads), grid=tuple(ev.grid), name=ev.name)
-
-    g = torch.Generator("cpu").manual_seed(seed)
-    with energy_attention(pipe, EBCAConfig()) as ctl, torch.no_grad():
-        ctl.observers.append(_Grab())
-        pipe(prompt, num_inference_steps=max(num_inference_steps, step + 1), guidance_scale=guidance_scale, generator=g)
-    if not got:
-        raise ValueError(f"layer {layer} / step {step} was not reached (the UNet has {len(_cross_keys(pipe))} layers)")
-    return got
-
-
 def show_animation(anim):
     """``IPython.display.HTML`` of an animation (``to_jshtml``), the figure released afterwards."""
     from IPython.display import HTML
@@ -883,12 +792,24 @@ def _short_layer(name: str) -> str:
         return name
 
 
+# notebook helpers that used to live here (they load models and sample): re-exported, imported lazily
+_NOTEBOOK_NAMES = ("fast_mode", "pick", "default_device", "load_model", "capture_attention", "FAST_ENV")
+
+
+def __getattr__(name):
+    if name in _NOTEBOOK_NAMES:
+        from . import notebook
+
+        return getattr(notebook, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "fast_mode", "pick", "default_device", "ExplainerFigure", "new_figure", "figure_png", "save_figure",
+    "ExplainerFigure", "new_figure", "figure_png", "save_figure",
     "to_numpy", "image_array", "resize_map", "stack_maps", "token_labels", "prompt_token_indices",
     "plot_attention_maps", "plot_token_maps", "animate_maps", "save_animation", "plot_energy_curves",
     "plot_energy_heatmap", "plot_descent", "plot_gradient_check", "pca_2d", "plot_context_trajectories",
     "plot_seg_energy", "compare_images", "image_grid", "upscale", "trace_tokens", "trace_prompt_positions",
     "plot_trace_maps", "plot_trace_energies", "trace_context_path", "plot_trace_contexts", "plot_trace_seg",
-    "animate_trace", "load_model", "capture_attention", "show_animation",
+    "animate_trace", "show_animation",
 ]

@@ -352,7 +352,7 @@ def _model_name(pipe, model: Optional[str]) -> str:
 
 
 def _run(pipe, settings: PanelSettings, install, on_step) -> RunResult:
-    from .trace import trace
+    from .tracing import trace
 
     g = torch.Generator(device="cpu").manual_seed(settings.seed)
 

@@ -20,7 +20,7 @@ def tiny_pipe():
 @pytest.fixture(scope="session")
 def shapes():
     """The shipped shapes-world pipeline, loaded once (skips where the weights are not in this copy)."""
-    from ebca_viz.shapes.model import weights_available
+    from ebca_viz.models.shapes_world import weights_available
 
     if not weights_available():
         pytest.skip("shapes-world weights not shipped")

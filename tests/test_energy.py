@@ -1,4 +1,4 @@
-"""Closed-form updates equal torch.autograd gradients of the energies (method.md)."""
+"""Closed-form updates equal torch.autograd gradients of the energies (docs/method.md)."""
 import math
 
 import pytest

@@ -11,7 +11,7 @@ from ebca_viz import energy_plots as EP
 from ebca_viz import energy_steps as ES
 from ebca_viz.config import EBCAConfig
 from ebca_viz.ebca import energy_attention
-from ebca_viz.trace import trace
+from ebca_viz import trace
 
 
 def _layer(B=2, H=4, P=16, N=7, d=8, D=12, seed=0):

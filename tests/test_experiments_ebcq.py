@@ -5,7 +5,7 @@ import pytest
 import ebca_viz as ev
 from ebca_viz.experiments import ebcq
 from ebca_viz.shapes.detect import Detection
-from ebca_viz.shapes.model import weights_available
+from ebca_viz.models.shapes_world import weights_available
 
 pytestmark = pytest.mark.skipif(not weights_available(), reason="shapes-world weights not shipped")
 

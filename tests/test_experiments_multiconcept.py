@@ -4,7 +4,7 @@ import pytest
 
 from ebca_viz import claims
 from ebca_viz.experiments import multiconcept as mc
-from ebca_viz.shapes.model import weights_available
+from ebca_viz.models.shapes_world import weights_available
 from ebca_viz.shapes.regime import SHAPES
 
 pytestmark = pytest.mark.skipif(not weights_available(), reason="shapes-world weights not shipped")

@@ -6,7 +6,7 @@ import torch
 from ebca_viz import claims
 from ebca_viz.experiments import realedit as rx
 from ebca_viz.shapes import world
-from ebca_viz.shapes.model import weights_available
+from ebca_viz.models.shapes_world import weights_available
 
 needs_weights = pytest.mark.skipif(not weights_available(), reason="shapes-world weights not shipped")
 

@@ -67,8 +67,8 @@ def test_layer_grids_match_what_the_processors_see(shapes_pipe):
     seen = {}
 
     class Obs:
-        def on_seg_attention(self, name, attn, q, k, rows, grid):
-            seen[name] = tuple(grid)
+        def on_seg_attention(self, ev):
+            seen[ev.name] = tuple(ev.grid)
 
     with smoothed_energy_guidance(shapes_pipe, scale=1.0, sigma=1.0, layers=["down", "mid", "up"]) as ctl:
         ctl.observers.append(Obs())

@@ -89,7 +89,7 @@ def trained(tmp_path_factory):
 def test_short_training_run_saves_weights_that_load_back(trained):
     from safetensors.torch import load_file
 
-    from ebca_viz.shapes.model import load_components, load_shapes_pipeline
+    from ebca_viz.models.shapes_world import load_components, load_shapes_pipeline
 
     tmp_path, info = trained
     assert info["unet"]["steps"] == 3 and info["vae"]["steps"] == 2
@@ -126,7 +126,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_model(trained, tmp_path):
 
 def test_shipped_pipeline_loads_offline_and_samples():
     from ebca_viz.models import load_pipeline
-    from ebca_viz.shapes.model import WEIGHTS_DIR
+    from ebca_viz.models.shapes_world import WEIGHTS_DIR
 
     files = [p for p in WEIGHTS_DIR.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 20 * 2**20

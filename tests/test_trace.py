@@ -7,8 +7,8 @@ import ebca_viz as ev
 from ebca_viz import energy as E
 from ebca_viz.attach import cross_attention_keys, self_attention_keys
 from ebca_viz.models import tiny_unet
-from ebca_viz.trace import TraceBudgetError, self_attention_energy
-from ebca_viz.trace_processor import RecordingCrossAttnProcessor
+from ebca_viz.tracing import TraceBudgetError, self_attention_energy
+from ebca_viz.tracing.processor import RecordingCrossAttnProcessor
 
 from conftest import unet_inputs
 
@@ -124,7 +124,7 @@ def test_ebcu_energies_and_cascade_match_the_controller():
         with ev.trace(unet, quantities="all") as tr:
             _unet(unet, x, c, 500)
             _unet(unet, x, c, 400)
-        assert tr not in ctl.observers and cap in ctl.observers
+        assert tr.recorder not in ctl.observers and cap in ctl.observers
     _assert_restored(unet, before)
     assert tr.mode == "ebca"
     L = len(tr.layers)
@@ -183,9 +183,9 @@ def test_nesting_in_both_orders_hands_over_and_restores(pipe):
     assert drift[:2].max() == 0 and drift[2:4].min() > 0 and drift[4:].max() == 0
     with ev.energy_attention(pipe, cfg) as ctl:  # trace inside the energy processors
         with ev.trace(pipe) as inner:
-            assert inner in ctl.observers and find_recorders(unet) == []
+            assert inner.recorder in ctl.observers and find_recorders(unet) == []
             ebcu2 = _sample(pipe, steps=2)
-        assert inner not in ctl.observers
+        assert inner.recorder not in ctl.observers
     _assert_restored(unet, before, pipe.text_encoder)
     torch.testing.assert_close(ebcu2, ebcu)
     torch.testing.assert_close(inner.energies(when="after"), outer.energies(when="after")[2:4])
@@ -352,8 +352,8 @@ def test_seg_energies_blurred_vs_reference(pipe, guidance, convention):
     seen = []
 
     class SegCap:
-        def on_seg_attention(self, name, attn, q, k, rows, grid):
-            seen.append((name, q.clone(), k.clone(), rows, attn.scale))
+        def on_seg_attention(self, ev):
+            seen.append((ev.name, ev.query.clone(), ev.key.clone(), ev.rows, ev.attn.scale, ev.unblurred_query.clone()))
 
     with ev.trace(pipe) as plain:
         _sample(pipe, steps=2, guidance_scale=guidance)
@@ -371,15 +371,15 @@ def test_seg_energies_blurred_vs_reference(pipe, guidance, convention):
     L = len(want_layers)
     for step in range(2):
         for i in range(L):
-            name, q, k, rows, scale = seen[step * L + i]
+            name, q, k, rows, scale, unblurred = seen[step * L + i]
             b = rows.stop - rows.start
             assert name == want_layers[i] and b == 1
             torch.testing.assert_close(blur[step, i], self_attention_energy(q[rows], k[rows], scale)[0])
-            # the reference is the conditional branch: the row the blurred copy was made from (published),
-            # or, with the paper's convention (unconditional half blurred in place), the conditional half
-            r = slice(1, 2) if (convention == "paper" or guidance > 1) else slice(0, 1)
-            assert rows == (slice(0, 1) if convention == "paper" else slice(r.stop, r.stop + 1))
-            qq, kk = q[r], k[r]
+            # the reference: the conditional branch the published convention copies, or the unconditional
+            # half (its queries before the blur) that the paper's convention blurs in place
+            b2 = 2 if guidance > 1 else 1  # the caller's UNet batch
+            assert rows == (slice(0, 1) if convention == "paper" else slice(b2, b2 + 1))
+            qq, kk = (unblurred, k[rows]) if convention == "paper" else (q[b2 - 1 : b2], k[b2 - 1 : b2])
             direct = -torch.logsumexp(scale * qq @ kk.transpose(-1, -2), dim=-1).sum(-1).mean(1)
             torch.testing.assert_close(ref[step, i], direct[0], rtol=1e-5, atol=1e-4)
     if convention == "published":  # the conditional rows are those of the unguided run at the first step
@@ -391,6 +391,34 @@ def test_seg_energies_blurred_vs_reference(pipe, guidance, convention):
     torch.testing.assert_close(tr2.seg_energies("delta"), tr.seg_energies("delta"))
     torch.testing.assert_close(tr2.maps(aggregate="step"), tr.maps(aggregate="step"))
     torch.testing.assert_close(tr.maps().sum(0), torch.ones(8, 8), atol=2e-3, rtol=0)
+
+
+def test_seg_reference_energy_paper_convention_is_the_unblurred_unconditional_half(pipe):
+    """Issue 11: with the paper's convention and CFG, the reference is the unconditional half before
+    its blur, computed here from the layer's input (a module pre-hook), independently of the processor."""
+    from ebca_viz.attach import module_of
+    from ebca_viz.energy import split_heads
+
+    key = [k for k in self_attention_keys(pipe.unet) if k.startswith("mid")][0]
+    attn = module_of(pipe.unet, key)
+    inputs = []
+    h = attn.register_forward_pre_hook(lambda m, args, kw: inputs.append((args[0] if args else kw["hidden_states"]).clone()),
+                                       with_kwargs=True)
+    try:
+        with ev.trace(pipe) as tr:
+            with ev.smoothed_energy_guidance(pipe, ev.SEGConfig(scale=3.0, sigma=1.0, layers=["mid"], convention="paper")):
+                _sample(pipe, steps=2, guidance_scale=5.0)
+    finally:
+        h.remove()
+    assert len(inputs) == 2 and inputs[0].shape[0] == 2  # [uncond; cond], no extra branch
+    ref = tr.seg_energies("reference")
+    for step, x in enumerate(inputs):
+        x = x.flatten(2).transpose(1, 2) if x.ndim == 4 else x
+        with torch.no_grad():
+            q, k = split_heads(attn.to_q(x), attn.heads), split_heads(attn.to_k(x), attn.heads)
+        e = self_attention_energy(q, k, attn.scale)  # (2,): uncond, cond
+        assert (e[0] - e[1]).abs() > 1e-3  # the two halves differ, so the test tells them apart
+        torch.testing.assert_close(ref[step, 0], e[0], rtol=1e-5, atol=1e-4)
 
 
 def test_self_attention_energy_chunks():

@@ -15,7 +15,7 @@ def _sample(pipe, steps=3, runs=1):
 def _held(tr) -> int:
     """Bytes of every tensor the trace holds once recording is over."""
     held = sum(t.nbytes for t in tr._stacked().values())
-    held += sum(t.nbytes for rec in tr._records.values() for t in rec.values())
+    held += sum(t.nbytes for rec in tr.record.per_step.values() for t in rec.values())
     return held
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ebca_viz as ev
-from ebca_viz.trace import TraceFileError
+from ebca_viz.tracing import TraceFileError
 
 
 @pytest.fixture(scope="module")

@@ -194,3 +194,45 @@ def test_readme_gallery_caption_matches_gallery_json():
     assert f"seed {g['seed']}, the one of 16 where EBCU changes the image most ({sc['change']:.1f}/255" in readme
     assert f"median seed changes by {sc['median_change_over_seeds']:.1f}/255" in readme
     assert g["mean_abs_diff_vanilla_ebcu"] > 1.0  # the pair shown is not identical
+
+
+def test_trace_energy_plot_counts_unet_calls(tiny_pipe):
+    """The trace's step axis counts recorded UNet calls (PNDM makes one more than the sampling steps)."""
+    import ebca_viz as ev
+
+    with ev.trace(tiny_pipe) as tr:
+        tiny_pipe("a red circle", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0))
+    fig = viz.plot_trace_energies(tr)
+    assert fig.axes[1].get_xlabel().startswith("recorded UNet call")
+
+
+def test_sample_traced_is_the_one_helper_and_viz_loads_no_model(tiny_pipe):
+    """notebook.sample_traced: vanilla records with its own processors, ebca= under the controller
+    (observers subscribed), both at once refused; viz itself imports no model code."""
+    import subprocess
+
+    import ebca_viz as ev
+    from ebca_viz.notebook import sample_traced
+
+    seen = []
+
+    class Obs:
+        def on_cross_attention(self, e):
+            seen.append(e.step)
+
+    a = sample_traced(tiny_pipe, "a red circle", seed=0, steps=2, output_type="pt")
+    b = sample_traced(tiny_pipe, "a red circle", seed=0, steps=2, output_type="pt",
+                      ebca=ev.EBCAConfig(gamma_attn=0.0, gamma_norm=0.0), observers=[Obs()])
+    assert (a.trace.mode, b.trace.mode) == ("plain", "ebca") and sorted(set(seen)) == [0, 1]
+    torch.testing.assert_close(a.image, b.image)  # all strengths 0: the same image as diffusers' attention
+    with pytest.raises(ValueError, match="not both"):
+        sample_traced(tiny_pipe, "a", ebca=ev.EBCAConfig(), seg=ev.SEGConfig())
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(viz.__file__).read_text())
+    lazy = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"]
+    skip = {id(x) for f in lazy for x in ast.walk(f)}
+    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and id(n) not in skip and n.module}
+    assert not mods & {"models", "demo", "ebca", "seg", "config", "notebook", "tracing", "shapes"}, mods
+    assert viz.pick(3, 3) == 3 and viz.load_model is sample_traced.__globals__["load_model"]  # re-exported

@@ -45,7 +45,7 @@ def _metrics(spec: str) -> set:
 
 
 def _scorers(metrics: set, args, device):
-    from .captioner import BLIP_ID, load_captioner
+    from ..models.captioner import BLIP_ID, load_captioner
     from .clip_metrics import CLIP_ID, load_clip_scorer
 
     clip = load_clip_scorer(args.clip_model or CLIP_ID, device=device) if metrics & {"clip", "caption"} else None

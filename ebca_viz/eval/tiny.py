@@ -31,11 +31,11 @@ def tiny_clip_scorer(seed: int = 0, templates=("a photo of {}.",)):
 
 
 def tiny_captioner(seed: int = 0, max_new_tokens: int = 6):
-    """A :class:`~ebca_viz.eval.captioner.Captioner` on a random BLIP (32x32 images)."""
+    """A :class:`~ebca_viz.models.captioner.Captioner` on a random BLIP (32x32 images)."""
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor
 
     from ..models import load_tokenizer
-    from .captioner import Captioner
+    from ..models.captioner import Captioner
 
     tok = load_tokenizer()
     torch.manual_seed(seed)

@@ -161,7 +161,7 @@ def sample_seg(pipe, prompts, seeds, setting: SEGSetting, steps: int = 25, batch
     energies (blurred, reference branch), each the mean over steps and SEG layers (None for s = 0)."""
     from ..seg import smoothed_energy_guidance
     from ..shapes.benchmark import latents_for
-    from ..trace import trace
+    from ..tracing import trace
 
     if len(prompts) != len(seeds):
         raise ValueError(f"prompts ({len(prompts)}) and seeds ({len(seeds)}) must have the same length")

@@ -135,7 +135,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
         return pipe if dtype in (None, torch.float32) else pipe.to(dtype=dtype)
     if name == "shapes-world":
         try:
-            from ..shapes.model import load_shapes_pipeline
+            from .shapes_world import load_shapes_pipeline
         except ImportError as e:  # pragma: no cover - the weights are shipped with the package
             raise FileNotFoundError(f"the shapes-world model is not installed with this copy of ebca_viz: {e}") from e
         return load_shapes_pipeline(device=device, dtype=dtype or torch.float32)

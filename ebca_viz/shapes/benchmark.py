@@ -202,7 +202,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
-    from .model import WEIGHTS_DIR, load_shapes_pipeline
+    from ..models.shapes_world import WEIGHTS_DIR, load_shapes_pipeline
 
     t0 = time.time()
     out = Path(a.out)

@@ -1,7 +1,7 @@
 """Each model's own regime: the settings the notebooks, the demo and the gallery use.
 
 Shapes world values come from the sweep ``benchmarks/shapes_sweep.py`` (its table is
-``docs/shapes_regime.md``); real Stable Diffusion keeps the paper's settings (``method.md``).
+``docs/shapes_regime.md``); real Stable Diffusion keeps the paper's settings (``docs/method.md``).
 A value is changed here only together with a re-run of that sweep.
 """
 from __future__ import annotations

@@ -154,7 +154,7 @@ def train_unet(vae, unet, te, tok, data: Batches, args, log, out: Path) -> dict:
     from diffusers import DDPMScheduler
 
     from ..models.tiny import SD_SCHEDULER
-    from .model import export_pipeline
+    from ..models.shapes_world import export_pipeline
 
     sched = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k != "set_alpha_to_one"})
     vae.requires_grad_(False).eval()
@@ -238,7 +238,7 @@ def main(argv=None) -> dict:
         logf.write(line + "\n")
         logf.flush()
 
-    from .model import build_models, export_pipeline
+    from ..models.shapes_world import build_models, export_pipeline
 
     t_start = time.time()
     torch.manual_seed(args.seed)

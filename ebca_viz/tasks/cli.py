@@ -12,8 +12,7 @@ progress bar and writes ``{out}/{name}.png`` + ``{name}.json`` (settings, seed, 
     python -m ebca_viz inpaint --preset teddy-bear-repaint --jump-n-sample 1   # RePaint, no resampling jumps
     python -m ebca_viz seg --preset seg-sdxl-uncond --model sdxl
 
-The command modules under :mod:`ebca_viz.tasks.commands` re-export ``add_<task>_arguments`` /
-``run_<task>`` from here as ``add_arguments`` / ``run`` (the :mod:`ebca_viz.cli` registry pattern).
+The table :data:`ebca_viz.cli.COMMANDS` names ``add_<task>_arguments`` / ``run_<task>`` from here.
 """
 from __future__ import annotations
 
@@ -212,7 +211,7 @@ def run_realedit(args) -> int:
     else:
         kw["image"] = args.image
     if args.captioner and "source_prompt" not in kw:
-        from ..eval.captioner import load_captioner
+        from ..models.captioner import load_captioner
 
         kw["captioner"] = load_captioner(args.captioner, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe = _load(model, args, text_to_image="realedit")

@@ -33,7 +33,7 @@ def source_caption(image, source_prompt: Optional[str] = None, captioner=None) -
             raise ValueError("source_prompt must be a non-empty string describing the photo, e.g. 'a photo of a cat'")
         return source_prompt, "user"
     if captioner is None:
-        from ..eval.captioner import BLIP_ID, load_captioner
+        from ..models.captioner import BLIP_ID, load_captioner
 
         try:
             captioner = load_captioner()

@@ -45,16 +45,12 @@ else:  # show the seed (of 16) where EBCU changes the image most, and say what a
     print(f"seed {SEED}: the largest change of 16 seeds ({choice.change:.1f}/255 per pixel); "
           f"the median seed changes by {choice.median_change:.1f}/255")
 
+from ebca_viz.notebook import sample_traced
+
 def sample(config=None):
-    # sample PROMPT from SEED, recording every cross-attention layer; config=None is vanilla
-    g = torch.Generator("cpu").manual_seed(SEED)
-    with ev.trace(pipe) as tr:
-        if config is None:
-            image = pipe(PROMPT, num_inference_steps=STEPS, guidance_scale=CFG, generator=g).images[0]
-        else:
-            with ev.energy_attention(pipe, config):
-                image = pipe(PROMPT, num_inference_steps=STEPS, guidance_scale=CFG, generator=g).images[0]
-    return image, tr
+    # sample PROMPT from SEED, recording every cross-attention layer (ebca_viz.trace); config=None is vanilla
+    run = sample_traced(pipe, PROMPT, seed=SEED, steps=STEPS, guidance_scale=CFG, ebca=config)
+    return run.image, run.trace
 
 def verdict(image):
     return "; ".join(f"{d.colour} {d.shape}" for d in detect(np.asarray(image))) or "nothing detected"

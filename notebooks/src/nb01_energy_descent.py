@@ -6,7 +6,7 @@ CELLS = [
 # 01 · Attention as energy descent
 
 One cross-attention layer, one head: $Q\in\mathbb R^{P\times d}$, $K\in\mathbb R^{N\times d}$, $S = \beta QK^\top$.
-Three energies (method.md, $\alpha = 0$ as in the paper):
+Three energies ([docs/method.md](../docs/method.md), $\alpha = 0$ as in the paper):
 
 * query energy $\;E(Q;K) = -\sum_i \operatorname{lse}_j S_{ij}$
 * context energy $\;E(K;Q) = -\sum_j \operatorname{lse}_i S_{ij}$ (lse over **pixels**)
@@ -29,7 +29,8 @@ import numpy as np
 from ebca_viz import energy as E
 
 PROMPT = "A lion with a crown" if REAL else "a red circle and a blue square"
-cap = viz.capture_attention(pipe, PROMPT, step=1, layer=len(pipe.unet.down_blocks), num_inference_steps=STEPS)
+from ebca_viz.notebook import capture_attention
+cap = capture_attention(pipe, PROMPT, step=1, layer=len(pipe.unet.down_blocks), num_inference_steps=STEPS)
 q, k = cap["q"].double(), cap["k"].double()   # (1, H, P, d), (1, H, N, d)
 beta, H = cap["scale"], cap["heads"]
 print(cap["name"], "grid", cap["grid"], "q", tuple(q.shape), "k", tuple(k.shape), "beta", round(beta, 4))

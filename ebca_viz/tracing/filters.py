@@ -12,7 +12,8 @@ that names the parameter.
 * **steps** -- sampling-step indices ``i = 0`` (noisiest) .. ``T-1`` within one run:
   ints (negative from the end), ``range`` / ``slice`` objects, floats in ``[0, 1]``
   (the step ``min(T-1, floor(f T))``), or a pair of floats ``(a, b)`` (the window
-  ``floor(a T) <= i < floor(b T)``; ``b = 1`` reaches the last step); a list mixes them.
+  ``floor(a T) <= i < floor(b T)``; ``b = 1`` reaches the last UNet call, also PNDM's extra
+  one at index ``T``, as a :class:`~ebca_viz.Schedule` window does); a list mixes them.
   ``None``: every step.
 * **quantities** -- see :data:`QUANTITIES`.
 """
@@ -22,7 +23,7 @@ import fnmatch
 import math
 from typing import Iterable, Optional, Sequence
 
-from .attach import block_of
+from ..attach import block_of
 
 #: name -> what it records (per recorded step and layer unless said otherwise)
 QUANTITIES = {
@@ -143,7 +144,8 @@ class StepFilter:
                 out.add(min(T - 1, int(math.floor(e * T))))
             elif isinstance(e, tuple):
                 a, b = map(float, e)
-                out.update(range(int(math.floor(a * T)), T if b >= 1.0 else int(math.floor(b * T))))
+                # b = 1 reaches the end of the run, PNDM's extra UNet call (index T) included
+                out.update(range(int(math.floor(a * T)), T + 1 if b >= 1.0 else int(math.floor(b * T))))
             elif isinstance(e, slice):
                 out.update(range(T)[e])
             else:  # range

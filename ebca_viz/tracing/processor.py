@@ -8,20 +8,22 @@ the recorder needs the probabilities)::
 
 and hands a :class:`~ebca_viz.ebca.CrossAttnEvent` to its trace with ``context_in is
 context_out`` (nothing is updated). It is a different class from
-:class:`~ebca_viz.EnergyCrossAttnProcessor` on purpose: ``find_controller`` does not see
+:class:`~ebca_viz.EnergyCrossAttnProcessor` on purpose: ```find_controller`` does not see
 it, so ``energy_attention`` / ``smoothed_energy_guidance`` can be installed on top of it
 (they save it and put it back when they leave). After its trace has ended it is inert:
 plain attention, no events.
 """
 from __future__ import annotations
 
-from .attach import grid_hw
-from .attn_io import attend, queries, tokens_in, tokens_out
-from .ebca import CrossAttnEvent
+from ..attach import grid_hw
+from ..attn_io import attend, queries, tokens_in, tokens_out
+from ..events import TRACE, CrossAttnEvent
 
 
 class RecordingCrossAttnProcessor:
     """Plain cross-attention that reports every call to ``sink.on_cross_attention(event)``."""
+
+    kind = TRACE
 
     def __init__(self, sink, name: str, layer: int):
         self.sink = sink  # the Trace
@@ -43,7 +45,7 @@ class RecordingCrossAttnProcessor:
                 CrossAttnEvent(
                     name=self.name, layer=self.layer, step=sink.step, attn=attn, query=q, key=k, scores=s,
                     probs=probs, context_in=ctx, context_out=ctx, grid=grid_hw(P, sink.latent_hw),
-                    n_uncond=sink.n_uncond, controller=None,
+                    n_uncond=sink.record.n_uncond, controller=None,
                 )
             )
 

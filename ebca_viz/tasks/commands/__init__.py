@@ -1,1 +1,0 @@
-"""One module per command (``add_arguments`` / ``run``), registered in :data:`ebca_viz.cli.COMMANDS`."""

@@ -1,0 +1,19 @@
+"""The recorder behind :func:`ebca_viz.trace` (the function keeps the short name; this package is
+``ebca_viz.tracing``), one file per job:
+
+* :mod:`~ebca_viz.tracing.recorder` -- the observer: hooks, recording processor, what is recorded;
+* :mod:`~ebca_viz.tracing.record` -- the stored tensors, under :mod:`~ebca_viz.tracing.budget`;
+* :mod:`~ebca_viz.tracing.filters` -- which layers, steps and quantities;
+* :mod:`~ebca_viz.tracing.quantities` -- what one layer call yields (energies, maps on a common grid);
+* :mod:`~ebca_viz.tracing.derived` -- :class:`Trace`: maps, energies, context norms, drift, trajectories;
+* :mod:`~ebca_viz.tracing.files` -- save / load (safetensors + JSON).
+"""
+from .budget import TraceBudgetError
+from .derived import Trace
+from .files import TraceFileError, load_trace
+from .filters import QUANTITIES
+from .quantities import layer_energies, self_attention_energy
+from .recorder import Recorder, estimate_bytes, trace
+
+__all__ = ["Trace", "Recorder", "trace", "load_trace", "TraceFileError", "estimate_bytes", "TraceBudgetError",
+           "QUANTITIES", "layer_energies", "self_attention_energy"]

@@ -1,0 +1,294 @@
+r"""A trace as its reader sees it: derived quantities (maps, energies, context norms, drift,
+trajectories, SEG energies) over a :class:`~ebca_viz.tracing.record.Record`.
+
+Named dimensions of the accessors (each returns a plain CPU tensor in this order):
+``step`` (recorded UNet calls, :attr:`Trace.steps`), ``layer`` (recorded cross-attention layers in
+execution order, :attr:`Trace.layers`), ``token`` (context positions, 0 = start-of-text, labels in
+:attr:`Trace.tokens`), ``H, W`` (the common map grid :attr:`Trace.map_grid`), ``D`` (context
+width). ``image=i`` (default 0) picks one image of the batch; ``image=None`` keeps a leading
+``image`` dimension. The definitions are in :mod:`ebca_viz.tracing.recorder` and ``docs/method.md``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .budget import mib
+from .filters import select_layers
+from .record import Record
+
+ENERGY_KINDS = ("query", "context", "prior", "posterior")
+WHEN = ("before", "after")
+
+
+def _from_record(name: str, doc: str) -> property:
+    return property(lambda self: getattr(self.record, name), doc=doc)
+
+
+class Trace:
+    """Recording of one (or several consecutive) sampling runs; see :mod:`ebca_viz.tracing.recorder`.
+
+    Made by :func:`ebca_viz.trace` (with a recorder: use it as a context manager) or by
+    :func:`ebca_viz.load_trace` (without one); both build it with this constructor. Accessors work
+    during and after the ``with`` block and on a loaded trace.
+    """
+
+    def __init__(self, record: Record, recorder=None):
+        if not isinstance(record, Record):
+            raise TypeError(f"Trace(record): record must be an ebca_viz.tracing.record.Record, got {type(record).__name__}; "
+                            "make a trace with ebca_viz.trace(pipe) or ebca_viz.load_trace(path)")
+        self.record = record
+        self.recorder = recorder
+
+    layers = _from_record("layers", "recorded cross-attention layers (processor keys), execution order")
+    quantities = _from_record("quantities", "what is recorded (see ebca_viz.tracing.filters.QUANTITIES)")
+    map_grid = _from_record("map_grid", "the common map grid (H, W)")
+    dtype = _from_record("dtype", "storage dtype of the large items")
+    alpha = _from_record("alpha", "alpha of the query/context energies")
+    budget = _from_record("budget", "the byte budget (ebca_viz.tracing.budget.Budget)")
+    grids = _from_record("grids", "layer -> its own grid (h, w)")
+    execution_order = _from_record("execution_order", "layers in the order they ran")
+    seg_layers = _from_record("seg_layers", "SEG-blurred self-attention layers recorded")
+    timesteps = _from_record("timesteps", "scheduler timestep of every UNet call")
+    run_starts = _from_record("run_starts", "global step at which each sampling run started")
+    token_labels = _from_record("token_labels", "per image: the label of each token position")
+    mode = _from_record("mode", "'ebca' (observer of a controller) or 'plain' (own processors)")
+    n_uncond = _from_record("n_uncond", "unconditional rows of the UNet batch")
+    steps = _from_record("steps", "global step indices (UNet calls since the trace began) that hold data")
+    step_timesteps = _from_record("step_timesteps", "scheduler timestep of each recorded step")
+    nbytes = _from_record("nbytes", "host bytes held (what the budget reserved)")
+
+    @property
+    def dropped(self) -> list:
+        """Items not stored because of ``on_budget="drop"``: ``[{"step", "item", "bytes"}]``."""
+        return list(self.record.budget.dropped)
+
+    @property
+    def tokens(self) -> Optional[list]:
+        """Token labels of image 0 (``None`` when the prompt was not seen, e.g. a bare UNet)."""
+        return None if self.token_labels is None else self.token_labels[0]
+
+    # -- recording (delegated to the recorder) ----------------------------------------------------
+    def _need_recorder(self, what):
+        if self.recorder is None:
+            raise RuntimeError(f"a loaded trace has no recorder: {what} needs a trace made by ebca_viz.trace(pipe)")
+        return self.recorder
+
+    def __enter__(self) -> "Trace":
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self) -> "Trace":
+        self._need_recorder("start()").start()
+        return self
+
+    def stop(self) -> None:
+        """Detach the recorder: hooks removed, processors restored, the record stacked."""
+        if self.recorder is not None:
+            self.recorder.stop()
+
+    def estimate_bytes(self, num_steps: int = 50, height: Optional[int] = None, width: Optional[int] = None,
+                       batch: int = 1, tokens: Optional[int] = None, seg_layers: Optional[int] = None) -> int:
+        """Host bytes this trace will store for one run, before sampling (see
+        :meth:`ebca_viz.tracing.recorder.Recorder.estimate_bytes`)."""
+        if self.recorder is None:
+            raise RuntimeError("a loaded trace has no UNet to estimate for; use ebca_viz.estimate_bytes(pipe, ...)")
+        return self.recorder.estimate_bytes(num_steps, height, width, batch, tokens, seg_layers)
+
+    def save(self, path) -> None:
+        """Write a ``.safetensors`` file: the stacked tensors plus JSON metadata (no pickle), atomically."""
+        from .files import save_trace
+
+        save_trace(self.record, path)
+
+    def _stacked(self) -> dict:
+        return self.record.stacked()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _need(self, item, quantity):
+        t = self.record.stacked().get(item)
+        if t is None:
+            why = "it was dropped (on_budget='drop')" if quantity in self.quantities else f"add {quantity!r} to quantities="
+            raise ValueError(f"this trace has no {quantity!r} data: {why}")
+        return t
+
+    @staticmethod
+    def _image(t: torch.Tensor, image, dim: int) -> torch.Tensor:
+        """Select ``image`` along ``dim``, or move that dim to the front when ``image`` is None."""
+        if image is None:
+            return t.movedim(dim, 0)
+        n = t.shape[dim]
+        if isinstance(image, bool) or not isinstance(image, int) or not -n <= image < n:
+            raise ValueError(f"image must be an index into the {n} recorded images (or None for all), got {image!r}")
+        return t.select(dim, image)
+
+    def _layer_idx(self, layers) -> list:
+        if layers is None:
+            return list(range(len(self.layers)))
+        return [self.layers.index(k) for k in select_layers(self.layers, layers)]
+
+    def _step_idx(self, steps) -> list:
+        if steps is None:
+            return list(range(len(self.steps)))
+        if isinstance(steps, int):
+            steps = [steps]
+        idx = []
+        for s in steps:
+            if s not in self.steps:
+                raise ValueError(f"steps: step {s!r} was not recorded; recorded steps are {self.steps}")
+            idx.append(self.steps.index(s))
+        return idx
+
+    def token_index(self, token) -> list:
+        """Positions for ``token``: an int, a word (matched against :attr:`tokens`), or a list of them."""
+        if token is None:
+            return None
+        items = token if isinstance(token, (list, tuple)) else [token]
+        out = []
+        for t in items:
+            if isinstance(t, str):
+                labels = [x.lower() for x in (self.tokens or [])]
+                if self.tokens is None:
+                    raise ValueError(f"token={t!r}: this trace has no token labels (bare UNet?); use token positions (ints)")
+                if t.lower() not in labels:
+                    shown = [x for x in self.tokens if x != "<|endoftext|>"]
+                    raise ValueError(f"token={t!r} is not in the prompt's tokens {shown}")
+                out.append(labels.index(t.lower()))
+            elif isinstance(t, int) and not isinstance(t, bool):
+                n = len(self.tokens) if self.tokens else None
+                if n is not None and not 0 <= t < n:
+                    raise ValueError(f"token={t} is out of range: the context has {n} positions (0..{n - 1}, "
+                                     "0 = start-of-text)")
+                out.append(t)
+            else:
+                raise TypeError(f"token must be an int position, a word or a list of them, got {t!r}")
+        return out
+
+    # -- accessors -------------------------------------------------------------------------------
+    def maps(self, token=None, aggregate: Optional[str] = "mean", layers=None, steps=None, image: Optional[int] = 0,
+             normalize: Optional[str] = None) -> torch.Tensor:
+        """Cross-attention maps on the common grid :attr:`map_grid`, fp32.
+
+        Definition: ``M[t, y, x] = mean_heads softmax_t(beta q_{yx} . k_t)`` on the conditional rows,
+        resized to the common grid; at every pixel ``sum_t M = 1`` over all tokens (and stays so
+        under every mean below). ``normalize="spatial"`` instead divides each token's map by its
+        sum over pixels (then ``sum_{y,x} M[t] = 1``).
+
+        aggregate:
+            ``"mean"`` -> ``(token, H, W)`` mean over recorded steps and layers; ``"sum"`` likewise, summed;
+            ``"layer"`` -> ``(layer, token, H, W)`` mean over steps; ``"step"`` -> ``(step, token, H, W)``
+            mean over layers; ``None`` -> ``(step, layer, token, H, W)`` (needs ``"layer_maps"``).
+        layers / steps: restrict to some recorded layers (names, globs, blocks, ints) / steps
+            (values of :attr:`steps`). Restricting both for a mean needs ``"layer_maps"``.
+        """
+        if aggregate not in ("mean", "sum", "layer", "step", None):
+            raise ValueError(f"aggregate must be 'mean', 'sum', 'layer', 'step' or None, got {aggregate!r}")
+        if normalize not in (None, "spatial"):
+            raise ValueError(f"normalize must be None (per pixel over tokens) or 'spatial', got {normalize!r}")
+        li, si = self._layer_idx(layers), self._step_idx(steps)
+        all_l, all_s = len(li) == len(self.layers), len(si) == len(self.steps)
+        st = self.record.stacked()
+        need_full = (
+            aggregate is None
+            or (aggregate == "layer" and not all_s)
+            or (aggregate == "step" and not all_l)
+            or (aggregate in ("mean", "sum") and not all_l and not all_s)
+        )
+        use_layer_sums = aggregate == "layer" or (aggregate in ("mean", "sum") and all_s)
+        if not need_full and ("map_layer_sum" if use_layer_sums else "map_step_sum") not in st and "layer_maps" in st:
+            need_full = True  # the running sums were dropped; the full maps are there
+        if need_full:
+            full = self._need("layer_maps", "layer_maps")[si][:, li].float()  # (S, L, B, N, H, W)
+            if aggregate is None:
+                m = full
+            elif aggregate == "layer":
+                m = full.mean(0)
+            elif aggregate == "step":
+                m = full.mean(1)
+            else:
+                m = full.flatten(0, 1).mean(0) if aggregate == "mean" else full.flatten(0, 1).sum(0)
+        else:
+            # running sums: per layer (summed over steps) or per step (summed over layers), with counts
+            kind, idx = ("layer", li) if use_layer_sums else ("step", si)
+            s = self._need(f"map_{kind}_sum", "maps")[idx]  # (L|S, B, N, H, W)
+            c = st[f"map_{kind}_count"][idx]
+            if aggregate == kind:
+                m = s / c.view(-1, 1, 1, 1, 1)
+            else:  # a mean/sum over the selected rows
+                m = s.sum(0) / (c.sum() if aggregate == "mean" else 1.0)
+        bdim = m.ndim - 4
+        m = self._image(m, image, bdim)
+        if normalize == "spatial":
+            m = m / m.sum(dim=(-1, -2), keepdim=True).clamp_min(1e-30)
+        ti = self.token_index(token)
+        if ti is not None:
+            m = m.index_select(m.ndim - 3, torch.tensor(ti))
+        return m
+
+    def energies(self, kind: str = "posterior", when: str = "after", image: Optional[int] = 0, layers=None) -> torch.Tensor:
+        """``(step, layer)`` energies (fp32). kind: ``"query"`` E(Q;K), ``"context"`` E(K;Q), ``"prior"`` E(K),
+        ``"posterior"`` E(K;Q)+E(K); when: ``"before"`` (keys of the context the layer received),
+        ``"after"`` (of its updated context), ``"delta"`` (after - before). NaN where nothing was recorded."""
+        if kind not in ENERGY_KINDS:
+            raise ValueError(f"kind must be one of {ENERGY_KINDS}, got {kind!r}")
+        if when not in WHEN + ("delta",):
+            raise ValueError(f"when must be 'before', 'after' or 'delta', got {when!r}")
+        e = self._need("energies", "energies")[:, self._layer_idx(layers), :, ENERGY_KINDS.index(kind)]  # (S,L,2,B)
+        e = e[:, :, 1] - e[:, :, 0] if when == "delta" else e[:, :, WHEN.index(when)]
+        return self._image(e, image, 2)
+
+    def context_norms(self, when: str = "after", image: Optional[int] = 0, layers=None) -> torch.Tensor:
+        """``(step, layer, token)``: ``|c_t|`` of the context a layer received (``"before"``) or passed on (``"after"``)."""
+        if when not in WHEN:
+            raise ValueError(f"when must be 'before' or 'after', got {when!r}")
+        n = self._need("norms", "context_norms")[:, self._layer_idx(layers), WHEN.index(when)]  # (S, L, B, N)
+        return self._image(n, image, 2)
+
+    def drift(self, image: Optional[int] = 0, layers=None) -> torch.Tensor:
+        """``(step, layer, token)``: ``|c_out,t - c_prompt,t|``, distance of each token's context after the
+        layer from the prompt embedding of that step (0 without EBCU)."""
+        n = self._need("norms", "context_norms")[:, self._layer_idx(layers), 2]
+        return self._image(n, image, 2)
+
+    def contexts(self, image: Optional[int] = 0, layers=None) -> torch.Tensor:
+        """``(step, layer, token, D)`` context after each layer (in ``dtype``); needs ``"contexts"``."""
+        c = self._need("contexts", "contexts")[:, self._layer_idx(layers)]
+        return self._image(c, image, 2)
+
+    def prompt_embeds(self, image: Optional[int] = 0) -> torch.Tensor:
+        """``(step, token, D)`` the prompt embedding each step started from; needs ``"contexts"``."""
+        return self._image(self._need("prompt_embeds", "contexts"), image, 1)
+
+    def seg_energies(self, branch: str = "blurred", image: Optional[int] = 0) -> torch.Tensor:
+        """``(step, seg_layer)`` self-attention energy of the ``"blurred"`` or ``"reference"`` branch, or
+        ``"delta"`` (blurred - reference); layers in :attr:`seg_layers`. Needs SEG installed while sampling."""
+        if branch not in ("blurred", "reference", "delta"):
+            raise ValueError(f"branch must be 'blurred', 'reference' or 'delta', got {branch!r}")
+        e = self.record.stacked().get("seg")
+        if e is None:
+            raise ValueError(
+                "this trace has no SEG data: install smoothed_energy_guidance while tracing (and keep 'seg' in quantities)"
+            )
+        e = e[:, :, 0] - e[:, :, 1] if branch == "delta" else e[:, :, 0 if branch == "blurred" else 1]
+        return self._image(e, image, 2)
+
+    def summary(self) -> str:
+        st = self.record.stacked()
+        lines = [
+            f"Trace ({self.mode or 'not run'}): {len(self.steps)} steps x {len(self.layers)} layers, "
+            f"map grid {self.map_grid}, {mib(self.nbytes)} of budget "
+            f"{'none' if self.budget.limit is None else mib(self.budget.limit)}",
+        ]
+        for k, v in st.items():
+            lines.append(f"  {k:15s} {tuple(v.shape)} {str(v.dtype).replace('torch.', '')}")
+        if self.dropped:
+            lines.append(f"  dropped {len(self.dropped)} items from step {self.dropped[0]['step']} on")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.summary()
