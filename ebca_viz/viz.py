@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -608,13 +609,15 @@ def compare_images(images, titles: Optional[Sequence[str]] = None, size: float =
     n = len(arrs) + (1 if diff and len(arrs) > 1 else 0)
     fig = new_figure(figsize=(size * n, size + (0.5 if title else 0.3)))
     axes = np.atleast_1d(fig.subplots(1, n))
+    width = max(12, int(size * 9))  # characters that fit above one panel at fontsize 9
     for i, a in enumerate(arrs):
         axes[i].imshow(a, interpolation="nearest")
-        axes[i].set_title(titles[i] if titles is not None and i < len(titles) else "", fontsize=9)
+        t = titles[i] if titles is not None and i < len(titles) else ""
+        axes[i].set_title("\n".join(textwrap.fill(line, width) for line in str(t).split("\n")), fontsize=9)
     if n > len(arrs):
         d = np.abs(arrs[-1] - resize_map(np.moveaxis(arrs[0], -1, 0), arrs[-1].shape[:2]).transpose(1, 2, 0))
-        im = axes[-1].imshow(d.mean(-1), cmap="inferno")
-        axes[-1].set_title(f"|difference| (mean {d.mean():.3f})", fontsize=9)
+        im = axes[-1].imshow(255 * d.mean(-1), cmap="inferno", vmin=0)  # grey levels of 255, like the title
+        axes[-1].set_title(textwrap.fill(f"|last - first|, mean {255 * d.mean():.1f}/255 per pixel", width), fontsize=9)
         fig.colorbar(im, ax=axes[-1], fraction=0.046)
     for ax in axes:
         ax.set_xticks([])

@@ -185,7 +185,7 @@ def model_kind(pipe) -> str:
     shipped = json.loads((TOKENIZER_DIR / "vocab.json").read_text(encoding="utf-8"))
     if len(tok) != len(shipped) or tok.get_vocab() != shipped:
         return "sd"
-    from ..shapes.model import WEIGHTS_DIR
+    from .shapes_world import WEIGHTS_DIR
 
     cfg = WEIGHTS_DIR / "unet" / "config.json"
     if cfg.is_file():

@@ -127,7 +127,13 @@ names = list(images)
 for a, b in [(names[0], names[1]), (names[1], names[2])]:
     print(f"mean |{b} - {a}| = {np.abs(arr[b] - arr[a]).mean():.2f} / 255")
 print(prompt, "| seed", seed)
-viz.compare_images({f"{k}: {verdict(v)}": v for k, v in images.items()}, diff=True)
+viz.compare_images({f"{k}: {verdict(images[k])}": images[k] for k in names[:2]}, diff=True)  # vanilla vs EBCU
+up_change = np.abs(arr[names[2]] - arr[names[1]]).mean()
+if up_change >= 1.0:  # the up-weighted image only where it differs visibly from plain EBCU
+    display(viz.compare_images({f"{k}: {verdict(images[k])}": images[k] for k in names[1:]}, diff=True))
+else:
+    print(f"({names[2]} is not shown beside EBCU: it changes this image by {up_change:.2f}/255 per pixel, "
+          "which looks identical; its effect shows in the maps and the context drift below)")
 '''),
     code('''
 maps = torch.stack([tr.maps() for tr in traces.values()])   # (setting, token, H, W)
