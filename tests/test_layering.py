@@ -7,7 +7,7 @@ PKG = Path(__file__).resolve().parent.parent / "ebca_viz"
 
 # lowest first; a module may import from its layer and the ones before it
 LAYERS = [
-    {"energy", "schedule", "claims", "data"},
+    {"energy", "schedule", "claims", "data", "errors"},  # errors: the package's own validation error types
     {"config"},
     {"attach", "attn_io", "guards"},
     {"events"},
