@@ -124,7 +124,8 @@ def section_upweight(pipe, a, state):
     return rows, {"upweight": best["upweight"]}, "both_present (EBCU + up-weight); current value kept unless significantly beaten"
 
 
-def _task_section(module: str, func: str):
+def _task_section(module: str, func: str, choose=None):
+    """A task experiment's sweep; ``choose(rows) -> (chosen, criterion)`` where its rule lives outside it."""
     def run(pipe, a, state):
         import importlib
 
@@ -132,9 +133,21 @@ def _task_section(module: str, func: str):
         out = getattr(mod, func)(pipe)
         if isinstance(out, dict) and "rows" in out:  # {"rows": [...], "chosen": {...}, "criterion": str}
             return out["rows"], out.get("chosen", {}), out.get("criterion", "")
+        if choose is not None:
+            return (out, *choose(out))
         return out, {}, "see rows"
 
     return run
+
+
+def choose_seg(rows):
+    """experiments.seg.choose_default, in the regime's field names (seg_scale, seg_sigma, seg_layers)."""
+    from ebca_viz.experiments.seg import choose_default
+
+    c = choose_default(rows)
+    return (dict(seg_scale=c["scale"], seg_sigma=c["sigma"], seg_layers=tuple(c["layers"])),
+            "highest both-present rate averaged over the CFG scales swept; ties: the larger pixel change "
+            "(experiments.seg.choose_default)")
 
 
 SECTIONS = {
@@ -146,7 +159,7 @@ SECTIONS = {
     "inversion": _task_section("realedit", "sweep_inversion"),
     "realedit": _task_section("realedit", "sweep_edit"),
     "inpaint": _task_section("inpainting", "sweep_inpaint"),
-    "seg": _task_section("seg", "sweep_seg"),
+    "seg": _task_section("seg", "sweep_seg", choose_seg),
 }
 
 
@@ -183,8 +196,11 @@ def markdown(state: dict) -> str:
 def compare_with_regime(chosen: dict) -> list:
     from ebca_viz.shapes.regime import SHAPES
 
+    def same(a, b):  # JSON turns tuples into lists
+        return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+
     return [f"{k}: sweep chose {v}, regime.SHAPES has {getattr(SHAPES, k)}"
-            for k, v in chosen.items() if hasattr(SHAPES, k) and getattr(SHAPES, k) != v]
+            for k, v in chosen.items() if hasattr(SHAPES, k) and not same(getattr(SHAPES, k), v)]
 
 
 def main(argv=None) -> int:

@@ -57,7 +57,9 @@ def test_sweep_result_agrees_with_regime():
     chosen = json.loads(path.read_text())["chosen"]
     for k, v in chosen.items():
         if hasattr(SHAPES, k):
-            assert getattr(SHAPES, k) == v, f"regime.SHAPES.{k} = {getattr(SHAPES, k)}, the sweep chose {v}"
+            want = getattr(SHAPES, k)
+            want = list(want) if isinstance(want, tuple) else want  # JSON holds tuples as lists
+            assert want == v, f"regime.SHAPES.{k} = {getattr(SHAPES, k)}, the sweep chose {v}"
 
 
 def test_published_failure_table_reproduces(shapes):
