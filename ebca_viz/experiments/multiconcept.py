@@ -21,6 +21,7 @@ words that name no object); EBCQ with each object as a conjunctive editorial pro
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -298,7 +299,7 @@ def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: fl
                 t += f"\nΔ {np.abs(m.images[i].astype(float) - base[i]).mean():.1f}"
             ax.set_title(t, fontsize=6)
             if c == 0:
-                ax.set_ylabel(name[:22], fontsize=6)
+                ax.set_ylabel(textwrap.fill(name, 18), fontsize=6)  # whole name, wrapped (it was cut at 22)
     for c, i in enumerate(idx):
         axes[0, c].set_xlabel(result.prompts[i].replace(" and ", "\n& "), fontsize=5)
         axes[0, c].xaxis.set_label_position("top")
