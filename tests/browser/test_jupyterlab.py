@@ -225,6 +225,12 @@ def _run(page, n: int, timeout: float = 120, check_stale: bool = False) -> None:
         assert "stale" in page.locator(".ebca-stale-label").inner_text()
         if n == 2:
             _shot(page, page.locator(".ebca-panel"), "03_during_run.png")
+        # the stale style may reach the image a frame after the label (slow machines): wait for it, then check
+        try:
+            page.wait_for_function("() => { const i = document.querySelector('.ebca-results.ebca-stale img.ebca-image-energy');"
+                                   " return i && parseFloat(getComputedStyle(i).opacity) < 0.5; }", timeout=10_000)
+        except Exception:
+            pass
         op = page.locator(".ebca-results.ebca-stale img.ebca-image-energy").evaluate("i => getComputedStyle(i).opacity")
         assert float(op) < 0.5, f"the stale image is not greyed out (opacity {op})"
     status = page.locator(".ebca-status")
