@@ -158,15 +158,43 @@ def paired_diff(a: Sequence, b: Sequence) -> Mean:
     return m
 
 
-def check(condition: bool, claim: str, *numbers) -> None:
+#: the checks that passed since the last :func:`reset_log` (a notebook's setup resets it):
+#: ``[(claim, measured text), ...]``, shown as one table by :func:`checks_table`.
+CHECK_LOG: list = []
+#: when True, passing checks print nothing (notebooks: :func:`ebca_viz.notebook.setup` sets it and
+#: :func:`ebca_viz.notebook.finish` prints the table instead of scattered lines)
+QUIET = False
+
+
+def reset_log() -> None:
+    """Forget the checks recorded so far (called when a notebook starts)."""
+    CHECK_LOG.clear()
+
+
+def check(condition: bool, claim: str, *numbers, quiet: bool | None = None) -> None:
     """Fail with :class:`ClaimError` (an ``AssertionError``) when ``condition`` is false.
 
     ``claim`` is the sentence the text states; ``numbers`` (rates, means, floats) are shown in the
-    error, so the failure says what was measured instead."""
+    error, so the failure says what was measured instead. A passing check is recorded in
+    :data:`CHECK_LOG` (the notebook's closing table, :func:`checks_table`) and printed as one line
+    unless ``quiet`` (default: the module flag :data:`QUIET`)."""
+    shown = "; ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in numbers)
     if not bool(condition):
-        shown = "; ".join(str(x) for x in numbers)
         raise ClaimError(f"claim no longer holds: {claim}" + (f" (measured: {shown})" if shown else ""))
-    print(f"check passed: {claim}")
+    CHECK_LOG.append((claim, shown))
+    if not (QUIET if quiet is None else quiet):
+        print(f"check passed: {claim}")
 
 
-__all__ = ["Rate", "Mean", "ClaimError", "rate", "mean", "paired_diff", "check"]
+def checks_table(log: Sequence | None = None) -> str:
+    """The passed checks as one plain-text table (``#``, claim, what was measured)."""
+    rows = list(CHECK_LOG if log is None else log)
+    if not rows:
+        return "no checks ran"
+    lines = [f"{len(rows)} checks passed (each would have stopped the notebook if its claim had failed):"]
+    for i, (claim, shown) in enumerate(rows, 1):
+        lines.append(f"{i:>3}. {claim}" + (f"  [{shown}]" if shown else ""))
+    return "\n".join(lines)
+
+
+__all__ = ["Rate", "Mean", "ClaimError", "rate", "mean", "paired_diff", "check", "checks_table", "reset_log", "CHECK_LOG"]

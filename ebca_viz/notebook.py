@@ -5,7 +5,10 @@ r"""What notebooks need besides figures: pick a model, sample under a trace, rea
 * :func:`load_model` -- ``(pipe, name)``: the shipped shapes-world model offline, ``"sd15"`` & co. with weights;
 * :func:`sample_traced` -- the one "sample a prompt from a seed under a trace" helper (optionally
   with EBCA or SEG installed): ``(image, trace, seconds)``;
-* :func:`capture_attention` -- the tensors one cross-attention layer saw at one step.
+* :func:`capture_attention` -- the tensors one cross-attention layer saw at one step;
+* :func:`setup` / :func:`finish` -- the first and last cell of every notebook: load the model named by
+  ``MODEL`` (``EBCA_VIZ_MODEL`` wins), read its regime, time every cell; at the end print the table of
+  the notebook's checks and its cell times.
 
 The figures themselves are in :mod:`ebca_viz.viz`; they take what these return.
 """
@@ -149,5 +152,113 @@ def sample_traced(pipe, prompt: str, seed: int = 0, steps: int = 25, guidance_sc
     return Sampled(image, tr, time.perf_counter() - t0)
 
 
+@dataclass
+class Lesson:
+    """What a notebook's setup cell hands to the rest of the notebook.
+
+    ``pipe`` the loaded pipeline; ``model`` its name; ``kind`` (:func:`ebca_viz.models.model_kind`:
+    ``"shapes-world"``, ``"tiny*"`` or ``"sd"``, read from the pipeline, never from the name);
+    ``real`` (a Stable Diffusion checkpoint); ``regime`` (:func:`ebca_viz.shapes.regime.regime_for`:
+    this model's own settings); ``steps`` / ``cfg`` (sampling steps for this mode, guidance scale)."""
+
+    pipe: Any
+    model: str
+    kind: str
+    real: bool
+    regime: Any
+    steps: int
+    cfg: float
+
+    def __iter__(self):  # pipe, MODEL, KIND, REAL, R, STEPS, CFG = setup(MODEL)
+        return iter((self.pipe, self.model, self.kind, self.real, self.regime, self.steps, self.cfg))
+
+
+class CellTimer:
+    """Wall time of every executed cell (IPython's ``pre_run_cell`` / ``post_run_cell`` events)."""
+
+    def __init__(self):
+        self.times: list = []  # [(execution_count or index, seconds, first line of the cell)]
+        self._t0 = None
+        self._first = ""
+
+    def pre(self, info=None):
+        self._t0 = time.perf_counter()
+        src = getattr(info, "raw_cell", "") or ""
+        self._first = next((ln.strip() for ln in src.splitlines() if ln.strip()), "")[:60]
+
+    def post(self, result=None):
+        if self._t0 is not None:
+            self.times.append((len(self.times) + 1, time.perf_counter() - self._t0, self._first))
+            self._t0 = None
+
+    @property
+    def total(self) -> float:
+        return float(sum(t for _, t, _ in self.times))
+
+
+_TIMER: Optional[CellTimer] = None
+
+
+def _ipython():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def setup(model: str = "shapes-world", verbose: bool = True) -> Lesson:
+    """The setup cell of every notebook: ``pipe, MODEL, KIND, REAL, R, STEPS, CFG = setup(MODEL)``.
+
+    Loads ``model`` (the environment variable ``EBCA_VIZ_MODEL`` wins when set; see :func:`load_model`),
+    reads the model's regime, makes passing checks quiet (they are shown as one table by
+    :func:`finish`) and starts timing every cell."""
+    global _TIMER
+    from . import claims
+    from .models import model_kind
+    from .shapes.regime import regime_for
+
+    model = os.environ.get("EBCA_VIZ_MODEL", model)
+    claims.reset_log()
+    claims.QUIET = True
+    ip = _ipython()
+    if ip is not None:
+        if _TIMER is not None:
+            for ev, fn in (("pre_run_cell", _TIMER.pre), ("post_run_cell", _TIMER.post)):
+                try:
+                    ip.events.unregister(ev, fn)
+                except ValueError:
+                    pass
+        _TIMER = CellTimer()
+        _TIMER._t0, _TIMER._first = time.perf_counter(), "setup(MODEL)"  # this cell's post event ends it
+        ip.events.register("pre_run_cell", _TIMER.pre)
+        ip.events.register("post_run_cell", _TIMER.post)
+    pipe, name = load_model(model, verbose=verbose)
+    kind = model_kind(pipe)
+    regime = regime_for(kind)
+    steps, cfg = pick(regime.steps, regime.fast_steps), regime.guidance
+    if verbose:
+        print(f"model {name!r}: {kind}")
+        print(f"{steps} sampling steps, CFG {cfg}{' (fast mode)' if fast_mode() else ''}")
+    return Lesson(pipe, name, kind, kind == "sd", regime, steps, cfg)
+
+
+def finish() -> dict:
+    """The last cell of every notebook: the table of the checks that passed, and the cell times.
+
+    Returns ``{"checks": n, "cell_seconds": [...], "total_s": ...}``."""
+    from . import claims
+
+    print(claims.checks_table())
+    times = list(_TIMER.times) if _TIMER is not None else []
+    # the cell running finish() itself has not ended yet: it is not in the list
+    total = float(sum(t for _, t, _ in times))
+    if times:
+        slow = max(times, key=lambda x: x[1])
+        print(f"\ncell time: {total:.1f} s in {len(times)} cells before this one "
+              f"(slowest: cell {slow[0]}, {slow[1]:.1f} s: {slow[2]!r})")
+    return {"checks": len(claims.CHECK_LOG), "cell_seconds": [round(t, 2) for _, t, _ in times], "total_s": total}
+
+
 __all__ = ["FAST_ENV", "fast_mode", "pick", "default_device", "default_model", "load_model", "Sampled",
-           "sample_traced", "capture_attention"]
+           "sample_traced", "capture_attention", "Lesson", "setup", "finish", "CellTimer"]

@@ -1,4 +1,5 @@
-"""Committed notebooks carry no outputs, and match what notebooks/build_notebooks.py writes."""
+"""Committed notebooks carry no outputs, and match their jupytext sources (``notebooks/NN_*.py``, the
+source of truth: edit the ``.py``, then ``jupytext --sync notebooks/[0-9]*.py``)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,25 @@ def test_notebook_switches_model_with_one_variable(path):
     assert first_code.startswith('MODEL = "shapes-world"  # or "sd15"'), path.name
 
 
-def test_notebooks_match_generator():
-    r = subprocess.run([sys.executable, str(NB_DIR / "build_notebooks.py"), "--check"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
+SOURCES = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def test_every_notebook_has_its_python_source():
+    assert [p.stem for p in SOURCES] == [p.stem for p in NOTEBOOKS], "each NN_name.ipynb needs NN_name.py (jupytext percent)"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_notebook_matches_its_python_source(path):
+    jupytext = pytest.importorskip("jupytext")
+    src = jupytext.read(path)
+    nb = nbformat.read(path.with_suffix(".ipynb"), as_version=4)
+    got = [(c.cell_type, c.source) for c in nb.cells]
+    want = [(c.cell_type, c.source) for c in src.cells]
+    assert got == want, f"{path.with_suffix('.ipynb').name} is stale: run jupytext --sync {path.relative_to(NB_DIR.parent)}"
+    assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent", "pair it: jupytext --set-formats ipynb,py:percent"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_notebook_setup_lives_in_the_library(path):
+    text = path.read_text()
+    assert "setup(MODEL)" in text and text.rstrip().endswith("finish();"), path.name

@@ -1,34 +1,54 @@
-"""Notebook 06_inpainting."""
-from common import SETUP, code, md  # noqa: F401
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
 
-CELLS = [
-    md(r'''
-# 06 · Text-guided inpainting
+# %% [markdown]
+# # 06 · Text-guided inpainting
+#
+# Only the masked region should listen to the prompt, so only its queries feed the context update:
+#
+# $$\Delta K = \gamma_\text{attn}\, \operatorname{softmax}_i(S)^\top (m \odot Q) - \gamma_\text{norm}\, \operatorname{softmax}_j(|k_j|^2)\, k_j ,$$
+#
+# with $m$ the mask resized to each layer's grid (bilinear, `align_corners=True`); the attention output
+# itself is untouched. With an inpainting model (9-channel UNet) the pipeline keeps the rest; on a
+# plain model the **RePaint** variant re-noises the known region from the source at every step
+# (the published RePaint path fed the inverted mask to the update; here the right one is used,
+# `update_region="known"` reproduces theirs).
+#
+# The known region of the final latents *is* the source's latents, but the VAE decoder mixes
+# neighbouring latents, so decoded known pixels next to the mask take the new colours. `inpaint`
+# therefore pastes the source's known pixels back **in pixel space** (`paste_back=True`, the
+# default; the blend ramps up over `paste_feather` pixels *inside* the mask, so outside it the result
+# is the source exactly). `paste_back=False` gives the published, decoded-only output.
 
-Only the masked region should listen to the prompt, so only its queries feed the context update:
+# %%
+MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
+import torch
+import ebca_viz as ev
+from ebca_viz import claims, viz
+from ebca_viz.notebook import finish, setup
+from IPython.display import display
 
-$$\Delta K = \gamma_\text{attn}\, \operatorname{softmax}_i(S)^\top (m \odot Q) - \gamma_\text{norm}\, \operatorname{softmax}_j(|k_j|^2)\, k_j ,$$
+pipe, MODEL, KIND, REAL, R, STEPS, CFG = setup(MODEL)  # EBCA_VIZ_MODEL wins when set; prints the model and its regime
 
-with $m$ the mask resized to each layer's grid (bilinear, `align_corners=True`); the attention output
-itself is untouched. With an inpainting model (9-channel UNet) the pipeline keeps the rest; on a
-plain model the **RePaint** variant re-noises the known region from the source at every step
-(the published RePaint path fed the inverted mask to the update; here the right one is used,
-`update_region="known"` reproduces theirs).
-
-The known region of the final latents *is* the source's latents, but the VAE decoder mixes
-neighbouring latents, so decoded known pixels next to the mask take the new colours. `inpaint`
-therefore pastes the source's known pixels back **in pixel space** (`paste_back=True`, the
-default; the blend ramps up over `paste_feather` pixels *inside* the mask, so outside it the result
-is the source exactly). `paste_back=False` gives the published, decoded-only output.
-'''),
-    code(SETUP),
-    code('''
+# %%
 import numpy as np
 from PIL import Image
 from ebca_viz.tasks import inpaint, sample_image
 
 # real SD: the paper's settings (CFG 7.5, RePaint jumps 10/10); shapes world: its own CFG, shorter jumps
-KW = dict(num_inference_steps=STEPS, guidance_scale=CFG) if REAL else \\
+KW = dict(num_inference_steps=STEPS, guidance_scale=CFG) if REAL else \
     dict(num_inference_steps=STEPS, guidance_scale=CFG, jump_length=5, jump_n_sample=2)
 SHAPES_WORLD = KIND == "shapes-world"
 
@@ -76,12 +96,12 @@ for k, (r, _) in runs.items():
         err = np.abs(np.asarray(im).astype(int) - src_a)[keep]
         print(f"{k}, {label}: outside the mask mean |diff| {err.mean():.2f}, max {err.max()} (of 255)")
 r0, r1 = (r for r, _ in runs.values())
-panels[f"gamma 0, decoded\\nmax err outside {np.abs(np.asarray(r0.extras['decoded'][0]).astype(int) - src_a)[keep].max()}"] = r0.extras["decoded"][0]
-panels["gamma 0, pasted\\nmax err outside 0"] = r0.image
+panels[f"gamma 0, decoded\nmax err outside {np.abs(np.asarray(r0.extras['decoded'][0]).astype(int) - src_a)[keep].max()}"] = r0.extras["decoded"][0]
+panels["gamma 0, pasted\nmax err outside 0"] = r0.image
 d01 = np.abs(np.asarray(r1.image).astype(int) - np.asarray(r0.image).astype(int))
 print(f"masked EBCU 0.025 vs gamma 0 on this scene: max |diff| {d01.max()}, mean {d01.mean():.3f} (of 255)")
 if d01.mean() >= 1.0:  # show the masked-EBCU image only where it differs visibly from gamma 0
-    panels[f"gamma 0.025, pasted\\nmean |diff| to gamma 0: {d01.mean():.1f}"] = r1.image
+    panels[f"gamma 0.025, pasted\nmean |diff| to gamma 0: {d01.mean():.1f}"] = r1.image
 else:
     print("    (not shown: side by side it would look identical to gamma 0; the measurement below compares "
           "the two over every scene)")
@@ -89,27 +109,27 @@ print(f"prompt: '{PROMPT}'")
 claims.check(max(np.abs(np.asarray(r.image).astype(int) - src_a)[keep].max() for r, _ in runs.values()) == 0,
              "with paste-back the known pixels are the source's, exactly")
 viz.compare_images(panels)
-'''),
-    md(r'''
-## Measured: the known region is kept, the masked region follows the prompt
 
-On shapes-world scenes with one known object wholly in one half and the whole other half masked
-(16x32 pixels, so the mask never touches the known object), each scene is inpainted with **the caption of the desired scene**: both objects, in random
-order, as the model's training captions describe every object in the picture ("a green square and
-a red circle"; the new object has another colour than the known one). Same scenes and seeds for
-every condition (paired). We compare the error outside the mask with the VAE round trip's own
-error (the floor), and count how often the detector finds the prompted object inside the mask,
-against two controls: the empty prompt, and the caption asking for *another* object (a third
-colour, another shape) in the box. Shapes world uses RePaint with `jump_length=5, jump_n_sample=2`
-(the published 10/10 costs ~8x the UNet calls at 25 steps).
+# %% [markdown]
+# ## Measured: the known region is kept, the masked region follows the prompt
+#
+# On shapes-world scenes with one known object wholly in one half and the whole other half masked
+# (16x32 pixels, so the mask never touches the known object), each scene is inpainted with **the caption of the desired scene**: both objects, in random
+# order, as the model's training captions describe every object in the picture ("a green square and
+# a red circle"; the new object has another colour than the known one). Same scenes and seeds for
+# every condition (paired). We compare the error outside the mask with the VAE round trip's own
+# error (the floor), and count how often the detector finds the prompted object inside the mask,
+# against two controls: the empty prompt, and the caption asking for *another* object (a third
+# colour, another shape) in the box. Shapes world uses RePaint with `jump_length=5, jump_n_sample=2`
+# (the published 10/10 costs ~8x the UNet calls at 25 steps).
+#
+# A first version prompted with the new object alone ("a red circle"): that caption describes a
+# scene without the known object, one this model never saw, and RePaint mostly left the box empty.
+# The tuning sweep (`benchmarks/shapes_inpaint_sweep.py`, table in `docs/shapes_inpaint.md`, on
+# tuning scenes disjoint from these) compares both prompts, the scene designs, RePaint resampling
+# and CFG.
 
-A first version prompted with the new object alone ("a red circle"): that caption describes a
-scene without the known object, one this model never saw, and RePaint mostly left the box empty.
-The tuning sweep (`benchmarks/shapes_inpaint_sweep.py`, table in `docs/shapes_inpaint.md`, on
-tuning scenes disjoint from these) compares both prompts, the scene designs, RePaint resampling
-and CFG.
-'''),
-    code('''
+# %%
 if not SHAPES_WORLD:
     print("the measurement needs the shapes world detector: run with MODEL = 'shapes-world'")
 else:
@@ -167,29 +187,39 @@ else:
                      "the prompt-following rate on this model", d)
     display(xi.plot_examples(M, "no update (gamma 0)", k=viz.pick(6, 3)))
     display(xi.plot_examples(M, xi.OTHER, k=viz.pick(6, 3)))
-'''),
-    md(r'''## The mask as each layer sees it'''),
-    code('''
+
+# %% [markdown]
+# ## The mask as each layer sees it
+
+# %%
 import torch.nn.functional as F
 m = first.extras["latent_mask"].float()
 grids = sorted({tuple(g) for g in runs["masked EBCU (gamma 0.025)"][1].grids.values()}, reverse=True)
 layer_masks = [F.interpolate(m, size=g, mode="bilinear", align_corners=True)[0] for g in grids]
 viz.plot_attention_maps(layer_masks, tokens=["mask"], row_labels=[f"{g[0]}x{g[1]}" for g in grids], cmap="gray", normalize="none")
-'''),
-    md(r'''## Attention of the prompt's words, with the masked update'''),
-    code('''
+
+# %% [markdown]
+# ## Attention of the prompt's words, with the masked update
+
+# %%
 res, tr = runs["masked EBCU (gamma 0.025)"]
 viz.plot_trace_maps(tr, by="mean", image=res.image)
-'''),
-    md(r'''
-Energy descent of each update. RePaint jumps back and denoises again, so the x-axis counts **UNet
-calls** (more than the sampling steps); the right panel puts each call at its sampling step.
-'''),
-    code('''
+
+# %% [markdown]
+# Energy descent of each update. RePaint jumps back and denoises again, so the x-axis counts **UNet
+# calls** (more than the sampling steps); the right panel puts each call at its sampling step.
+
+# %%
 if "repaint" in res.info:
     from ebca_viz.experiments.inpainting import plot_repaint_energies
     display(plot_repaint_energies(tr, res.info["repaint"]["call_steps"]))
 else:
     display(viz.plot_trace_energies(tr, reference=runs["no update (gamma 0)"][1]))
-'''),
-]
+
+# %% [markdown]
+# ## Checks and timings
+#
+# Every result sentence above was guarded by a check that would have stopped the notebook had it failed; here they are in one table, with the time this run took.
+
+# %%
+finish();
