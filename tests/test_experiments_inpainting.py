@@ -71,7 +71,7 @@ def test_measure_end_to_end_on_the_tiny_pipeline(tiny_pipe):
     assert r.conditions[xi.OTHER].prompts == [c.control_prompt for c in r.cases]
     assert r.floor_mae.n == 2 and r.floor_mae.value > 0
     fig = xi.plot_examples(r, xi.OTHER, k=2)
-    assert len(fig.axes) == 8
+    assert len(fig.axes) == 9  # 4 rows x 2 scenes + the colour bar of the difference maps
     with pytest.raises(ValueError, match="controls must be"):
         xi.measure(tiny_pipe, n=1, steps=1, controls=("negative",))
     with pytest.raises(ValueError, match="cases must be"):

@@ -85,17 +85,21 @@ def _centre(d) -> np.ndarray:
 
 
 def measure(pipe, prompt: str, edits: Sequence, predicates: dict, n: int = 32, seed_base: int = REPORT_SEED,
-            steps: int = 25, guidance: float = 3.0, name: Optional[str] = None, base=None) -> EditResult:
-    """Sample ``prompt`` on seeds ``seed_base .. seed_base+n-1`` with ``edits`` (a list of
-    :class:`~ebca_viz.Edit`) and without (or reuse ``base = (images, detections)`` of the same seeds)."""
+            steps: int = 25, guidance: float = 3.0, name: Optional[str] = None, base=None,
+            seeds: Optional[Sequence[int]] = None) -> EditResult:
+    """Sample ``prompt`` on seeds ``seed_base .. seed_base+n-1`` (or the explicit ``seeds``) with ``edits``
+    (a list of :class:`~ebca_viz.Edit`) and without (or reuse ``base = (images, detections)`` of the same seeds)."""
     from ..config import EBCAConfig
     from ..shapes.benchmark import sample
 
+    if seeds is not None:
+        seeds = [int(x) for x in seeds]
+        n = len(seeds)
     if n < 2:
         raise ValueError(f"n must be >= 2 seeds, got {n}")
     if not predicates:
         raise ValueError("predicates is empty: name at least one, e.g. {'blue square': has('blue', 'square')}")
-    seeds = list(range(seed_base, seed_base + n))
+    seeds = list(range(seed_base, seed_base + n)) if seeds is None else seeds
     cfg = EBCAConfig(edits=list(edits))
     cfg.validate().check_denominators(steps, steps + 1)  # a bad alpha fails before sampling
     if base is None:
@@ -106,7 +110,7 @@ def measure(pipe, prompt: str, edits: Sequence, predicates: dict, n: int = 32, s
     ims = sample(pipe, [prompt] * n, seeds, steps=steps, guidance=guidance, config=cfg)
     dets = [detect(im) for im in ims]
     r = EditResult(name or prompt, prompt, dict(edits=[_edit_json(e) for e in edits], steps=steps, guidance=guidance,
-                                                 seed_base=seed_base), ims, b_ims, dets, b_det)
+                                                 seed_base=seeds[0], seeds=seeds), ims, b_ims, dets, b_det)
     for k, f in predicates.items():
         e = np.array([bool(f(d)) for d in dets])
         b = np.array([bool(f(d)) for d in b_det])
@@ -193,37 +197,81 @@ def sweep_start(pipe, starts=(0.0, 0.2, 0.4, 0.6), n: int = 32, steps: int = 25,
 
 
 # ---- figures ---------------------------------------------------------------------------------------
-def plot_pairs(result: EditResult, k: int = 6, size: float = 1.4, title: Optional[str] = None):
-    """Unedited / edited / |difference| for the first ``k`` seeds, the detector's verdict in each title."""
+def _edit_label(e: dict) -> str:
+    """``{"prompt", "alpha", "direction", "start"}`` -> ``"+ 1.5 x 'a blue circle'"`` / ``"NOT: - 0.6 x 'a blue square'"``."""
+    sign = "+" if e["direction"] > 0 else "NOT: -"
+    start = f" from {e['start']:g}" if e.get("start") else ""
+    return f"{sign} {e['alpha']:g} x '{e['prompt']}'{start}"
+
+
+def settings_label(result) -> str:
+    """The edits of a result (an :class:`EditResult` or a :class:`ShippedRow`) as text, signs included."""
+    return ", ".join(_edit_label(e) for e in result.settings["edits"])
+
+
+def plot_pairs(result: EditResult, k: int = 6, size: float = 1.45, title: Optional[str] = None, fontsize: float = 10):
+    """Unedited / edited / |difference| for the first ``k`` seeds, the detector's verdict in each title.
+
+    ``size`` inches per panel (6 columns: 8.7 in wide, shown unshrunk); images upscaled with nearest
+    neighbour; the difference row has a colour bar (grey levels of 255)."""
     from ..viz import new_figure
 
     k = min(k, result.n)
-    fig = new_figure(figsize=(size * k, size * 3 + 0.7))
-    axes = np.atleast_2d(fig.subplots(3, k))
+    fig = new_figure(figsize=(size * k + 1.2, size * 3 + 1.5))
+    axes = np.atleast_2d(fig.subplots(3, k, squeeze=False))
+    seeds = result.settings.get("seeds") or list(range(result.settings["seed_base"], result.settings["seed_base"] + result.n))
+    shown = None
     for c in range(k):
         d = np.abs(result.images[c].astype(np.float32) - result.base[c].astype(np.float32)).mean(-1)
-        for r, (im, t) in enumerate(((result.base[c], verdict(result.base_detections[c]).replace("; ", "\n")),
+        for r, (im, t) in enumerate(((result.base[c], f"seed {seeds[c]}\n" + verdict(result.base_detections[c]).replace("; ", "\n")),
                                      (result.images[c], verdict(result.detections[c]).replace("; ", "\n")),
-                                     (d, f"|diff| {d.mean():.1f}"))):
+                                     (d, f"mean {d.mean():.0f}"))):
             ax = axes[r, c]
-            ax.imshow(im, interpolation="nearest", **({"cmap": "inferno", "vmin": 0, "vmax": 255} if r == 2 else {}))
+            h = ax.imshow(im, interpolation="nearest", **({"cmap": "inferno", "vmin": 0, "vmax": 255} if r == 2 else {}))
+            if r == 2:
+                shown = h
             ax.set_xticks([]); ax.set_yticks([])
-            ax.set_title(t, fontsize=6)
-        axes[0, c].set_ylabel("unedited" if c == 0 else "", fontsize=7)
-    axes[0, 0].set_ylabel("unedited", fontsize=7)
-    axes[1, 0].set_ylabel("edited", fontsize=7)
-    axes[2, 0].set_ylabel("|difference|", fontsize=7)
-    fig.suptitle(title or f'"{result.prompt}"  {result.name}  (same seeds)', fontsize=9)
+            ax.set_title(t, fontsize=fontsize)
+    axes[0, 0].set_ylabel("unedited", fontsize=fontsize)
+    axes[1, 0].set_ylabel("edited", fontsize=fontsize)
+    axes[2, 0].set_ylabel("|difference|", fontsize=fontsize)
+    fig.suptitle(title or f'"{result.prompt}"  {settings_label(result)}  (same seeds)', fontsize=fontsize + 1)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    cax = fig.add_axes((0.91, 0.06, 0.015, 0.22))
+    cb = fig.colorbar(shown, cax=cax)
+    cb.set_label("grey levels", fontsize=fontsize)
+    cb.ax.tick_params(labelsize=fontsize)
+    return fig
+
+
+def plot_seed_series(columns: dict, seeds: Sequence[int], title: str, size: float = 1.6, fontsize: float = 10):
+    """One row per seed, one column per setting: ``columns = {label: (images (n, H, W, 3), detections)}``
+    (the same ``seeds`` in every column); the detector's verdict above every image."""
+    from ..viz import new_figure
+
+    labels = list(columns)
+    fig = new_figure(figsize=(size * len(labels) + 0.8, (size + 0.45) * len(seeds) + 0.9))
+    axes = np.atleast_2d(fig.subplots(len(seeds), len(labels), squeeze=False))
+    for r, sd in enumerate(seeds):
+        for c, lab in enumerate(labels):
+            ims, dets = columns[lab]
+            ax = axes[r, c]
+            ax.imshow(ims[r], interpolation="nearest")
+            ax.set_xticks([]); ax.set_yticks([])
+            ax.set_title((lab + "\n" if r == 0 else "") + verdict(dets[r]).replace("; ", "\n"), fontsize=fontsize)
+        axes[r, 0].set_ylabel(f"seed {sd}", fontsize=fontsize)
+    fig.suptitle(title, fontsize=fontsize + 1)
     fig.tight_layout()
     return fig
 
 
-def plot_rates(results: Sequence[EditResult], xs: Sequence[float], predicates: Sequence[str], xlabel: str,
-               title: str = "", base: bool = True):
-    """Rate of each predicate (95 % interval band) against the swept setting; dashed: unedited."""
+def plot_rates(results: Sequence, xs: Sequence[float], predicates: Sequence[str], xlabel: str,
+               title: str = "", base: bool = True, fontsize: float = 10):
+    """Rate of each predicate (95 % interval band) against the swept setting; dashed: unedited.
+    ``results``: :class:`EditResult` or :class:`ShippedRow` (anything with ``rates``, ``base_rates``, ``n``)."""
     from ..viz import new_figure
 
-    fig = new_figure(figsize=(6.4, 3.2))
+    fig = new_figure(figsize=(7.5, 4.0))
     ax = fig.subplots()
     for i, k in enumerate(predicates):
         p = np.array([r.rates[k].p for r in results])
@@ -232,16 +280,256 @@ def plot_rates(results: Sequence[EditResult], xs: Sequence[float], predicates: S
         line, = ax.plot(xs, 100 * p, "o-", label=k)
         ax.fill_between(xs, 100 * lo, 100 * hi, alpha=0.15, color=line.get_color())
         if base:
-            ax.axhline(100 * results[0].base_rates[k].p, ls="--", lw=0.8, color=line.get_color())
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"% of {results[0].n} seeds (95 % CI)")
+            ax.axhline(100 * results[0].base_rates[k].p, ls="--", lw=1.0, color=line.get_color())
+    ax.set_xlabel(xlabel, fontsize=fontsize)
+    ax.set_ylabel(f"% of {results[0].n} seeds (95 % CI)", fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize)
     ax.set_ylim(-3, 103)
-    ax.set_title(title + "  (dashed: unedited, same seeds)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(title + "\n(dashed: unedited, same seeds)", fontsize=fontsize)
+    ax.legend(fontsize=fontsize, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
 
-__all__ = ["EditResult", "measure", "has", "top_is", "not_", "verdict", "conjunction", "negation", "synthetic_edit",
+def step_rows(steps: Sequence[int], k: int = 4) -> list:
+    """``k`` indices into a trace's recorded steps, evenly spread, first and last included."""
+    n = len(steps)
+    return sorted({int(round(i * (n - 1) / max(1, k - 1))) for i in range(min(k, n))})
+
+
+def plot_step_maps(tr, image, title: str, rows: Optional[Sequence[int]] = None, cell: float = 1.55,
+                   fontsize: float = 10):
+    """The prompt words' cross-attention maps (mean over layers and heads) at a few recorded steps,
+    over the final image in grey; one colour bar per row (attention probability, shared by the row's
+    maps, 0 to the row's maximum). ``rows``: indices into ``tr.steps`` (default :func:`step_rows`)."""
+    from ..viz import image_array, new_figure, resize_map, to_numpy, trace_prompt_positions, trace_tokens
+
+    m = to_numpy(tr.maps(aggregate="step"))  # (S, N, h, w)
+    idx = trace_prompt_positions(tr)
+    toks = trace_tokens(tr)
+    rows = step_rows(tr.steps) if rows is None else list(rows)
+    img = image_array(image)
+    H, W = img.shape[:2]
+    fig = new_figure(figsize=(cell * (len(idx) + 1) + 1.0, cell * len(rows) + 0.8))
+    axes = np.atleast_2d(fig.subplots(len(rows), len(idx) + 1, squeeze=False))
+    for r, si in enumerate(rows):
+        maps = [resize_map(m[si, j], (H, W)) for j in idx]
+        vmax = max(float(x.max()) for x in maps)
+        ax = axes[r, 0]
+        ax.imshow(img, interpolation="nearest")
+        ax.set_ylabel(f"step {tr.steps[si]}", fontsize=fontsize)
+        if r == 0:
+            ax.set_title("final image", fontsize=fontsize)
+        for c, (j, mp) in enumerate(zip(idx, maps), start=1):
+            ax = axes[r, c]
+            ax.imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            h = ax.imshow(mp, cmap="magma", alpha=0.6, vmin=0, vmax=vmax)
+            if r == 0:
+                ax.set_title(f"'{toks[j].split(' ', 1)[-1]}'", fontsize=fontsize)
+        cb = fig.colorbar(h, ax=list(axes[r, 1:]), fraction=0.04, pad=0.02)
+        cb.ax.tick_params(labelsize=fontsize - 1 if fontsize > 10 else fontsize)
+    for ax in axes.ravel():
+        ax.set_xticks([]); ax.set_yticks([])
+    import textwrap
+
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 9)), fontsize=fontsize + 1)
+    return fig
+
+
+def attention_inside(tr, box, word: int, hw=(32, 32)) -> np.ndarray:
+    """Per recorded step, the fraction of word ``word``'s attention map (mean over layers, resized to
+    ``hw``) that falls inside ``box = (x0, y0, x1, y1)`` (pixels, exclusive ends). ``(S,)`` in [0, 1]."""
+    from ..viz import resize_map, to_numpy
+
+    m = to_numpy(tr.maps(aggregate="step"))[:, word]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    out = []
+    for s in range(m.shape[0]):
+        a = resize_map(m[s], hw)
+        out.append(float(a[y0:y1, x0:x1].sum() / max(a.sum(), 1e-12)))
+    return np.array(out)
+
+
+# ---- negation: removed, or replaced by another object? ----------------------------------------------
+def keys_of(dets) -> list:
+    """Detections as JSON: ``[["red", "circle"], ...]`` (largest first)."""
+    return [[d.colour, d.shape] for d in dets]
+
+
+def negation_outcomes(base_keys: Sequence, keys: Sequence, target=("blue", "square")) -> dict:
+    """Per seed whose **unedited** image has ``target``: is it gone, and was it *removed* (the edited
+    image holds exactly the unedited objects minus the target, as a multiset of (colour, shape)),
+    *replaced* (gone, but as many objects or more: another object took its place) or neither (gone and
+    the rest of the scene changed too)?
+
+    ``base_keys`` / ``keys``: per seed, the detections as :func:`keys_of` lists. Returns 0/1 arrays over
+    those seeds: ``gone``, ``removed``, ``replaced``, and ``count_change`` (edited - unedited number of
+    objects), plus ``seeds_with_target`` (their indices)."""
+    from collections import Counter
+
+    t = tuple(target)
+    idx = [i for i, b in enumerate(base_keys) if t in [tuple(x) for x in b]]
+    gone = np.array([t not in [tuple(x) for x in keys[i]] for i in idx], bool)
+    cnt = np.array([len(keys[i]) - len(base_keys[i]) for i in idx], int)
+    rest = []
+    for i in idx:
+        want = Counter(tuple(x) for x in base_keys[i])
+        want[t] -= 1
+        rest.append(Counter(tuple(x) for x in keys[i]) == +want)
+    return dict(seeds_with_target=idx, gone=gone, removed=gone & np.array(rest, bool), replaced=gone & (cnt >= 0),
+                count_change=cnt)
+
+
+def negation_rates(base_keys, keys, target=("blue", "square")) -> dict:
+    """:func:`negation_outcomes` as :class:`~ebca_viz.claims.Rate` (``gone``, ``removed``, ``replaced``)
+    and the mean ``count_change`` (``None`` when no unedited image has the target)."""
+    o = negation_outcomes(base_keys, keys, target)
+    if not o["seeds_with_target"]:
+        return {}
+    out = {k: claims.rate(o[k]) for k in ("gone", "removed", "replaced")}
+    out["count_change"] = claims.mean(o["count_change"]) if len(o["count_change"]) >= 2 else None
+    return out
+
+
+NEG_TUNE_GRID = [(a, s) for s in (0.0, 0.4) for a in (0.15, 0.3, 0.6, 0.9)]
+NEG_RULE = ("on the tuning seeds, the (alpha, start) with the highest removal rate (the blue square gone and every "
+            "other object of the unedited image still there, nothing new); ties: the lower replacement rate, then "
+            "the smaller alpha")
+
+
+def rate_of(d: Optional[dict]) -> Optional[claims.Rate]:
+    """A :class:`~ebca_viz.claims.Rate` from its JSON (``k``, ``n``); ``None`` stays ``None``."""
+    return None if d is None else claims.Rate(int(d["k"]), int(d["n"]))
+
+
+def choose_negation(rows: Sequence[dict]) -> dict:
+    """:data:`NEG_RULE` over rows ``{"alpha", "start", "removed": Rate json, "replaced": Rate json}``."""
+    if not rows:
+        raise ValueError("choose_negation: no rows")
+    p = lambda d: 0.0 if d is None else d["p"]  # noqa: E731  (no unedited image had the target)
+    best = min(rows, key=lambda r: (-p(r["removed"]), p(r["replaced"]), r["alpha"]))
+    return {"alpha": best["alpha"], "start": best["start"]}
+
+
+# ---- shipped results: benchmarks/shapes_ebcq.py writes docs/shapes_ebcq.json -----------------------------
+SHIPPED_PATH = "docs/shapes_ebcq.json"
+CONJ_ALPHAS = (0.5, 1.0, 2.0)
+SYN_STARTS = (0.0, 0.2, 0.4, 0.6)
+
+
+def result_json(r: EditResult) -> dict:
+    """Everything a notebook shows of a result, as JSON: rates, paired differences, per-seed verdicts."""
+    out = dict(name=r.name, prompt=r.prompt, settings=r.settings, n=r.n,
+               rates={k: v.to_json() for k, v in r.rates.items()},
+               base_rates={k: v.to_json() for k, v in r.base_rates.items()},
+               paired={k: dict(v.to_json(), bounds=list(v.bounds)) for k, v in r.paired.items()},
+               change=r.change.to_json(), shift=None if r.shift is None else r.shift.to_json(),
+               keys=[keys_of(d) for d in r.detections], base_keys=[keys_of(d) for d in r.base_detections])
+    return out
+
+
+@dataclass
+class ShippedRow:
+    """A shipped :func:`result_json` back as rates (what :func:`plot_rates` and the text read)."""
+
+    name: str
+    prompt: str
+    settings: dict
+    n: int
+    rates: dict
+    base_rates: dict
+    paired: dict
+    change: claims.Mean
+    shift: Optional[claims.Mean]
+    keys: list
+    base_keys: list
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ShippedRow":
+        def mean(m):
+            if m is None:
+                return None
+            return claims.Mean(m["mean"], m["sd"], m["n"], bounds=tuple(m.get("bounds", (-np.inf, np.inf))))
+
+        return cls(d["name"], d["prompt"], d["settings"], d["n"],
+                   {k: claims.Rate(v["k"], v["n"]) for k, v in d["rates"].items()},
+                   {k: claims.Rate(v["k"], v["n"]) for k, v in d["base_rates"].items()},
+                   {k: mean(v) for k, v in d["paired"].items()}, mean(d["change"]), mean(d["shift"]),
+                   d["keys"], d["base_keys"])
+
+
+def shipped_fingerprint(weights: str, n: int, n_tune: int, steps: int, guidance: float) -> dict:
+    """What determines ``docs/shapes_ebcq.json``: the weights, prompts, grids, seeds, steps, CFG."""
+    return {"weights_sha256": weights,
+            "settings": {"steps": steps, "guidance": guidance, "conj": [CONJ_PROMPT, CONJ_EDIT, list(CONJ_ALPHAS)],
+                         "neg": [NEG_PROMPT, NEG_EDIT, [list(x) for x in NEG_TUNE_GRID]],
+                         "syn": [SYN_PROMPT, SYN_TARGET, SYN_SOURCE, list(SYN_STARTS)], "neg_rule": NEG_RULE},
+            "seeds": {"report": [REPORT_SEED, n], "tune": [TUNE_SEED, n_tune]}}
+
+
+def run_shipped(pipe, n: int = 32, n_tune: int = 32, steps: int = 25, guidance: float = 3.0,
+                sections=("conj", "neg", "syn"), log=print) -> dict:
+    """The measurements of notebooks 03 and 04 at full size (what ``benchmarks/shapes_ebcq.py`` ships).
+
+    ``conj``: "a red circle" + alpha x "a blue circle", alpha in :data:`CONJ_ALPHAS`, report seeds;
+    ``neg``: the negation grid :data:`NEG_TUNE_GRID` on **tuning** seeds, the setting chosen by
+    :data:`NEG_RULE`, then that setting on the report seeds (with the removal / replacement rates);
+    ``syn``: notebook 04's synthetic edit for every start in :data:`SYN_STARTS`, report seeds."""
+    import time
+
+    from ..config import Edit
+
+    out = {}
+    kw = dict(n=n, seed_base=REPORT_SEED, steps=steps, guidance=guidance)
+    if "conj" in sections:
+        t = time.perf_counter()
+        out["conj"] = [result_json(r) for r in series(conjunction, pipe, list(CONJ_ALPHAS), **kw)]
+        log(f"conj: {time.perf_counter() - t:.0f} s")
+    if "neg" in sections:
+        t = time.perf_counter()
+        tune, base = [], None
+        for a, st in NEG_TUNE_GRID:
+            r = measure(pipe, NEG_PROMPT, [Edit(prompt=NEG_EDIT, alpha=a, direction=-1, start=st)], NEG_PREDICATES,
+                        n=n_tune, seed_base=TUNE_SEED, steps=steps, guidance=guidance, base=base,
+                        name=f"NOT '{NEG_EDIT}' x {a:g} from {st:g}")
+            base = (r.base, r.base_detections)
+            nr = negation_rates([keys_of(d) for d in r.base_detections], [keys_of(d) for d in r.detections])
+            tune.append(dict(alpha=a, start=st, n=r.n, red_circle=r.rates["red circle"].to_json(),
+                             keys=[keys_of(d) for d in r.detections], base_keys=[keys_of(d) for d in r.base_detections],
+                             **{k: (None if nr.get(k) is None else nr[k].to_json())
+                                for k in ("gone", "removed", "replaced", "count_change")}))
+            log(f"neg tune alpha {a:g} start {st:g}: removed {nr.get('removed')}, replaced {nr.get('replaced')}")
+        chosen = choose_negation(tune)
+        rep = measure(pipe, NEG_PROMPT, [Edit(prompt=NEG_EDIT, alpha=chosen["alpha"], direction=-1, start=chosen["start"])],
+                      NEG_PREDICATES, name=f"NOT '{NEG_EDIT}' x {chosen['alpha']:g} from {chosen['start']:g}", **kw)
+        out["neg"] = dict(tune=tune, chosen=chosen, rule=NEG_RULE, report=result_json(rep))
+        log(f"neg: {time.perf_counter() - t:.0f} s; chosen {chosen}")
+    if "syn" in sections:
+        t = time.perf_counter()
+        out["syn"] = [result_json(r) for r in series(synthetic_edit, pipe, list(SYN_STARTS), **kw)]
+        log(f"syn: {time.perf_counter() - t:.0f} s")
+    return out
+
+
+def load_shipped(pipe=None, path=None, steps: Optional[int] = None, guidance: Optional[float] = None) -> dict:
+    """``docs/shapes_ebcq.json`` checked against this run (the weights of ``pipe``, ``steps``, ``guidance``
+    when given), via :func:`ebca_viz.experiments.shipped.load`. Returns the file's dict."""
+    from pathlib import Path
+
+    from . import shipped
+
+    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / SHIPPED_PATH
+    expect = {}
+    if pipe is not None:
+        expect["weights_sha256"] = shipped.weights_sha256(pipe)
+    if steps is not None:
+        expect.setdefault("settings", {})["steps"] = steps
+    if guidance is not None:
+        expect.setdefault("settings", {})["guidance"] = guidance
+    return shipped.load(path, expect or None)
+
+
+__all__ = ["plot_step_maps", "attention_inside", "step_rows", "EditResult", "ShippedRow", "measure", "negation_outcomes", "negation_rates", "rate_of", "choose_negation", "keys_of",
+           "result_json", "run_shipped", "load_shipped", "shipped_fingerprint", "plot_seed_series", "settings_label", "has", "top_is", "not_", "verdict", "conjunction", "negation", "synthetic_edit",
            "series", "sweep_alpha", "sweep_start", "plot_pairs", "plot_rates", "CONJ_PREDICATES", "NEG_PREDICATES",
            "SYN_PREDICATES"]

@@ -38,6 +38,7 @@ at each gamma given, and controls: the empty prompt and a prompt asking for anot
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -162,6 +163,7 @@ class Condition:
     prompts: list = None  # per image: the prompt this condition used
     asked: claims.Rate = None  # the object this condition's prompt asks for ("another object" control: ``other``) found in the mask
     asked_verdicts: list = None
+    raw_errors: list = None  # per scene: mean |decoded - source| outside the mask (shipped results carry no images)
 
 
 @dataclass
@@ -172,6 +174,8 @@ class InpaintResult:
     roundtrip: np.ndarray
     conditions: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    floor_errors: list = None  # per scene: the VAE round trip's mean error outside the mask
+    changes: dict = field(default_factory=dict)  # condition -> per scene mean |decoded - decoded without update|
 
     def vs(self, a: str, b: str) -> claims.Mean:
         """Paired difference of ``follows`` (a - b, same scenes and seeds)."""
@@ -303,7 +307,7 @@ def _result_title(c, case, j) -> str:
     return f"'{prompt}'\n{t}"
 
 
-def plot_examples(res: InpaintResult, condition: str, k: int = 4):
+def plot_examples(res: InpaintResult, condition: str, k: int = 4, size: float = 2.6, fontsize: float = 10):
     """Rows: source / mask / result (detector verdicts in its title) / ``|decoded - source|`` outside
     the mask (before paste-back; the pasted result's error there is printed in that title: 0 with
     paste-back, so it gets no all-black panel of its own)."""
@@ -311,8 +315,9 @@ def plot_examples(res: InpaintResult, condition: str, k: int = 4):
 
     c = res.conditions[condition]
     k = min(k, len(res.cases))
-    fig = new_figure(figsize=(2.4 * k, 9.4))
+    fig = new_figure(figsize=(size * k + 0.9, 4 * size + 1.6))
     axs = fig.subplots(4, k, squeeze=False)
+    shown = None
     for j in range(k):
         case = res.cases[j]
         out = (case.mask == 0)[..., None]
@@ -324,14 +329,174 @@ def plot_examples(res: InpaintResult, condition: str, k: int = 4):
         for i, (im, t) in enumerate(panels):
             ax = axs[i, j]
             if i == 3:
-                ax.imshow(im, cmap="magma", vmin=0, vmax=max(int(im.max()), 1), interpolation="nearest")
+                shown = ax.imshow(im, cmap="magma", vmin=0, vmax=64, interpolation="nearest")
             else:
                 ax.imshow(im, cmap="gray" if im.ndim == 2 else None, interpolation="nearest")
-            ax.set_title(t, fontsize=7)
+            ax.set_title(t, fontsize=fontsize)
             ax.axis("off")
-    fig.suptitle(condition, fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(f"{condition}: the first {k} scenes", fontsize=fontsize + 1)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    cax = fig.add_axes((0.91, 0.04, 0.015, 0.17))
+    cb = fig.colorbar(shown, cax=cax, extend="max")
+    cb.set_label("grey levels", fontsize=fontsize)
+    cb.ax.tick_params(labelsize=fontsize)
     return fig
+
+
+# ---- the demo, the report and the shipped results (notebook 06) --------------------------------------
+DEMO_GAMMAS = {"no update (gamma 0)": 0.0, "masked EBCU (gamma 0.025)": 0.025}
+
+
+def run_pair(pipe, photo, mask, prompt: str, seed: int, gammas: Optional[dict] = None, **kw) -> dict:
+    """``{name: (InpaintingResult, Trace)}``: one :func:`~ebca_viz.tasks.inpaint` run per ``gammas``
+    entry (default :data:`DEMO_GAMMAS`), each under a trace; ``kw`` go to ``inpaint``."""
+    from .. import trace
+    from ..tasks.inpainting import inpaint
+
+    runs = {}
+    for name, g in (gammas or DEMO_GAMMAS).items():
+        with trace(pipe) as tr:
+            res = inpaint(pipe, photo, mask, prompt, gamma_attn=g, gamma_norm=g, seed=seed, **kw)
+        runs[name] = (res, tr)
+    return runs
+
+
+def demo_panels(runs: dict, fontsize_note: bool = True):
+    """The demo figure's panels and what they say, from :func:`run_pair` output.
+
+    Returns ``(panels, lines, exact)``: ``panels`` ``{title: image}`` (source, mask, gamma 0 decoded
+    and pasted; the masked-EBCU image only when it differs visibly: mean |diff| >= 1 grey level),
+    ``lines`` the printed numbers (error outside the mask, the EBCU-vs-gamma-0 difference, said as a
+    null result when it is one), ``exact``: with paste-back every known pixel equals the source's."""
+    first = next(iter(runs.values()))[0]
+    src = np.asarray(first.extras["source"]).astype(int)
+    keep = np.asarray(first.extras["mask"]) == 0
+    panels = {"source": first.extras["source"], "mask (white = inpaint)": first.extras["mask"]}
+    lines = []
+    for k, (r, _) in runs.items():
+        for label, im in (("decoded", r.extras["decoded"][0]), ("pasted", r.image)):
+            err = np.abs(np.asarray(im).astype(int) - src)[keep]
+            lines.append(f"{k}, {label}: outside the mask mean |diff| {err.mean():.2f}, max {err.max()} (of 255)")
+    (r0, _), (r1, _) = list(runs.values())[:2]
+    raw_err = np.abs(np.asarray(r0.extras["decoded"][0]).astype(int) - src)[keep].max()
+    panels[f"gamma 0, decoded\nmax error outside {raw_err}"] = r0.extras["decoded"][0]
+    panels["gamma 0, pasted\nmax error outside 0"] = r0.image
+    d01 = np.abs(np.asarray(r1.image).astype(int) - np.asarray(r0.image).astype(int))
+    name1 = list(runs)[1]
+    if d01.mean() >= 1.0:
+        panels[f"{name1}, pasted\nmean |diff| to gamma 0: {d01.mean():.1f}"] = r1.image
+        lines.append(f"{name1} vs gamma 0 on this scene: mean |diff| {d01.mean():.2f}, max {d01.max()} (of 255): shown")
+    else:
+        lines.append(f"{name1} vs gamma 0 on this scene: mean |diff| {d01.mean():.3f}, max {d01.max()} of 255 -- a null "
+                     "result on this scene: side by side the two images look identical, so only gamma 0 is shown "
+                     "(the measurement below compares them over every report scene)")
+    exact = max(np.abs(np.asarray(r.image).astype(int) - src)[keep].max() for r, _ in runs.values()) == 0
+    return panels, lines, exact
+
+
+def report_lines(M: "InpaintResult", g_list) -> list:
+    """The measured numbers of :func:`measure` (or :func:`load_shipped`) as printable lines."""
+    N = len(M.cases)
+    out = [f"{N} report scenes (seed {M.settings['seed']}), {M.settings['steps']} steps, CFG {M.settings['guidance']:g}, "
+           f"RePaint {M.settings['jump_length']}/{M.settings['jump_n_sample']}",
+           f"VAE round trip (floor), outside the mask: mean |diff| {M.floor_mae.fmt(3)} of 255, max {M.floor_max:.0f}"]
+    for name, c in M.conditions.items():
+        out.append(f"{name}: prompted object inside the mask {c.follows}; known object kept {c.kept}")
+        out.append(f"    outside the mask: pasted {c.mae_out.fmt(3)} (max {c.max_out:.0f}); decoded only "
+                   f"{c.raw_mae_out.fmt(3)} (max {c.raw_max_out:.0f})")
+    return out
+
+
+def ebcu_null_lines(M: "InpaintResult", gammas) -> tuple:
+    """Per gamma: the masked-EBCU vs no-update paired difference in prompt following and the pixel
+    change, as printed lines; returns ``(lines, {gamma: paired Mean})``."""
+    base = M.conditions["no update (gamma 0)"]
+    lines, diffs = [], {}
+    N = len(M.cases)
+    for g in gammas:
+        cg = M.conditions[f"masked EBCU (gamma {g:g})"]
+        d = M.vs(cg.name, base.name)
+        diffs[g] = d
+        verdict = "a measurable change" if d.excludes_zero else "no measurable change (a null result)"
+        lines.append(f"masked EBCU gamma {g:g} vs no update, prompted object found: {cg.follows.k}/{N} vs {base.follows.k}/{N}, "
+                     f"{100 * d.value:+.0f} pts (95 % CI {100 * d.lo:+.0f} to {100 * d.hi:+.0f} pts, n = {d.n}): {verdict}")
+        ch = claims.mean(M.changes[cg.name])
+        moved = "does change the pixels measurably" if ch.lo > 0 else "changes the pixels too little to measure"
+        lines.append(f"    the update {moved}: mean |diff| to no update (decoded) {ch.fmt(3)} of 255")
+    return lines, diffs
+
+
+SHIPPED_PATH = "docs/shapes_inpaint_report.json"
+REPORT_GAMMAS = (0.025, 0.3)
+
+
+def shipped_fingerprint(weights: str, n: int, steps: int, guidance: float, gammas=REPORT_GAMMAS, jump_length: int = 5,
+                        jump_n_sample: int = 2) -> dict:
+    """What determines ``docs/shapes_inpaint_report.json``: weights, scenes, settings."""
+    return {"weights_sha256": weights,
+            "settings": {"steps": steps, "guidance": guidance, "gammas": list(gammas), "jump_length": jump_length,
+                         "jump_n_sample": jump_n_sample, "design": "side-full", "prompt": "scene",
+                         "controls": list(CONTROLS)},
+            "seeds": {"report": [REPORT_SEED, n]}}
+
+
+def _cond_json(c: Condition) -> dict:
+    return dict(name=c.name, verdicts=[bool(v) for v in c.verdicts], kept=c.kept.to_json(), mae_out=c.mae_out.to_json(),
+                max_out=c.max_out, raw_mae_out=c.raw_mae_out.to_json(), raw_max_out=c.raw_max_out,
+                prompts=c.prompts, asked_verdicts=None if c.asked_verdicts is None else [bool(v) for v in c.asked_verdicts],
+                raw_errors=c.raw_errors)
+
+
+def run_shipped(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gammas=REPORT_GAMMAS, log=print) -> dict:
+    """Notebook 06's measurement at full size (:func:`measure` on ``n`` report scenes), as JSON with
+    per-scene verdicts and errors."""
+    import time
+
+    t = time.perf_counter()
+    M = measure(pipe, n=n, steps=steps, guidance=guidance, gammas=gammas, jump_length=5, jump_n_sample=2, seed=REPORT_SEED)
+    base = M.conditions["no update (gamma 0)"]
+    conds = {}
+    for name, c in M.conditions.items():
+        c.raw_errors = [outside_error(c.raw[i], cs.source, cs.mask)[0] for i, cs in enumerate(M.cases)]
+        conds[name] = _cond_json(c)
+        conds[name]["change_vs_no_update"] = np.abs(c.raw.astype(float) - base.raw.astype(float)).mean((1, 2, 3)).tolist()
+    log(f"inpainting report: {time.perf_counter() - t:.0f} s")
+    return dict(settings=dict(M.settings, size=int(M.cases[0].source.shape[0])), floor_errors=[outside_error(M.roundtrip[i], c.source, c.mask)[0]
+                                                   for i, c in enumerate(M.cases)],
+                floor_max=M.floor_max, conditions=conds)
+
+
+def load_shipped(pipe=None, guidance: Optional[float] = None, path=None) -> tuple:
+    """``(InpaintResult, file)``: ``docs/shapes_inpaint_report.json`` checked against this run (weights
+    of ``pipe``, CFG), its conditions rebuilt from the per-scene values (no images)."""
+    from pathlib import Path
+
+    from . import shipped
+
+    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / SHIPPED_PATH
+    expect = {}
+    if pipe is not None:
+        expect["weights_sha256"] = shipped.weights_sha256(pipe)
+    if guidance is not None:
+        expect["settings"] = {"guidance": guidance}
+    f = shipped.load(path, expect or None)
+    R = f["results"]
+    st = R["settings"]
+    cases = make_cases(st["n"], st["seed"], size=st.get("size", world.IMAGE_SIZE), design=st["design"], prompt=st["prompt"])
+    M = InpaintResult(cases, claims.mean(R["floor_errors"]), R["floor_max"], None, settings=st,
+                      floor_errors=R["floor_errors"])
+
+    def mean(d):
+        return claims.Mean(d["mean"], d["sd"], d["n"])
+
+    for name, c in R["conditions"].items():
+        av = c["asked_verdicts"]
+        M.conditions[name] = Condition(name, claims.rate(c["verdicts"]), claims.Rate(c["kept"]["k"], c["kept"]["n"]),
+                                       mean(c["mae_out"]), c["max_out"], mean(c["raw_mae_out"]), c["raw_max_out"],
+                                       None, None, c["verdicts"], c["prompts"],
+                                       claims.rate(av) if av is not None else None, av, c["raw_errors"])
+        M.changes[name] = c["change_vs_no_update"]
+    return M, f
 
 
 def plot_repaint_energies(tr, call_steps, reference=None, kind: str = "posterior"):
@@ -346,22 +511,25 @@ def plot_repaint_energies(tr, call_steps, reference=None, kind: str = "posterior
     if len(k) != len(drop):
         raise ValueError(f"call_steps has {len(k)} entries but the trace {len(drop)} UNet calls: pass the "
                          "info['repaint']['call_steps'] of the traced run")
-    fig = new_figure(figsize=(11, 3.4))
+    fig = new_figure(figsize=(9, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
     x = np.arange(len(drop))
     ax1.plot(x, drop, "-", color="C1", lw=1)
     jumps = np.nonzero(np.diff(k) <= 0)[0] + 1
     for j in jumps:
         ax1.axvline(j - 0.5, color="gray", lw=0.5, ls=":")
-    ax1.set_xlabel("UNet call (RePaint, with jumps; dotted = jump back)")
-    ax1.set_ylabel("E_entering - E_leaving, mean over layers")
-    ax1.set_title(f"{len(drop)} UNet calls over {int(k.max()) + 1} sampling steps", fontsize=9)
+    ax1.set_xlabel("UNet call (RePaint; dotted = jump back)", fontsize=10)
+    ax1.set_ylabel("energy drop per update\n(mean over layers)", fontsize=10)
+    ax1.set_title(f"{len(drop)} UNet calls over {int(k.max()) + 1} sampling steps", fontsize=10)
     ax2.plot(k, drop, "o", ms=3, color="C1", alpha=0.6)
-    ax2.set_xlabel("sampling step of the call (0 = noisiest)")
-    ax2.set_title("the same, against the noise level", fontsize=9)
+    ax2.set_xlabel("sampling step of the call (0 = noisiest)", fontsize=10)
+    ax2.set_title("the same, against the noise level", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.tick_params(labelsize=10)
     fig.tight_layout()
     return fig
 
 
 __all__ = ["Case", "make_cases", "sweep_inpaint", "OTHER", "DESIGNS", "PROMPTS", "CONTROLS", "vae_roundtrip", "outside_error", "follows", "Condition", "InpaintResult", "measure",
-           "plot_examples", "plot_repaint_energies", "CONTROL"]
+           "plot_examples", "plot_repaint_energies", "CONTROL", "run_pair", "demo_panels", "report_lines", "ebcu_null_lines",
+           "run_shipped", "load_shipped", "shipped_fingerprint", "DEMO_GAMMAS", "REPORT_GAMMAS"]

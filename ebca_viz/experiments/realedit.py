@@ -330,8 +330,22 @@ def measure_reconstruction(pipe, scenes, setting: InversionSetting = PIX2PIX_ZER
         mae_excess=claims.paired_diff(e["mae"], ev["mae"]), psnr=claims.mean(e["psnr"]),
         psnr_vae=claims.mean(ev["psnr"]), correct=claims.rate(ok), correct_vae=claims.rate(ok_v),
         z_mean=claims.mean(zs["mean"]), z_std=claims.mean(zs["std"]), z_lag1=claims.mean(zs["lag1"]),
-        per_image=dict(mae=e["mae"], mae_vae=ev["mae"], psnr=e["psnr"], correct=ok, correct_vae=ok_v, **zs),
+        per_image=dict(mae=e["mae"], mae_vae=ev["mae"], psnr=e["psnr"], psnr_vae=ev["psnr"], correct=ok, correct_vae=ok_v,
+                       **zs),
         seconds=time.time() - t0)
+
+
+def reconstruction_from(setting: InversionSetting, steps: int, scenes, per_image: dict, **arrays) -> ReconstructionResult:
+    """:class:`ReconstructionResult` from per-image arrays (``mae``, ``mae_vae``, ``psnr``, ``psnr_vae``,
+    ``correct``, ``correct_vae``, ``mean``, ``std``, ``lag1``), e.g. shipped ones; ``arrays``: ``z``,
+    ``inputs``, ``recon``, ``vae`` when at hand (else None)."""
+    p = {k: np.asarray(v) for k, v in per_image.items()}
+    return ReconstructionResult(
+        setting, steps, scenes, arrays.get("z"), arrays.get("inputs"), arrays.get("recon"), arrays.get("vae"),
+        mae=claims.mean(p["mae"]), mae_vae=claims.mean(p["mae_vae"]), mae_excess=claims.paired_diff(p["mae"], p["mae_vae"]),
+        psnr=claims.mean(p["psnr"]), psnr_vae=claims.mean(p["psnr_vae"]), correct=claims.rate(p["correct"]),
+        correct_vae=claims.rate(p["correct_vae"]), z_mean=claims.mean(p["mean"]), z_std=claims.mean(p["std"]),
+        z_lag1=claims.mean(p["lag1"]), per_image=p)
 
 
 def measure_latents(pipe, scenes, setting: InversionSetting, steps: int = 25, seed: int = 0) -> dict:
@@ -374,16 +388,20 @@ def measure_edit(pipe, scenes, z: torch.Tensor, edit: EditSetting = PAPER_EDIT, 
                  guidance: float = 3.0) -> EditResult:
     """Regenerate every scene from its ``z_T`` under ``edit`` and score it (:func:`score_edit`)."""
     ims = regenerate(pipe, z, [s.caption for s in scenes], steps, guidance, edit)
-    sc = [score_edit(s, im) for s, im in zip(scenes, ims)]
-    r = EditResult(edit, ims, sc)
+    return edit_result(edit, ims, [score_edit(s, im) for s, im in zip(scenes, ims)])
+
+
+def edit_result(edit: EditSetting, images, scores: Sequence[dict]) -> EditResult:
+    """:class:`EditResult` from per-scene :func:`score_edit` dicts (``images`` may be None: shipped scores)."""
+    r = EditResult(edit, images, list(scores))
     for key in EDIT_KEYS:
         r.rates[key] = claims.rate(r.indicator(key))
         for sub, d in (("single", r.single), ("pair", r.pair)):
             x = r.indicator(key, sub)
             if x.size:
                 d[key] = claims.rate(x)
-    r.iou = claims.mean([s["iou"] for s in sc])
-    shifts = [s["shift"] for s in sc if np.isfinite(s["shift"])]
+    r.iou = claims.mean([s["iou"] for s in r.scores])
+    shifts = [s["shift"] for s in r.scores if s["shift"] is not None and np.isfinite(s["shift"])]
     r.shift = claims.mean(shifts) if len(shifts) else None
     return r
 
@@ -452,80 +470,179 @@ def _diff_map(a, b) -> np.ndarray:
     return np.abs(a.astype(np.float32) - b.astype(np.float32)).mean(-1)
 
 
-def plot_examples(rec: ReconstructionResult, edits: Sequence[EditResult], idx: Sequence[int], size: float = 1.35):
+def plot_examples(rec: ReconstructionResult, edits: Sequence[EditResult], idx: Sequence[int], size: float = 1.75,
+                  fontsize: float = 10):
     """Per scene (column): input, reconstruction, |recon - input|, then per edit the edited image and
-    |edit - input|; titles carry the detector verdict (and the edit's score)."""
+    |edit - input|; titles carry the detector verdict (and the edit's score). Images upscaled with
+    nearest neighbour; one colour bar for the difference maps (grey levels of 255)."""
     from ..viz import new_figure
 
     rows = 3 + 2 * len(edits)
-    fig = new_figure(figsize=(size * len(idx) + 0.8, size * rows + 0.4))
-    axes = np.atleast_2d(fig.subplots(rows, len(idx)))
+    fig = new_figure(figsize=(size * len(idx) + 2.4, (size + 0.35) * rows + 0.3))
+    axes = np.atleast_2d(fig.subplots(rows, len(idx), squeeze=False))
+    shown = None
     for c, i in enumerate(idx):
-        panels = [(rec.inputs[i], "input: " + verdict(rec.inputs[i]), None),
-                  (rec.recon[i], "recon: " + verdict(rec.recon[i]) + ("" if rec.per_image["correct"][i] else " ✗"), None),
-                  (_diff_map(rec.recon[i], rec.inputs[i]), f"|recon-input| {rec.per_image['mae'][i]:.1f}", "magma")]
+        panels = [(rec.inputs[i], verdict(rec.inputs[i]).replace(" + ", "\n"), None),
+                  (rec.recon[i], verdict(rec.recon[i]).replace(" + ", "\n") + ("" if rec.per_image["correct"][i] else " (wrong)"), None),
+                  (_diff_map(rec.recon[i], rec.inputs[i]), f"mean {rec.per_image['mae'][i]:.1f}", "magma")]
         for e in edits:
-            s = e.scores[i]
-            tag = "✓" if s["success"] else "✗ " + ",".join(k for k in EDIT_KEYS[1:6] if not s[k])
-            panels.append((e.images[i], verdict(e.images[i]) + "\n" + tag, None))
+            sc = e.scores[i]
+            tag = "success" if sc["success"] else "fails: " + ",".join(k.replace("_", " ") for k in EDIT_KEYS[1:6] if not sc[k])
+            panels.append((e.images[i], verdict(e.images[i]).replace(" + ", "\n") + "\n" + tag, None))
             d = _diff_map(e.images[i], rec.inputs[i])
-            panels.append((d, f"|edit-input| {d.mean():.1f}", "magma"))
+            panels.append((d, f"mean {d.mean():.1f}", "magma"))
         for r, (im, t, cmap) in enumerate(panels):
             ax = axes[r, c]
-            ax.imshow(im, cmap=cmap, vmin=0 if cmap else None, vmax=255 if cmap else None, interpolation="nearest")
+            h = ax.imshow(im, cmap=cmap, vmin=0 if cmap else None, vmax=255 if cmap else None, interpolation="nearest")
+            if cmap:
+                shown = h
             ax.set_xticks([]); ax.set_yticks([])
-            ax.set_title(t, fontsize=5)
+            ax.set_title(t, fontsize=fontsize)
     labels = ["input", "reconstruction", "|recon - input|"] + \
-        [x for e in edits for x in (e.setting.name.replace(", ", "\n"), "|edit - input|")]
+        [x for e in edits for x in (("+ and -" if e.setting.negative else "+ only"), "|edit - input|")]
     for r, lab in enumerate(labels):
-        axes[r, 0].set_ylabel(lab, fontsize=5)
-    fig.tight_layout()
+        axes[r, 0].set_ylabel(lab, fontsize=fontsize)
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    cax = fig.add_axes((0.9, 0.05, 0.02, 0.15))
+    cb = fig.colorbar(shown, cax=cax)
+    cb.set_label("|difference|, grey levels", fontsize=fontsize)
+    cb.ax.tick_params(labelsize=fontsize)
     return fig
 
 
-def plot_latents(results: Sequence[ReconstructionResult], bins: int = 40):
-    """Histogram of all z_T values per inversion setting against N(0, 1), with the measured stats."""
+def latent_hist(z, bins: int = 40, lim: float = 4.0) -> list:
+    """Counts of all values of ``z`` in ``bins`` equal bins over ``[-lim, lim]`` (what a shipped file keeps)."""
+    v = (z.detach().float().cpu().numpy() if hasattr(z, "detach") else np.asarray(z)).ravel()
+    return np.histogram(v, bins=bins, range=(-lim, lim))[0].astype(int).tolist()
+
+
+def plot_latents(results: Sequence[ReconstructionResult], bins: int = 40, hists: Optional[Sequence] = None,
+                 fontsize: float = 10):
+    """Histogram of all z_T values per inversion setting against N(0, 1), with the measured stats.
+    ``hists``: per result the counts of :func:`latent_hist` (shipped results carry no ``z``)."""
     from ..viz import new_figure
 
-    fig = new_figure(figsize=(3.2 * len(results), 2.6))
+    fig = new_figure(figsize=(4.4 * len(results), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(results)))
     x = np.linspace(-4, 4, 200)
-    for ax, r in zip(axes, results):
-        v = r.z.detach().float().cpu().numpy().ravel()
-        ax.hist(v, bins=bins, range=(-4, 4), density=True, alpha=0.6)
-        ax.plot(x, np.exp(-x ** 2 / 2) / np.sqrt(2 * np.pi), "k-", lw=1, label="N(0, 1)")
-        ax.set_title(f"{r.setting.name} (n = {r.n})\nstd {r.z_std.value:.3f} [{r.z_std.lo:.3f}, {r.z_std.hi:.3f}], "
-                     f"mean {r.z_mean.value:.3f}\nlag-1 corr {r.z_lag1.value:.3f} [{r.z_lag1.lo:.3f}, {r.z_lag1.hi:.3f}]",
-                     fontsize=7)
-        ax.legend(fontsize=6)
+    for j, (ax, r) in enumerate(zip(axes, results)):
+        counts = np.asarray(hists[j] if hists is not None else latent_hist(r.z, bins), float)
+        edges = np.linspace(-4, 4, len(counts) + 1)
+        ax.stairs(counts / (counts.sum() * (edges[1] - edges[0])), edges, fill=True, alpha=0.6, label="z_T values")
+        ax.plot(x, np.exp(-x ** 2 / 2) / np.sqrt(2 * np.pi), "k-", lw=1.2, label="N(0, 1)")
+        ax.set_title(f"{r.setting.name} (n = {r.n})\nstd {r.z_std.value:.2f} [{r.z_std.lo:.2f}, {r.z_std.hi:.2f}], "
+                     f"lag-1 corr {r.z_lag1.value:.2f}", fontsize=fontsize)
+        ax.set_xlabel("value of z_T", fontsize=fontsize)
+        ax.set_ylabel("density", fontsize=fontsize)
+        ax.tick_params(labelsize=fontsize)
+        ax.legend(fontsize=fontsize)
     fig.tight_layout()
     return fig
 
 
-def plot_edit_rates(results: Sequence[EditResult], keys=EDIT_KEYS[:6], subset: str = "single"):
+def plot_edit_rates(results: Sequence[EditResult], keys=EDIT_KEYS[:6], subset: str = "single", fontsize: float = 10):
     """Bars: each criterion's rate per edit on ``subset`` ("single" / "pair") scenes, 95 % intervals."""
     from ..viz import new_figure
 
-    fig = new_figure(figsize=(1.4 + 1.3 * len(keys), 3.0))
+    fig = new_figure(figsize=(8.4, 3.8))
     ax = fig.subplots()
     w = 0.8 / len(results)
     for j, r in enumerate(results):
         d = getattr(r, subset)
         p = np.array([d[k].p for k in keys])
         err = np.stack([p - [d[k].lo for k in keys], np.array([d[k].hi for k in keys]) - p])
-        ax.bar(np.arange(len(keys)) + (j - (len(results) - 1) / 2) * w, 100 * p, w, yerr=100 * err, capsize=2,
-               label=r.setting.name)
-    ax.set_xticks(range(len(keys)), [k.replace("_", " ") for k in keys], fontsize=7)
-    ax.set_ylabel("% of scenes (95 % CI)")
+        ax.bar(np.arange(len(keys)) + (j - (len(results) - 1) / 2) * w, 100 * p, w, yerr=100 * err, capsize=3,
+               label=("+ and -: " if r.setting.negative else "+ only: ") + r.setting.name)
+    ax.set_xticks(range(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=fontsize)
+    ax.set_ylabel("% of scenes (95 % CI)", fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize)
+    ax.set_ylim(0, 125)
     n = getattr(results[0], subset)[keys[0]].n
-    ax.set_title(f"{'one-object' if subset == 'single' else 'two-object'} scenes, n = {n}", fontsize=8)
-    ax.legend(fontsize=6)
+    ax.set_title(f"{'one-object' if subset == 'single' else 'two-object'} scenes, n = {n}", fontsize=fontsize + 1)
+    ax.legend(fontsize=fontsize - 1 if fontsize > 9 else fontsize, loc="upper center", ncol=1)
     fig.tight_layout()
     return fig
+
+
+# ---- shipped results: benchmarks/shapes_realedit.py writes docs/shapes_realedit.json ----------------------
+SHIPPED_PATH = "docs/shapes_realedit.json"
+NOZERO = InversionSetting("pix2pix-zero, no zero roll", min_shift=1)
+PARTS = (NO_REG, InversionSetting("KL only", lambda_autocorr=0.0), InversionSetting("auto-corr only", lambda_kl=0.0))
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        a = np.asarray(v)
+        out[k] = [None if (isinstance(x, float) and not np.isfinite(x)) else x for x in a.tolist()] if a.ndim else \
+            (None if isinstance(v, float) and not np.isfinite(v) else (bool(v) if isinstance(v, (bool, np.bool_)) else v))
+    return out
+
+
+def shipped_fingerprint(weights: str, n: int, n_parts: int, steps: int, guidance: float) -> dict:
+    """What determines ``docs/shapes_realedit.json``: weights, scenes (``edit_scenes(n, 0)``), settings."""
+    return {"weights_sha256": weights,
+            "settings": {"steps": steps, "guidance": guidance, "inversion": PIX2PIX_ZERO.to_json(),
+                         "nozero": NOZERO.to_json(), "parts": [p.to_json() for p in PARTS], "edit": PAPER_EDIT.to_json()},
+            "seeds": {"scenes": [0, n], "parts": n_parts, "inversion_seed": 0}}
+
+
+def run_shipped(pipe, n: int = 64, n_parts: int = 32, steps: int = 25, guidance: float = 3.0, log=print) -> dict:
+    """Notebook 05's measurements at full size: reconstruction (published inversion and no zero roll),
+    z_T of the three regulariser parts on the first ``n_parts`` scenes, the edit with and without its
+    negative prompt. Per-scene values, JSON."""
+    t = time.time()
+    scenes = edit_scenes(n, seed=0)
+    out = {}
+    for key, st in (("rec", PIX2PIX_ZERO), ("nozero", NOZERO)):
+        r = measure_reconstruction(pipe, scenes, st, steps=steps)
+        out[key] = dict(setting=st.to_json(), per_image=_jsonable(r.per_image), hist=latent_hist(r.z))
+        if key == "rec":
+            z = r.z
+        log(f"{key}: {time.time() - t:.0f} s")
+    out["parts"] = {p.name: _jsonable(latent_stats(invert(pipe, scenes[:n_parts], p, steps))) for p in PARTS}
+    log(f"parts: {time.time() - t:.0f} s")
+    for key, e in (("both", PAPER_EDIT), ("pos", PAPER_EDIT.positive_only())):
+        out[key] = dict(setting=e.to_json(), scores=[_jsonable(sc) for sc in measure_edit(pipe, scenes, z, e, steps, guidance).scores])
+        log(f"{key}: {time.time() - t:.0f} s")
+    return out
+
+
+def load_shipped(pipe=None, guidance: Optional[float] = None, path=None) -> dict:
+    """``docs/shapes_realedit.json`` checked against this run (weights of ``pipe``, CFG), as objects:
+    ``rec``, ``nozero`` (:class:`ReconstructionResult` without images), ``hist`` (their z_T histograms),
+    ``parts`` (name -> ``{"std", "mean", "lag1"}`` Means), ``both``, ``pos`` (:class:`EditResult`
+    without images), ``steps``, ``file`` (the raw dict)."""
+    from pathlib import Path
+
+    from . import shipped
+
+    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / SHIPPED_PATH
+    expect = {}
+    if pipe is not None:
+        expect["weights_sha256"] = shipped.weights_sha256(pipe)
+    if guidance is not None:
+        expect["settings"] = {"guidance": guidance}
+    f = shipped.load(path, expect or None)
+    R, fp = f["results"], f["fingerprint"]
+    steps, n = fp["settings"]["steps"], fp["seeds"]["scenes"][1]
+    scenes = edit_scenes(n, seed=0)
+    nan = lambda v: [float("nan") if x is None else x for x in v]  # noqa: E731
+    out = dict(steps=steps, file=f, hist={})
+    for key in ("rec", "nozero"):
+        st = InversionSetting(**R[key]["setting"])
+        out[key] = reconstruction_from(st, steps, scenes, R[key]["per_image"])
+        out["hist"][key] = R[key]["hist"]
+    out["parts"] = {k: {m: claims.mean(v[m]) for m in ("std", "mean", "lag1")} for k, v in R["parts"].items()}
+    for key in ("both", "pos"):
+        sc = [dict(d, shift=float("nan") if d["shift"] is None else d["shift"]) for d in R[key]["scores"]]
+        out[key] = edit_result(EditSetting(**R[key]["setting"]), None, sc)
+    return out
 
 
 __all__ = ["InversionSetting", "EditSetting", "PIX2PIX_ZERO", "NO_REG", "PAPER_EDIT", "edit_scenes", "invert",
            "vae_roundtrip", "regenerate", "latent_stats", "pixel_error", "same_scene", "verdict", "score_edit",
            "ReconstructionResult", "EditResult", "measure_reconstruction", "measure_latents", "measure_edit", "inversion_table",
            "edit_table", "sweep_inversion", "sweep_edit", "plot_examples", "plot_latents", "plot_edit_rates",
-           "EDIT_KEYS", "SWEEP_SEED"]
+           "EDIT_KEYS", "SWEEP_SEED", "edit_result", "reconstruction_from", "latent_hist", "run_shipped", "load_shipped",
+           "shipped_fingerprint", "NOZERO", "PARTS"]

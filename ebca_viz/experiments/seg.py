@@ -218,7 +218,7 @@ class SettingResult:
 
     @property
     def n(self) -> int:
-        return len(self.images)
+        return len(self.verdicts)
 
     def row(self) -> dict:
         out = dict(setting=self.setting.label, scale=self.setting.scale, sigma=fmt_sigma(self.setting.sigma),
@@ -372,7 +372,7 @@ def plot_vs_sigma(sigmas, curves: dict, ylabel: str, title: str, zero_line: bool
     from ..viz import new_figure
 
     xs, inf_x = _xs(sigmas)
-    fig = new_figure(figsize=(6.2, 3.6))
+    fig = new_figure(figsize=(7.6, 4.0))
     ax = fig.subplots()
     for lab, vals in curves.items():
         y = np.array([getattr(v, "value", getattr(v, "p", np.nan)) for v in vals], float)
@@ -380,21 +380,27 @@ def plot_vs_sigma(sigmas, curves: dict, ylabel: str, title: str, zero_line: bool
         ax.errorbar(xs, y, yerr=[y - lo, hi - y], fmt="o-", ms=4, capsize=3, label=lab)
     ax.set_xscale("log")
     ax.set_xticks(xs)
-    ax.set_xticklabels([fmt_sigma(v) for v in sigmas], fontsize=8)
+    ax.set_xticklabels([fmt_sigma(v) for v in sigmas], fontsize=10)
     ax.minorticks_off()
     if zero_line:
         ax.axhline(0, color="0.6", lw=0.8)
-    ax.set_xlabel("sigma (blur of the self-attention queries)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_xlabel("sigma (blur of the self-attention queries)", fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=10)
+    ax.tick_params(labelsize=10)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=10, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
 
-def plot_seed_grid(rows: dict, seeds, base_key=None, diff_gain: float = 4.0, title: Optional[str] = None, size: float = 1.15):
+def plot_seed_grid(rows: dict, seeds, base_key=None, diff_gain: float = 4.0, title: Optional[str] = None,
+                   size: float = 1.45, prompts: Optional[Sequence[str]] = None, fontsize: float = 10):
     """Rows = settings, columns = the same seeds. ``rows[label] = (images (n, H, W, 3), titles)``.
-    With ``base_key`` a difference row ``|x - x_base| x diff_gain`` follows each non-base row."""
+    With ``base_key`` a difference row ``|x - x_base| x diff_gain`` follows each non-base row (one
+    colour bar for them). ``prompts``: per column the prompt, written above it with its seed. Images
+    upscaled with nearest neighbour."""
+    import textwrap
+
     from ..viz import new_figure
 
     labels = list(rows)
@@ -404,30 +410,52 @@ def plot_seed_grid(rows: dict, seeds, base_key=None, diff_gain: float = 4.0, tit
         plan.append((lab, "img"))
         if base_key is not None and lab != base_key:
             plan.append((lab, "diff"))
-    fig = new_figure(figsize=(size * n + 1.6, size * 1.18 * len(plan) + 0.4))
+    fig = new_figure(figsize=(size * n + 2.6, (size + 0.3) * len(plan) + 1.3))
     axes = np.asarray(fig.subplots(len(plan), n, squeeze=False))
     base = rows[base_key][0].astype(np.float32) if base_key is not None else None
+    shown = None
     for r, (lab, kind) in enumerate(plan):
         ims, tit = rows[lab]
         for c in range(n):
             a = axes[r, c]
             if kind == "img":
-                a.imshow(ims[c])
-                a.set_title(tit[c], fontsize=5.5, pad=2)
+                a.imshow(ims[c], interpolation="nearest")
+                t = tit[c]
             else:
                 d = np.abs(ims[c].astype(np.float32) - base[c]).mean(-1)
-                a.imshow(np.clip(d * diff_gain, 0, 255), cmap="magma", vmin=0, vmax=255)
-                a.set_title(f"|diff| {d.mean():.1f}", fontsize=5.5, pad=2)
+                shown = a.imshow(np.clip(d * diff_gain, 0, 255), cmap="magma", vmin=0, vmax=255, interpolation="nearest")
+                t = f"mean {d.mean():.1f}"
+            if r == 0:
+                head = f"seed {seeds[c]}" + (f"\n{textwrap.fill(prompts[c], 16)}" if prompts is not None else "")
+                t = head + "\n" + t
+            a.set_title(t, fontsize=fontsize, pad=2)
             a.set_xticks([])
             a.set_yticks([])
             if c == 0:
-                a.set_ylabel(lab if kind == "img" else f"|diff| x{diff_gain:g}", fontsize=6)
-        if r == 0:
-            for c in range(n):
-                axes[0, c].set_title(f"seed {seeds[c]}\n" + rows[lab][1][c], fontsize=5.5, pad=2)
+                a.set_ylabel(textwrap.fill(lab if kind == "img" else f"|diff| x{diff_gain:g}", 14), fontsize=fontsize)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 8)), fontsize=fontsize + 1)
+    fig.tight_layout(rect=(0, 0, 0.88 if shown is not None else 1, 1))
+    if shown is not None:
+        cax = fig.add_axes((0.9, 0.05, 0.02, 0.18))
+        cb = fig.colorbar(shown, cax=cax)
+        cb.set_label(f"|diff| x {diff_gain:g}, grey levels", fontsize=fontsize)
+        cb.ax.tick_params(labelsize=fontsize)
+    return fig
+
+
+def readable(fig, min_size: float = 10.0):
+    """Raise every text of ``fig`` (titles, labels, ticks, legends) to at least ``min_size`` points and
+    redo its layout; returns ``fig`` (for figures drawn elsewhere with small fonts)."""
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):
+        if t.get_fontsize() < min_size:
+            t.set_fontsize(min_size)
+    try:
+        fig.tight_layout()
+    except Exception:  # a figure with a manual layout keeps it
+        pass
     return fig
 
 
@@ -436,19 +464,127 @@ def plot_blur_residual(widths=(4, 8), sigmas=(0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0
     from ..viz import new_figure
 
     xs, _ = _xs(sigmas)
-    fig = new_figure(figsize=(5.6, 3.2))
+    fig = new_figure(figsize=(7.6, 4.6))
     ax = fig.subplots()
     for w in widths:
         ax.plot(xs, [blur_residual(w, s) for s in sigmas], "o-", ms=4,
                 label=f"{w}x{w} grid (kernel taps: " + ",".join(str(effective_kernel(s, w)) for s in sigmas) + ")")
     ax.set_xscale("log")
     ax.set_xticks(xs)
-    ax.set_xticklabels([fmt_sigma(v) for v in sigmas], fontsize=8)
+    ax.set_xticklabels([fmt_sigma(v) for v in sigmas], fontsize=10)
     ax.minorticks_off()
     ax.set_ylim(-0.03, 1.05)
-    ax.set_xlabel("sigma")
-    ax.set_ylabel("||G q - mean|| / ||q - mean||")
-    ax.set_title("structure left in the queries after the published blur", fontsize=9)
-    ax.legend(fontsize=6.5)
+    ax.set_xlabel("sigma", fontsize=10)
+    ax.set_ylabel("||G q - mean|| / ||q - mean||", fontsize=10)
+    ax.tick_params(labelsize=10)
+    ax.set_title("structure left in the queries after the published blur", fontsize=10)
+    ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# shipped results: benchmarks/shapes_seg.py writes docs/shapes_seg.json (notebook 07)
+# ---------------------------------------------------------------------------------------------
+SHIPPED_PATH = "docs/shapes_seg.json"
+
+
+def notebook_settings(cfg: float, sigmas=(0.1, 0.5, 1.0, 10.0, INF), scales=(1.0, None, 10.0), default=None) -> dict:
+    """Notebook 07's settings: per CFG ``w`` in ``(1, cfg)`` a sigma sweep at the default scale and a
+    scale sweep at the default sigma (``None`` in ``scales``: the default). ``{"by_sigma": {w: [...]},
+    "by_scale": {w: [...]}, "all": [...]}`` of :class:`SEGSetting`."""
+    d = default or SHAPES_SEG
+    layers, s_def, sig_def = tuple(d["layers"]), d["scale"], d["sigma"]
+    gs = [1.0, float(cfg)]
+    by_sigma = {g: [SEGSetting(s_def, sg, layers, g) for sg in sigmas] for g in gs}
+    by_scale = {g: [SEGSetting(s_def if s is None else s, sig_def, layers, g) for s in scales] for g in gs}
+    allset = list(dict.fromkeys(s for g in gs for s in by_sigma[g] + by_scale[g]))
+    return {"by_sigma": by_sigma, "by_scale": by_scale, "all": allset}
+
+
+def _setting_json(s: SEGSetting) -> dict:
+    return dict(scale=s.scale, sigma=fmt_sigma(s.sigma), layers=list(s.layers), guidance=s.guidance)
+
+
+def _setting_from(d: dict) -> SEGSetting:
+    return SEGSetting(float(d["scale"]), INF if d["sigma"] == "inf" else float(d["sigma"]), tuple(d["layers"]),
+                      float(d["guidance"]))
+
+
+def study_json(study: SEGStudy) -> dict:
+    """A :class:`SEGStudy` as JSON: per setting the per-image verdicts, pixel changes and energies."""
+    res = []
+    for s, r in study.results.items():
+        res.append(dict(setting=_setting_json(s),
+                        verdicts=[{k: bool(v[k]) for k in METRICS} | {"title": v["title"]} for v in r.verdicts],
+                        change_values=None if r.change_values is None else [float(x) for x in r.change_values],
+                        energy_values=None if r.energy_values is None else np.asarray(r.energy_values, float).tolist()))
+    return dict(items=[list(map(list, it)) for it in study.items], prompts=study.prompts, seeds=study.seeds,
+                steps=study.steps, seconds=study.seconds, results=res)
+
+
+def study_from_json(d: dict) -> SEGStudy:
+    """The :class:`SEGStudy` of :func:`study_json` back (no images): rates, paired differences, changes,
+    energies recomputed from the per-image values."""
+    st = SEGStudy([tuple(map(tuple, it)) for it in d["items"]], d["prompts"], d["seeds"], d["steps"], seconds=d["seconds"])
+    for e in d["results"]:
+        s = _setting_from(e["setting"])
+        v = e["verdicts"]
+        ind = {k: np.array([x[k] for x in v], bool) for k in METRICS}
+        r = SettingResult(s, None, v, {k: claims.rate(ind[k]) for k in METRICS})
+        if e["change_values"] is not None:
+            diff = np.asarray(e["change_values"], float)
+            base = st.results[s.baseline()]
+            r.change, r.changed, r.change_values = claims.mean(diff), claims.rate(diff > 1.0), diff
+            bind = {k: np.array([x[k] for x in base.verdicts], bool) for k in METRICS}
+            r.vs_base = {k: claims.paired_diff(ind[k].astype(float), bind[k].astype(float)) for k in METRICS}
+        if e["energy_values"] is not None:
+            en = np.asarray(e["energy_values"], float)
+            r.energy_blur, r.energy_ref = claims.mean(en[:, 0]), claims.mean(en[:, 1])
+            r.energy_gap, r.energy_values = claims.paired_diff(en[:, 0], en[:, 1]), en
+        st.results[s] = r
+    return st
+
+
+def shipped_fingerprint(weights: str, n: int, steps: int, cfg: float) -> dict:
+    """What determines ``docs/shapes_seg.json``: weights, settings, seeds, steps."""
+    return {"weights_sha256": weights,
+            "settings": {"steps": steps, "guidance": cfg, "default": {k: (list(v) if isinstance(v, tuple) else v)
+                                                                         for k, v in SHAPES_SEG.items()},
+                         "settings": [_setting_json(s) for s in notebook_settings(cfg)["all"]]},
+            "seeds": {"report": [0, n], "split": "report"}}
+
+
+def load_shipped(pipe=None, cfg: Optional[float] = None, path=None) -> tuple:
+    """``(SEGStudy, file)`` from ``docs/shapes_seg.json``, checked against this run (weights, CFG)."""
+    from pathlib import Path
+
+    from . import shipped
+
+    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / SHIPPED_PATH
+    expect = {}
+    if pipe is not None:
+        expect["weights_sha256"] = shipped.weights_sha256(pipe)
+    if cfg is not None:
+        expect["settings"] = {"guidance": cfg}
+    f = shipped.load(path, expect or None)
+    return study_from_json(f["results"]), f
+
+
+def resample(pipe, study: SEGStudy, settings: Sequence[SEGSetting], idx: Sequence[int]) -> SEGStudy:
+    """Re-sample the images ``idx`` of ``study`` (same prompts, seeds, steps) for ``settings`` (and
+    their baselines) live: a :class:`SEGStudy` with images, to show and to compare with the shipped one."""
+    idx = list(idx)
+    live = SEGStudy([study.items[i] for i in idx], [study.prompts[i] for i in idx], [study.seeds[i] for i in idx],
+                    study.steps)
+    order = []
+    for s in settings:
+        for x in (s.baseline(), s):
+            if x not in order:
+                order.append(x)
+    t0 = time.time()
+    for s in order:
+        ims, en = sample_seg(pipe, live.prompts, live.seeds, s, steps=study.steps, energies=True)
+        live.results[s] = _score(s, live.items, ims, en, None if s.is_baseline else live.results[s.baseline()])
+    live.seconds = time.time() - t0
+    return live
