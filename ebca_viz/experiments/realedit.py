@@ -475,10 +475,12 @@ def plot_examples(rec: ReconstructionResult, edits: Sequence[EditResult], idx: S
     """Per scene (column): input, reconstruction, |recon - input|, then per edit the edited image and
     |edit - input|; titles carry the detector verdict (and the edit's score). Images upscaled with
     nearest neighbour; one colour bar for the difference maps (grey levels of 255)."""
+    import textwrap
+
     from ..viz import new_figure
 
     rows = 3 + 2 * len(edits)
-    fig = new_figure(figsize=(size * len(idx) + 2.4, (size + 0.35) * rows + 0.3))
+    fig = new_figure(figsize=(size * len(idx) + 2.4, (size + 0.5) * rows + 0.3))
     axes = np.atleast_2d(fig.subplots(rows, len(idx), squeeze=False))
     shown = None
     for c, i in enumerate(idx):
@@ -487,7 +489,8 @@ def plot_examples(rec: ReconstructionResult, edits: Sequence[EditResult], idx: S
                   (_diff_map(rec.recon[i], rec.inputs[i]), f"mean {rec.per_image['mae'][i]:.1f}", "magma")]
         for e in edits:
             sc = e.scores[i]
-            tag = "success" if sc["success"] else "fails: " + ",".join(k.replace("_", " ") for k in EDIT_KEYS[1:6] if not sc[k])
+            tag = "success" if sc["success"] else "fails: " + ", ".join(k.replace("_", " ") for k in EDIT_KEYS[1:6] if not sc[k])
+            tag = "\n".join(textwrap.wrap(tag, 20))
             panels.append((e.images[i], verdict(e.images[i]).replace(" + ", "\n") + "\n" + tag, None))
             d = _diff_map(e.images[i], rec.inputs[i])
             panels.append((d, f"mean {d.mean():.1f}", "magma"))
@@ -559,7 +562,7 @@ def plot_edit_rates(results: Sequence[EditResult], keys=EDIT_KEYS[:6], subset: s
     ax.set_ylim(0, 125)
     n = getattr(results[0], subset)[keys[0]].n
     ax.set_title(f"{'one-object' if subset == 'single' else 'two-object'} scenes, n = {n}", fontsize=fontsize + 1)
-    ax.legend(fontsize=fontsize - 1 if fontsize > 9 else fontsize, loc="upper center", ncol=1)
+    ax.legend(fontsize=fontsize, loc="upper center", ncol=1)
     fig.tight_layout()
     return fig
 
