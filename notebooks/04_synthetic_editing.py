@@ -100,8 +100,7 @@ if SHAPES:
 
 # %% [markdown]
 # The first report seeds at the default start, re-sampled live (the same seeds as the shipped numbers;
-# no selection). **What to notice:** the edited row keeps each circle where it was and changes its
-# colour; the difference row lights up on the object only.
+# no selection); the sentence on what to notice is printed from the live verdicts right above the figure.
 
 # %%
 if SHAPES:
@@ -112,6 +111,12 @@ if SHAPES:
     print(f"live verdicts equal to the shipped ones (same seeds): {agree}")
     claims.check(agree.p >= 0.75, "the live re-sample gives the shipped verdicts (>= 75 % of images)", agree)
     shipped.agree(ebcq.rate_of(at.rates["blue circle"].to_json()), live.rates["blue circle"], "edit success at the default start")
+    ok_live = sum(ebcq.top_is("blue", "circle")(d) for d in live.detections)
+    moved = [] if live.shift is None else [f"{live.shift.value:.1f} px"]
+    print(f"What to notice: in {ok_live} of {K} columns the edited image's largest object is a blue circle "
+          f"(shipped rate at this start: {at.rates['blue circle']}); the difference row lights up on the object, "
+          f"whose centre moved by {moved[0] if moved else 'n/a'} on average here (shipped, all seeds: "
+          f"{at.shift.value:.1f} px at this start vs {runs[0].shift.value:.1f} px with start 0).")
     display(ebcq.plot_pairs(live, k=K))
 
 # %% [markdown]
