@@ -169,8 +169,9 @@ if SHAPES_WORLD:
 # %% [markdown]
 # ## The mask as each layer sees it
 #
-# **What to notice:** the coarser the layer's grid, the blurrier the mask's edge: at 2x2 the update
-# weighs the known half at about half strength.
+# Each cross-attention layer resizes the latent mask to its own grid; the printed line says, per grid,
+# how much of it the update covers and how many cells sit on the mask's edge with a weight between 0
+# and 1 (what to notice in the figure).
 
 # %%
 import torch.nn.functional as F
@@ -178,6 +179,8 @@ first = next(iter(runs.values()))[0]
 m = first.extras["latent_mask"].float()
 grids = sorted({tuple(g) for g in runs["masked EBCU (gamma 0.025)"][1].grids.values()}, reverse=True)
 layer_masks = [F.interpolate(m, size=g, mode="bilinear", align_corners=True)[0, 0].numpy() for g in grids]
+print("What to notice: " + "; ".join(f"{g[0]}x{g[1]}: mean weight {lm.mean():.2f}, {int(((lm > 0.01) & (lm < 0.99)).sum())} "
+                                     f"of {lm.size} cells partial" for g, lm in zip(grids, layer_masks)))
 fig = viz.new_figure(figsize=(2.0 * len(grids) + 1.0, 2.6))
 axs = fig.subplots(1, len(grids))
 for ax, g, lm in zip(np.atleast_1d(axs), grids, layer_masks):
@@ -191,18 +194,27 @@ fig
 # %% [markdown]
 # ## Attention of the prompt's words, with the masked update
 #
-# **What to notice:** the new object's words attend to the masked half, where the object is painted.
+# Four of the recorded UNet calls, the prompt's words over the result (the printed line says what to
+# notice: how much of the new colour word's attention falls inside the mask).
 
 # %%
 res, tr = runs["masked EBCU (gamma 0.025)"]
 from ebca_viz.experiments import ebcq
+if SHAPES_WORLD:
+    toks = viz.trace_tokens(tr)
+    w = next(i for i, t in enumerate(toks) if t.split(" ", 1)[-1] == case.target[0])
+    mk = np.asarray(first.extras["mask"]) > 0
+    amap = viz.resize_map(viz.to_numpy(tr.maps(aggregate="step"))[-1, w], mk.shape)
+    inside = float(amap[mk].sum() / amap.sum())
+    print(f"What to notice: at the last call, {100 * inside:.0f} % of the attention of '{case.target[0]}' (the new "
+          f"object's colour) falls inside the mask, which covers {100 * mk.mean():.0f} % of the image.")
 display(ebcq.plot_step_maps(tr, res.image, f"'{PROMPT}', masked EBCU gamma 0.025, seed {seed}"))
 
 # %% [markdown]
 # Energy descent of each update. RePaint jumps back and denoises again, so the x-axis counts **UNet
 # calls** (more than the sampling steps); the right panel puts each call at its sampling step.
-# **What to notice:** every update lowers the energy (the drop is above zero), most at the noisy
-# start of each pass.
+# **What to notice:** every update lowers the energy (the drop is above zero; the fraction of calls
+# where it does is printed and checked).
 
 # %%
 if "repaint" in res.info:
