@@ -44,9 +44,10 @@ def main(argv=None) -> dict:
     fp = ebcq.shipped_fingerprint(shipped.weights_sha256(pipe), a.n, a.n_tune, a.steps, a.guidance)
     results = {}
     if set(sections) != {"conj", "neg", "syn"} and Path(a.out).is_file():
-        try:
-            old = shipped.load(a.out, fp)
-            results = old["results"]
+        try:  # the other sections' inputs: weights, steps, CFG, seeds (the negation rule only concerns "neg")
+            old = shipped.load(a.out, {"weights_sha256": fp["weights_sha256"], "seeds": fp["seeds"],
+                                       "settings": {k: fp["settings"][k] for k in ("steps", "guidance", "conj", "syn")}})
+            results = {k: v for k, v in old["results"].items() if k not in sections}
         except (shipped.ShippedMismatchError, FileNotFoundError) as e:
             print(f"not keeping the old sections: {e}")
     t0 = time.perf_counter()

@@ -146,10 +146,9 @@ fig.tight_layout(); fig
 # %% [markdown]
 # ## Attention of the main prompt's words over the steps (mean over layers), for one edited seed
 #
-# The seed is the first report seed whose edit worked (the fraction of such seeds is printed).
-# **What to notice:** the maps of "red" and "circle" stay on the object while the edit recolours it:
-# the layout, decided in the early steps, is kept. (For an animation of all steps,
-# `viz.show_animation(viz.animate_trace(tr))`; for every layer, the trace page of the README.)
+# The seed is the first report seed whose edit worked (the fraction of such seeds is printed); the
+# colour scale of each row starts at 0, so the maps show absolute attention, and the printed line says
+# what to notice. (For an animation of all steps, `viz.show_animation(viz.animate_trace(tr))`.)
 
 # %%
 prompt = "a castle next to a river" if REAL else ebcq.SYN_PROMPT
@@ -169,10 +168,13 @@ if SHAPES:
         inside = ebcq.attention_inside(tr, dets[0].bbox, viz.trace_tokens(tr).index("3 circle"))
         x0, y0, x1, y1 = dets[0].bbox
         area = (x1 - x0) * (y1 - y0) / 32 ** 2  # what a uniform map would put inside the box
-        print(f"fraction of 'circle' attention inside the object's box (the box is {100 * area:.0f} % of the image), "
-              "per recorded step:", np.round(inside, 2))
-        claims.check(bool((inside > 2 * area).all()), "at every recorded step 'circle' attends to the object's box "
-                     "more than twice as much as a uniform map would", float(inside.min()), area)
+        print(f"fraction of 'circle' attention inside the object's box, per recorded step: {np.round(inside, 2)}")
+        print(f"What to notice: the maps are nearly flat: the box covers {100 * area:.0f} % of the image and receives "
+              f"{100 * inside.min():.0f}-{100 * inside.max():.0f} % of the attention of 'circle' (a uniform map would give "
+              f"{100 * area:.0f} %): on this small model each word's attention is spread over the whole image, and the "
+              "object shows only as a slight contrast.")
+        claims.check(abs(inside.mean() - area) < 0.5 * area, "the attention inside the box is within half of the box's "
+                     "share of the image (nearly flat maps)", float(inside.mean()), area)
 display(ebcq.plot_step_maps(tr, edited.image, f'"{prompt}", edited ({", ".join(ebcq._edit_label(dict(prompt=e.prompt, alpha=e.alpha, direction=e.direction, start=e.start)) for e in EDITS_SHOWN)}), seed {seed}'))
 
 # %% [markdown]

@@ -90,7 +90,7 @@ claims.check(exact, "with paste-back the known pixels are the source's, exactly"
 
 # %%
 print(f"prompt: '{PROMPT}'")
-viz.compare_images(panels, size=2.2, title=f"inpainting '{PROMPT}', seed {seed}, {KW['num_inference_steps']} steps, CFG {CFG:g}")
+viz.compare_images(panels, size=2.3, title=f"inpainting '{PROMPT}', seed {seed}, {KW['num_inference_steps']} steps, CFG {CFG:g}")
 
 # %% [markdown]
 # ## Measured: the known region is kept, the masked region follows the prompt
@@ -143,9 +143,9 @@ else:
 
 # %% [markdown]
 # The first report scenes, re-run live (no selection), with their detector verdicts; the live verdicts
-# are compared with the shipped ones. **What to notice:** in most columns the prompted object sits in
-# the masked half, and the bottom row (error outside the mask before paste-back) is dark except
-# near the mask's edge.
+# are compared with the shipped ones. **What to notice:** the prompted object sits in the masked half,
+# and the bottom row shows what paste-back repairs: before it, the decoder blurs the edges of the known
+# object (bright rims, the maximum in each title).
 
 # %%
 if SHAPES_WORLD:
@@ -188,7 +188,7 @@ for ax, g, lm in zip(np.atleast_1d(axs), grids, layer_masks):
     ax.set_title(f"{g[0]}x{g[1]} grid", fontsize=10); ax.set_xticks([]); ax.set_yticks([])
 cb = fig.colorbar(h, ax=list(np.atleast_1d(axs)), fraction=0.03); cb.ax.tick_params(labelsize=10)
 cb.set_label("mask weight m", fontsize=10)
-fig.suptitle("the inpainting mask resized to each cross-attention grid (bilinear, align_corners=True)", fontsize=11)
+fig.suptitle("the mask resized to each cross-attention grid", fontsize=11)
 fig
 
 # %% [markdown]

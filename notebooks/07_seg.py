@@ -213,7 +213,7 @@ for g in GUIDANCES if SHAPES else []:
 # (exactly for a doubly-stochastic blur; the reflect padding makes it approximate at the edges). More blur,
 # higher energy: the blurred branch sits on a smoother, higher-energy landscape, and the guidance term
 # $s(\epsilon_c - \epsilon_\text{blur})$ points away from it. **What to notice:** the gap is 0 at
-# $\sigma = 0.1$ and above 0 everywhere else, rising with $\sigma$.
+# $\sigma = 0.1$ and above 0 everywhere else, rising with $\sigma$ and flattening once the kernel is capped.
 
 # %%
 for g in GUIDANCES:
@@ -254,7 +254,7 @@ display(X.plot_seed_grid(live.seed_rows(show, range(K)), live.seeds, base_key=sh
 
 # %% [markdown]
 # The same seeds across the SEG scale $s$ at $\sigma$ = the default. **What to notice:** the larger
-# $s$, the brighter the difference row; at $s = 10$ the objects themselves change.
+# $s$, the brighter the difference row; at $s = 10$ the objects' colours shift as well.
 
 # %%
 show_s = [by_scale[g][0].baseline()] + by_scale[g]

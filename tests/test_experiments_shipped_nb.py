@@ -23,11 +23,12 @@ def test_negation_outcomes_tell_removal_from_replacement():
     r = ebcq.negation_rates(base, edited)
     assert r["removed"] == claims.Rate(1, 3) and r["replaced"] == claims.Rate(1, 3)
     assert ebcq.negation_rates([[["red", "circle"]]], [[]]) == {}
-    rows = [dict(alpha=0.3, start=0.0, removed=dict(p=0.1), replaced=dict(p=0.8)),
-            dict(alpha=0.9, start=0.0, removed=dict(p=0.5), replaced=dict(p=0.2)),
-            dict(alpha=0.6, start=0.4, removed=dict(p=0.5), replaced=dict(p=0.1)),
-            dict(alpha=0.15, start=0.0, removed=None, replaced=None)]
-    assert ebcq.choose_negation(rows) == {"alpha": 0.6, "start": 0.4}  # tie on removal: fewer replacements
+    assert ebcq.rest_kept(base, edited).tolist() == [True, True, False]
+    rows = [dict(alpha=0.3, start=0.0, removed=dict(p=0.1), rest_kept=dict(p=0.9)),
+            dict(alpha=0.9, start=0.0, removed=dict(p=0.5), rest_kept=dict(p=0.2)),
+            dict(alpha=0.6, start=0.4, removed=dict(p=0.5), rest_kept=dict(p=0.7)),
+            dict(alpha=0.15, start=0.0, removed=None, rest_kept=None)]
+    assert ebcq.choose_negation(rows) == {"alpha": 0.6, "start": 0.4}  # tie on removal: the rest kept more often
     with pytest.raises(ValueError, match="no rows"):
         ebcq.choose_negation([])
 

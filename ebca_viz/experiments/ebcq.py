@@ -217,7 +217,7 @@ def plot_pairs(result: EditResult, k: int = 6, size: float = 1.45, title: Option
     from ..viz import new_figure
 
     k = min(k, result.n)
-    fig = new_figure(figsize=(size * k + 1.2, size * 3 + 1.5))
+    fig = new_figure(figsize=(size * k + 1.2, (size + 0.6) * 3 + 1.2))
     axes = np.atleast_2d(fig.subplots(3, k, squeeze=False))
     seeds = result.settings.get("seeds") or list(range(result.settings["seed_base"], result.settings["seed_base"] + result.n))
     shown = None
@@ -308,6 +308,7 @@ def plot_step_maps(tr, image, title: str, rows: Optional[Sequence[int]] = None, 
     idx = trace_prompt_positions(tr)
     toks = trace_tokens(tr)
     rows = step_rows(tr.steps) if rows is None else list(rows)
+    cell = min(cell, 7.8 / (len(idx) + 1))  # at most 9 inches wide: shown unshrunk
     img = image_array(image)
     H, W = img.shape[:2]
     fig = new_figure(figsize=(cell * (len(idx) + 1) + 1.0, cell * len(rows) + 0.8))
@@ -393,8 +394,25 @@ def negation_rates(base_keys, keys, target=("blue", "square")) -> dict:
 
 NEG_TUNE_GRID = [(a, s) for s in (0.0, 0.4) for a in (0.15, 0.3, 0.6, 0.9)]
 NEG_RULE = ("on the tuning seeds, the (alpha, start) with the highest removal rate (the blue square gone and every "
-            "other object of the unedited image still there, nothing new); ties: the lower replacement rate, then "
-            "the smaller alpha")
+            "other object of the unedited image still there, nothing new); ties: the highest rate of keeping the rest "
+            "of the scene (every other unedited object still there), then the smaller alpha")
+
+
+def rest_kept(base_keys: Sequence, keys: Sequence, target=("blue", "square")) -> np.ndarray:
+    """Per seed whose unedited image has ``target``: every *other* unedited object (multiset of
+    (colour, shape)) is still in the edited image (whatever happened to the target). 0/1 array."""
+    from collections import Counter
+
+    t = tuple(target)
+    out = []
+    for b, k in zip(base_keys, keys):
+        if t not in [tuple(x) for x in b]:
+            continue
+        want = Counter(tuple(x) for x in b)
+        want[t] -= 1
+        have = Counter(tuple(x) for x in k)
+        out.append(all(have[key] >= c for key, c in (+want).items()))
+    return np.array(out, bool)
 
 
 def rate_of(d: Optional[dict]) -> Optional[claims.Rate]:
@@ -407,7 +425,7 @@ def choose_negation(rows: Sequence[dict]) -> dict:
     if not rows:
         raise ValueError("choose_negation: no rows")
     p = lambda d: 0.0 if d is None else d["p"]  # noqa: E731  (no unedited image had the target)
-    best = min(rows, key=lambda r: (-p(r["removed"]), p(r["replaced"]), r["alpha"]))
+    best = min(rows, key=lambda r: (-p(r["removed"]), -p(r.get("rest_kept")), r["alpha"]))
     return {"alpha": best["alpha"], "start": best["start"]}
 
 
@@ -494,7 +512,9 @@ def run_shipped(pipe, n: int = 32, n_tune: int = 32, steps: int = 25, guidance: 
                         name=f"NOT '{NEG_EDIT}' x {a:g} from {st:g}")
             base = (r.base, r.base_detections)
             nr = negation_rates([keys_of(d) for d in r.base_detections], [keys_of(d) for d in r.detections])
+            rk = rest_kept([keys_of(d) for d in r.base_detections], [keys_of(d) for d in r.detections])
             tune.append(dict(alpha=a, start=st, n=r.n, red_circle=r.rates["red circle"].to_json(),
+                             rest_kept=claims.rate(rk).to_json() if rk.size else None,
                              keys=[keys_of(d) for d in r.detections], base_keys=[keys_of(d) for d in r.base_detections],
                              **{k: (None if nr.get(k) is None else nr[k].to_json())
                                 for k in ("gone", "removed", "replaced", "count_change")}))
@@ -529,7 +549,7 @@ def load_shipped(pipe=None, path=None, steps: Optional[int] = None, guidance: Op
     return shipped.load(path, expect or None)
 
 
-__all__ = ["plot_step_maps", "attention_inside", "step_rows", "EditResult", "ShippedRow", "measure", "negation_outcomes", "negation_rates", "rate_of", "choose_negation", "keys_of",
+__all__ = ["plot_step_maps", "attention_inside", "step_rows", "EditResult", "ShippedRow", "measure", "negation_outcomes", "negation_rates", "rate_of", "rest_kept", "choose_negation", "keys_of",
            "result_json", "run_shipped", "load_shipped", "shipped_fingerprint", "plot_seed_series", "settings_label", "has", "top_is", "not_", "verdict", "conjunction", "negation", "synthetic_edit",
            "series", "sweep_alpha", "sweep_start", "plot_pairs", "plot_rates", "CONJ_PREDICATES", "NEG_PREDICATES",
            "SYN_PREDICATES"]

@@ -379,8 +379,8 @@ def demo_panels(runs: dict, fontsize_note: bool = True):
             lines.append(f"{k}, {label}: outside the mask mean |diff| {err.mean():.2f}, max {err.max()} (of 255)")
     (r0, _), (r1, _) = list(runs.values())[:2]
     raw_err = np.abs(np.asarray(r0.extras["decoded"][0]).astype(int) - src)[keep].max()
-    panels[f"gamma 0, decoded\nmax error outside {raw_err}"] = r0.extras["decoded"][0]
-    panels["gamma 0, pasted\nmax error outside 0"] = r0.image
+    panels[f"gamma 0, decoded\nmax error out: {raw_err}"] = r0.extras["decoded"][0]
+    panels["gamma 0, pasted\nmax error out: 0"] = r0.image
     d01 = np.abs(np.asarray(r1.image).astype(int) - np.asarray(r0.image).astype(int))
     name1 = list(runs)[1]
     if d01.mean() >= 1.0:

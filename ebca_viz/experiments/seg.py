@@ -435,7 +435,7 @@ def plot_seed_grid(rows: dict, seeds, base_key=None, diff_gain: float = 4.0, tit
                 a.set_ylabel(textwrap.fill(lab if kind == "img" else f"|diff| x{diff_gain:g}", 14), fontsize=fontsize)
     if title:
         fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 8)), fontsize=fontsize + 1)
-    fig.tight_layout(rect=(0, 0, 0.88 if shown is not None else 1, 1))
+    fig.tight_layout(rect=(0, 0, 0.88 if shown is not None else 1, 1 - (0.7 / fig.get_figheight() if title else 0)))
     if shown is not None:
         cax = fig.add_axes((0.9, 0.05, 0.02, 0.18))
         cb = fig.colorbar(shown, cax=cax)
