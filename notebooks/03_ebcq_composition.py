@@ -139,7 +139,7 @@ if SHAPES:
     print("rule:", NEG["rule"])
     for t in NEG["tune"]:
         print(f"  tuning, alpha {t['alpha']:<4g} start {t['start']:<3g}: removed {ebcq.rate_of(t['removed'])}; "
-              f"replaced by another object {ebcq.rate_of(t['replaced'])}")
+              f"replaced by another object {ebcq.rate_of(t['replaced'])}; rest of the scene kept {ebcq.rate_of(t['rest_kept'])}")
     neg = ebcq.ShippedRow.from_json(NEG["report"])
     CH = NEG["chosen"]
     nr = ebcq.negation_rates(neg.base_keys, neg.keys)
@@ -147,6 +147,8 @@ if SHAPES:
           f"{nr['removed'].n} unedited images have the blue square; of those, with the NOT edit:")
     print(f"  gone {nr['gone']}\n  removed (gone, the rest of the scene as it was) {nr['removed']}\n"
           f"  replaced by another object {nr['replaced']}\n  change in the number of objects {nr['count_change'].fmt(2)}")
+    kept_rest = claims.rate(ebcq.rest_kept(neg.base_keys, neg.keys))
+    print(f"  rest of the scene kept (every other unedited object still there) {kept_rest}")
     print(f"red circle present: {neg.base_rates['red circle']} unedited -> {neg.rates['red circle']}")
     REMOVES = nr["removed"].lo > 0.5
     claims.check(REMOVES == (nr["removed"].lo > 0.5) and (REMOVES or nr["removed"].hi < 0.5),
@@ -176,7 +178,9 @@ if SHAPES:
     else:
         print(f"What to notice: on this model the NOT edit does NOT remove the blue square: it disappears in "
               f"{100 * nr['gone'].p:.0f} % of seeds, but another object takes its place in {nr['replaced']}; "
-              f"a clean removal (the rest of the scene as it was) happens in only {nr['removed']}.")
+              f"a clean removal (the rest of the scene as it was) happens in only {nr['removed']}. In the grid's edited "
+              f"row the blue square is gone in {live_nr['gone'].k} of {K} columns, and another object took its place in "
+              f"{live_nr['replaced'].k} of them.")
     display(ebcq.plot_pairs(r_live, k=K, title=f'"{ebcq.NEG_PROMPT}"  NOT: - {CH["alpha"]:g} x "a blue square"'
                             + (f" from {CH['start']:g}" if CH["start"] else "") + f"  (seeds {seeds[0]}.., CFG {CFG:g})"))
 

@@ -87,7 +87,9 @@ if SHAPES:
     ax2.plot(starts, [r.shift.value if r.shift else float("nan") for r in runs], "k:s", label="centre shift (px)")
     ax2.set_ylabel("mean object centre shift, px", fontsize=10)
     ax2.tick_params(labelsize=10)
-    ax2.legend(fontsize=10, loc="lower left")
+    fig.axes[0].legend(fontsize=10, loc="lower left")  # inside: the right edge holds the shift axis
+    ax2.legend(fontsize=10, loc="center left")
+    fig.tight_layout()
     at = runs[starts.index(R.edit_start)]
     claims.check(at.rates["blue circle"].lo > 0.5, f"at start {R.edit_start} the edit works (95 % CI above 50 %)",
                  at.rates["blue circle"])

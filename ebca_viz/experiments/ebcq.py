@@ -300,7 +300,7 @@ def step_rows(steps: Sequence[int], k: int = 4) -> list:
 def plot_step_maps(tr, image, title: str, rows: Optional[Sequence[int]] = None, cell: float = 1.55,
                    fontsize: float = 10):
     """The prompt words' cross-attention maps (mean over layers and heads) at a few recorded steps,
-    over the final image in grey; one colour bar per row (attention probability, shared by the row's
+    beside the final image; one colour bar per row (attention probability, shared by the row's
     maps, 0 to the row's maximum). ``rows``: indices into ``tr.steps`` (default :func:`step_rows`)."""
     from ..viz import image_array, new_figure, resize_map, to_numpy, trace_prompt_positions, trace_tokens
 
@@ -322,9 +322,8 @@ def plot_step_maps(tr, image, title: str, rows: Optional[Sequence[int]] = None, 
         if r == 0:
             ax.set_title("final image", fontsize=fontsize)
         for c, (j, mp) in enumerate(zip(idx, maps), start=1):
-            ax = axes[r, c]
-            ax.imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            h = ax.imshow(mp, cmap="magma", alpha=0.6, vmin=0, vmax=vmax)
+            ax = axes[r, c]  # the map alone (an image under it would add its own brightness)
+            h = ax.imshow(mp, cmap="magma", vmin=0, vmax=vmax)
             if r == 0:
                 ax.set_title(f"'{toks[j].split(' ', 1)[-1]}'", fontsize=fontsize)
         cb = fig.colorbar(h, ax=list(axes[r, 1:]), fraction=0.04, pad=0.02)
