@@ -200,7 +200,7 @@ except ValueError as e:
 # attention maps, mean over layers, at four of the recorded steps, for the first demo seed of the
 # conjunction above at $\alpha = 1$ (main EBCU on, editorial EBCU at a tenth of it, the published
 # `edit_context="accumulate"`). **What to notice:** from the first row to the last, the attention of
-# "circle" gathers on the object the edit recoloured (the printed fraction inside its box rises).
+# "red" and "circle" gathers on the object (the printed fraction of "circle" inside its box rises).
 
 # %%
 prompt, edit = ("a house at a lake", "Water colors, Watercolor painting, Watercolor") if REAL else (ebcq.CONJ_PROMPT, ebcq.CONJ_EDIT)

@@ -89,8 +89,8 @@ claims.check(exact, "with paste-back the known pixels are the source's, exactly"
 # error exactly 0 while keeping what was painted inside the mask.
 
 # %%
-print(f"prompt: '{PROMPT}'")
-viz.compare_images(panels, size=2.3, title=f"inpainting '{PROMPT}', seed {seed}, {KW['num_inference_steps']} steps, CFG {CFG:g}")
+print(f"inpainting prompt: '{PROMPT}', seed {seed}, {KW['num_inference_steps']} steps, CFG {CFG:g}")
+viz.compare_images(panels, size=2.3)
 
 # %% [markdown]
 # ## Measured: the known region is kept, the masked region follows the prompt

@@ -371,7 +371,7 @@ def demo_panels(runs: dict, fontsize_note: bool = True):
     first = next(iter(runs.values()))[0]
     src = np.asarray(first.extras["source"]).astype(int)
     keep = np.asarray(first.extras["mask"]) == 0
-    panels = {"source": first.extras["source"], "mask (white = inpaint)": first.extras["mask"]}
+    panels = {"source": first.extras["source"], "mask\n(white = inpaint)": first.extras["mask"]}
     lines = []
     for k, (r, _) in runs.items():
         for label, im in (("decoded", r.extras["decoded"][0]), ("pasted", r.image)):
