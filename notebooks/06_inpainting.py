@@ -90,7 +90,8 @@ claims.check(exact, "with paste-back the known pixels are the source's, exactly"
 
 # %%
 print(f"inpainting prompt: '{PROMPT}', seed {seed}, {KW['num_inference_steps']} steps, CFG {CFG:g}")
-viz.compare_images(panels, size=2.3)
+from ebca_viz.experiments.seg import readable  # every text at >= 10 pt
+readable(viz.compare_images(panels, size=2.3))
 
 # %% [markdown]
 # ## Measured: the known region is kept, the masked region follows the prompt

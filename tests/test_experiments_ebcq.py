@@ -29,7 +29,7 @@ def test_measure_pairs_seeds_and_reuses_the_base(shapes):
     assert all(m.value == 0 for m in none.paired.values())
     row = r0.row()
     assert row["n"] == 2 and "blue square (unedited)" in row
-    assert len(ebcq.plot_pairs(r0, k=2).axes) == 6
+    assert len(ebcq.plot_pairs(r0, k=2).axes) == 7  # 3 rows x 2 seeds + the colour bar
     assert len(ebcq.plot_rates([r0, none], [0.6, 0.0], ["blue square"], "alpha").axes) == 1
 
 

@@ -115,7 +115,7 @@ def test_plots_return_figures():
     ims2 = ims.copy()
     ims2[:, :4] = 200
     fig = X.plot_seed_grid({"base": (ims, ["x"] * 3), "seg": (ims2, ["y"] * 3)}, [0, 1, 2], base_key="base")
-    assert len(fig.axes) == 9  # base, seg, diff rows x 3 seeds
+    assert len(fig.axes) == 10  # base, seg, diff rows x 3 seeds + the colour bar of the diff rows
     assert isinstance(X.plot_blur_residual(), Figure)
 
 

@@ -302,9 +302,11 @@ def _result_title(c, case, j) -> str:
     if c.name == OTHER and c.asked_verdicts is not None and case.other is not None:
         t = f"{case.other[0]} {case.other[1]} (asked): {'found' if c.asked_verdicts[j] else 'NOT found'}\n" \
             f"{case.target[0]} {case.target[1]} (not asked): {'found' if c.verdicts[j] else 'not found'}"
+    import textwrap
+
     prompt = c.prompts[j] if c.prompts else case.prompt
     prompt = prompt.replace(" and ", " and\n", 1) if len(prompt) > 28 else prompt
-    return f"'{prompt}'\n{t}"
+    return f"'{prompt}'\n" + "\n".join(textwrap.fill(line, 24) for line in t.split("\n"))
 
 
 def plot_examples(res: InpaintResult, condition: str, k: int = 4, size: float = 2.6, fontsize: float = 10):
@@ -315,7 +317,7 @@ def plot_examples(res: InpaintResult, condition: str, k: int = 4, size: float = 
 
     c = res.conditions[condition]
     k = min(k, len(res.cases))
-    fig = new_figure(figsize=(size * k + 0.9, 4 * size + 1.6))
+    fig = new_figure(figsize=(size * k + 0.9, 4 * size + 2.2))
     axs = fig.subplots(4, k, squeeze=False)
     shown = None
     for j in range(k):
