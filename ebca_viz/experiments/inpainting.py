@@ -298,15 +298,13 @@ def sweep_inpaint(pipe, n: int = 16, steps: int = 25, seed: int = TUNE_SEED) -> 
 
 
 def _result_title(c, case, j) -> str:
-    t = f"{case.target[0]} {case.target[1]} in mask: {'found' if c.verdicts[j] else 'NOT found'}"
+    t = f"{case.target[0]} {case.target[1]}: {'found' if c.verdicts[j] else 'NOT found'}"
     if c.name == OTHER and c.asked_verdicts is not None and case.other is not None:
-        t = f"{case.other[0]} {case.other[1]} (asked): {'found' if c.asked_verdicts[j] else 'NOT found'}\n" \
-            f"{case.target[0]} {case.target[1]} (not asked): {'found' if c.verdicts[j] else 'not found'}"
-    import textwrap
-
+        t = f"asked, {case.other[0]} {case.other[1]}: {'found' if c.asked_verdicts[j] else 'NOT found'}\n" \
+            f"target, {case.target[0]} {case.target[1]}: {'found' if c.verdicts[j] else 'no'}"
     prompt = c.prompts[j] if c.prompts else case.prompt
     prompt = prompt.replace(" and ", " and\n", 1) if len(prompt) > 28 else prompt
-    return f"'{prompt}'\n" + "\n".join(textwrap.fill(line, 24) for line in t.split("\n"))
+    return f"'{prompt}'\n{t}"
 
 
 def plot_examples(res: InpaintResult, condition: str, k: int = 4, size: float = 2.6, fontsize: float = 10):
@@ -317,7 +315,7 @@ def plot_examples(res: InpaintResult, condition: str, k: int = 4, size: float = 
 
     c = res.conditions[condition]
     k = min(k, len(res.cases))
-    fig = new_figure(figsize=(size * k + 0.9, 4 * size + 2.2))
+    fig = new_figure(figsize=(size * k + 0.9, 4 * size + 3.2))
     axs = fig.subplots(4, k, squeeze=False)
     shown = None
     for j in range(k):
@@ -336,8 +334,9 @@ def plot_examples(res: InpaintResult, condition: str, k: int = 4, size: float = 
                 ax.imshow(im, cmap="gray" if im.ndim == 2 else None, interpolation="nearest")
             ax.set_title(t, fontsize=fontsize)
             ax.axis("off")
-    fig.suptitle(f"{condition}: the first {k} scenes", fontsize=fontsize + 1)
-    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    fig.suptitle(f"{condition}: the first {k} scenes (found = in the mask)", fontsize=fontsize + 1)
+    fig.tight_layout(rect=(0, 0, 0.9, 1 - 0.45 / fig.get_figheight()))
+    fig.subplots_adjust(hspace=0.75)  # four-line titles over the result row
     cax = fig.add_axes((0.91, 0.04, 0.015, 0.17))
     cb = fig.colorbar(shown, cax=cax, extend="max")
     cb.set_label("grey levels", fontsize=fontsize)
