@@ -84,4 +84,4 @@ def test_reconstruction_and_edit_on_shapes_world(shapes):
     assert "| one object | 2 |" in rx.edit_table([e])
     assert "pix2pix-zero" in rx.inversion_table([rec])
     assert len(rx.plot_latents([rec]).axes) == 1
-    assert len(rx.plot_examples(rec, [e], [0, 1]).axes) == 5 * 2
+    assert len(rx.plot_examples(rec, [e], [0, 1]).axes) == 5 * 2 + 1  # + the colour bar of the difference maps
