@@ -22,7 +22,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from . import claims
-from .viz import _short_layer, new_figure, to_numpy
+from .viz import FS, FS_TITLE, _short_layer, new_figure, to_numpy
 
 KINDS = ("context", "prior", "posterior")
 LABELS = {"context": "E(K;Q)", "prior": "E(K)", "posterior": "E(K;Q) + E(K)"}
@@ -55,7 +55,7 @@ def trace_energy_terms(tr, when: str = "before") -> dict:
 def _layer_ticks(ax, layer_names, L):
     ax.set_xticks(range(L))
     if layer_names is not None:
-        ax.set_xticklabels([f"{i} {_short_layer(n)}" for i, n in enumerate(layer_names)], rotation=50, fontsize=7)
+        ax.set_xticklabels([f"{i} {_short_layer(n)}" for i, n in enumerate(layer_names)], rotation=50, fontsize=FS)
     ax.set_xlabel("cross-attention layer (execution order)")
 
 
@@ -106,8 +106,8 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
         ax.axhline(0, color="gray", lw=0.8, ls="--")
         _layer_ticks(ax, layer_names, L)
         ax.set_ylabel("energy - prompt context's (same layer)")
-        ax.set_title("through the cascade: change vs the prompt context", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.set_title("through the cascade: change vs the prompt context", fontsize=FS_TITLE)
+        ax.legend(fontsize=FS)
     ax = axes.pop(0)
     w = 0.27
     for j, k in enumerate(KINDS):
@@ -120,11 +120,11 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
     for i in range(L):
         ok = np.isfinite(a["posterior"][:, i] - b["posterior"][:, i])
         if ok.any():
-            ax.text(i, ymax, f"{fell[:, i][ok].mean():.0%}", ha="center", va="bottom", fontsize=7)
+            ax.text(i, ymax, f"{fell[:, i][ok].mean():.0%}", ha="center", va="bottom", fontsize=FS)
     _layer_ticks(ax, layer_names, L)
     ax.set_ylabel("change by its own update (after - before)")
-    ax.set_title("per layer (mean); % = updates that lowered the sum", fontsize=10, pad=14)
-    ax.legend(fontsize=7)
+    ax.set_title("per layer (mean); % = updates that lowered the sum", fontsize=FS_TITLE, pad=14)
+    ax.legend(fontsize=FS)
     ax = axes.pop(0)
     for k in KINDS:
         ax.plot(np.arange(S), np.nanmean(a[k] - b[k], (1, 2)), "o-", ms=3, color=COLORS[k],
@@ -132,11 +132,11 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xlabel("sampling step (0 = noisiest)")
     ax.set_ylabel("change per update, mean over layers")
-    ax.set_title("per sampling step", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_title("per sampling step", fontsize=FS_TITLE)
+    ax.legend(fontsize=FS)
     sup = (f"E(K;Q) fell in {cnt['context_fell']}, E(K) rose in {cnt['prior_rose']},\n"
            f"E(K;Q)+E(K) fell in {cnt['posterior_fell']} of the updates")
-    fig.suptitle((title + ": " if title else "") + sup, fontsize=9)
+    fig.suptitle((title + ": " if title else "") + sup, fontsize=FS)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
 
@@ -172,7 +172,7 @@ def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps:
     if steps is not None:
         ax.set_yticks(range(S)[:: max(1, S // 10)])
         ax.set_yticklabels([str(s) for s in list(steps)[:: max(1, S // 10)]])
-    ax.set_title("per step and layer", fontsize=10)
+    ax.set_title("per step and layer", fontsize=FS_TITLE)
     ax = fig.add_subplot(gs[1])
     rates = [claims.rate(c[:, i][ok[:, i]] < 0) if ok[:, i].any() else None for i in range(L)]
     for i, r in enumerate(rates):
@@ -180,13 +180,13 @@ def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps:
             continue
         ax.bar(i, r.p, color="C2" if r.p >= 0.5 else "C3", alpha=0.8)
         ax.errorbar(i, r.p, yerr=[[max(0.0, r.p - r.lo)], [max(0.0, r.hi - r.p)]], color="k", capsize=3)
-        ax.text(i, min(r.hi + 0.03, 1.04), f"{r.p:.0%}", ha="center", fontsize=7)
+        ax.text(i, min(r.hi + 0.03, 1.04), f"{r.p:.0%}", ha="center", fontsize=FS)
     tot = claims.rate(c[ok] < 0)
     ax.axhline(tot.p, color="k", lw=0.8, ls="--")
     ax.set_ylim(0, 1.12)
     _layer_ticks(ax, layer_names, L)
     ax.set_ylabel("updates that lowered the energy")
-    ax.set_title(f"per layer (95 % interval); dashed: all layers\n{tot}", fontsize=9)
+    ax.set_title(f"per layer (95 % interval); dashed: all layers\n{tot}", fontsize=FS)
     ax = fig.add_subplot(gs[2])
     ps = [claims.rate(c[s][ok[s]] < 0) for s in range(S) if ok[s].any()]
     xs = [s for s in range(S) if ok[s].any()]
@@ -195,9 +195,9 @@ def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps:
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("sampling step (0 = noisiest)")
     ax.set_ylabel("updates that lowered the energy")
-    ax.set_title("per step", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    ax.set_title("per step", fontsize=FS_TITLE)
+    ax.legend(fontsize=FS)
+    fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout()
     return fig
 
@@ -260,7 +260,7 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
     a1.axhline(0, color="k", lw=0.6)
     a1.set_xlabel("gamma_attn (gamma_norm scaled alike)")
     a1.set_ylabel("energy change / |dE/dgamma at 0|")
-    a1.set_title("one update: first order, then overshoot", fontsize=10)
+    a1.set_title("one update: first order, then overshoot", fontsize=FS_TITLE)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = ch / (slope[..., None] * g)
     for l in range(L):
@@ -279,8 +279,8 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
     a2.set_ylim(-2, 1.3)
     a2.set_xlabel("gamma_attn (log)")
     a2.set_ylabel("actual / first-order change")
-    a2.set_title("all updates: median (quartiles) per layer", fontsize=10)
-    a2.legend(fontsize=6, ncol=2, loc="lower left")
+    a2.set_title("all updates: median (quartiles) per layer", fontsize=FS_TITLE)
+    a2.legend(fontsize=FS, ncol=2, loc="lower left")
     flat = ch.reshape(-1, G)
     flat = flat[np.isfinite(flat).all(1)]
     rs = [claims.rate(flat[:, i] < 0) for i in range(G)]
@@ -295,15 +295,15 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
     a3.set_ylim(0, 1.05)
     a3.set_xlabel("gamma_attn (log)")
     a3.set_ylabel(f"updates that lowered {kind_label}")
-    a3.set_title(f"share lowered (thin: per layer); at the run's {run_gamma:g}: {rs[i_run].p:.0%}", fontsize=10)
+    a3.set_title(f"share lowered (thin: per layer); at the run's {run_gamma:g}: {rs[i_run].p:.0%}", fontsize=FS_TITLE)
     for j, (label, val) in enumerate((marks or {}).items()):
         for ax in (a1, a2, a3):
             if ax is a1 and val > gmax:
                 continue
             ax.axvline(val, color=("k", "m", "c")[j % 3], ls=(":", "-.", "--")[j % 3], lw=1.4,
                        label=label if ax is not a2 else None)
-    a1.legend(fontsize=6)
-    a3.legend(fontsize=7, loc="lower left")
+    a1.legend(fontsize=FS)
+    a3.legend(fontsize=FS, loc="lower left")
     fig.tight_layout()
     return fig
 

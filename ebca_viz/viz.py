@@ -35,21 +35,59 @@ from .events import token_labels as event_token_labels
 # figure plumbing (no pyplot)
 # ---------------------------------------------------------------------------------------------
 class ExplainerFigure(Figure):
-    """A plain matplotlib Figure with an Agg canvas that Jupyter displays as PNG."""
+    """A plain matplotlib Figure with an Agg canvas that Jupyter displays as PNG.
+
+    It lays itself out with matplotlib's constrained layout (titles, colourbars and suptitles get their
+    room at draw time; ``tight_layout`` calls of the plotting functions are therefore no-ops), and wraps
+    every axes title to its axes' width when drawn, so no title runs into its neighbour."""
 
     def __init__(self, *a, **kw):
+        kw.setdefault("layout", "constrained")
         super().__init__(*a, **kw)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
         FigureCanvasAgg(self)
 
+    def tight_layout(self, *a, **kw):  # constrained layout places everything at draw time
+        if self.get_layout_engine() is None:
+            super().tight_layout(*a, **kw)
+
+    def draw(self, renderer):
+        wrap_titles(self)
+        super().draw(renderer)
+
     def _repr_png_(self):
         return figure_png(self)
 
 
+#: text sizes (points) of every figure here: at the default 100 dpi and at most :data:`MAX_WIDTH_IN` wide,
+#: JupyterLab shows them unshrunk, so no text is under 9 pt at its displayed size
+FS = 10
+FS_TITLE = 11
+#: the widest figure (inches) that fits JupyterLab's output area (850 px at 100 dpi) without shrinking
+MAX_WIDTH_IN = 8.5
+
+
+def wrap_titles(fig) -> None:
+    """Wrap every axes title to the width of its axes (about 0.55 em per character)."""
+    for ax in fig.axes:
+        for t in (ax.title, ax._left_title, ax._right_title):
+            text = t.get_text()
+            if not text:
+                continue
+            width_pt = ax.get_position().width * fig.get_figwidth() * 72
+            chars = max(8, int(width_pt / (0.55 * float(t.get_fontsize()))))
+            lines = [textwrap.fill(line, chars) for line in text.split("\n")]
+            t.set_text("\n".join(lines))
+
+
 def new_figure(figsize=(6, 4), **kw) -> ExplainerFigure:
-    """A figure outside pyplot (nothing to close, nothing global)."""
-    return ExplainerFigure(figsize=figsize, **kw)
+    """A figure outside pyplot (nothing to close, nothing global). A figure asked wider than
+    :data:`MAX_WIDTH_IN` is scaled down to it (both sides), so its text is not shrunk on screen."""
+    w, h = figsize
+    if w > MAX_WIDTH_IN:
+        w, h = MAX_WIDTH_IN, h * MAX_WIDTH_IN / w
+    return ExplainerFigure(figsize=(w, h), **kw)
 
 
 def figure_png(fig: Figure, dpi: int = 90) -> bytes:
@@ -207,7 +245,7 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
             if img is not None and j == 0:
                 ax.imshow(img)
                 if r == 0:
-                    ax.set_title("image", fontsize=8)
+                    ax.set_title("image", fontsize=FS)
             else:
                 c = cols[j - (1 if img is not None else 0)]
                 m = a[r, c]
@@ -220,12 +258,22 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
                 else:
                     ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
                 if r == 0:
-                    ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=8)
+                    ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=FS)
             if j == 0:
-                ax.set_ylabel(row_labels[r] if row_labels is not None else f"row {r}", fontsize=8)
+                ax.set_ylabel(row_labels[r] if row_labels is not None else f"row {r}", fontsize=FS)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
+        fig.suptitle(title, fontsize=FS_TITLE)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    top = float(a[:, cols].max()) if normalize == "none" and a.size else 1.0
+    label = {"map": "attention (each map: its min = 0, its max = 1)",
+             "row": "attention (each row: its min = 0, its max = 1)",
+             "none": "attention probability"}[normalize]
+    cb = fig.colorbar(ScalarMappable(Normalize(0.0, top), cmap), ax=axes.ravel().tolist(), shrink=min(0.9, 2.5 / max(R, 1) + 0.3),
+                      aspect=25, pad=0.02)
+    cb.set_label(label, fontsize=FS)
+    cb.ax.tick_params(labelsize=FS)
     return fig
 
 
@@ -266,9 +314,9 @@ def animate_maps(maps, tokens: Optional[Sequence[str]] = None, token_indices=Non
     for ax, c in zip(axes, cols):
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=8)
+        ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=FS)
         ims.append(ax.imshow(a[0, c], cmap=cmap, vmin=0, vmax=max(a[:, c].max(), 1e-12)))
-    label = fig.suptitle("", fontsize=9)
+    label = fig.suptitle("", fontsize=FS)
 
     def frame(i):
         for im, c in zip(ims, cols):
@@ -357,8 +405,8 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
     ax1.set_title("energy across layers" + (", relative to vanilla" if relative else ""))
     if layer_names is not None:
         ax1.set_xticks(x)
-        ax1.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=6)
-    ax1.legend(fontsize=7)
+        ax1.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=FS)
+    ax1.legend(fontsize=FS)
     if a is not None:
         drop = b - a
         ax2.bar(np.arange(S), drop.mean(1), color="C1", alpha=0.8, label="mean over layers")
@@ -366,17 +414,17 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
         ax2.axhline(0, color="gray", lw=0.8)
         ax2.set_ylabel("E_entering - E_leaving (> 0: descent)")
         ax2.set_title(f"energy decrease per update ({(drop > 0).mean():.0%} of updates descend)")
-        ax2.legend(fontsize=7)
+        ax2.legend(fontsize=FS)
     else:
         ax2.plot(np.arange(S), b.mean(1), "o-", color="C1", label="mean over layers")
         if ref is not None:
             ax2.plot(np.arange(ref.shape[0]), ref.mean(1), "--", color="gray", label="vanilla")
         ax2.set_ylabel(energy_label)
         ax2.set_title("energy per step")
-        ax2.legend(fontsize=7)
+        ax2.legend(fontsize=FS)
     ax2.set_xlabel(step_label)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout()
     return fig
 
@@ -398,7 +446,7 @@ def plot_energy_heatmap(values, layer_names=None, title: str = "energy", cmap: s
     ax.set_ylabel("sampling step")
     if layer_names is not None:
         ax.set_xticks(range(len(layer_names)))
-        ax.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=6)
+        ax.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=FS)
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -419,7 +467,7 @@ def plot_descent(values, xlabel: str = "iteration", ylabel: str = "energy", labe
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if labels:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=FS)
     fig.tight_layout()
     return fig
 
@@ -439,7 +487,7 @@ def plot_gradient_check(autograd, closed_form, title: str = "closed form vs torc
     ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8)
     ax.set_xlabel("torch.autograd")
     ax.set_ylabel("closed form")
-    ax.set_title(f"{title}\nmax |diff| {err:.2e} (relative {rel:.1e})", fontsize=9)
+    ax.set_title(f"{title}\nmax |diff| {err:.2e} (relative {rel:.1e})", fontsize=FS)
     fig.tight_layout()
     return fig
 
@@ -498,7 +546,7 @@ def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = N
     axes[0].set_xlabel("layer (0 = prompt embedding)")
     axes[0].set_ylabel("|c_j|")
     axes[0].set_title("context norm per token")
-    axes[0].legend(fontsize=6, ncol=2)
+    axes[0].legend(fontsize=FS, ncol=2)
     p = 1
     if drift is not None:
         for k, j in enumerate(idx):
@@ -524,7 +572,7 @@ def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = N
         ax.set_ylabel("PC 2")
         ax.set_title("token paths (PCA of c - c^0)" if relative else "token paths (PCA)")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout()
     return fig
 
@@ -562,7 +610,7 @@ def plot_seg_energy(sigmas, energies, reference=None, labels=None, images=None,
             a.imshow(image_array(im))
             a.set_xticks([])
             a.set_yticks([])
-            a.set_xlabel(f"sigma {_fmt_sigma(s[i])}", fontsize=7)
+            a.set_xlabel(f"sigma {_fmt_sigma(s[i])}", fontsize=FS)
     else:
         ax = fig.subplots()
     for i, row in enumerate(e):
@@ -575,12 +623,12 @@ def plot_seg_energy(sigmas, energies, reference=None, labels=None, images=None,
     if positive.size and positive.max() / positive.min() > 20:
         ax.set_xscale("log")
     ax.set_xticks(xs)
-    ax.set_xticklabels([_fmt_sigma(v) for v in s], fontsize=7)
+    ax.set_xticklabels([_fmt_sigma(v) for v in s], fontsize=FS)
     ax.set_xlabel("blur sigma (latent pixels; inf = spatial mean)")
     ax.set_ylabel("energy  sum -lse(Q K^T)")
-    ax.set_title(title + (" (dashed: unblurred)" if reference is not None else ""), fontsize=9)
+    ax.set_title(title + (" (dashed: unblurred)" if reference is not None else ""), fontsize=FS)
     if labels:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=FS)
     fig.tight_layout()
     return fig
 
@@ -613,17 +661,17 @@ def compare_images(images, titles: Optional[Sequence[str]] = None, size: float =
     for i, a in enumerate(arrs):
         axes[i].imshow(a, interpolation="nearest")
         t = titles[i] if titles is not None and i < len(titles) else ""
-        axes[i].set_title("\n".join(textwrap.fill(line, width) for line in str(t).split("\n")), fontsize=9)
+        axes[i].set_title("\n".join(textwrap.fill(line, width) for line in str(t).split("\n")), fontsize=FS)
     if n > len(arrs):
         d = np.abs(arrs[-1] - resize_map(np.moveaxis(arrs[0], -1, 0), arrs[-1].shape[:2]).transpose(1, 2, 0))
         im = axes[-1].imshow(255 * d.mean(-1), cmap="inferno", vmin=0)  # grey levels of 255, like the title
-        axes[-1].set_title(textwrap.fill(f"|last - first|, mean {255 * d.mean():.1f}/255 per pixel", width), fontsize=9)
+        axes[-1].set_title(textwrap.fill(f"pixels that changed (last vs first), mean {255 * d.mean():.1f}/255", width), fontsize=FS)
         fig.colorbar(im, ax=axes[-1], fraction=0.046)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout()
     return fig
 
@@ -642,11 +690,11 @@ def image_grid(images, ncols: int = 4, titles=None, size: float = 1.8, title=Non
         if i < len(arrs):
             ax.imshow(arrs[i], interpolation="nearest")
             if titles is not None and i < len(titles):
-                ax.set_title(titles[i], fontsize=7)
+                ax.set_title(titles[i], fontsize=FS)
         else:
             ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout(pad=0.3)
     return fig
 
@@ -759,8 +807,8 @@ def plot_trace_seg(tr, title: str = "SEG: self-attention energy per step") -> Ex
     ax.plot(np.arange(len(ref)), ref, "s--", ms=3, label="reference (unblurred)")
     ax.set_xlabel(TRACE_STEP_LABEL)
     ax.set_ylabel("sum -lse(Q K^T)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=FS)
+    ax.legend(fontsize=FS)
     fig.tight_layout()
     return fig
 
