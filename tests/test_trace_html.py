@@ -169,9 +169,34 @@ def test_cli_explore_bad_inputs(tiny_trace, tmp_path, capsys, monkeypatch):
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     m = json.loads(meta["ebca_viz.trace"])
-    m["format"] = "ebca_viz.trace/2"
+    from ebca_viz.tracing.files import FORMAT
+
+    newer = f"ebca_viz.trace/{int(FORMAT.rsplit('/', 1)[1]) + 1}"
+    m["format"] = newer
     save_file(tensors, str(tmp_path / "new.safetensors"), metadata={"ebca_viz.trace": json.dumps(m)})
     assert main(["explore", str(tmp_path / "new.safetensors"), "--out", out]) == 2
     err = capsys.readouterr().err
-    assert "new.safetensors holds a trace of format 'ebca_viz.trace/2', written by a newer ebca_viz" in err
+    assert f"new.safetensors: unsupported trace format '{newer}' (this version" in err
     assert not (tmp_path / "p.html").exists()
+
+
+def test_guidance_view_when_the_trace_holds_it(shapes, tmp_path):
+    """With the ``"guidance"`` quantity (CFG 3 on the shapes world) the page carries its per-step maps."""
+    from ebca_viz.tracing import Trace
+
+    if not hasattr(Trace, "guidance_kinds"):
+        pytest.skip("this version's traces record no guidance maps")
+    from ebca_viz.notebook import sample_traced
+
+    run = sample_traced(shapes, "a red circle", seed=0, steps=4, guidance_scale=3.0)
+    tr = run.trace
+    assert tr.guidance_kinds == ["cfg"]
+    d = _data(tr.to_html(tmp_path / "g.html", quiet=True).read_text())
+    g = d["guidance"]["cfg"]
+    assert g["acted"] == [True] * len(tr.steps)
+    got, want = _unpack(g["maps"]), tr.guidance("cfg").numpy()
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= want.max() / 510 + 1e-7
+    # a vanilla run without CFG: no guidance view
+    run = sample_traced(shapes, "a red circle", seed=0, steps=2, guidance_scale=1.0)
+    assert "guidance" not in _data(run.trace.to_html(tmp_path / "n.html", quiet=True).read_text())

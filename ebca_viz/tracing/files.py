@@ -111,9 +111,9 @@ def _read_header(path: Path) -> None:
     n = int.from_bytes(head, "little")
     if n > size - 8:
         raise TraceFileError(f"{path} is not an ebca_viz trace: it holds {_what_it_holds(start)} ({size} bytes), "
-                             f"not a safetensors file (its header claims {n} bytes, the file has {size - 8} after the length "
-                             "field: truncated or another kind of file); pass a "
-                             ".safetensors file written by Trace.save")
+                             f"not a safetensors file (its header claims {n} bytes, the file has {size - 8} after "
+                             "the length field: truncated or another kind of file); pass a .safetensors file "
+                             "written by Trace.save")
 
 
 def _check_tensors(path, m: dict, tensors: dict) -> None:
@@ -182,16 +182,7 @@ def load_trace(path) -> Trace:
     if not isinstance(m, dict):
         raise TraceFileError(f"{path}: the trace metadata is not a JSON object")
     if m.get("format") != FORMAT:
-        fmt = m.get("format")
-        try:
-            newer = isinstance(fmt, str) and fmt.startswith("ebca_viz.trace/") and int(fmt.rsplit("/", 1)[1]) > int(
-                FORMAT.rsplit("/", 1)[1])
-        except ValueError:
-            newer = False
-        if newer:
-            raise TraceFileError(f"{path} holds a trace of format {fmt!r}, written by a newer ebca_viz; this version "
-                                 f"reads {FORMAT!r}: upgrade ebca_viz to open it")
-        raise TraceFileError(f"{path}: unsupported trace format {fmt!r} (this version reads {FORMAT})")
+        raise TraceFileError(f"{path}: unsupported trace format {m.get('format')!r} (this version reads {FORMAT})")
     missing = [k for k in _META_KEYS if k not in m]
     if missing:
         raise TraceFileError(f"{path}: the trace metadata lacks {missing}")

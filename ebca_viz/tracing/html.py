@@ -17,8 +17,9 @@ Linked views (each shown only when the trace holds its quantity):
   selection marked;
 * **context trajectories** (``"context_norms"``): ``|c_out,t|`` and the drift ``|c_out,t - c_prompt,t|``
   of every token over the layers at the selected step;
-* **where guidance acts** (when the trace records guidance maps): the per-pixel magnitude of what
-  guidance added at the selected step.
+* **where guidance acts** (``"guidance"``, when CFG or SEG acted): per latent pixel, the magnitude of
+  what each guidance term added to the noise prediction at the selected step (:meth:`Trace.guidance`),
+  beside the final image, and its mean over steps.
 
 Tokens kept: start-of-text, the prompt's words and the first end-of-text; the remaining padding
 positions are summed into one ``padding`` row (so the maps still sum to 1 over tokens at each pixel).
@@ -136,20 +137,19 @@ def _image_url(image) -> Optional[str]:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _guidance(tr, image_index: int):
-    """Per-step guidance maps ``(step, H, W)`` when the trace records them, else None."""
-    fn = getattr(tr, "guidance_maps", None)
-    if fn is None:
-        return None
-    try:
-        g = fn(image=image_index)
-    except (ValueError, TypeError, KeyError):
-        return None
-    if g is None or not torch.is_tensor(g) or g.ndim < 3:
-        return None
-    while g.ndim > 3:  # e.g. (step, kind, H, W): the total
-        g = g.sum(1)
-    return g.float()
+GUIDANCE_NAMES = {"cfg": "classifier-free guidance: w |eps_c - eps_u|", "seg": "SEG: s |eps_c - eps_blur|"}
+
+
+def _guidance(tr, image_index: int) -> dict:
+    """``kind -> {"name", "maps" (packed (step, h, w), 0 where it did not act), "acted" [bool per step]}``
+    for the guidance kinds the trace holds (``Trace.guidance``); ``{}`` for a trace without them."""
+    out = {}
+    for kind in getattr(tr, "guidance_kinds", None) or []:
+        g = tr.guidance(kind, image=image_index).float()  # (S, h, w), NaN where it did not act
+        acted = torch.isfinite(g).flatten(1).all(1)
+        out[kind] = {"name": GUIDANCE_NAMES.get(kind, kind), "maps": _pack_maps(torch.nan_to_num(g, nan=0.0)),
+                     "acted": [bool(a) for a in acted]}
+    return out
 
 
 def page_data(tr, image=None, title: Optional[str] = None, image_index: int = 0) -> dict:
@@ -208,8 +208,9 @@ def page_data(tr, image=None, title: Optional[str] = None, image_index: int = 0)
                       "out": _nums(tr.context_norms("after", image=image_index).index_select(2, idx)),
                       "drift": _nums(tr.drift(image=image_index).index_select(2, idx)), "tokens": K}
     g = _guidance(tr, image_index)
-    if g is not None and g.shape[0] == S:
-        d["guidance"] = _pack_maps(g)
+    if g:
+        d["guidance"] = g
+        d["latent_hw"] = list(getattr(tr, "latent_hw", None) or ())
     return d
 
 

@@ -102,6 +102,18 @@ def test_trace_page_in_chromium(page_file):
             # the marker of the selected step sits at the last step of the over-steps charts
             assert page.locator("#energy-steps svg .mark").count() == 3
 
+            # where guidance acts (when the trace records it): its map follows the step too
+            if getattr(tr, "guidance_kinds", None):
+                assert page.locator("#sec-guidance").is_visible()
+                assert page.locator("#guid").get_attribute("data-key").endswith(f"/{len(tr.steps) - 1}")
+                g_last = page.locator("#guid").evaluate("c => c.toDataURL()")
+                page.keyboard.press("Home")
+                assert page.locator("#guid").evaluate("c => c.toDataURL()") != g_last
+                page.keyboard.press("End")
+                page.keyboard.press("ArrowLeft")
+            else:
+                assert not page.locator("#sec-guidance").is_visible()
+
             # click a token chip: the map and the selection follow
             chip = page.locator(".chip", has_text="blue")
             chip.click()
