@@ -44,7 +44,7 @@ import torch
 from ..errors import EbcaVizError
 
 #: largest map payload (bytes, before base64) of the per step x layer maps; above it they are left out
-MAX_LAYER_MAP_BYTES = 4_000_000
+MAX_LAYER_MAP_BYTES = 3_000_000
 EOT = "<|endoftext|>"
 
 
@@ -243,6 +243,9 @@ def trace_to_html(tr, path, image=None, title: Optional[str] = None, image_index
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(html)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a page to open and share: the usual file mode, not mkstemp's 0600
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
