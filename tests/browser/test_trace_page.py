@@ -130,6 +130,27 @@ def test_trace_page_in_chromium(page_file):
                 && Array.from(e.childNodes).some(n => n.nodeType === 3 && n.textContent.trim())
                 && parseFloat(getComputedStyle(e).fontSize) < 12).map(e => e.tagName + ':' + e.textContent.slice(0, 30))""")
             assert small == [], small
+            svg_small = page.evaluate("""() => Array.from(document.querySelectorAll('svg text'))
+                .filter(e => parseFloat(getComputedStyle(e).fontSize) < 12).map(e => e.textContent)""")
+            assert page.locator("svg text").count() > 50 and svg_small == [], svg_small
+            # all steps (the slider's last position) and one layer: the per-layer map, mean over steps
+            step.focus()
+            page.keyboard.press("End")
+            assert page.locator("#step-out").inner_text().startswith(f"all {len(tr.steps)} steps")
+            layer = page.locator("#layer")
+            layer.focus()
+            page.keyboard.press("Home")
+            assert page.locator("#layer-out").inner_text().startswith(f"layer 1 of {len(tr.layers)}")
+            assert "mean over steps" in page.locator("#map-cap").inner_text()
+            got = page.evaluate("() => Array.from(currentMap(st.t).v)")
+            want = tr.maps(token="blue", aggregate="layer")[0, 0].flatten()
+            assert max(abs(a - b) for a, b in zip(got, want.tolist())) <= float(want.max()) / 255 + 1e-6
+            assert page.locator("#energy-cascade svg .mark").count() == 3  # the selected layer is marked
+            page.keyboard.press("End")
+            step.focus()
+            page.keyboard.press("Home")
+            page.keyboard.press("ArrowRight")
+            page.keyboard.press("ArrowRight")
             SHOTS.mkdir(parents=True, exist_ok=True)
             tmp = SHOTS / "trace_page.png.tmp"
             tmp.write_bytes(page.screenshot(full_page=True, animations="disabled"))
