@@ -6,9 +6,7 @@
 * :mod:`~ebca_viz.tracing.filters` -- which layers, steps and quantities;
 * :mod:`~ebca_viz.tracing.quantities` -- what one layer call yields (energies, maps on a common grid);
 * :mod:`~ebca_viz.tracing.derived` -- :class:`Trace`: maps, energies, context norms, drift, trajectories;
-* :mod:`~ebca_viz.tracing.files` -- save / load (safetensors + JSON);
-* :mod:`~ebca_viz.tracing.html` -- the trace as one self-contained HTML page (``Trace.to_html``,
-  ``python -m ebca_viz explore``), drawn by the vanilla JavaScript of ``html_page.html``.
+* :mod:`~ebca_viz.tracing.files` -- save / load (safetensors + JSON).
 """
 from .budget import TraceBudgetError
 from .derived import Trace
