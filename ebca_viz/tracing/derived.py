@@ -106,6 +106,17 @@ class Trace:
 
         save_trace(self.record, path)
 
+    def to_html(self, path, image=None, title: Optional[str] = None, image_index: int = 0, quiet: bool = False):
+        """Write this trace as one self-contained HTML page (no kernel, no network) and return its path.
+
+        Linked views: step / layer sliders, token chips, the attention map per token (beside the final
+        ``image`` when given: PIL image, uint8 array or file path), the energy terms through the cascade
+        and over steps, the context trajectories (see :mod:`ebca_viz.tracing.html`). Prints the page's
+        size unless ``quiet``. A path whose folder does not exist is refused before any work."""
+        from .html import trace_to_html
+
+        return trace_to_html(self, path, image=image, title=title, image_index=image_index, quiet=quiet)
+
     def _stacked(self) -> dict:
         return self.record.stacked()
 

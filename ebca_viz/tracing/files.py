@@ -74,6 +74,23 @@ _META_KEYS = ("format", "layers", "execution_order", "grids", "seg_layers", "ste
               "used_bytes", "dropped", "alpha", "mode", "images", "n_uncond")
 
 
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"%PDF", "a PDF document"), (b"\x1f\x8b", "gzip-compressed data"), (b"<!DOCTYPE html", "an HTML page"),
+          (b"<html", "an HTML page"), (b"{", "JSON or other text"), (b"[", "JSON or other text"))
+
+
+def _what_it_holds(head: bytes) -> str:
+    """A guess at what a file that is not a trace holds, from its first bytes."""
+    for magic, what in _MAGIC:
+        if head.lstrip()[:len(magic)].lower() == magic.lower():
+            return what
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "binary data of an unknown kind"
+
+
 def _read_header(path: Path) -> None:
     """Refuse, before safetensors parses anything, what is not a safetensors file."""
     if not path.exists():
@@ -83,6 +100,7 @@ def _read_header(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
+        start = head + f.read(56)
     if size == 0:
         raise TraceFileError(f"{path} is empty (0 bytes): the file was not written completely")
     if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
@@ -92,8 +110,10 @@ def _read_header(path: Path) -> None:
         raise TraceFileError(f"{path} is truncated ({size} bytes): not a safetensors file")
     n = int.from_bytes(head, "little")
     if n > size - 8:
-        raise TraceFileError(f"{path}: its header claims {n} bytes but the file has {size - 8} after the length "
-                             "field (truncated or not a safetensors file)")
+        raise TraceFileError(f"{path} is not an ebca_viz trace: it holds {_what_it_holds(start)} ({size} bytes), "
+                             f"not a safetensors file (its header claims {n} bytes, the file has {size - 8} after "
+                             "the length field: truncated or another kind of file); pass a .safetensors file "
+                             "written by Trace.save")
 
 
 def _check_tensors(path, m: dict, tensors: dict) -> None:
@@ -145,7 +165,11 @@ def load_trace(path) -> Trace:
         with safe_open(str(path), framework="pt") as f:
             meta = (f.metadata() or {}).get("ebca_viz.trace")
             if meta is None:
-                raise TraceFileError(f"{path} is not an ebca_viz trace (no 'ebca_viz.trace' metadata)")
+                names = list(f.keys())
+                shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+                raise TraceFileError(f"{path} is not an ebca_viz trace: it is a safetensors file holding "
+                                     f"{len(names)} tensors ({shown}) without 'ebca_viz.trace' metadata (model "
+                                     "weights?); pass a file written by Trace.save")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except TraceFileError:
         raise
