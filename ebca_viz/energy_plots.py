@@ -328,10 +328,15 @@ def _panels(n: int, ncols: Optional[int], panel: tuple):
     return list(grid[:n]), fig
 
 
-def readable(fig, min_pt: float = 10.0, max_width: float = 9.0):
+def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc: Optional[str] = None):
     """Make a figure readable at its displayed size: every text (titles, labels, ticks, legends,
-    colourbar labels, annotations) at least ``min_pt`` points, and the figure at most ``max_width``
-    inches wide (narrowed, never enlarged, then laid out again). Returns ``fig``."""
+    colourbar labels, annotations) at least ``min_pt`` points, the figure at most ``max_width``
+    inches wide (narrowed, never enlarged), axes titles wider than their axes wrapped onto more
+    lines, legends moved to ``legend_loc`` when given (e.g. ``"best"``); then laid out again.
+    Returns ``fig``."""
+    import textwrap
+    import warnings
+
     from matplotlib.text import Text
 
     if min_pt <= 0 or max_width <= 0:
@@ -342,14 +347,57 @@ def readable(fig, min_pt: float = 10.0, max_width: float = 9.0):
     w, h = fig.get_size_inches()
     if w > max_width:
         fig.set_size_inches(max_width, h)
-    try:
-        import warnings
+    if legend_loc is not None:
+        for ax in fig.axes:
+            leg = ax.get_legend()
+            if leg is not None:
+                leg.set_loc(legend_loc)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fig.tight_layout(rect=getattr(fig, "_ebca_rect", (0, 0, 1, 1)))
-    except Exception:  # a layout that tight_layout cannot handle keeps its own
-        pass
+    rect = getattr(fig, "_ebca_rect", None)
+    if rect is None and fig._suptitle is not None and fig._suptitle.get_text():  # keep room for the suptitle
+        n = fig._suptitle.get_text().count("\n") + 1
+        rect = (0, 0, 1, 1 - (0.1 + 0.2 * n) / fig.get_figheight())
+
+    def layout():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig.tight_layout(rect=rect)
+        except Exception:  # a layout that tight_layout cannot handle keeps its own
+            pass
+
+    layout()
+    renderer = fig.canvas.get_renderer()
+    wrapped = False
+    for ax in fig.axes:
+        for t in (ax.title, ax._left_title, ax._right_title):
+            text = t.get_text()
+            if not text:
+                continue
+            tw, aw = t.get_window_extent(renderer).width, ax.get_window_extent(renderer).width
+            if tw > 1.02 * aw and aw > 0:
+                lines = text.split("\n")
+                longest = max(len(x) for x in lines)
+                width = max(12, int(longest * aw / tw * 0.95))
+                t.set_text("\n".join(textwrap.fill(x, width) for x in lines))
+                wrapped = True
+    if wrapped:
+        layout()
+    return fig
+
+
+def add_colorbar(fig, label: str, vmin: float = 0.0, vmax: float = 1.0, cmap: str = "magma", width: float = 0.025):
+    """A colourbar on the right of ``fig`` for maps drawn with ``cmap`` from ``vmin`` to ``vmax``
+    (for grids whose plotting function has none): the axes make room, the bar spans the middle.
+    Returns ``fig``."""
+    import matplotlib as mpl
+
+    if not vmax > vmin:
+        raise ValueError(f"vmax must exceed vmin, got {vmin}, {vmax}")
+    right = 1 - width - 0.11
+    fig.subplots_adjust(right=right)
+    cax = fig.add_axes([right + 0.02, 0.2, width, 0.6])
+    fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(vmin, vmax), cmap=cmap), cax=cax, label=label)
     return fig
 
 
@@ -444,5 +492,5 @@ def plot_gamma_sweep(gammas, changes, first_order, run_gamma: float, level: floa
     return fig
 
 
-__all__ = ["trace_energy_terms", "update_counts", "plot_energy_terms", "plot_descent_map", "plot_step_size", "readable", "plot_repeated_updates",
+__all__ = ["trace_energy_terms", "update_counts", "plot_energy_terms", "plot_descent_map", "plot_step_size", "readable", "add_colorbar", "plot_repeated_updates",
            "plot_gamma_sweep"]

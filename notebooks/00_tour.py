@@ -131,9 +131,12 @@ claims.check(all(r.p >= ES.DESCENT_LEVEL for r in sweep[:i_star + 1]),
              *sweep[:i_star + 1])
 if ONSHAPES:
     claims.check(sweep[-1].hi < ES.DESCENT_LEVEL, f"the longest step (gamma {G[-1]:g}) overshoots in more than 5 % of updates", sweep[-1])
-print(f"What to notice: up to gamma {G_STAR} (purple line) at least 95 % of updates go downhill (right), "
-      f"and the median update gets most of the drop a tiny step predicts (left); beyond it both fall, "
-      f"and at gamma {G[-1]:g} only {sweep[-1].p:.0%} go downhill.")
+ratio = np.nanmedian(rec.first_order_ratio(), axis=(0, 1, 2))   # actual / predicted drop, per gamma
+print(f"What to notice: on the right, at least 95 % of updates go downhill up to gamma {G_STAR} (purple line), "
+      f"then fewer and fewer (at gamma {G[-1]:g}: {sweep[-1].p:.0%}); on the left, the longer the step, the "
+      f"smaller the share of the predicted drop it gets (median {ratio[0]:.2f} at gamma {G[0]:g}, "
+      f"{ratio[i_star]:.2f} at {G_STAR}, {ratio[-1]:.2f} at {G[-1]:g}), and the grey band dips below the "
+      f"red line: those updates went uphill.")
 display(EP.readable(EP.plot_gamma_sweep(G, rec.sweep["posterior"], rec.first_order["posterior"], rec.gamma_attn(),
                                         level=ES.DESCENT_LEVEL, chosen=G_STAR)))
 
@@ -198,9 +201,8 @@ else:
                  "the shown seed is one where vanilla is wrong and EBCU right (or no such seed exists)", choice.fixes)
 
 # %% [markdown]
-# **What to notice:** the titles are the detector's verdicts; on this seed EBCU draws the requested
-# pair where vanilla did not, and the right panel shows where the pixels changed. (The counts above
-# say how rare or common this is.)
+# The pair, with the detector's verdict in each title and, on the right, how much EBCU changed
+# each pixel (grey levels of 255). The sentence on what to notice is printed from this run's numbers:
 
 # %%
 if choice is not None:
@@ -208,9 +210,14 @@ if choice is not None:
     vanilla_im, ebcu_im = choice.images_vanilla[i], choice.images_ebcu[i]
     titles = {f"vanilla (seed {SEED})\n{verdict_text(choice.vanilla[i], choice.found_vanilla[i])}": vanilla_im,
               f"EBCU {R.gamma_attn}/{R.gamma_norm}\n{verdict_text(choice.ebcu[i], choice.found_ebcu[i])}": ebcu_im}
-    change = np.abs(vanilla_im.astype(float) - ebcu_im.astype(float)).mean()
-    print(f"mean |EBCU - vanilla| = {change:.2f} / 255 per pixel")
+    diff = np.abs(vanilla_im.astype(float) - ebcu_im.astype(float)).mean(-1)
+    change, largest = diff.mean(), diff.max()
+    print(f"mean |EBCU - vanilla| = {change:.2f} / 255 per pixel, largest {largest:.0f} / 255")
     claims.check(change > 1.0, "the two images differ (mean |difference| > 1/255)", change)
+    how = ("a small change, concentrated where the right panel is bright, is enough to flip the detector's verdict"
+           if change < 10 else "EBCU redraws the picture visibly")
+    print(f"What to notice: the detector reads vanilla as '{choice.found_vanilla[i]}' and EBCU as "
+          f"'{choice.found_ebcu[i]}'; {how} (mean {change:.1f}/255).")
     display(EP.readable(viz.compare_images(titles, diff=True, size=3.0, title=f'"{PROMPT}"',
                                            diff_title="how much EBCU changed each pixel")))
 
@@ -242,15 +249,18 @@ print(tr_ebcu.summary())
 # %% [markdown]
 # **Energy along this run.** Left: the posterior energy of the context entering (dot) and leaving (end
 # of the segment) each layer, for a few steps, relative to the prompt's own context (vanilla = 0);
-# right: the decrease each update achieved, per sampling step. At the regime's step, as in section 4,
-# most but not all updates go down. **What to notice:** most segments on the left slope down, some up.
+# right: the decrease each update achieved, per sampling step (bars: mean over layers; triangles:
+# the layer with the smallest decrease). At the regime's step, as in section 4, most but not all
+# updates go down. **What to notice:** on the right the bars are positive (downhill on average) in the
+# first steps and negative later, and the triangles are below zero at every step: at each step at
+# least one layer's update went uphill.
 
 # %%
 drop = tr_ebcu.energies(when="before") - tr_ebcu.energies(when="after")   # (step, layer)
 lowered = claims.rate(drop.flatten() > 0)
 print(f"on this seed the update lowered the posterior energy in {lowered} of the layer updates")
 claims.check(lowered.p > 0.5, "most updates of the demo run lower the posterior energy", lowered)
-display(EP.readable(viz.plot_trace_energies(tr_ebcu, reference=tr_vanilla)))
+display(EP.readable(viz.plot_trace_energies(tr_ebcu, reference=tr_vanilla), legend_loc="best"))
 
 # %% [markdown]
 # ## Where each word looks
@@ -258,21 +268,19 @@ display(EP.readable(viz.plot_trace_energies(tr_ebcu, reference=tr_vanilla)))
 # Maps $M_{t}(p) = \operatorname{mean}_\text{heads} \operatorname{softmax}_t(\beta\, q_p^\top k_t)$ of the
 # object words, averaged over steps, one row per layer (execution order: down, mid, up), over the
 # EBCU image in grey. Each map is scaled from its own lowest (0) to its highest (1) attention.
-# **What to notice:** in the outer layers (top and bottom rows) each colour and shape word lights up on
-# its own object, while the coarse middle layers spread over the whole image.
+# **What to notice:** in the second row (layer L1, down1.0) most clearly, "red" and "circle" light up on
+# the red shape and "blue" and "square" on the blue one; the first and the last two rows spread over
+# both objects.
 
 # %%
-import matplotlib as mpl
-words = [w for w in ("red", "circle", "blue", "square")] if not REAL else None
-fig = viz.plot_trace_maps(tr_ebcu, by="layer", image=ebcu, token=words, cell=1.45)
-fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), cmap="magma"), ax=fig.axes, fraction=0.03, pad=0.02,
-             label="attention, each map from its min (0) to its max (1)")
-fig._ebca_rect = None
-display(EP.readable(fig))
+words = ["red", "circle", "blue", "square"] if not REAL else None   # the object words
+fig = EP.readable(viz.plot_trace_maps(tr_ebcu, by="layer", image=ebcu, token=words, cell=1.45))
+display(EP.add_colorbar(fig, "attention, each map from its min (0) to its max (1)"))
 
 # %% [markdown]
-# And over the sampling steps (mean over layers), as an animation. **What to notice:** early steps
-# spread every word over the image; the maps settle on the objects in the later steps.
+# And over the sampling steps (mean over layers), as an animation (each word keeps one colour scale over all frames).
+# **What to notice:** at step 0 the maps are nearly flat; by the last step "red" and "circle"
+# concentrate where the red shape is drawn (top left) and "square" on the blue square (bottom right).
 
 # %%
 viz.show_animation(viz.animate_trace(tr_ebcu, token=words))
@@ -282,7 +290,8 @@ viz.show_animation(viz.animate_trace(tr_ebcu, token=words))
 #
 # Per token: $|c_j|$ along the layers, the drift $|c_j - c_j^0|$ from the prompt embedding, at the last
 # step. (In vanilla sampling the drift is 0: every layer reads the same prompt embedding.)
-# **What to notice:** every token's drift grows layer after layer: the updates accumulate.
+# **What to notice:** every token's drift grows through the layers (the updates accumulate rather
+# than cancel), with one exception: "square" jumps at layer 4 and falls back at layer 5.
 
 # %%
 display(EP.readable(viz.plot_trace_contexts(tr_ebcu)))
