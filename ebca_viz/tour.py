@@ -11,7 +11,7 @@ is never read as typical.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -63,10 +63,25 @@ def verdict_text(category: str, found: str) -> str:
     return f"{name}: {found}"
 
 
+def sample_seeds(pipe, request: Sequence, seeds=range(16), steps: int = 25, guidance: float = 3.0,
+                 config=None) -> np.ndarray:
+    """``(n, H, W, 3) uint8``: the prompt of ``request`` on ``seeds`` (fixed initial noise per seed),
+    plainly (``config=None``) or under an :class:`~ebca_viz.EBCAConfig`; one batched run."""
+    from .shapes import world
+    from .shapes.benchmark import sample
+
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds is empty: pass e.g. range(16)")
+    prompt = world.caption_for([tuple(x) for x in request])
+    return sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, config=config)
+
+
 def choose_demo_seed(pipe, request: Sequence, config, seeds=range(16), steps: int = 25,
-                     guidance: float = 3.0) -> DemoChoice:
+                     guidance: float = 3.0, vanilla_images: Optional[np.ndarray] = None) -> DemoChoice:
     """Apply the module's rule to the prompt ``request = ((colour, shape), (colour, shape))`` with EBCU
-    ``config`` (an :class:`~ebca_viz.EBCAConfig`) on ``seeds``. Two batched sampling runs."""
+    ``config`` (an :class:`~ebca_viz.EBCAConfig`) on ``seeds``. Two batched sampling runs, or one when
+    ``vanilla_images`` (:func:`sample_seeds` of the same seeds and settings) are given."""
     from .shapes import world
     from .shapes.benchmark import sample
     from .shapes.detect import detect, score_pair
@@ -78,7 +93,13 @@ def choose_demo_seed(pipe, request: Sequence, config, seeds=range(16), steps: in
     if len(req) != 2 or any(len(x) != 2 for x in req):
         raise ValueError(f"request must be two (colour, shape) pairs, got {request!r}")
     prompt = world.caption_for(list(req))
-    van = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance)
+    if vanilla_images is None:
+        van = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance)
+    else:
+        van = np.asarray(vanilla_images)
+        if van.ndim != 4 or len(van) != len(seeds):
+            raise ValueError(f"vanilla_images must be (len(seeds) = {len(seeds)}, H, W, 3) images of these seeds, "
+                             f"got shape {van.shape}")
     eb = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, config=config)
 
     def judge(ims):
@@ -94,4 +115,4 @@ def choose_demo_seed(pipe, request: Sequence, config, seeds=range(16), steps: in
     return DemoChoice(seeds[i], i, bool(hits), seeds, cv, ce, tv, te, van, eb)
 
 
-__all__ = ["DemoChoice", "choose_demo_seed", "verdict_text"]
+__all__ = ["DemoChoice", "sample_seeds", "choose_demo_seed", "verdict_text"]

@@ -184,15 +184,20 @@ if ONSHAPES:
 # average is measured over 192 seeds in notebooks 02 and 08 (on this model it does not).
 
 # %%
-from ebca_viz.tour import choose_demo_seed, verdict_text
+from ebca_viz.tour import choose_demo_seed, sample_seeds, verdict_text
 
+REQUEST = (("red", "circle"), ("blue", "square"))   # = PROMPT on the shapes world
+if not REAL:   # first the 16 seeds plainly (one batch) ...
+    plain16 = sample_seeds(pipe, REQUEST, seeds=range(16), steps=STEPS, guidance=CFG)
+    print(f"sampled {len(plain16)} seeds plainly")
+
+# %%
 EBCU = ev.EBCAConfig(gamma_attn=R.gamma_attn, gamma_norm=R.gamma_norm)   # this model's regime
 print(f"EBCU gammas {R.gamma_attn}/{R.gamma_norm}, CFG {CFG}, {STEPS} steps")
 if REAL:
     SEED, choice = 1, None
-else:
-    choice = choose_demo_seed(pipe, (("red", "circle"), ("blue", "square")), EBCU, seeds=range(16), steps=STEPS,
-                              guidance=CFG)
+else:   # ... then with EBCU, and the rule
+    choice = choose_demo_seed(pipe, REQUEST, EBCU, seeds=range(16), steps=STEPS, guidance=CFG, vanilla_images=plain16)
     SEED = choice.seed
     print(choice.rule())
     print(f"over the 16 seeds EBCU fixes {choice.fixes} and breaks {choice.breaks}")

@@ -113,3 +113,15 @@ def test_demo_choice_fixes_breaks_and_rule():
     ch.fixed, ch.index, ch.seed = False, 0, 0
     assert "simply the first seed" in ch.rule()
     assert verdict_text("both_present", "red circle; blue square") == "both right: red circle; blue square"
+
+
+def test_choose_demo_seed_refuses_bad_input_before_sampling():
+    from ebca_viz.tour import choose_demo_seed
+
+    req = (("red", "circle"), ("blue", "square"))
+    with pytest.raises(ValueError, match="vanilla_images"):
+        choose_demo_seed(None, req, None, seeds=range(4), vanilla_images=np.zeros((3, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="seeds is empty"):
+        choose_demo_seed(None, req, None, seeds=[])
+    with pytest.raises(ValueError, match="two \\(colour, shape\\) pairs"):
+        choose_demo_seed(None, (("red", "circle"),), None)
