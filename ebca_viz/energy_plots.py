@@ -93,6 +93,7 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
     S, L, _ = b["posterior"].shape
     n_ax = 3 if r is not None else 2
     axes, fig = _panels(n_ax, ncols, (5.2, 4.2))
+    axes_all = list(axes)
     x = np.arange(L)
     cnt = update_counts(b, a)
     if r is not None:
@@ -123,7 +124,7 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
             ax.text(i, ymax, f"{fell[:, i][ok].mean():.0%}", ha="center", va="bottom", fontsize=7)
     _layer_ticks(ax, layer_names, L)
     ax.set_ylabel("change by its own update (after - before)")
-    ax.set_title("per layer (mean); % = updates that lowered the sum", fontsize=10, pad=14)
+    ax.set_title("per layer (mean)\n% = updates that lowered the sum", fontsize=10, pad=14)
     ax.legend(fontsize=7)
     ax = axes.pop(0)
     for k in KINDS:
@@ -134,10 +135,20 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
     ax.set_ylabel("change per update, mean over layers")
     ax.set_title("per sampling step", fontsize=10)
     ax.legend(fontsize=7)
-    sup = (f"E(K;Q) fell in {cnt['context_fell']}, E(K) rose in {cnt['prior_rose']},\n"
+    sep = "\n" if getattr(fig, "_ebca_spare", None) is not None else ", "
+    sup = (f"E(K;Q) fell in {cnt['context_fell']}{sep}E(K) rose in {cnt['prior_rose']},\n"
            f"E(K;Q)+E(K) fell in {cnt['posterior_fell']} of the updates")
-    fig.suptitle((title + ": " if title else "") + sup, fontsize=9)
-    fig._ebca_rect = (0, 0, 1, 0.92)  # readable() keeps the room of the suptitle
+    head = (title + ":" + ("\n" if sep == "\n" else " ")) if title else ""
+    fig.suptitle(head + sup, fontsize=9 if sep == ", " else 10)
+    if sep == "\n":  # 2 x 2 layout: the cascade legend (same colours as the other panels) goes to the free cell
+        for ax in fig.axes:
+            if ax is not fig._ebca_spare and ax is not axes_all[0] and ax.get_legend() is not None:
+                ax.get_legend().remove()
+        _legends_to_spare(fig, [axes_all[0]])
+        n_lines = (head + sup).count("\n") + 1
+        fig._ebca_rect = (0, 0, 1, 1 - (0.05 + 0.18 * n_lines) / fig.get_figheight())
+    else:
+        fig._ebca_rect = (0, 0, 1, 0.92)  # readable() keeps the room of the suptitle
     fig.tight_layout(rect=fig._ebca_rect)
     return fig
 
@@ -310,22 +321,52 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
                        label=label if ax is not a2 else None)
     a1.legend(fontsize=6)
     a3.legend(fontsize=7, loc="lower left")
+    if getattr(fig, "_ebca_spare", None) is not None:  # 2 x 2 layout: the legends go to the free cell
+        a1.get_legend().set_title("top-left panel")
+        a3.get_legend().set_title("bottom panel")
+        _legends_to_spare(fig, [a1, a3])
     fig.tight_layout()
     return fig
 
 
 def _panels(n: int, ncols: Optional[int], panel: tuple):
     """``n`` axes in rows of ``ncols`` (default: one row), each ``panel = (w, h)`` inches (a 2-column layout
-    is 9 inches wide); surplus grid cells are hidden. Returns ``(axes list, fig)``."""
+    is 9 inches wide). Surplus grid cells are switched off; the first of them is kept as ``fig._ebca_spare``
+    (a place for the legends), else that attribute is None. Returns ``(axes list, fig)``."""
     ncols = n if not ncols else max(1, min(int(ncols), n))
     rows = -(-n // ncols)
     w = panel[0] * ncols if ncols == n else 9.0
     fig = new_figure(figsize=(w, panel[1] * rows))
     grid = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
     for ax in grid[n:]:
-        ax.set_visible(False)
-        fig.delaxes(ax)
+        ax.axis("off")
+    fig._ebca_spare = grid[n] if len(grid) > n else None
     return list(grid[:n]), fig
+
+
+def _legends_to_spare(fig, axes) -> bool:
+    """Move the legends of ``axes`` into ``fig._ebca_spare`` (stacked, 10 pt); False when there is no spare."""
+    spare = getattr(fig, "_ebca_spare", None)
+    if spare is None:
+        return False
+    items = []
+    for ax in axes:
+        leg = ax.get_legend()
+        if leg is None:
+            continue
+        import textwrap
+
+        h, l = ax.get_legend_handles_labels()
+        l = [textwrap.fill(x, 40) for x in l]  # the free cell is ~4 inches wide
+        items.append((h, l, leg.get_title().get_text()))
+        leg.remove()
+    y = 1.0
+    for h, l, t in items:
+        lg = spare.legend(h, l, loc="upper left", bbox_to_anchor=(0.0, y), fontsize=10, title=t or None,
+                          frameon=False)
+        spare.add_artist(lg)
+        y -= 0.09 * (sum(x.count("\n") + 1 for x in l) + 1.5)
+    return True
 
 
 def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc: Optional[str] = None):
