@@ -125,3 +125,27 @@ def test_choose_demo_seed_refuses_bad_input_before_sampling():
         choose_demo_seed(None, req, None, seeds=[])
     with pytest.raises(ValueError, match="two \\(colour, shape\\) pairs"):
         choose_demo_seed(None, (("red", "circle"),), None)
+
+
+def test_two_column_layouts_fit_nine_inches_and_move_legends_to_the_free_cell():
+    rng = np.random.default_rng(1)
+    S, L, B = 5, 3, 2
+    mk = lambda: {k: rng.normal(size=(S, L, B)) for k in EP.KINDS}  # noqa: E731
+    before = mk()
+    after = {k: v + rng.normal(size=v.shape) for k, v in before.items()}
+    fig = EP.plot_energy_terms(before, after, reference=mk(), layer_names=["a", "b", "c"], ncols=2, title="t")
+    assert tuple(fig.get_size_inches()) == pytest.approx((9.0, 8.4))
+    assert fig._ebca_spare.get_legend() is not None or fig._ebca_spare.artists  # the cascade legend moved there
+    assert all(ax.get_legend() is None for ax in fig.axes if ax is not fig._ebca_spare)
+    g = np.array([0.01, 0.3, 3.0])
+    fo = -rng.uniform(1, 2, (S, L, B))
+    fig = EP.plot_step_size(g, fo[..., None] * g / 0.3 + g ** 2, fo, 0.3, ncols=2)
+    assert fig.get_size_inches()[0] == pytest.approx(9.0)
+    from matplotlib.legend import Legend
+
+    titles = {lg.get_title().get_text() for lg in fig._ebca_spare.findobj(Legend)}
+    assert titles == {"top-left panel", "bottom panel"}
+    fig = EP.plot_descent_map(rng.normal(size=(S, L, B)), ncols=2)
+    assert fig.get_size_inches()[0] == pytest.approx(9.0)
+    one_row = EP.plot_energy_terms(before, after, reference=mk())
+    assert one_row.get_size_inches()[0] == pytest.approx(15.6)  # default unchanged
