@@ -369,11 +369,12 @@ def _legends_to_spare(fig, axes) -> bool:
     return True
 
 
-def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc: Optional[str] = None):
+def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc=None):
     """Make a figure readable at its displayed size: every text (titles, labels, ticks, legends,
     colourbar labels, annotations) at least ``min_pt`` points, the figure at most ``max_width``
     inches wide (narrowed, never enlarged), axes titles wider than their axes wrapped onto more
-    lines, legends moved to ``legend_loc`` when given (e.g. ``"best"``); then laid out again.
+    lines, legends moved to ``legend_loc`` when given (``"best"``, ``"below"`` the axes, or one
+    location per legend in axes order, None keeping that one where it is); then laid out again.
     Returns ``fig``."""
     import textwrap
     import warnings
@@ -389,10 +390,19 @@ def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc: Opti
     if w > max_width:
         fig.set_size_inches(max_width, h)
     if legend_loc is not None:
-        for ax in fig.axes:
-            leg = ax.get_legend()
-            if leg is not None:
-                leg.set_loc(legend_loc)
+        legs = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        locs = [legend_loc] * len(legs) if isinstance(legend_loc, str) else list(legend_loc)
+        if len(locs) != len(legs):
+            raise ValueError(f"legend_loc: give one location or one per legend ({len(legs)}), got {legend_loc!r}")
+        for leg, loc in zip(legs, locs):
+            if loc == "below":  # under the axes (below the tick and axis labels), two columns
+                ax = leg.axes
+                h, l = ax.get_legend_handles_labels()
+                leg.remove()
+                ax.legend(h, l, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2, fontsize=min_pt,
+                          frameon=False)
+            elif loc is not None:
+                leg.set_loc(loc)
 
     rect = getattr(fig, "_ebca_rect", None)
     if rect is None and fig._suptitle is not None and fig._suptitle.get_text():  # keep room for the suptitle

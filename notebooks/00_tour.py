@@ -265,7 +265,7 @@ drop = tr_ebcu.energies(when="before") - tr_ebcu.energies(when="after")   # (ste
 lowered = claims.rate(drop.flatten() > 0)
 print(f"on this seed the update lowered the posterior energy in {lowered} of the layer updates")
 claims.check(lowered.p > 0.5, "most updates of the demo run lower the posterior energy", lowered)
-display(EP.readable(viz.plot_trace_energies(tr_ebcu, reference=tr_vanilla), legend_loc="upper left"))
+display(EP.readable(viz.plot_trace_energies(tr_ebcu, reference=tr_vanilla), legend_loc=["below", None]))
 
 # %% [markdown]
 # ## Where each word looks

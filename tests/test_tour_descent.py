@@ -83,6 +83,12 @@ def test_readable_narrows_a_wide_figure():
     assert ax.title.get_fontsize() == 10
     with pytest.raises(ValueError):
         EP.readable(fig, min_pt=0)
+    ax.plot([0, 1], label="a")
+    ax.legend(loc="upper left")
+    EP.readable(fig, legend_loc=["lower right"])
+    assert ax.get_legend()._loc == 4  # matplotlib's code of "lower right"
+    with pytest.raises(ValueError, match="legend_loc"):
+        EP.readable(fig, legend_loc=["best", "best"])
 
 
 def test_repeated_updates_figure():
