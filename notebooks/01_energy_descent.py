@@ -211,7 +211,7 @@ if ONSHAPES:
 # $-\gamma |\nabla E|^2$); as $\gamma$ grows the quadratic term catches up, the energy change bends back
 # through zero and the update **overshoots**. Each update has its own break-even $\gamma$: the tuned
 # 0.3 (chosen for the images, not for the energy) lies beyond it for about a third of them.
-# **What to notice:** on the right, the share of updates that went downhill is 100 % for small
+# **What to notice:** in the bottom panel, the share of updates that went downhill is 100 % for small
 # $\gamma$ and falls as $\gamma$ grows; the tuned 0.3 (dotted line) sits on the falling part.
 
 # %%
