@@ -37,24 +37,14 @@ from .events import token_labels as event_token_labels
 class ExplainerFigure(Figure):
     """A plain matplotlib Figure with an Agg canvas that Jupyter displays as PNG.
 
-    It lays itself out with matplotlib's constrained layout (titles, colourbars and suptitles get their
-    room at draw time; ``tight_layout`` calls of the plotting functions are therefore no-ops), and wraps
-    every axes title to its axes' width when drawn, so no title runs into its neighbour."""
+    Layout is the plotting function's (``tight_layout``, or :func:`ebca_viz.energy_plots.readable`, which
+    also wraps titles to their axes); :func:`wrap_titles` wraps titles before a layout."""
 
     def __init__(self, *a, **kw):
-        kw.setdefault("layout", "constrained")
         super().__init__(*a, **kw)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
         FigureCanvasAgg(self)
-
-    def tight_layout(self, *a, **kw):  # constrained layout places everything at draw time
-        if self.get_layout_engine() is None:
-            super().tight_layout(*a, **kw)
-
-    def draw(self, renderer):
-        wrap_titles(self)
-        super().draw(renderer)
 
     def _repr_png_(self):
         return figure_png(self)
@@ -475,11 +465,16 @@ def plot_descent(values, xlabel: str = "iteration", ylabel: str = "energy", labe
 def plot_gradient_check(autograd, closed_form, title: str = "closed form vs torch.autograd") -> ExplainerFigure:
     """Scatter of two gradients of the same shape (any dims, flattened) with the identity line and
     the max abs / relative error in the title."""
-    g1, g2 = to_numpy(autograd).ravel(), to_numpy(closed_form).ravel()
+    def _f64(x):  # keep float64 inputs in float64: to_numpy's float32 would round a 1e-15 difference to 0
+        return np.asarray(x.detach().cpu().double() if hasattr(x, "detach") else x, dtype=np.float64).ravel()
+
+    g1, g2 = _f64(autograd), _f64(closed_form)
     if g1.shape != g2.shape:
         raise ValueError(f"gradients differ in size: {g1.size} vs {g2.size}")
     err = np.abs(g1 - g2).max()
     rel = err / (np.abs(g1).max() + 1e-30)
+    wide = str(getattr(autograd, "dtype", "")).endswith("float64")  # torch.float64 or numpy float64
+    eps = np.finfo(np.float64 if wide else np.float32).eps
     fig = new_figure(figsize=(4.2, 4))
     ax = fig.subplots()
     ax.scatter(g1, g2, s=4, alpha=0.6)
@@ -487,7 +482,8 @@ def plot_gradient_check(autograd, closed_form, title: str = "closed form vs torc
     ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8)
     ax.set_xlabel("torch.autograd")
     ax.set_ylabel("closed form")
-    ax.set_title(f"{title}\nmax |diff| {err:.2e} (relative {rel:.1e})", fontsize=FS)
+    note = "equal to float precision" if rel <= 100 * eps else f"relative {rel:.1e}"
+    ax.set_title(f"{title}\nmax |diff| {err:.1e}: {note}", fontsize=FS)
     fig.tight_layout()
     return fig
 
@@ -641,12 +637,15 @@ def _fmt_sigma(v: float) -> str:
 # images
 # ---------------------------------------------------------------------------------------------
 def compare_images(images, titles: Optional[Sequence[str]] = None, size: float = 2.6,
-                   diff: bool = False, title: Optional[str] = None) -> ExplainerFigure:
+                   diff: bool = False, title: Optional[str] = None,
+                   diff_title: Optional[str] = None) -> ExplainerFigure:
     """Side by side images (before / after, vanilla / energy, ...).
 
     Args:
         images: a list of images or a mapping ``title -> image`` (PIL, ``(H, W, 3)`` arrays, tensors).
         diff: add a panel with ``|last - first|`` (mean over colour channels).
+        diff_title: words for that panel's title (default ``"|last - first|"``), e.g.
+            ``"how much EBCU changed each pixel"``; the mean per pixel is appended.
     """
     if isinstance(images, Mapping):
         titles = list(images.keys()) if titles is None else titles
@@ -665,7 +664,8 @@ def compare_images(images, titles: Optional[Sequence[str]] = None, size: float =
     if n > len(arrs):
         d = np.abs(arrs[-1] - resize_map(np.moveaxis(arrs[0], -1, 0), arrs[-1].shape[:2]).transpose(1, 2, 0))
         im = axes[-1].imshow(255 * d.mean(-1), cmap="inferno", vmin=0)  # grey levels of 255, like the title
-        axes[-1].set_title(textwrap.fill(f"pixels that changed (last vs first), mean {255 * d.mean():.1f}/255", width), fontsize=FS)
+        head = diff_title or "pixels that changed (last vs first)"
+        axes[-1].set_title(textwrap.fill(f"{head}, mean {255 * d.mean():.1f}/255 per pixel", width), fontsize=FS)
         fig.colorbar(im, ax=axes[-1], fraction=0.046)
     for ax in axes:
         ax.set_xticks([])
