@@ -234,7 +234,18 @@ def summarize(v: dict, labels: list, keys: list, ref_labels: dict) -> dict:
         m["seconds_per_image"] = dict(median=float(np.median(secs)) if secs else None,
                                       mean=float(np.mean(secs)) if secs else None, n=len(secs), runs=len(runs),
                                       threads=sorted({v[lab][k]["threads"] for k in v[lab]} - {None}))
+        by_run: dict = {}
+        for k in v[lab]:
+            if v[lab][k]["seconds"] is not None:
+                by_run.setdefault(str(v[lab][k]["run_id"]), []).append(v[lab][k]["seconds"])
+        m["seconds_per_image"]["median_by_run"] = {r: dict(median=float(np.median(x)), n=len(x)) for r, x in by_run.items()}
         out["methods"][lab] = m
+    van = ref_labels.get("vanilla")
+    if van in v:  # cost relative to vanilla on the same sample (same run, same load): median of per-sample ratios
+        for lab in labels:
+            r = [v[lab][k]["seconds"] / v[van][k]["seconds"] for k in v[lab]
+                 if k in v[van] and v[lab][k]["seconds"] and v[van][k]["seconds"] and v[lab][k]["run_id"] == v[van][k]["run_id"]]
+            out["methods"][lab]["seconds_per_image"]["x_vanilla"] = float(np.median(r)) if r else None
     for ref_name, ref in ref_labels.items():
         if ref is None or ref not in ind:
             continue
@@ -268,12 +279,14 @@ def markdown(res: dict) -> str:
     if any("pair" in s["methods"][x] for x in labels):
         cats = s["pair_categories"] + ["extra"]
         lines += ["## Two-object prompts", "", "| method | setting | n | " + " | ".join(c.replace("_", " ") for c in cats)
-                  + " | s / image |", "|" + "---|" * (len(cats) + 4)]
+                  + " | s / image | x vanilla |", "|" + "---|" * (len(cats) + 5)]
         for lab in labels:
             m = s["methods"][lab]
             sec = m["seconds_per_image"]["median"]
             lines.append(f"| {m['method']} | `{lab}` | {m['n_pair']} | " + " | ".join(_pct(m["pair"][c]) for c in cats)
-                         + (f" | {sec:.2f} |" if sec is not None else " | — |"))
+                         + (f" | {sec:.2f} |" if sec is not None else " | — |")
+                         + (f" {m['seconds_per_image']['x_vanilla']:.2f} |" if m["seconds_per_image"].get("x_vanilla")
+                            else " — |"))
         lines += ["", "| method | both present vs vanilla | missing vs vanilla | both present vs A&E | missing vs A&E |",
                   "|---|---|---|---|---|"]
         for lab in labels:
@@ -299,7 +312,8 @@ def markdown(res: dict) -> str:
     lines += ["", f"Seconds per image: median wall time of one sampling call (batch 1, torch threads "
                   f"{sorted({t for m in s['methods'].values() for t in m['seconds_per_image']['threads']})}), "
                   f"over the jobs of {max(timing) if timing else 0} run(s); methods interleave sample by sample, so "
-                  "they share the machine's load.", ""]
+                  "they share the machine's load; 'x vanilla' is the median ratio to vanilla on the same sample "
+                  "in the same run (robust to load that changes between runs).", ""]
     return "\n".join(lines)
 
 
@@ -389,6 +403,8 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--split report needs the tuning selection {tuning_file} (run --split tune --select) "
                              "or explicit --setting arguments")
         tun = json.loads(tuning_file.read_text())
+        if not tun.get("complete") or not tun.get("selection") or "EBCU + up-weight" not in tun["selection"]:
+            raise SystemExit(f"{tuning_file} is incomplete or has no selection: finish --split tune --select first")
         if tun["fingerprint"]["weights_sha256"] != wsha:
             raise SystemExit(f"{tuning_file} was tuned on other weights ({tun['fingerprint']['weights_sha256'][:16]}… "
                              f"vs {wsha[:16]}…): tune again")

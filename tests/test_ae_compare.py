@@ -174,6 +174,7 @@ def test_selection_rule_and_unsure_column():
     assert m["pair"]["unsure"]["k"] == 20 and m["pair"]["both_present"]["p"] == 0.5
     d = m["vs_vanilla"]["both_present"]
     assert d["mean"] == pytest.approx(0.25) and d["lo"] < 0.25 < d["hi"]
+    assert m["seconds_per_image"]["x_vanilla"] == 1.0 and m["seconds_per_image"]["runs"] == 1
 
 
 def test_report_split_waits_for_the_committed_preregistration(tmp_path):
