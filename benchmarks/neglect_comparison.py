@@ -307,7 +307,8 @@ def markdown(res: dict) -> str:
         lines += ["", "## Selection (preregistered rule: highest Wilson lower bound of both-present on the tuning "
                       "split; ties -> the smaller step)", "", "| method | chosen setting | both present |", "|---|---|---|"]
         for meth, sel in res["selection"].items():
-            lines.append(f"| {meth} | `{sel['spec']}` | {_pct(sel['both_present'])} |")
+            bp = sel.get("both_present")
+            lines.append(f"| {meth} | `{sel['spec']}` | {_pct(bp) if bp else '—'} |")
     timing = {m["seconds_per_image"]["runs"] for m in s["methods"].values()}
     lines += ["", f"Seconds per image: median wall time of one sampling call (batch 1, torch threads "
                   f"{sorted({t for m in s['methods'].values() for t in m['seconds_per_image']['threads']})}), "
@@ -341,7 +342,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help=f"a world: {', '.join(MODELS)} (or any shapes-vocabulary pipeline)")
     p.add_argument("--split", required=True, choices=sorted(SEEDS))
-    p.add_argument("--n", type=int, default=None, help="two-object samples per method (default: the preregistered n)")
+    p.add_argument("--n-pairs", type=int, default=None,
+                   help="two-object samples per method (default: the preregistered n; not --n: torchrun would read it)")
     p.add_argument("--n-single", type=int, default=None, help="single-object samples per method")
     p.add_argument("--setting", action="append", default=None,
                    help="sweep setting (repeatable); default: tune = the grid, report = the tuning selection")
@@ -373,7 +375,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(a.threads)
     docs = Path(a.docs)
     out = Path(a.out or ROOT / "outputs" / "neglect_comparison" / a.model / a.split)
-    n_pair = a.n if a.n is not None else N_DEFAULT.get((a.split, a.model), N_DEFAULT[(a.split, "shapes-world")])
+    n_pair = a.n_pairs if a.n_pairs is not None else N_DEFAULT.get((a.split, a.model), N_DEFAULT[(a.split, "shapes-world")])
     n_single = a.n_single if a.n_single is not None else N_SINGLE_DEFAULT[a.split]
     if a.split == "report":
         if a.select:

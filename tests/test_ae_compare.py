@@ -129,7 +129,7 @@ def test_comparison_resumes_without_recomputing_finished_jobs(tmp_path, shapes):
     """Run 2 jobs (1 sample x vanilla, EBCU), delete one result, rerun: only that one runs again;
     the table is written with its fingerprint."""
     bench = _bench()
-    args = ["--model", "shapes-world", "--split", "tune", "--n", "1", "--n-single", "0", "--steps", "2",
+    args = ["--model", "shapes-world", "--split", "tune", "--n-pairs", "1", "--n-single", "0", "--steps", "2",
             "--setting", "vanilla", "--setting", "ebcu-g0p3:gamma_attn=0.3,gamma_norm=0.3",
             "--out", str(tmp_path / "jobs"), "--docs", str(tmp_path / "docs"), "--no-progress"]
     r1 = bench.main(args)
@@ -183,5 +183,34 @@ def test_report_split_waits_for_the_committed_preregistration(tmp_path):
     if pre.exists() and "DRAFT" not in pre.read_text()[:400]:
         pytest.skip("the preregistration is final: the report split may run")
     with pytest.raises(SystemExit, match="preregistration"):
-        bench.main(["--model", "shapes-world", "--split", "report", "--n", "1", "--out", str(tmp_path),
+        bench.main(["--model", "shapes-world", "--split", "report", "--n-pairs", "1", "--out", str(tmp_path),
                     "--docs", str(tmp_path)])
+
+
+def test_report_mode_runs_the_selected_settings_and_a_and_e(tmp_path, shapes, monkeypatch):
+    """The report path end to end on a scratch seed range (9,000,000+: test-only, never a report seed):
+    the tuning selection is read (and must match the weights), all four methods run on the same
+    samples, differences to vanilla and to A&E and single-object accuracy are in the table."""
+    bench = _bench()
+    monkeypatch.setitem(bench.SEEDS, "report", 9_000_000)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    sel = {"EBCU": {"spec": bench.ebcu_spec(0.3)}, "EBCU + up-weight": {"spec": bench.upweight_spec(0.3, 2.5)}}
+    tun = {"fingerprint": {"weights_sha256": "0" * 64}, "complete": True, "selection": sel}
+    (docs / "neglect_tuning_shapes-world.json").write_text(json.dumps(tun))
+    args = ["--model", "shapes-world", "--split", "report", "--n-pairs", "2", "--n-single", "1", "--steps", "2",
+            "--out", str(tmp_path / "jobs"), "--docs", str(docs), "--no-progress", "--allow-draft"]
+    with pytest.raises(SystemExit, match="tuned on other weights"):
+        bench.main(args)
+    tun["fingerprint"]["weights_sha256"] = bench.weights_sha256(shapes)
+    (docs / "neglect_tuning_shapes-world.json").write_text(json.dumps(tun))
+    r = bench.main(args)
+    assert r["complete"] and r["counts"]["run"] == 12
+    ms = r["summary"]["methods"]
+    assert list(ms) == ["vanilla", "ebcu-g0p3", "ebcuw-g0p3-w2p5", "ae"]
+    assert {m["method"] for m in ms.values()} == set(bench.METHODS)
+    assert ms["ebcu-g0p3"]["vs_ae"]["both_present"]["n"] == 2 and "vs_ae" not in ms["ae"]
+    assert ms["ae"]["single"]["correct"]["n"] == 1 and ms["ae"]["seconds_per_image"]["x_vanilla"] > 1.0
+    assert r["fingerprint"]["seeds"] == {"pairs": "9000000..9000001", "single": "9500000..9500000"}
+    md = (docs / "neglect_comparison_shapes-world.md").read_text()
+    assert "both present vs A&E" in md and "## Single-object prompts" in md
