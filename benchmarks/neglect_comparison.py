@@ -6,7 +6,7 @@ r"""The preregistered comparison (docs/preregistration.md): vanilla / EBCU / EBC
     OMP_NUM_THREADS=1 python benchmarks/neglect_comparison.py --model neglect-world --split report
     # several processes (each takes its share of the jobs; the main one writes the table):
     OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 benchmarks/neglect_comparison.py --model shapes-world --split report
-    accelerate launch --cpu --num_processes 2 benchmarks/neglect_comparison.py ...   # the same
+    accelerate launch --multi_gpu --num_processes 4 benchmarks/neglect_comparison.py ...   # GPUs
     # one session at a time: stop after 300 jobs, rerun the same command later to go on
     ... --max-jobs 300
 
@@ -485,7 +485,7 @@ def main(argv=None) -> dict:
         stem = f"neglect_comparison_{a.model}" if a.split == "report" else f"neglect_tuning_{a.model}"
         atomic_write(docs / f"{stem}.json", json.dumps(res, indent=1, default=str) + "\n")
         atomic_write(docs / f"{stem}.md", markdown(res))
-        log(f"{counts['run']} job(s) run, {counts['skipped']} already done; wrote {docs / stem}.json/.md"
+        log(f"{counts['run']} job(s) run, {counts['skipped']} already done (this process); wrote {docs / stem}.json/.md"
             + ("" if res["complete"] else " (incomplete: rerun to resume)"))
         if not a.no_progress:
             print(markdown(res))
