@@ -217,8 +217,10 @@ def summarize(v: dict, labels: list, keys: list, ref_labels: dict) -> dict:
     cats_single += sorted({v[lab][k]["category"] for lab in labels for k in single_keys} - set(cats_single))
     out["pair_categories"], out["single_categories"] = cats_pair, cats_single
     ind = {}
+    v = {lab: v.get(lab, {}) for lab in labels}  # a method with no result yet (an interrupted run): empty
     for lab in labels:
-        m = {"label": lab, "method": method_of(lab), "n_pair": len(pair_keys), "n_single": len(single_keys)}
+        m = {"label": lab, "method": method_of(lab), "n_pair": len(pair_keys), "n_single": len(single_keys),
+             "n_results": len(v[lab])}
         if pair_keys:
             cat = [v[lab][k]["category"] for k in pair_keys]
             m["pair"] = {c: _rate([x == c for x in cat]) for c in cats_pair}
@@ -276,6 +278,9 @@ def markdown(res: dict) -> str:
              f"{res['n_samples']}" + ("" if res["complete"] else " (**incomplete run**: rerun the command to resume)")
              + ".", ""]
     labels = list(s["methods"])
+    if not res["complete"]:
+        lines += ["Results so far: " + ", ".join(f"`{x}` {s['methods'][x]['n_results']}" for x in labels)
+                  + f" of {res['n_samples']} each.", ""]
     if any("pair" in s["methods"][x] for x in labels):
         cats = s["pair_categories"] + ["extra"]
         lines += ["## Two-object prompts", "", "| method | setting | n | " + " | ".join(c.replace("_", " ") for c in cats)
