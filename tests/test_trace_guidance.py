@@ -225,3 +225,36 @@ def test_save_load_round_trip_and_older_or_newer_formats(pipe, tmp_path):
         ev.load_trace(write("v2nohw.safetensors", old | {"format": FORMAT}, tensors))
     with pytest.raises(TraceFileError, match="'guidance' maps are \\(8, 8\\), the header's latent_hw is \\(4, 4\\)"):
         ev.load_trace(write("v2hw.safetensors", dict(meta, latent_hw=[4, 4]), tensors))
+
+
+def test_plot_guidance_maps_colourbar_line_and_text_size(pipe):
+    from ebca_viz import viz
+    from ebca_viz.notebook import MIN_DISPLAY_PT, text_audit
+
+    with ev.trace(pipe) as tr, ev.smoothed_energy_guidance(pipe, ev.SEGConfig(**SEG_CFG)):
+        out = pipe("a red circle", num_inference_steps=3, guidance_scale=W, generator=torch.Generator().manual_seed(0))
+    img = out.images[0]
+    fig = viz.plot_guidance(tr, "seg", steps=2, sample=img)
+    audit = text_audit(fig)
+    assert audit.min_pt >= MIN_DISPLAY_PT and audit.width_px <= 850
+    maps = [a for a in fig.axes if a.images and a.images[0].get_cmap().name == "magma"]
+    g = tr.guidance("seg").numpy()
+    f = img.width // 8
+    assert [a.get_title() for a in maps] == [f"step 0 (t={tr.step_timesteps[0]:.0f})", f"step 2 (t={tr.step_timesteps[2]:.0f})"]
+    for a, i in zip(maps, (0, 2)):  # nearest-neighbour upscale to the image, one shared scale from 0
+        arr = a.images[0].get_array()
+        assert arr.shape == (8 * f, 8 * f) and (arr[::f, ::f] == g[i]).all() and (arr[f - 1 :: f, f - 1 :: f] == g[i]).all()
+        assert a.images[0].get_clim() == (0.0, pytest.approx(float(max(g[0].max(), g[2].max()))))
+    cbar = [a for a in fig.axes if "eps" in a.get_ylabel() or "\u03b5_blur" in a.get_ylabel()]
+    assert len(cbar) == 1
+    line = [a for a in fig.axes if a.get_xlabel() == viz.TRACE_STEP_LABEL][0]
+    seg_line = [ln for ln in line.get_lines() if ln.get_label() == "SEG"][0]
+    assert seg_line.get_ydata() == pytest.approx(g.reshape(3, -1).mean(1))
+    assert {ln.get_label() for ln in line.get_lines()} >= {"CFG", "SEG", "steps mapped above"}
+    viz.figure_png(fig)  # draws
+    with pytest.raises(ValueError, match="step 7 was not recorded"):
+        viz.plot_guidance(tr, "cfg", steps=[7])
+    with ev.trace(pipe) as van:
+        _sample(pipe, steps=1, guidance_scale=1.0)
+    with pytest.raises(ValueError, match="no 'cfg' guidance map"):
+        viz.plot_guidance(van, "cfg")
