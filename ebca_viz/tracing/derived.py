@@ -1,5 +1,5 @@
 r"""A trace as its reader sees it: derived quantities (maps, energies, context norms, drift,
-trajectories, SEG energies) over a :class:`~ebca_viz.tracing.record.Record`.
+trajectories, SEG energies, guidance maps) over a :class:`~ebca_viz.tracing.record.Record`.
 
 Named dimensions of the accessors (each returns a plain CPU tensor in this order):
 ``step`` (recorded UNet calls, :attr:`Trace.steps`), ``layer`` (recorded cross-attention layers in
