@@ -301,6 +301,22 @@ viz.show_animation(viz.animate_trace(tr_ebcu, token=words))
 display(EP.readable(viz.plot_trace_contexts(tr_ebcu)))
 
 # %% [markdown]
+# ## The same trace, without Python
+#
+# `Trace.to_html` writes the whole trace as one web page: data and image inside the file, no network,
+# no kernel. Open it in any browser (double-click it in JupyterLab's file browser, then "Open in New
+# Browser Tab", or copy it to a laptop): move the step and layer sliders, click a word, and every view
+# follows. The same page comes from the command line: `python -m ebca_viz explore TRACE.safetensors --out PAGE.html`.
+
+# %%
+from pathlib import Path
+
+Path("outputs").mkdir(exist_ok=True)
+page = tr_ebcu.to_html("outputs/tour_trace.html", image=ebcu)
+size_mb = page.stat().st_size / 2**20
+claims.check(size_mb < 10, "the trace page is one file under 10 MB", size_mb)
+
+# %% [markdown]
 # ## Try it
 #
 # `ebca_viz.widgets.EnergyPanel` wires these controls to the same sampling function
