@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                                                                           gamma_norm=SHAPES.gamma_norm)},
                                n=a.n_single, seed_base=0, steps=SHAPES.steps, guidance=SHAPES.guidance, batch=64,
                                progress=True)
-    vae = benchmark_vae(pipe, a.vae_n)
+    vae = {"seed": 777, "n": a.vae_n, "ok": mc.vae_roundtrip_ok(pipe, a.vae_n, seed=777)}
     results = {"pair": mc.pair_results_json(pair), "single": single, "vae_roundtrip": vae,
                "seconds": time.time() - t0}
     path = shipped.write(out / mc.SHIPPED_NAME, fp, results)
@@ -100,26 +100,6 @@ def main(argv=None) -> int:
     print(md)
     print("wrote", path, "and", out / "shapes_multiconcept.md")
     return 0
-
-
-def benchmark_vae(pipe, n: int, seed: int = 777) -> dict:
-    """Per-scene 0/1 of the detector on VAE round trips (as :func:`ebca_viz.shapes.benchmark.vae_roundtrip`)."""
-    import torch
-
-    from ebca_viz.shapes import world
-    from ebca_viz.shapes.detect import detect
-
-    size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    scenes = world.generate(n, seed, size=size)
-    ok = []
-    for i in range(0, n, 100):
-        x = world.to_tensor([s.image for s in scenes[i:i + 100]]).to(pipe.device, pipe.vae.dtype)
-        with torch.no_grad():
-            r = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample
-        ims = ((r.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        ok += [int(sorted((o.colour, o.shape) for o in s.objects) == sorted(d.key for d in detect(im)))
-               for s, im in zip(scenes[i:i + 100], ims)]
-    return {"seed": seed, "n": n, "ok": ok}
 
 
 if __name__ == "__main__":

@@ -131,6 +131,15 @@ class MulticonceptResult:
             lines.append(f"| {m.name} | {m.rates['both_present'].n} | " + " | ".join(cells) + f" | {d} |")
         return "\n".join(lines)
 
+    def only(self, names) -> "MulticonceptResult":
+        """The same result restricted to the methods ``names`` (in that order; the first stays the reference)."""
+        names = list(names)
+        missing = [k for k in names if k not in self.methods]
+        if missing:
+            raise KeyError(f"methods {missing} are not in this result (it has {list(self.methods)})")
+        return MulticonceptResult(self.items, self.prompts, self.seeds, self.steps, self.guidance,
+                                  {k: self.methods[k] for k in names}, self.seconds)
+
     def to_json(self) -> dict:
         return dict(n=self.n, steps=self.steps, guidance=self.guidance, seconds=self.seconds,
                     methods=[m.row() for m in self.methods.values()])
@@ -448,40 +457,137 @@ def compare_live(shipped_result: MulticonceptResult, live: MulticonceptResult,
     return Agreement(rows, verdicts)
 
 
-def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optional[str] = None):
-    """Grouped bars: rate of each failure type per method, with the 95 % interval as error bars."""
+def paired_effects(result: MulticonceptResult, name: str, categories=CATEGORIES, reference: Optional[str] = None) -> dict:
+    """``{category: claims.Mean}``: method ``name`` minus ``reference`` (default: the first method) in the rate of
+    each category, paired on the same seeds (positive = more samples in that category)."""
+    ref = result.methods[reference or next(iter(result.methods))]
+    m = result.methods[name]
+    out = {}
+    for k in categories:
+        if k == "extra":
+            a, b = np.asarray(m.extra, float), np.asarray(ref.extra, float)
+        else:
+            a = np.array([v == k for v in m.verdicts], float)
+            b = np.array([v == k for v in ref.verdicts], float)
+        out[k] = claims.paired_diff(a, b)
+    return out
+
+
+def vae_roundtrip_ok(pipe, n: int, seed: int = 777, batch: int = 100) -> list:
+    """Per scene 0/1: the detector reads a VAE round trip (encode -> mode -> decode) of a clean render of
+    ``world.generate(n, seed)`` correctly (the first ``n`` scenes do not depend on ``n``): the ceiling a
+    perfect UNet could reach with this VAE and this detector."""
+    size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    scenes = world.generate(n, seed, size=size)
+    ok = []
+    for i in range(0, n, batch):
+        x = world.to_tensor([s.image for s in scenes[i:i + batch]]).to(pipe.device, pipe.vae.dtype)
+        with torch.no_grad():
+            r = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample
+        ims = ((r.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        ok += [int(sorted((o.colour, o.shape) for o in s.objects) == sorted(d.key for d in detect(im)))
+               for s, im in zip(scenes[i:i + batch], ims)]
+    return ok
+
+
+def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optional[str] = None,
+               width: float = 9.0, fontsize: float = 10):
+    """Grouped bars: rate of each failure type per method, with the 95 % (Wilson) interval as error bars.
+
+    ``width`` inches (9 = not shrunk in a notebook at the default dpi); text at ``fontsize`` points."""
     from ..viz import new_figure
 
     names = list(result.methods)
-    fig = new_figure(figsize=(1.6 + 1.5 * len(categories), 3.4))
+    fig = new_figure(figsize=(width, 3.2 + 0.25 * len(names)))
     ax = fig.subplots()
-    width = 0.8 / len(names)
+    w = 0.8 / len(names)
     for j, name in enumerate(names):
         r = result.methods[name].rates
         p = np.array([r[k].p for k in categories])
         lo = np.clip(p - np.array([r[k].lo for k in categories]), 0, None)
         hi = np.clip(np.array([r[k].hi for k in categories]) - p, 0, None)
-        ax.bar(np.arange(len(categories)) + (j - (len(names) - 1) / 2) * width, 100 * p, width,
+        ax.bar(np.arange(len(categories)) + (j - (len(names) - 1) / 2) * w, 100 * p, w,
                yerr=100 * np.stack([lo, hi]), capsize=2, label=name)
-    ax.set_xticks(range(len(categories)), [c.replace("_", " ") for c in categories])
-    ax.set_ylabel("% of samples (95 % CI)")
+    ax.set_xticks(range(len(categories)), [c.replace("_", " ") for c in categories], fontsize=fontsize)
+    ax.tick_params(axis="y", labelsize=fontsize)
+    ax.set_ylabel("% of samples (95 % CI)", fontsize=fontsize)
     ax.set_title(title or f"two-object prompts, n = {result.n} per method, CFG {result.guidance:g}, "
-                          f"{result.steps} steps", fontsize=9)
-    ax.legend(fontsize=7)
+                          f"{result.steps} steps", fontsize=fontsize)
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
 
-def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: float = 1.3, seeds=None):
+def plot_effects(effects: dict, title: str = "EBCU - vanilla on the same seeds", width: float = 8.0,
+                 fontsize: float = 10):
+    """Paired differences with their 95 % intervals, one row each: ``{label: claims.Mean}`` (in points).
+
+    Blue: the interval excludes 0 (a measured change); grey: it contains 0 (a null result)."""
+    from ..viz import new_figure
+
+    labels = list(effects)
+    fig = new_figure(figsize=(width, 0.9 + 0.7 * len(labels)))
+    ax = fig.subplots()
+    for i, k in enumerate(labels):
+        m = effects[k]
+        col = "C0" if m.excludes_zero else "C7"  # blue: the interval excludes 0; grey: a null result
+        ax.errorbar(100 * m.value, i, xerr=[[100 * (m.value - m.lo)], [100 * (m.hi - m.value)]], fmt="o",
+                    color=col, capsize=4, ms=7)
+        ax.annotate(f"{100 * m.value:+.1f} pts [{100 * m.lo:+.1f}, {100 * m.hi:+.1f}]", (100 * m.hi, i),
+                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=fontsize)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(labels)), [textwrap.fill(k, 34) for k in labels], fontsize=fontsize)
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.invert_yaxis()
+    lo = min(100 * effects[k].lo for k in labels)
+    hi = max(100 * effects[k].hi for k in labels)
+    ax.set_xlim(min(lo - 2, -2), max(hi + 0.55 * (hi - lo) + 4, 4))
+    ax.tick_params(axis="x", labelsize=fontsize)
+    ax.set_xlabel("percentage points (95 % CI)", fontsize=fontsize)
+    ax.set_title(title, fontsize=fontsize)
+    fig.tight_layout()
+    return fig
+
+
+def plot_drift(traces: dict, tokens: list, positions: list, title: Optional[str] = None, width: float = 8.0,
+               fontsize: float = 10):
+    """Per-token drift ``|c_j - c_j^0|`` through the layers (mean over recorded steps), one line style per
+    run: ``traces`` ``{label: Trace}`` (each recorded ``"context_norms"`` or ``"contexts"``);
+    ``positions`` the token positions to draw, ``tokens`` their labels."""
+    from ..viz import new_figure, to_numpy
+
+    fig = new_figure(figsize=(width, 3.6))
+    ax = fig.subplots()
+    styles = ["-", "--", ":", "-."]
+    for s, (label, tr) in enumerate(traces.items()):
+        d = to_numpy(tr.drift()).mean(0)  # (L, N): mean over steps
+        for k, j in enumerate(positions):
+            ax.plot(np.arange(1, d.shape[0] + 1), d[:, j], styles[s % 4], color=f"C{k % 10}", lw=1.6,
+                    label=f"{tokens[k]} ({label})")
+    ax.set_xlabel("cross-attention layer", fontsize=fontsize)
+    ax.set_ylabel("drift |c_j - c_j^0| (mean over steps)", fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize)
+    ax.legend(fontsize=fontsize - 1 if fontsize > 10 else fontsize, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False)
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+    fig.tight_layout()
+    return fig
+
+
+def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: float = 1.45, seeds=None,
+                  fontsize: float = 10):
     """Seeds (the first ``k``, or the indices ``seeds``) under each method (rows), the detector's
-    category in every title, with the mean |difference| to vanilla on the same seed."""
+    category in every title, with the mean |difference| to vanilla on the same seed (grey levels of 255).
+    Images are drawn with nearest-neighbour interpolation (the model draws 32 x 32 pixels); each column is
+    labelled with its prompt and seed."""
     from ..viz import new_figure
 
     names = list(methods or result.methods)
     idx = list(range(k)) if seeds is None else list(seeds)
     k = len(idx)
-    fig = new_figure(figsize=(size * k, size * len(names) + 0.6))
-    axes = np.atleast_2d(fig.subplots(len(names), k))
+    fig = new_figure(figsize=(size * k + 1.6, (size + 0.55) * len(names) + 0.9))
+    axes = np.atleast_2d(fig.subplots(len(names), k, squeeze=False))
     base = next(iter(result.methods.values())).images
     for r, name in enumerate(names):
         m = result.methods[name]
@@ -489,22 +595,30 @@ def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: fl
             ax = axes[r, c]
             ax.imshow(m.images[i], interpolation="nearest")
             ax.set_xticks([]); ax.set_yticks([])
-            t = m.verdicts[i].replace("_", " ")
-            if r:
+            t = m.verdicts[i].replace("_", " ").replace("wrong binding", "wrong bind.")
+            if r and base is not None:
                 t += f"\nΔ {np.abs(m.images[i].astype(float) - base[i]).mean():.1f}"
-            ax.set_title(t, fontsize=6)
+            ax.set_title(t, fontsize=fontsize)
             if c == 0:
-                ax.set_ylabel(textwrap.fill(name, 18), fontsize=6)  # whole name, wrapped (it was cut at 22)
+                ax.set_ylabel(textwrap.fill(name, 14), fontsize=fontsize)
     for c, i in enumerate(idx):
-        axes[0, c].set_xlabel(result.prompts[i].replace(" and ", "\n& "), fontsize=5)
+        p = result.prompts[i].replace("a ", "").replace(" and ", "\n+ ")
+        axes[0, c].set_xlabel(f"{p}\nseed {result.seeds[i]}", fontsize=fontsize)
         axes[0, c].xaxis.set_label_position("top")
-    fig.tight_layout()
+    fig.tight_layout(pad=0.4)
     return fig
+
+
+def first_flips(verdicts_a: list, verdicts_b: list, k: int = 4) -> list:
+    """Indices of the first ``k`` samples (in seed order) whose verdicts differ between two methods: a demo
+    rule a reader can check."""
+    return [i for i, (a, b) in enumerate(zip(verdicts_a, verdicts_b)) if a != b][:k]
 
 
 __all__ = ["Method", "MethodResult", "MulticonceptResult", "default_methods", "measure", "sweep_gammas",
            "sweep_guidance", "contrast_seeds", "pick_demo_seed", "SeedChoice", "plot_rates",
            "shipped_path", "shipped_fingerprint", "single_items", "measure_single", "pair_results_json",
            "result_from_shipped", "single_from_shipped", "load_shipped", "resample_pair", "Agreement", "compare_live",
-           "SHIPPED_NAME", "SINGLE_METRICS", "plot_examples", "prompt_items", "CATEGORIES", "SHAPE_TOKENS",
+           "SHIPPED_NAME", "SINGLE_METRICS", "plot_effects", "plot_drift", "first_flips",
+           "paired_effects", "vae_roundtrip_ok", "plot_examples", "prompt_items", "CATEGORIES", "SHAPE_TOKENS",
            "ARTICLE_TOKENS", "REPORT_N", "REPORT_SEED"]
