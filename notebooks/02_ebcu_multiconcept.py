@@ -146,11 +146,11 @@ if SHAPES_WORLD:
           f"{100 * d1.value:+.1f} ± {100 * d1.sd / d1.n ** 0.5:.1f} pts)")
     for k, m in two.items():
         print(f"two objects, {k.replace('_', ' ')}: EBCU - vanilla {m.fmt(3, 100, ' pts')}")
-    effects = {f"single object exactly right (n = {d1.n})": d1,
-               f"two objects: colours swapped (n = {result.n})": two["swapped"],
-               f"two objects: both right (n = {result.n})": two["both_present"],
-               f"two objects: wrong binding (n = {result.n})": two["wrong_binding"],
-               f"two objects: extra object (n = {result.n})": two["extra"]}
+    effects = {f"single object exactly right\n(n = {d1.n})": d1,
+               f"two objects: colours swapped\n(n = {result.n})": two["swapped"],
+               f"two objects: both right\n(n = {result.n})": two["both_present"],
+               f"two objects: wrong binding\n(n = {result.n})": two["wrong_binding"],
+               f"two objects: extra object\n(n = {result.n})": two["extra"]}
     display(mc.plot_effects(effects, title=f"EBCU (gamma {GA}/{GN}) - vanilla, same seeds, DDIM {result.steps}, CFG {result.guidance:g}"))
     claims.check(d1.lo > 0, "EBCU raises single-object accuracy (95 % CI above 0)", d1)
     claims.check(two["both_present"].lo <= 0, "...while two-object 'both right' does not rise", two["both_present"])
@@ -297,7 +297,7 @@ claims.check(min(corr) > 0.7, "the settings change how strongly each word attend
 # %%
 import textwrap
 display(viz.plot_attention_maps(maps[rows], tokens=viz.trace_tokens(t0), token_indices=pos, normalize="all",
-                                row_labels=[textwrap.fill(labels[i], 12) for i in rows], fontsize=10, cell=1.0,
+                                row_labels=[textwrap.fill(labels[i], 16) for i in rows], fontsize=10, cell=1.0,
                                 colorbar=True, colorbar_label="probability",
                                 title=f"'{prompt}', seed {seed}: mean over steps and layers"))
 

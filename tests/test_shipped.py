@@ -129,3 +129,14 @@ def test_shipped_file_in_docs_is_valid_and_matches_failure_types():
     old = json.loads((ROOT / "docs" / "shapes_failure_types.json").read_text())
     same = np.mean([a == b for a, b in zip(old["verdicts"]["vanilla"], r.methods["vanilla"].verdicts)])
     assert same >= 0.95, f"vanilla verdicts agree with shapes_failure_types.json on only {same:.1%}"
+
+
+def test_resample_refuses_methods_and_n_outside_the_file(tmp_path):
+    fp, res = _pair_data()
+    data = shipped.load(shipped.write(tmp_path / "r.json", fp, res))
+    with pytest.raises(ValueError, match=r"\['EBCQ'\] are not in the shipped file"):
+        mc.resample_pair(None, data, [mc.Method("vanilla"), mc.Method("EBCQ")], n=2)
+    with pytest.raises(ValueError, match="n must be in 2..4"):
+        mc.resample_pair(None, data, [mc.Method("vanilla")], n=5)
+    with pytest.raises(KeyError, match="not in this result"):
+        mc.result_from_shipped(data).only(["vanilla", "SEG"])

@@ -536,7 +536,7 @@ def plot_effects(effects: dict, title: str = "EBCU - vanilla on the same seeds",
         ax.annotate(f"{100 * m.value:+.1f} pts [{100 * m.lo:+.1f}, {100 * m.hi:+.1f}]", (100 * m.hi, i),
                     xytext=(6, 0), textcoords="offset points", va="center", fontsize=fontsize)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(labels)), [textwrap.fill(k, 34) for k in labels], fontsize=fontsize)
+    ax.set_yticks(range(len(labels)), labels, fontsize=fontsize)  # put line breaks in the labels yourself
     ax.set_ylim(-0.6, len(labels) - 0.4)
     ax.invert_yaxis()
     lo = min(100 * effects[k].lo for k in labels)
@@ -577,18 +577,18 @@ def plot_drift(traces: dict, tokens: list, positions: list, title: Optional[str]
 
 def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: float = 1.45, seeds=None,
                   fontsize: float = 10):
-    """Seeds (the first ``k``, or the indices ``seeds``) under each method (rows), the detector's
-    category in every title, with the mean |difference| to vanilla on the same seed (grey levels of 255).
-    Images are drawn with nearest-neighbour interpolation (the model draws 32 x 32 pixels); each column is
-    labelled with its prompt and seed."""
+    """Seeds (the first ``k``, or the indices ``seeds``) under each method (rows): each column is headed by
+    its prompt and seed, each image has the detector's category under it and, below the first row, the
+    mean |difference| to the first method on the same seed (Δ, grey levels of 255). Images are drawn with
+    nearest-neighbour interpolation (the model draws 32 x 32 pixels)."""
     from ..viz import new_figure
 
     names = list(methods or result.methods)
     idx = list(range(k)) if seeds is None else list(seeds)
     k = len(idx)
-    fig = new_figure(figsize=(size * k + 1.6, (size + 0.55) * len(names) + 0.9))
+    fig = new_figure(figsize=(size * k + 1.4, (size + 0.45) * len(names) + 0.8), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(names), k, squeeze=False))
-    base = next(iter(result.methods.values())).images
+    base = result.methods[names[0]].images
     for r, name in enumerate(names):
         m = result.methods[name]
         for c, i in enumerate(idx):
@@ -597,15 +597,13 @@ def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: fl
             ax.set_xticks([]); ax.set_yticks([])
             t = m.verdicts[i].replace("_", " ").replace("wrong binding", "wrong bind.")
             if r and base is not None:
-                t += f"\nΔ {np.abs(m.images[i].astype(float) - base[i]).mean():.1f}"
-            ax.set_title(t, fontsize=fontsize)
+                t += f", Δ {np.abs(m.images[i].astype(float) - base[i]).mean():.1f}"
+            ax.set_xlabel(t, fontsize=fontsize)
             if c == 0:
                 ax.set_ylabel(textwrap.fill(name, 14), fontsize=fontsize)
-    for c, i in enumerate(idx):
-        p = result.prompts[i].replace("a ", "").replace(" and ", "\n+ ")
-        axes[0, c].set_xlabel(f"{p}\nseed {result.seeds[i]}", fontsize=fontsize)
-        axes[0, c].xaxis.set_label_position("top")
-    fig.tight_layout(pad=0.4)
+            if r == 0:
+                p = result.prompts[i].replace("a ", "").replace(" and ", "\n+ ")
+                ax.set_title(f"{p}\nseed {result.seeds[i]}", fontsize=fontsize)
     return fig
 
 
