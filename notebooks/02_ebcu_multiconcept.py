@@ -169,7 +169,7 @@ if SHAPES_WORLD:
 
 # %%
 if SHAPES_WORLD:
-    NLIVE = viz.pick(16, 6)   # 2 methods x 16 seeds x 25 steps: about 15-25 s on 2 loaded cores
+    NLIVE = viz.pick(12, 6)   # 2 methods x 12 seeds x 25 steps: about 15-30 s on 2 loaded cores
     live_methods = [m for m in mc.default_methods(R) if m.name in ("vanilla", "EBCU")]
     live = mc.resample_pair(pipe, data, live_methods, n=NLIVE)
     agreement = mc.compare_live(shipped, live)

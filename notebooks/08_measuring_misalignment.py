@@ -148,7 +148,7 @@ if SHAPES_WORLD:
 
 # %%
 if SHAPES_WORLD:
-    NLIVE = viz.pick(16, 6)
+    NLIVE = viz.pick(12, 6)   # 2 methods x 12 seeds x 25 steps: about 15-30 s on 2 loaded cores
     live = mc.resample_pair(pipe, data, [m for m in mc.default_methods(R) if m.name in ("vanilla", ebcq_name)], n=NLIVE)
     agreement = mc.compare_live(result, live)
     print(agreement.table())
