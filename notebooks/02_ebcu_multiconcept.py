@@ -241,6 +241,10 @@ arr = {k: np.asarray(v, np.float32) for k, v in images.items()}
 ebcu_change = np.abs(arr[names[1]] - arr[names[0]]).mean()
 up_change = np.abs(arr[names[2]] - arr[names[1]]).mean()
 print(f"'{prompt}', seed {seed}, {STEPS} steps, CFG {CFG}")
+if SHAPES_WORLD:
+    print(f"chosen by the rule: the first live seed whose vanilla and EBCU verdicts differ "
+          f"({live.methods['vanilla'].verdicts[show[0]]} -> {live.methods['EBCU'].verdicts[show[0]]}); "
+          f"verdicts differ on {differ} of the shipped seeds")
 print(f"mean |EBCU - vanilla| = {ebcu_change:.2f}/255 per pixel; mean |up-weight - EBCU| = {up_change:.2f}/255")
 
 # %% [markdown]
