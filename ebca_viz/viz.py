@@ -187,7 +187,8 @@ def prompt_token_indices(tokenizer_or_pipe, prompt: str) -> list:
 def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None, row_labels=None,
                         token_indices: Optional[Sequence[int]] = None, normalize: str = "map",
                         overlay_alpha: float = 0.55, cmap: str = "magma", title: Optional[str] = None,
-                        cell: float = 1.35) -> ExplainerFigure:
+                        cell: float = 1.35, fontsize: float = FS, colorbar="shared",
+                        colorbar_label: Optional[str] = None) -> ExplainerFigure:
     """Grid of cross-attention maps: one row per layer (or step), one column per token.
 
     Args:
@@ -199,7 +200,13 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
         row_labels: ``R`` labels (e.g. ``"layer 3"``, ``"step 10"``).
         token_indices: which token columns to show (default: all ``N``).
         normalize: colour range ``"map"`` (each map from its own min to max), ``"row"`` (shared per
-            row) or ``"none"`` (0 to the global max: absolute probabilities).
+            row), ``"none"`` (from 0 to each map's max) or ``"all"`` (one range for the whole grid:
+            rows compare directly).
+        fontsize: labels and titles (points).
+        colorbar: ``"shared"`` (default) one colour bar for the grid, labelled with what the colours mean
+            under ``normalize``; ``True`` one bar per row (``normalize="row"`` or ``"all"``: the row shares
+            its range; otherwise the bar is the row's last map's); ``False`` none.
+        colorbar_label: the bars' label (default: says what ``normalize`` does).
     """
     if isinstance(maps, (list, tuple)):
         a = stack_maps(maps)
@@ -216,14 +223,16 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
             raise ValueError(f"token_indices: {c} out of range for {N} tokens")
     if row_labels is not None and len(row_labels) != R:
         raise ValueError(f"row_labels has {len(row_labels)} entries for {R} rows of maps")
-    if normalize not in ("map", "row", "none"):
-        raise ValueError("normalize must be 'map', 'row' or 'none'")
+    if normalize not in ("map", "row", "none", "all"):
+        raise ValueError("normalize must be 'map', 'row', 'none' or 'all'")
     img = image_array(image) if image is not None else None
     if img is not None:
         a = stack_maps(list(a), size=img.shape[:2])
     ncol = len(cols) + (1 if img is not None else 0)
-    fig = new_figure(figsize=(cell * ncol + 0.9, cell * R + (0.5 if title else 0.15)))
+    fig = new_figure(figsize=(cell * ncol + 0.9 + (0.9 if colorbar else 0), cell * R + (0.5 if title else 0.15)),
+                     layout="constrained" if colorbar is True else None)
     axes = np.atleast_2d(fig.subplots(R, ncol, squeeze=False))
+    gmin, gmax = (a[:, cols].min(), a[:, cols].max()) if len(cols) else (0.0, 1.0)
     for r in range(R):
         row = a[r, cols]
         rmax = row.max() if row.size else 1.0
@@ -235,35 +244,46 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
             if img is not None and j == 0:
                 ax.imshow(img)
                 if r == 0:
-                    ax.set_title("image", fontsize=FS)
+                    ax.set_title("image", fontsize=fontsize)
             else:
                 c = cols[j - (1 if img is not None else 0)]
                 m = a[r, c]
-                vmin, vmax = {"map": (m.min(), m.max()), "row": (rmin, rmax), "none": (0.0, None)}[normalize]
+                vmin, vmax = {"map": (m.min(), m.max()), "row": (rmin, rmax), "none": (0.0, None),
+                              "all": (gmin, gmax)}[normalize]
                 if vmax is not None and vmax <= vmin:
                     vmax = vmin + 1e-12
                 if img is not None:  # grey image under the map, so the map's colours read
                     ax.imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1)
-                    ax.imshow(m, cmap=cmap, alpha=overlay_alpha, vmin=vmin, vmax=vmax)
+                    shown = ax.imshow(m, cmap=cmap, alpha=overlay_alpha, vmin=vmin, vmax=vmax)
                 else:
-                    ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
+                    shown = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
                 if r == 0:
-                    ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=FS)
+                    ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}",
+                                 fontsize=fontsize)
             if j == 0:
-                ax.set_ylabel(row_labels[r] if row_labels is not None else f"row {r}", fontsize=FS)
+                ax.set_ylabel(row_labels[r] if row_labels is not None else f"row {r}", fontsize=fontsize)
+        if colorbar is True and len(cols):
+            cb = fig.colorbar(shown, ax=list(axes[r]), fraction=0.03, pad=0.02)
+            cb.ax.tick_params(labelsize=fontsize)
+            cb.set_label(colorbar_label or "attention probability", fontsize=fontsize)
     if title:
-        fig.suptitle(title, fontsize=FS_TITLE)
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
+        fig.suptitle(title, fontsize=max(FS_TITLE, fontsize))
+    if colorbar is True:  # constrained layout places the bars
+        return fig
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
+    if colorbar == "shared" and len(cols):
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
 
-    top = float(a[:, cols].max()) if normalize == "none" and a.size else 1.0
-    label = {"map": "attention (each map: its min = 0, its max = 1)",
-             "row": "attention (each row: its min = 0, its max = 1)",
-             "none": "attention probability"}[normalize]
-    cb = fig.colorbar(ScalarMappable(Normalize(0.0, top), cmap), ax=axes.ravel().tolist(), shrink=min(0.9, 2.5 / max(R, 1) + 0.3),
-                      aspect=25, pad=0.02)
-    cb.set_label(label, fontsize=FS)
-    cb.ax.tick_params(labelsize=FS)
+        top = float(a[:, cols].max()) if normalize in ("none", "all") and a.size else 1.0
+        label = colorbar_label or {"map": "attention (each map: its min = 0, its max = 1)",
+                                   "row": "attention (each row: its min = 0, its max = 1)",
+                                   "none": "attention (each map: 0 to its max)",
+                                   "all": "attention probability"}[normalize]
+        cb = fig.colorbar(ScalarMappable(Normalize(0.0, top), cmap), ax=axes.ravel().tolist(),
+                          shrink=min(0.9, 2.5 / max(R, 1) + 0.3), aspect=25, pad=0.02)
+        cb.set_label(label, fontsize=fontsize)
+        cb.ax.tick_params(labelsize=fontsize)
     return fig
 
 
