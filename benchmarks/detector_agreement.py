@@ -172,6 +172,28 @@ def _fmt_rate(r: dict) -> str:
     return f"{r['k']}/{r['n']} = {100 * r['p']:.1f} % [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]"
 
 
+def markdown(res: dict) -> str:
+    """The result as a short Markdown table (docs/detector.md)."""
+    s, p, gt, vae = res["settings"], res["pairs"], res["ground_truth"], res["vae_roundtrip"]
+    m = res["margins"]
+    rows = [
+        "| measure | n | value (95 % Wilson interval) | target |", "|---|---|---|---|",
+        f"| pair agreement, both verdicts confident | {p['agreement']['n']} pairs | {_fmt_rate(p['agreement'])} | >= 98 % |",
+        f"| unsure, generated images | {p['unsure']['n']} images | {_fmt_rate(p['unsure'])} | <= 5 % |",
+        f"| per-object accuracy, rendered ground truth | {gt['object_accuracy']['n']} objects | "
+        f"{_fmt_rate(gt['object_accuracy'])} | >= 99 % |",
+        f"| per-object accuracy, VAE round-trips | {vae['object_accuracy']['n']} objects | "
+        f"{_fmt_rate(vae['object_accuracy'])} | >= 99 % |",
+        f"| unsure, rendered / VAE round-trip scenes | {gt['n_scenes']} / {vae['n_scenes']} | "
+        f"{_fmt_rate(gt['unsure'])} / {_fmt_rate(vae['unsure'])} | |",
+    ]
+    head = (f"Model `{s['model']}`, split `{s['split']}`, seeds {s['seed']}..{s['seed'] + s['n_pairs'] - 1}: "
+            f"{res['n_kept']} of {res['n_sampled']} vanilla / EBCU (gamma {s['gamma']}) pairs with mean |diff| in "
+            f"{list(s['diff_range'])} / 255 (median {res['diff_quantiles']['p50']:.2f}); margins {m}; "
+            f"disagreements {p['flips'] or 'none'}; verdicts {p['categories']}; fingerprint `{res.get('fingerprint', '?')}`.")
+    return head + "\n\n" + "\n".join(rows) + "\n"
+
+
 def tune(items, cands_a, cands_b, keep, log=print) -> dict:
     """The margin grid of docs/detector.md on the tuning pairs and the setting its rule picks."""
     rows = []
@@ -282,6 +304,8 @@ def main(argv=None) -> dict:
         print("targets met:", res["targets_met"])
     res["wall_s"] = round(time.time() - t0, 1)
     res["fingerprint"] = _hash({k: v for k, v in res.items() if k != "wall_s"})
+    if not a.tune:
+        print(markdown(res))
     _atomic_write(out, json.dumps(res, indent=1) + "\n")
     print("wrote", out)
     return res
