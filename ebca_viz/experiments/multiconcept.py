@@ -8,6 +8,7 @@ exactly one category (:func:`~ebca_viz.shapes.detect.score_pair`):
 * ``swapped``      the colours are swapped between the shapes (an attribute-binding failure);
 * ``missing``      fewer than two objects (the neglect failure EBCU targets);
 * ``wrong_binding`` two or more objects, neither the requested nor the swapped pair;
+* ``unsure``       the detector abstains (a decision within its margins changes the category);
 
 plus the flag ``extra`` (more than two objects). Rates carry Wilson 95 % intervals
 (:mod:`ebca_viz.claims`); each method's change in ``both_present`` against vanilla is the paired
@@ -31,9 +32,9 @@ import torch
 
 from .. import claims
 from ..shapes import world
-from ..shapes.detect import PAIR_CATEGORIES, detect, score_pair
+from ..shapes.detect import PAIR_CATEGORIES, PAIR_VERDICTS, detect, score_pair
 
-CATEGORIES = PAIR_CATEGORIES + ("extra",)
+CATEGORIES = PAIR_VERDICTS + ("extra",)  # the four categories, "unsure" (the detector abstains), the flag
 SHAPE_TOKENS = [3, 7]  # "a red circle and a blue square": 3 = circle, 7 = square
 ARTICLE_TOKENS = [1, 5]  # the two "a": the up-weighting control
 REPORT_N, REPORT_SEED = 192, 0  # notebooks 02 / 08, the README and benchmarks/shapes_failure_types.py
@@ -184,7 +185,7 @@ def measure(pipe, methods: list, n: int = 96, split: str = "report", seed_base: 
     for m in it:
         ims = _sample(pipe, m, items, prompts, seeds, steps, guidance, batch)
         cats = [score_pair(item, detect(im)) for item, im in zip(items, ims)]
-        ind = {k: np.array([c["category"] == k for c in cats]) for k in PAIR_CATEGORIES}
+        ind = {k: np.array([c["category"] == k for c in cats]) for k in PAIR_VERDICTS}
         ind["extra"] = np.array([c["extra"] for c in cats])
         rates = {k: claims.rate(v) for k, v in ind.items()}
         if base is None:
