@@ -4,8 +4,9 @@ The UNet is Stable Diffusion 1.5's architecture (``UNet2DConditionModel``: block
 (320, 640, 1280, 1280), layers_per_block 2, cross_attention_dim 768, attention_head_dim 8,
 16 cross-attention layers) with random weights, built in code (no download). A sampling
 loop of ``--steps`` UNet calls with classifier-free guidance (batch ``[uncond; cond]``, 77
-tokens) runs without and with ``ebca_viz.trace(unet, cfg=True)`` (default quantities: running
-map sums, energies before/after, context norms and drift; map grid 32x32 at 64x64 latents).
+tokens) runs without and with ``ebca_viz.trace(unet, cfg=True, guidance_scale=7.5)`` (default
+quantities: running map sums, energies before/after, context norms and drift, the CFG guidance map
+``w ||eps_c - eps_u||`` per latent pixel; map grid 32x32 at 64x64 latents).
 
     python benchmarks/trace_overhead.py                           # 50 steps, 64x64 latents, CPU fp32
     python benchmarks/trace_overhead.py --latent 32 --steps 5     # quick run on a small CPU
@@ -83,13 +84,13 @@ def main(argv=None):
 
     with torch.no_grad():
         unet(x, 999, encoder_hidden_states=ctx)  # warm-up, vanilla
-        with ev.trace(unet, cfg=True):
+        with ev.trace(unet, cfg=True, guidance_scale=7.5):
             unet(x, 999, encoder_hidden_states=ctx)  # warm-up, traced
         van, trc, stored, grown = [], [], 0, 0
         for r in range(args.rounds):
             van.append(sample(unet, x, ctx, args.steps, device))
             base = rss()
-            with ev.trace(unet, cfg=True) as tr:
+            with ev.trace(unet, cfg=True, guidance_scale=7.5) as tr:
                 trc.append(sample(unet, x, ctx, args.steps, device))
             grown = max(grown, rss() - base)
             stored = tr.nbytes

@@ -7,6 +7,9 @@ Writes to ``--out`` (default ``outputs/demo``):
   separately: through the layer cascade (relative to the prompt's own context at the same layer),
   the change each layer's own update makes, and that change over sampling steps
   (:func:`ebca_viz.energy_plots.plot_energy_terms`),
+* ``trace.html``: the EBCU run's trace as one self-contained page (open it in a browser; no kernel,
+  no network): step / layer sliders, token chips, attention maps, energies, context trajectories
+  (:meth:`ebca_viz.tracing.Trace.to_html`),
 * ``summary.json``: settings, energies, timings, and the measured share of EBCU updates that lowered
   the posterior energy with its n and Wilson 95 % interval (``posterior_energy_lowered``).
 
@@ -32,13 +35,13 @@ from .viz import upscale
 DEFAULT_PROMPT = "a red circle and a blue square"
 
 
-def _sample(pipe, prompt, seed, steps, guidance_scale, config, progress):
-    """One EBCA run under a trace (energies only) with an :class:`UpdateRecorder` on the controller:
-    ``(image, trace, seconds, UpdateRecord or None)``."""
+def _sample(pipe, prompt, seed, steps, guidance_scale, config, progress, quantities=("energies",)):
+    """One EBCA run under a trace (``quantities``: energies only by default) with an
+    :class:`UpdateRecorder` on the controller: ``(image, trace, seconds, UpdateRecord or None)``."""
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     rec = UpdateRecorder(scales=[1.0])
     run = sample_traced(pipe, prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, ebca=config,
-                        quantities=["energies"], observers=[rec])
+                        quantities=list(quantities), observers=[rec])
     return run.image, run.trace, run.seconds, (rec.record() if rec._rows else None)
 
 
@@ -109,7 +112,9 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int | None
     for label, cfg in configs.items():
         if progress:
             print(f"[{name}] sampling {label} ({steps} steps) ...", flush=True)
-        runs[label] = _sample(pipe, prompt, seed, steps, guidance_scale, cfg, progress)
+        # the EBCU run also records what its trace page draws (maps, context norms)
+        qs = ("maps", "energies", "context_norms") if label == "ebcu" else ("energies",)
+        runs[label] = _sample(pipe, prompt, seed, steps, guidance_scale, cfg, progress, quantities=qs)
     from PIL import Image
 
     (vi, vlog, vt, _), (ei, elog, et, rec) = runs["vanilla"], runs["ebcu"]
@@ -121,6 +126,8 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int | None
     both.paste(b, (a.width + 8, 0))
     both.save(out / "comparison.png")
     plot_energy(vlog, elog, path=out / "energy.png", record=rec)
+    elog.to_html(out / "trace.html", image=ei, quiet=True,
+                 title=f"EBCU on {name}: \"{prompt}\", seed {seed}, gammas {gamma_attn}/{gamma_norm}, CFG {guidance_scale}")
     ee, ea = elog.energies("posterior", when="before"), elog.energies("posterior", when="after")
     summary = {
         "model": name, "prompt": prompt, "seed": seed, "steps": steps, "guidance_scale": guidance_scale,
@@ -140,7 +147,7 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int | None
         "pixel_change_mean_abs": float(
             (torch.tensor(list(vi.getdata()), dtype=torch.float32)
              - torch.tensor(list(ei.getdata()), dtype=torch.float32)).abs().mean()),
-        "files": ["vanilla.png", "ebcu.png", "comparison.png", "energy.png"],
+        "files": ["vanilla.png", "ebcu.png", "comparison.png", "energy.png", "trace.html"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if progress:

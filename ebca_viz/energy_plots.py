@@ -22,7 +22,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from . import claims
-from .viz import _short_layer, new_figure, to_numpy
+from .viz import FS, FS_TITLE, _short_layer, new_figure, to_numpy
 
 KINDS = ("context", "prior", "posterior")
 LABELS = {"context": "E(K;Q)", "prior": "E(K)", "posterior": "E(K;Q) + E(K)"}
@@ -55,7 +55,7 @@ def trace_energy_terms(tr, when: str = "before") -> dict:
 def _layer_ticks(ax, layer_names, L):
     ax.set_xticks(range(L))
     if layer_names is not None:
-        ax.set_xticklabels([f"{i} {_short_layer(n)}" for i, n in enumerate(layer_names)], rotation=50, fontsize=7)
+        ax.set_xticklabels([f"{i} {_short_layer(n)}" for i, n in enumerate(layer_names)], rotation=50, fontsize=FS)
     ax.set_xlabel("cross-attention layer (execution order)")
 
 
@@ -69,13 +69,14 @@ def update_counts(before, after) -> dict:
 
 
 def plot_energy_terms(before, after, reference=None, layer_names: Optional[Sequence[str]] = None,
-                      title: Optional[str] = None):
+                      title: Optional[str] = None, ncols: Optional[int] = None):
     """E(K;Q), E(K) and their sum, separately, through the layer cascade and over sampling steps.
 
     Args:
         before, after: ``{kind: (S, L[, B])}`` energies of the context entering / leaving each layer.
         reference: same shape, the prompt's own context seen by the same layer (or a vanilla run);
             optional: adds the cascade panel.
+        ncols: panels per row (default: all in one row); ``ncols=2`` fits a 9-inch page.
 
     Panels: (cascade, with ``reference``) mean over steps and images of ``entering - reference``
     (dot) and ``leaving - reference`` (end of the segment) per layer: what the updates of all layers
@@ -91,8 +92,8 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
         raise ValueError(f"reference must have the shape of before {b['posterior'].shape}, got {r['posterior'].shape}")
     S, L, _ = b["posterior"].shape
     n_ax = 3 if r is not None else 2
-    fig = new_figure(figsize=(5.2 * n_ax, 4.2))
-    axes = list(np.atleast_1d(fig.subplots(1, n_ax)))
+    axes, fig = _panels(n_ax, ncols, (5.2, 4.2))
+    axes_all = list(axes)
     x = np.arange(L)
     cnt = update_counts(b, a)
     if r is not None:
@@ -106,8 +107,8 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
         ax.axhline(0, color="gray", lw=0.8, ls="--")
         _layer_ticks(ax, layer_names, L)
         ax.set_ylabel("energy - prompt context's (same layer)")
-        ax.set_title("through the cascade: change vs the prompt context", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.set_title("through the cascade: change vs the prompt context", fontsize=FS_TITLE)
+        ax.legend(fontsize=FS)
     ax = axes.pop(0)
     w = 0.27
     for j, k in enumerate(KINDS):
@@ -120,11 +121,11 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
     for i in range(L):
         ok = np.isfinite(a["posterior"][:, i] - b["posterior"][:, i])
         if ok.any():
-            ax.text(i, ymax, f"{fell[:, i][ok].mean():.0%}", ha="center", va="bottom", fontsize=7)
+            ax.text(i, ymax, f"{fell[:, i][ok].mean():.0%}", ha="center", va="bottom", fontsize=FS)
     _layer_ticks(ax, layer_names, L)
     ax.set_ylabel("change by its own update (after - before)")
-    ax.set_title("per layer (mean); % = updates that lowered the sum", fontsize=10, pad=14)
-    ax.legend(fontsize=7)
+    ax.set_title("per layer (mean)\n% = updates that lowered the sum", fontsize=FS_TITLE, pad=14)
+    ax.legend(fontsize=FS)
     ax = axes.pop(0)
     for k in KINDS:
         ax.plot(np.arange(S), np.nanmean(a[k] - b[k], (1, 2)), "o-", ms=3, color=COLORS[k],
@@ -132,17 +133,28 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xlabel("sampling step (0 = noisiest)")
     ax.set_ylabel("change per update, mean over layers")
-    ax.set_title("per sampling step", fontsize=10)
-    ax.legend(fontsize=7)
-    sup = (f"E(K;Q) fell in {cnt['context_fell']}, E(K) rose in {cnt['prior_rose']},\n"
+    ax.set_title("per sampling step", fontsize=FS_TITLE)
+    ax.legend(fontsize=FS)
+    sep = "\n" if getattr(fig, "_ebca_spare", None) is not None else ", "
+    sup = (f"E(K;Q) fell in {cnt['context_fell']}{sep}E(K) rose in {cnt['prior_rose']},\n"
            f"E(K;Q)+E(K) fell in {cnt['posterior_fell']} of the updates")
-    fig.suptitle((title + ": " if title else "") + sup, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    head = (title + ":" + ("\n" if sep == "\n" else " ")) if title else ""
+    fig.suptitle(head + sup, fontsize=FS if sep == ", " else 10)
+    if sep == "\n":  # 2 x 2 layout: the cascade legend (same colours as the other panels) goes to the free cell
+        for ax in fig.axes:
+            if ax is not fig._ebca_spare and ax is not axes_all[0] and ax.get_legend() is not None:
+                ax.get_legend().remove()
+        _legends_to_spare(fig, [axes_all[0]])
+        n_lines = (head + sup).count("\n") + 1
+        fig._ebca_rect = (0, 0, 1, 1 - (0.05 + 0.18 * n_lines) / fig.get_figheight())
+    else:
+        fig._ebca_rect = (0, 0, 1, 0.92)  # readable() keeps the room of the suptitle
+    fig.tight_layout(rect=fig._ebca_rect)
     return fig
 
 
 def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps: Optional[Sequence[int]] = None,
-                     title: str = "did each update lower E(K;Q) + E(K)?"):
+                     title: str = "did each update lower E(K;Q) + E(K)?", ncols: Optional[int] = None):
     """Where the updates lowered the posterior energy.
 
     Args:
@@ -162,9 +174,15 @@ def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps:
     low = np.where(ok, c < 0, np.nan)
     cnt = ok.sum(2)
     frac = np.where(cnt > 0, np.nansum(low, 2) / np.maximum(cnt, 1), np.nan)  # NaN: no update there
-    fig = new_figure(figsize=(11, 4.4))
-    gs = fig.add_gridspec(1, 3, width_ratios=[1.3, 1.1, 0.9])
-    ax = fig.add_subplot(gs[0])
+    if ncols is not None and ncols < 3:  # heatmap on top, the two rate panels below: fits 9 inches
+        fig = new_figure(figsize=(9, 8.6))
+        gs = fig.add_gridspec(2, 2, height_ratios=[1.1, 1])
+        slots = [gs[0, :], gs[1, 0], gs[1, 1]]
+    else:
+        fig = new_figure(figsize=(11, 4.4))
+        gs = fig.add_gridspec(1, 3, width_ratios=[1.3, 1.1, 0.9])
+        slots = [gs[0], gs[1], gs[2]]
+    ax = fig.add_subplot(slots[0])
     im = ax.imshow(frac, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.05, label="share of images: energy lowered")
     _layer_ticks(ax, layer_names, L)
@@ -172,22 +190,22 @@ def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps:
     if steps is not None:
         ax.set_yticks(range(S)[:: max(1, S // 10)])
         ax.set_yticklabels([str(s) for s in list(steps)[:: max(1, S // 10)]])
-    ax.set_title("per step and layer", fontsize=10)
-    ax = fig.add_subplot(gs[1])
+    ax.set_title("per step and layer", fontsize=FS_TITLE)
+    ax = fig.add_subplot(slots[1])
     rates = [claims.rate(c[:, i][ok[:, i]] < 0) if ok[:, i].any() else None for i in range(L)]
     for i, r in enumerate(rates):
         if r is None:
             continue
         ax.bar(i, r.p, color="C2" if r.p >= 0.5 else "C3", alpha=0.8)
         ax.errorbar(i, r.p, yerr=[[max(0.0, r.p - r.lo)], [max(0.0, r.hi - r.p)]], color="k", capsize=3)
-        ax.text(i, min(r.hi + 0.03, 1.04), f"{r.p:.0%}", ha="center", fontsize=7)
+        ax.text(i, min(r.hi + 0.03, 1.04), f"{r.p:.0%}", ha="center", fontsize=FS)
     tot = claims.rate(c[ok] < 0)
     ax.axhline(tot.p, color="k", lw=0.8, ls="--")
     ax.set_ylim(0, 1.12)
     _layer_ticks(ax, layer_names, L)
     ax.set_ylabel("updates that lowered the energy")
-    ax.set_title(f"per layer (95 % interval); dashed: all layers\n{tot}", fontsize=9)
-    ax = fig.add_subplot(gs[2])
+    ax.set_title(f"per layer (95 % interval); dashed: all layers\n{tot}", fontsize=FS)
+    ax = fig.add_subplot(slots[2])
     ps = [claims.rate(c[s][ok[s]] < 0) for s in range(S) if ok[s].any()]
     xs = [s for s in range(S) if ok[s].any()]
     ax.plot(xs, [r.p for r in ps], "o-", ms=3, color="C2")
@@ -195,16 +213,16 @@ def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps:
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("sampling step (0 = noisiest)")
     ax.set_ylabel("updates that lowered the energy")
-    ax.set_title("per step", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    ax.set_title("per step", fontsize=FS_TITLE)
+    ax.legend(fontsize=FS)
+    fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout()
     return fig
 
 
 def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: Optional[Sequence[str]] = None,
                    marks: Optional[Mapping[str, float]] = None, examples: Optional[Mapping[str, tuple]] = None,
-                   kind_label: str = "E(K;Q) + E(K)"):
+                   kind_label: str = "E(K;Q) + E(K)", ncols: Optional[int] = None):
     """Energy change of one layer's update as a function of its step size (inputs held fixed).
 
     Args:
@@ -234,8 +252,7 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
         raise ValueError(f"run_gamma must be the run's positive gamma_attn, got {run_gamma!r}")
     S, L, B, G = ch.shape
     slope = fo / run_gamma  # dE/dgamma at 0
-    fig = new_figure(figsize=(15, 4.3))
-    a1, a2, a3 = fig.subplots(1, 3)
+    (a1, a2, a3), fig = _panels(3, ncols, (5.0, 4.3))
     i_run = int(np.argmin(np.abs(g - run_gamma)))
     if examples is None:
         examples = {}
@@ -260,7 +277,7 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
     a1.axhline(0, color="k", lw=0.6)
     a1.set_xlabel("gamma_attn (gamma_norm scaled alike)")
     a1.set_ylabel("energy change / |dE/dgamma at 0|")
-    a1.set_title("one update: first order, then overshoot", fontsize=10)
+    a1.set_title("one update: first order, then overshoot", fontsize=FS_TITLE)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = ch / (slope[..., None] * g)
     for l in range(L):
@@ -279,8 +296,8 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
     a2.set_ylim(-2, 1.3)
     a2.set_xlabel("gamma_attn (log)")
     a2.set_ylabel("actual / first-order change")
-    a2.set_title("all updates: median (quartiles) per layer", fontsize=10)
-    a2.legend(fontsize=6, ncol=2, loc="lower left")
+    a2.set_title("all updates: median (quartiles) per layer", fontsize=FS_TITLE)
+    a2.legend(fontsize=FS, ncol=2, loc="lower left")
     flat = ch.reshape(-1, G)
     flat = flat[np.isfinite(flat).all(1)]
     rs = [claims.rate(flat[:, i] < 0) for i in range(G)]
@@ -295,17 +312,236 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
     a3.set_ylim(0, 1.05)
     a3.set_xlabel("gamma_attn (log)")
     a3.set_ylabel(f"updates that lowered {kind_label}")
-    a3.set_title(f"share lowered (thin: per layer); at the run's {run_gamma:g}: {rs[i_run].p:.0%}", fontsize=10)
+    a3.set_title(f"share lowered (thin: per layer); at the run's {run_gamma:g}: {rs[i_run].p:.0%}", fontsize=FS_TITLE)
     for j, (label, val) in enumerate((marks or {}).items()):
         for ax in (a1, a2, a3):
             if ax is a1 and val > gmax:
                 continue
             ax.axvline(val, color=("k", "m", "c")[j % 3], ls=(":", "-.", "--")[j % 3], lw=1.4,
                        label=label if ax is not a2 else None)
-    a1.legend(fontsize=6)
-    a3.legend(fontsize=7, loc="lower left")
+    a1.legend(fontsize=FS)
+    a3.legend(fontsize=FS, loc="lower left")
+    if getattr(fig, "_ebca_spare", None) is not None:  # 2 x 2 layout: the legends go to the free cell
+        a1.get_legend().set_title("top-left panel")
+        a3.get_legend().set_title("bottom panel")
+        _legends_to_spare(fig, [a1, a3])
     fig.tight_layout()
     return fig
 
 
-__all__ = ["trace_energy_terms", "update_counts", "plot_energy_terms", "plot_descent_map", "plot_step_size"]
+def _panels(n: int, ncols: Optional[int], panel: tuple):
+    """``n`` axes in rows of ``ncols`` (default: one row), each ``panel = (w, h)`` inches (a 2-column layout
+    is 9 inches wide). Surplus grid cells are switched off; the first of them is kept as ``fig._ebca_spare``
+    (a place for the legends), else that attribute is None. Returns ``(axes list, fig)``."""
+    ncols = n if not ncols else max(1, min(int(ncols), n))
+    rows = -(-n // ncols)
+    w = panel[0] * ncols if ncols == n else 9.0
+    fig = new_figure(figsize=(w, panel[1] * rows))
+    grid = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
+    for ax in grid[n:]:
+        ax.axis("off")
+    fig._ebca_spare = grid[n] if len(grid) > n else None
+    return list(grid[:n]), fig
+
+
+def _legends_to_spare(fig, axes) -> bool:
+    """Move the legends of ``axes`` into ``fig._ebca_spare`` (stacked, 10 pt); False when there is no spare."""
+    spare = getattr(fig, "_ebca_spare", None)
+    if spare is None:
+        return False
+    items = []
+    for ax in axes:
+        leg = ax.get_legend()
+        if leg is None:
+            continue
+        import textwrap
+
+        h, l = ax.get_legend_handles_labels()
+        l = [textwrap.fill(x, 40) for x in l]  # the free cell is ~4 inches wide
+        items.append((h, l, leg.get_title().get_text()))
+        leg.remove()
+    y = 1.0
+    for h, l, t in items:
+        lg = spare.legend(h, l, loc="upper left", bbox_to_anchor=(0.0, y), fontsize=FS_TITLE, title=t or None,
+                          frameon=False)
+        spare.add_artist(lg)
+        y -= 0.09 * (sum(x.count("\n") + 1 for x in l) + 1.5)
+    return True
+
+
+def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc=None):
+    """Make a figure readable at its displayed size: every text (titles, labels, ticks, legends,
+    colourbar labels, annotations) at least ``min_pt`` points, the figure at most ``max_width``
+    inches wide (narrowed, never enlarged), axes titles wider than their axes wrapped onto more
+    lines, legends moved to ``legend_loc`` when given (``"best"``, ``"below"`` the axes, or one
+    location per legend in axes order, None keeping that one where it is); then laid out again.
+    Returns ``fig``."""
+    import textwrap
+    import warnings
+
+    from matplotlib.text import Text
+
+    if min_pt <= 0 or max_width <= 0:
+        raise ValueError(f"min_pt and max_width must be positive, got {min_pt}, {max_width}")
+    for t in fig.findobj(Text):
+        if t.get_text() and t.get_fontsize() < min_pt:
+            t.set_fontsize(min_pt)
+    w, h = fig.get_size_inches()
+    if w > max_width:
+        fig.set_size_inches(max_width, h)
+    if legend_loc is not None:
+        legs = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        locs = [legend_loc] * len(legs) if isinstance(legend_loc, str) else list(legend_loc)
+        if len(locs) != len(legs):
+            raise ValueError(f"legend_loc: give one location or one per legend ({len(legs)}), got {legend_loc!r}")
+        for leg, loc in zip(legs, locs):
+            if loc == "below":  # under the axes (below the tick and axis labels), two columns
+                ax = leg.axes
+                h, l = ax.get_legend_handles_labels()
+                leg.remove()
+                ax.legend(h, l, loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=2, fontsize=min_pt,
+                          frameon=False)
+            elif loc is not None:
+                leg.set_loc(loc)
+
+    rect = getattr(fig, "_ebca_rect", None)
+    if rect is None and fig._suptitle is not None and fig._suptitle.get_text():  # keep room for the suptitle
+        n = fig._suptitle.get_text().count("\n") + 1
+        rect = (0, 0, 1, 1 - (0.1 + 0.2 * n) / fig.get_figheight())
+
+    def layout():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig.tight_layout(rect=rect)
+        except Exception:  # a layout that tight_layout cannot handle keeps its own
+            pass
+
+    layout()
+    renderer = fig.canvas.get_renderer()
+    wrapped = False
+    for ax in fig.axes:
+        for t in (ax.title, ax._left_title, ax._right_title):
+            text = t.get_text()
+            if not text:
+                continue
+            tw, aw = t.get_window_extent(renderer).width, ax.get_window_extent(renderer).width
+            if tw > 1.02 * aw and aw > 0:
+                lines = text.split("\n")
+                longest = max(len(x) for x in lines)
+                width = max(12, int(longest * aw / tw * 0.95))
+                t.set_text("\n".join(textwrap.fill(x, width) for x in lines))
+                wrapped = True
+    if wrapped:
+        layout()
+    return fig
+
+
+def add_colorbar(fig, label: str, vmin: float = 0.0, vmax: float = 1.0, cmap: str = "magma", width: float = 0.025):
+    """A colourbar on the right of ``fig`` for maps drawn with ``cmap`` from ``vmin`` to ``vmax``
+    (for grids whose plotting function has none): the axes make room, the bar spans the middle.
+    Returns ``fig``."""
+    import matplotlib as mpl
+
+    if not vmax > vmin:
+        raise ValueError(f"vmax must exceed vmin, got {vmin}, {vmax}")
+    right = 1 - width - 0.11
+    fig.subplots_adjust(right=right)
+    cax = fig.add_axes([right + 0.02, 0.2, width, 0.6])
+    fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(vmin, vmax), cmap=cmap), cax=cax, label=label)
+    return fig
+
+
+def plot_repeated_updates(curves: Mapping[str, Sequence[float]], title: str = "one layer, repeated updates",
+                          ylabel: str = "E(K;Q) + E(K)"):
+    """Energy along repeated updates of one layer's context: ``curves = {label: (n + 1,) energies}``
+    (:func:`ebca_viz.energy_steps.repeated_updates`), one line each; update 0 is the prompt's context.
+    The first update's drop is marked on each curve."""
+    if not curves:
+        raise ValueError("curves is empty: pass {label: energies along the updates}")
+    fig = new_figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    for j, (label, e) in enumerate(curves.items()):
+        e = to_numpy(e).ravel()
+        if e.size < 2:
+            raise ValueError(f"curve {label!r} needs at least 2 energies (before and after one update), got {e.size}")
+        ax.plot(np.arange(e.size), e, "o-", ms=3.5, color=f"C{j}", label=label)
+        ax.annotate("", xy=(1, e[1]), xytext=(0, e[0]), arrowprops=dict(arrowstyle="->", color=f"C{j}", lw=2))
+    ax.set_xlabel("update number (0 = the prompt's own context)", fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.set_title(title, fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.legend(fontsize=FS_TITLE)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gamma_sweep(gammas, changes, first_order, run_gamma: float, level: float = 0.95,
+                     chosen: Optional[float] = None, marks: Optional[Mapping[str, float]] = None):
+    """Step size for a student: how much one update lowers the energy, and how often, against gamma.
+
+    Args:
+        gammas: ``(G,)`` swept gamma_attn (gamma_norm scaled alike).
+        changes: ``(S, L, B, G)`` energy change ``E(C_in + (g / run_gamma) dC) - E(C_in)`` of every
+            recorded update (:attr:`ebca_viz.energy_steps.UpdateRecord.sweep` ``["posterior"]``).
+        first_order: ``(S, L, B)`` the first-order change at ``run_gamma`` (to scale each update).
+        level: the share of descending updates the rule asks for (horizontal line).
+        chosen: the gamma the rule picked (vertical line), ``marks``: ``{label: gamma}`` more lines.
+
+    Left: energy drop ``-(change)`` of each update divided by its first-order drop at ``g``
+    (``1`` = the full predicted drop, ``0`` = no gain, below ``0`` = the update went uphill): median and
+    quartiles over all updates. Right: share of updates with a drop ``> 0``, Wilson 95 % band.
+    """
+    g = to_numpy(gammas).ravel()
+    ch, fo = to_numpy(changes), to_numpy(first_order)
+    if ch.ndim != 4 or ch.shape[-1] != g.size:
+        raise ValueError(f"changes must be (S, L, B, G) with G = len(gammas) = {g.size}, got shape {ch.shape}")
+    if fo.shape != ch.shape[:3]:
+        raise ValueError(f"first_order must be (S, L, B) = {ch.shape[:3]}, got shape {fo.shape}")
+    if not run_gamma or run_gamma <= 0:
+        raise ValueError(f"run_gamma must be the run's positive gamma_attn, got {run_gamma!r}")
+    flat = ch.reshape(-1, g.size)
+    pred = (fo.reshape(-1, 1) / run_gamma) * g  # first-order change at each gamma (negative)
+    ok = np.isfinite(flat).all(1) & np.isfinite(pred).all(1) & (pred[:, 0] < 0)
+    rel = flat[ok] / pred[ok]  # (actual drop) / (predicted drop): both changes are negative when downhill
+    rates = [claims.rate(flat[np.isfinite(flat).all(1)][:, i] < 0) for i in range(g.size)]
+    fig = new_figure(figsize=(9, 4.2))
+    a1, a2 = fig.subplots(1, 2)
+    med, q1, q3 = np.median(rel, 0), np.percentile(rel, 25, 0), np.percentile(rel, 75, 0)
+    a1.plot(g, med, "o-", color="k", ms=4, label="median update")
+    a1.fill_between(g, q1, q3, color="gray", alpha=0.3, label="middle half of updates")
+    a1.axhline(1, color="C0", ls="--", lw=1, label="drop a tiny step predicts")
+    a1.axhline(0, color="C3", lw=1.2, label="no drop: above = downhill")
+    a1.set_xscale("log")
+    a1.set_ylim(-1.5, 1.3)
+    a1.set_xlabel("step size gamma (log scale)", fontsize=11)
+    a1.set_ylabel("energy drop / predicted drop", fontsize=11)
+    a1.set_title("how much of the predicted drop one update gets", fontsize=11)
+    a1.legend(fontsize=FS_TITLE, loc="lower left")
+    p = np.array([r.p for r in rates])
+    a2.plot(g, 100 * p, "o-", color="C2", ms=4, label=f"all updates (n = {rates[0].n} per gamma)")
+    a2.fill_between(g, [100 * r.lo for r in rates], [100 * r.hi for r in rates], color="C2", alpha=0.3)
+    a2.axhline(100 * level, color="k", ls=":", lw=1.2, label=f"{100 * level:g} %")
+    a2.set_xscale("log")
+    a2.set_ylim(0, 105)
+    a2.set_xlabel("step size gamma (log scale)", fontsize=11)
+    a2.set_ylabel("% of updates that went downhill", fontsize=11)
+    a2.set_title("how often one update goes downhill", fontsize=11)
+    lines = dict(marks or {})
+    if chosen is not None:
+        lines = {f"largest gamma with >= {100 * level:g} %: {chosen:g}": chosen, **lines}
+    for j, (label, val) in enumerate(lines.items()):
+        for ax in (a1, a2):
+            ax.axvline(val, color=("m", "k", "c")[j % 3], ls=("-.", "--", ":")[j % 3], lw=1.5,
+                       label=label if ax is a2 else None)
+    a2.legend(fontsize=FS_TITLE, loc="lower left")
+    for ax in (a1, a2):
+        ax.tick_params(labelsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["trace_energy_terms", "update_counts", "plot_energy_terms", "plot_descent_map", "plot_step_size", "readable", "add_colorbar", "plot_repeated_updates",
+           "plot_gamma_sweep"]

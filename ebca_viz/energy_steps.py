@@ -287,5 +287,79 @@ def sweep_step_size(pipe=None, gamma_attn: float = None, gamma_norm: float = Non
             "posterior_lowered": [r.to_json() for r in rec.sweep_rates()], "run": rec.to_json()}
 
 
+#: the step sizes the tour sweeps (gamma_attn = gamma_norm), from tiny to three times the shapes world's 0.3
+TOUR_GAMMAS = (0.003, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+#: the tour's rule: the largest swept gamma at which at least this share of the updates lowered the posterior
+DESCENT_LEVEL = 0.95
+
+
+@torch.no_grad()
+def repeated_updates(q: torch.Tensor, c: torch.Tensor, w_k: torch.Tensor, heads: int, scale: float,
+                     gamma_attn: float, gamma_norm: float, n_steps: int = 30,
+                     prior_form: str = "published") -> np.ndarray:
+    r"""Energies of one layer's context along ``n_steps`` repeated EBCU updates (the layer's inputs fixed).
+
+    ``c_{t+1} = c_t + dC(c_t)`` with ``dC = (gamma_attn A - gamma_norm R) W_k`` (:func:`ebca_viz.energy.context_update`,
+    ``prior_form`` as the processors use it). ``q (B,H,P,d)``, ``c (B,N,D)``, ``w_k (H d, D)``; computed in float64.
+
+    Returns ``(n_steps + 1, 3)``: E(K;Q), E(K) (paper prior, as everywhere in this module) and their sum at
+    ``c_0 .. c_n`` (summed over the batch).
+    """
+    from .energy import context_update
+
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    q, c, w_k = q.double(), c.double(), w_k.double()
+    out = []
+    for t in range(n_steps + 1):
+        out.append(_terms(q, c, w_k, heads, scale).sum(-1))
+        if t < n_steps:
+            k = split_heads(c @ w_k.T, heads)
+            c = c + context_update(attention_scores(q, k, scale), q, k, w_k, gamma_attn, gamma_norm,
+                                   prior_form=prior_form)
+    return torch.stack(out).cpu().numpy()
+
+
+def tuning_updates(pipe, config, n: int = 8, steps: int = 25, guidance_scale: float = 3.0,
+                   gammas: Sequence[float] = TOUR_GAMMAS, seed_base: int = 100_000):
+    """:func:`record_updates` on the shapes world's **tuning** two-object prompts and seeds (split ``"tune"``,
+    seeds ``seed_base + i``: those of ``benchmarks/shapes_sweep.py``, disjoint from the reported ones), with the
+    step-size sweep evaluated at ``gammas`` (gamma_attn; gamma_norm scaled alike).
+
+    Returns ``(images, UpdateRecord, prompts)``; ``record.gamma_attn() * record.scales == gammas``."""
+    from .experiments.multiconcept import prompt_items
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1 seed, got {n}")
+    ga = float(config.gamma_attn)
+    if ga <= 0:
+        raise ValueError(f"config.gamma_attn must be > 0 to record updates, got {ga}")
+    g = np.asarray(gammas, np.float64)
+    if g.ndim != 1 or g.size == 0 or np.any(g <= 0):
+        raise ValueError(f"gammas must be a non-empty list of positive step sizes, got {gammas!r}")
+    _, prompts, seeds = prompt_items("tune", n, seed_base)
+    images, rec = record_updates(pipe, prompts, config, seeds=seeds, steps=steps, guidance_scale=guidance_scale,
+                                 scales=g / ga)
+    return images, rec, prompts
+
+
+def largest_descending_gamma(gammas: Sequence[float], rates: Sequence, level: float = DESCENT_LEVEL):
+    """The tour's rule: the largest swept gamma whose share of descending updates ``rate.p >= level``.
+
+    ``gammas (G,)``, ``rates``: one :class:`~ebca_viz.claims.Rate` per gamma (:meth:`UpdateRecord.sweep_rates`).
+    Returns ``(index, gamma)``, or ``(None, None)`` when no swept gamma reaches ``level``."""
+    g = [float(x) for x in gammas]
+    if len(g) != len(rates):
+        raise ValueError(f"gammas ({len(g)}) and rates ({len(rates)}) differ in length")
+    if not 0 < level <= 1:
+        raise ValueError(f"level must be in (0, 1], got {level}")
+    ok = [i for i in range(len(g)) if rates[i].p >= level]
+    if not ok:
+        return None, None
+    i = max(ok, key=lambda j: g[j])
+    return i, g[i]
+
+
 __all__ = ["KINDS", "DEFAULT_SCALES", "sweep_changes", "UpdateRecorder", "UpdateRecord", "record_updates", "first_order_change",
-           "sweep_step_size"]
+           "sweep_step_size", "TOUR_GAMMAS", "DESCENT_LEVEL", "repeated_updates", "tuning_updates",
+           "largest_descending_gamma"]

@@ -198,6 +198,66 @@ class CellTimer:
 
 _TIMER: Optional[CellTimer] = None
 
+#: width of JupyterLab's output area in a 1280 px window with the file browser open (CSS px); a wider
+#: figure is shrunk to it, and its text with it
+CONTAINER_PX = 850
+#: the smallest text a figure may show, in points at its displayed size
+MIN_DISPLAY_PT = 9.0
+#: one :class:`FigureAudit` per figure displayed since :func:`setup`
+FIGURES: list = []
+
+
+@dataclass
+class FigureAudit:
+    """What a reader sees of one displayed figure: its width in CSS px and its smallest text in points
+    at the displayed size (``font pt * dpi / 96 * min(1, CONTAINER_PX / width_px)``)."""
+
+    index: int
+    width_px: float
+    min_pt: float
+    smallest: str  # the smallest text itself (to find it)
+
+    @property
+    def ok(self) -> bool:
+        return self.min_pt >= MIN_DISPLAY_PT
+
+
+def text_audit(fig, container_px: float = CONTAINER_PX, index: int = 0) -> FigureAudit:
+    """Smallest visible text of a matplotlib figure at its displayed size (see :class:`FigureAudit`)."""
+    dpi = float(fig.dpi)
+    width_px = float(fig.get_figwidth()) * dpi
+    scale = min(1.0, container_px / width_px) if width_px > 0 else 1.0
+    best, which = float("inf"), ""
+    for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_fontsize")):
+        if not t.get_visible() or not str(t.get_text()).strip():
+            continue
+        pt = float(t.get_fontsize()) * dpi / 96.0 * scale
+        if pt < best:
+            best, which = pt, str(t.get_text())[:40]
+    return FigureAudit(index, width_px, best if best < float("inf") else float("nan"), which)
+
+
+def _watch_figures(ip) -> None:
+    """Audit every figure IPython turns into a PNG (IPython's formatter extension point, ``for_type``)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    plt.close(plt.figure())  # loads the inline backend, which registers its PNG formatter, before we wrap it
+
+    fmt = ip.display_formatter.formatters["image/png"]
+    try:
+        orig = fmt.lookup_by_type(Figure)
+    except KeyError:
+        return
+    orig = getattr(orig, "_ebca_orig", orig)
+
+    def audited(fig, *args, **kwargs):
+        FIGURES.append(text_audit(fig, index=len(FIGURES) + 1))
+        return orig(fig, *args, **kwargs)
+
+    audited._ebca_orig = orig
+    fmt.for_type(Figure, audited)
+
 
 def _ipython():
     try:
@@ -221,8 +281,10 @@ def setup(model: str = "shapes-world", verbose: bool = True) -> Lesson:
     model = os.environ.get("EBCA_VIZ_MODEL", model)
     claims.reset_log()
     claims.QUIET = True
+    FIGURES.clear()
     ip = _ipython()
     if ip is not None:
+        _watch_figures(ip)
         if _TIMER is not None:
             for ev, fn in (("pre_run_cell", _TIMER.pre), ("post_run_cell", _TIMER.post)):
                 try:
@@ -249,6 +311,10 @@ def finish() -> dict:
     Returns ``{"checks": n, "cell_seconds": [...], "total_s": ...}``."""
     from . import claims
 
+    if FIGURES:
+        small = [f for f in FIGURES if not f.ok]
+        claims.check(not small, f"every figure's text is at least {MIN_DISPLAY_PT:g} pt at its displayed size "
+                     f"({len(FIGURES)} figures)", *[f"figure {f.index}: {f.min_pt:.1f} pt ({f.smallest!r})" for f in small])
     print(claims.checks_table())
     times = list(_TIMER.times) if _TIMER is not None else []
     # the cell running finish() itself has not ended yet: it is not in the list
@@ -261,4 +327,5 @@ def finish() -> dict:
 
 
 __all__ = ["FAST_ENV", "fast_mode", "pick", "default_device", "default_model", "load_model", "Sampled",
-           "sample_traced", "capture_attention", "Lesson", "setup", "finish", "CellTimer"]
+           "sample_traced", "capture_attention", "Lesson", "setup", "finish", "CellTimer",
+           "FigureAudit", "text_audit"]

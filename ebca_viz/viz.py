@@ -35,7 +35,10 @@ from .events import token_labels as event_token_labels
 # figure plumbing (no pyplot)
 # ---------------------------------------------------------------------------------------------
 class ExplainerFigure(Figure):
-    """A plain matplotlib Figure with an Agg canvas that Jupyter displays as PNG."""
+    """A plain matplotlib Figure with an Agg canvas that Jupyter displays as PNG.
+
+    Layout is the plotting function's (``tight_layout``, or :func:`ebca_viz.energy_plots.readable`, which
+    also wraps titles to their axes); :func:`wrap_titles` wraps titles before a layout."""
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -47,9 +50,34 @@ class ExplainerFigure(Figure):
         return figure_png(self)
 
 
+#: text sizes (points) of every figure here: at the default 100 dpi and at most :data:`MAX_WIDTH_IN` wide,
+#: JupyterLab shows them unshrunk, so no text is under 9 pt at its displayed size
+FS = 10
+FS_TITLE = 11
+#: the widest figure (inches) that fits JupyterLab's output area (850 px at 100 dpi) without shrinking
+MAX_WIDTH_IN = 8.5
+
+
+def wrap_titles(fig) -> None:
+    """Wrap every axes title to the width of its axes (about 0.55 em per character)."""
+    for ax in fig.axes:
+        for t in (ax.title, ax._left_title, ax._right_title):
+            text = t.get_text()
+            if not text:
+                continue
+            width_pt = ax.get_position().width * fig.get_figwidth() * 72
+            chars = max(8, int(width_pt / (0.55 * float(t.get_fontsize()))))
+            lines = [textwrap.fill(line, chars) for line in text.split("\n")]
+            t.set_text("\n".join(lines))
+
+
 def new_figure(figsize=(6, 4), **kw) -> ExplainerFigure:
-    """A figure outside pyplot (nothing to close, nothing global)."""
-    return ExplainerFigure(figsize=figsize, **kw)
+    """A figure outside pyplot (nothing to close, nothing global). A figure asked wider than
+    :data:`MAX_WIDTH_IN` is scaled down to it (both sides), so its text is not shrunk on screen."""
+    w, h = figsize
+    if w > MAX_WIDTH_IN:
+        w, h = MAX_WIDTH_IN, h * MAX_WIDTH_IN / w
+    return ExplainerFigure(figsize=(w, h), **kw)
 
 
 def figure_png(fig: Figure, dpi: int = 90) -> bytes:
@@ -159,7 +187,8 @@ def prompt_token_indices(tokenizer_or_pipe, prompt: str) -> list:
 def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None, row_labels=None,
                         token_indices: Optional[Sequence[int]] = None, normalize: str = "map",
                         overlay_alpha: float = 0.55, cmap: str = "magma", title: Optional[str] = None,
-                        cell: float = 1.35) -> ExplainerFigure:
+                        cell: float = 1.35, fontsize: float = FS, colorbar="shared",
+                        colorbar_label: Optional[str] = None) -> ExplainerFigure:
     """Grid of cross-attention maps: one row per layer (or step), one column per token.
 
     Args:
@@ -171,7 +200,13 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
         row_labels: ``R`` labels (e.g. ``"layer 3"``, ``"step 10"``).
         token_indices: which token columns to show (default: all ``N``).
         normalize: colour range ``"map"`` (each map from its own min to max), ``"row"`` (shared per
-            row) or ``"none"`` (0 to the global max: absolute probabilities).
+            row), ``"none"`` (from 0 to each map's max) or ``"all"`` (one range for the whole grid:
+            rows compare directly).
+        fontsize: labels and titles (points).
+        colorbar: ``"shared"`` (default) one colour bar for the grid, labelled with what the colours mean
+            under ``normalize``; ``True`` one bar per row (``normalize="row"`` or ``"all"``: the row shares
+            its range; otherwise the bar is the row's last map's); ``False`` none.
+        colorbar_label: the bars' label (default: says what ``normalize`` does).
     """
     if isinstance(maps, (list, tuple)):
         a = stack_maps(maps)
@@ -188,14 +223,16 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
             raise ValueError(f"token_indices: {c} out of range for {N} tokens")
     if row_labels is not None and len(row_labels) != R:
         raise ValueError(f"row_labels has {len(row_labels)} entries for {R} rows of maps")
-    if normalize not in ("map", "row", "none"):
-        raise ValueError("normalize must be 'map', 'row' or 'none'")
+    if normalize not in ("map", "row", "none", "all"):
+        raise ValueError("normalize must be 'map', 'row', 'none' or 'all'")
     img = image_array(image) if image is not None else None
     if img is not None:
         a = stack_maps(list(a), size=img.shape[:2])
     ncol = len(cols) + (1 if img is not None else 0)
-    fig = new_figure(figsize=(cell * ncol + 0.9, cell * R + (0.5 if title else 0.15)))
+    fig = new_figure(figsize=(cell * ncol + 0.9 + (0.9 if colorbar else 0), cell * R + (0.5 if title else 0.15)),
+                     layout="constrained" if colorbar is True else None)
     axes = np.atleast_2d(fig.subplots(R, ncol, squeeze=False))
+    gmin, gmax = (a[:, cols].min(), a[:, cols].max()) if len(cols) else (0.0, 1.0)
     for r in range(R):
         row = a[r, cols]
         rmax = row.max() if row.size else 1.0
@@ -207,25 +244,46 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
             if img is not None and j == 0:
                 ax.imshow(img)
                 if r == 0:
-                    ax.set_title("image", fontsize=8)
+                    ax.set_title("image", fontsize=fontsize)
             else:
                 c = cols[j - (1 if img is not None else 0)]
                 m = a[r, c]
-                vmin, vmax = {"map": (m.min(), m.max()), "row": (rmin, rmax), "none": (0.0, None)}[normalize]
+                vmin, vmax = {"map": (m.min(), m.max()), "row": (rmin, rmax), "none": (0.0, None),
+                              "all": (gmin, gmax)}[normalize]
                 if vmax is not None and vmax <= vmin:
                     vmax = vmin + 1e-12
                 if img is not None:  # grey image under the map, so the map's colours read
                     ax.imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1)
-                    ax.imshow(m, cmap=cmap, alpha=overlay_alpha, vmin=vmin, vmax=vmax)
+                    shown = ax.imshow(m, cmap=cmap, alpha=overlay_alpha, vmin=vmin, vmax=vmax)
                 else:
-                    ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
+                    shown = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
                 if r == 0:
-                    ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=8)
+                    ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}",
+                                 fontsize=fontsize)
             if j == 0:
-                ax.set_ylabel(row_labels[r] if row_labels is not None else f"row {r}", fontsize=8)
+                ax.set_ylabel(row_labels[r] if row_labels is not None else f"row {r}", fontsize=fontsize)
+        if colorbar is True and len(cols):
+            cb = fig.colorbar(shown, ax=list(axes[r]), fraction=0.03, pad=0.02)
+            cb.ax.tick_params(labelsize=fontsize)
+            cb.set_label(colorbar_label or "attention probability", fontsize=fontsize)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=max(FS_TITLE, fontsize))
+    if colorbar is True:  # constrained layout places the bars
+        return fig
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
+    if colorbar == "shared" and len(cols):
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        top = float(a[:, cols].max()) if normalize in ("none", "all") and a.size else 1.0
+        label = colorbar_label or {"map": "attention (each map: its min = 0, its max = 1)",
+                                   "row": "attention (each row: its min = 0, its max = 1)",
+                                   "none": "attention (each map: 0 to its max)",
+                                   "all": "attention probability"}[normalize]
+        cb = fig.colorbar(ScalarMappable(Normalize(0.0, top), cmap), ax=axes.ravel().tolist(),
+                          shrink=min(0.9, 2.5 / max(R, 1) + 0.3), aspect=25, pad=0.02)
+        cb.set_label(label, fontsize=fontsize)
+        cb.ax.tick_params(labelsize=fontsize)
     return fig
 
 
@@ -266,9 +324,9 @@ def animate_maps(maps, tokens: Optional[Sequence[str]] = None, token_indices=Non
     for ax, c in zip(axes, cols):
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=8)
+        ax.set_title(tokens[c] if tokens is not None and c < len(tokens) else f"token {c}", fontsize=FS)
         ims.append(ax.imshow(a[0, c], cmap=cmap, vmin=0, vmax=max(a[:, c].max(), 1e-12)))
-    label = fig.suptitle("", fontsize=9)
+    label = fig.suptitle("", fontsize=FS)
 
     def frame(i):
         for im, c in zip(ims, cols):
@@ -357,8 +415,8 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
     ax1.set_title("energy across layers" + (", relative to vanilla" if relative else ""))
     if layer_names is not None:
         ax1.set_xticks(x)
-        ax1.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=6)
-    ax1.legend(fontsize=7)
+        ax1.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=FS)
+    ax1.legend(fontsize=FS)
     if a is not None:
         drop = b - a
         ax2.bar(np.arange(S), drop.mean(1), color="C1", alpha=0.8, label="mean over layers")
@@ -366,17 +424,17 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
         ax2.axhline(0, color="gray", lw=0.8)
         ax2.set_ylabel("E_entering - E_leaving (> 0: descent)")
         ax2.set_title(f"energy decrease per update ({(drop > 0).mean():.0%} of updates descend)")
-        ax2.legend(fontsize=7)
+        ax2.legend(fontsize=FS)
     else:
         ax2.plot(np.arange(S), b.mean(1), "o-", color="C1", label="mean over layers")
         if ref is not None:
             ax2.plot(np.arange(ref.shape[0]), ref.mean(1), "--", color="gray", label="vanilla")
         ax2.set_ylabel(energy_label)
         ax2.set_title("energy per step")
-        ax2.legend(fontsize=7)
+        ax2.legend(fontsize=FS)
     ax2.set_xlabel(step_label)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout()
     return fig
 
@@ -398,7 +456,7 @@ def plot_energy_heatmap(values, layer_names=None, title: str = "energy", cmap: s
     ax.set_ylabel("sampling step")
     if layer_names is not None:
         ax.set_xticks(range(len(layer_names)))
-        ax.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=6)
+        ax.set_xticklabels([_short_layer(n) for n in layer_names], rotation=60, fontsize=FS)
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -419,7 +477,7 @@ def plot_descent(values, xlabel: str = "iteration", ylabel: str = "energy", labe
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if labels:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=FS)
     fig.tight_layout()
     return fig
 
@@ -427,11 +485,16 @@ def plot_descent(values, xlabel: str = "iteration", ylabel: str = "energy", labe
 def plot_gradient_check(autograd, closed_form, title: str = "closed form vs torch.autograd") -> ExplainerFigure:
     """Scatter of two gradients of the same shape (any dims, flattened) with the identity line and
     the max abs / relative error in the title."""
-    g1, g2 = to_numpy(autograd).ravel(), to_numpy(closed_form).ravel()
+    def _f64(x):  # keep float64 inputs in float64: to_numpy's float32 would round a 1e-15 difference to 0
+        return np.asarray(x.detach().cpu().double() if hasattr(x, "detach") else x, dtype=np.float64).ravel()
+
+    g1, g2 = _f64(autograd), _f64(closed_form)
     if g1.shape != g2.shape:
         raise ValueError(f"gradients differ in size: {g1.size} vs {g2.size}")
     err = np.abs(g1 - g2).max()
     rel = err / (np.abs(g1).max() + 1e-30)
+    wide = str(getattr(autograd, "dtype", "")).endswith("float64")  # torch.float64 or numpy float64
+    eps = np.finfo(np.float64 if wide else np.float32).eps
     fig = new_figure(figsize=(4.2, 4))
     ax = fig.subplots()
     ax.scatter(g1, g2, s=4, alpha=0.6)
@@ -439,7 +502,8 @@ def plot_gradient_check(autograd, closed_form, title: str = "closed form vs torc
     ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8)
     ax.set_xlabel("torch.autograd")
     ax.set_ylabel("closed form")
-    ax.set_title(f"{title}\nmax |diff| {err:.2e} (relative {rel:.1e})", fontsize=9)
+    note = "equal to float precision" if rel <= 100 * eps else f"relative {rel:.1e}"
+    ax.set_title(f"{title}\nmax |diff| {err:.1e}: {note}", fontsize=FS)
     fig.tight_layout()
     return fig
 
@@ -498,7 +562,7 @@ def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = N
     axes[0].set_xlabel("layer (0 = prompt embedding)")
     axes[0].set_ylabel("|c_j|")
     axes[0].set_title("context norm per token")
-    axes[0].legend(fontsize=6, ncol=2)
+    axes[0].legend(fontsize=FS, ncol=2)
     p = 1
     if drift is not None:
         for k, j in enumerate(idx):
@@ -524,7 +588,7 @@ def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = N
         ax.set_ylabel("PC 2")
         ax.set_title("token paths (PCA of c - c^0)" if relative else "token paths (PCA)")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout()
     return fig
 
@@ -562,7 +626,7 @@ def plot_seg_energy(sigmas, energies, reference=None, labels=None, images=None,
             a.imshow(image_array(im))
             a.set_xticks([])
             a.set_yticks([])
-            a.set_xlabel(f"sigma {_fmt_sigma(s[i])}", fontsize=7)
+            a.set_xlabel(f"sigma {_fmt_sigma(s[i])}", fontsize=FS)
     else:
         ax = fig.subplots()
     for i, row in enumerate(e):
@@ -575,12 +639,12 @@ def plot_seg_energy(sigmas, energies, reference=None, labels=None, images=None,
     if positive.size and positive.max() / positive.min() > 20:
         ax.set_xscale("log")
     ax.set_xticks(xs)
-    ax.set_xticklabels([_fmt_sigma(v) for v in s], fontsize=7)
+    ax.set_xticklabels([_fmt_sigma(v) for v in s], fontsize=FS)
     ax.set_xlabel("blur sigma (latent pixels; inf = spatial mean)")
     ax.set_ylabel("energy  sum -lse(Q K^T)")
-    ax.set_title(title + (" (dashed: unblurred)" if reference is not None else ""), fontsize=9)
+    ax.set_title(title + (" (dashed: unblurred)" if reference is not None else ""), fontsize=FS)
     if labels:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=FS)
     fig.tight_layout()
     return fig
 
@@ -593,12 +657,15 @@ def _fmt_sigma(v: float) -> str:
 # images
 # ---------------------------------------------------------------------------------------------
 def compare_images(images, titles: Optional[Sequence[str]] = None, size: float = 2.6,
-                   diff: bool = False, title: Optional[str] = None) -> ExplainerFigure:
+                   diff: bool = False, title: Optional[str] = None,
+                   diff_title: Optional[str] = None) -> ExplainerFigure:
     """Side by side images (before / after, vanilla / energy, ...).
 
     Args:
         images: a list of images or a mapping ``title -> image`` (PIL, ``(H, W, 3)`` arrays, tensors).
         diff: add a panel with ``|last - first|`` (mean over colour channels).
+        diff_title: words for that panel's title (default ``"|last - first|"``), e.g.
+            ``"how much EBCU changed each pixel"``; the mean per pixel is appended.
     """
     if isinstance(images, Mapping):
         titles = list(images.keys()) if titles is None else titles
@@ -613,17 +680,18 @@ def compare_images(images, titles: Optional[Sequence[str]] = None, size: float =
     for i, a in enumerate(arrs):
         axes[i].imshow(a, interpolation="nearest")
         t = titles[i] if titles is not None and i < len(titles) else ""
-        axes[i].set_title("\n".join(textwrap.fill(line, width) for line in str(t).split("\n")), fontsize=9)
+        axes[i].set_title("\n".join(textwrap.fill(line, width) for line in str(t).split("\n")), fontsize=FS)
     if n > len(arrs):
         d = np.abs(arrs[-1] - resize_map(np.moveaxis(arrs[0], -1, 0), arrs[-1].shape[:2]).transpose(1, 2, 0))
         im = axes[-1].imshow(255 * d.mean(-1), cmap="inferno", vmin=0)  # grey levels of 255, like the title
-        axes[-1].set_title(textwrap.fill(f"|last - first|, mean {255 * d.mean():.1f}/255 per pixel", width), fontsize=9)
+        head = diff_title or "pixels that changed (last vs first)"
+        axes[-1].set_title(textwrap.fill(f"{head}, mean {255 * d.mean():.1f}/255 per pixel", width), fontsize=FS)
         fig.colorbar(im, ax=axes[-1], fraction=0.046)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout()
     return fig
 
@@ -642,11 +710,11 @@ def image_grid(images, ncols: int = 4, titles=None, size: float = 1.8, title=Non
         if i < len(arrs):
             ax.imshow(arrs[i], interpolation="nearest")
             if titles is not None and i < len(titles):
-                ax.set_title(titles[i], fontsize=7)
+                ax.set_title(titles[i], fontsize=FS)
         else:
             ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=FS_TITLE)
     fig.tight_layout(pad=0.3)
     return fig
 
@@ -759,9 +827,98 @@ def plot_trace_seg(tr, title: str = "SEG: self-attention energy per step") -> Ex
     ax.plot(np.arange(len(ref)), ref, "s--", ms=3, label="reference (unblurred)")
     ax.set_xlabel(TRACE_STEP_LABEL)
     ax.set_ylabel("sum -lse(Q K^T)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=FS)
+    ax.legend(fontsize=FS)
     fig.tight_layout()
+    return fig
+
+
+#: what each guidance map measures (colour-bar label of :func:`plot_guidance`)
+GUIDANCE_UNITS = {
+    "cfg": "CFG: w \u00b7 \u2016\u03b5_c \u2212 \u03b5_u\u2016\u2082 per latent pixel",
+    "seg": "SEG: s \u00b7 \u2016\u03b5_c \u2212 \u03b5_blur\u2016\u2082 per latent pixel",
+}
+
+
+def plot_guidance(tr, kind: str = "cfg", steps=4, image: int = 0, sample=None, factor: Optional[int] = None,
+                  title: Optional[str] = None) -> ExplainerFigure:
+    r"""Where guidance acts (:meth:`ebca_viz.Trace.guidance`): the map of what the guidance term added to
+    the noise prediction at a few recorded steps, and its mean over pixels at every step.
+
+    Top row: ``sample`` (if given), then the ``(h, w)`` maps of ``kind`` (``"cfg"``: ``w ||eps_c - eps_u||_2``,
+    ``"seg"``: ``s ||eps_c - eps_blur||_2``, L2 over the latent channels) nearest-neighbour upscaled by
+    ``factor`` to image pixels, on one shared colour scale from 0 (the colour bar, in noise-prediction
+    units). Bottom: the mean magnitude over pixels per recorded step, for every kind the trace holds
+    (the chosen one solid, the shown steps marked). Text is :data:`FS` / :data:`FS_TITLE` pt on a
+    :data:`MAX_WIDTH_IN` wide figure (never shrunk in JupyterLab's output area).
+
+    Args:
+        tr: a trace recorded with ``"guidance"`` in its quantities (the default).
+        kind: ``"cfg"`` or ``"seg"``.
+        steps: how many recorded steps to map (evenly spaced, first and last included), or a list of
+            values of :attr:`ebca_viz.Trace.steps`.
+        image: which image of the batch.
+        sample: the sampled image (PIL or ``(H, W[, 3])`` array), shown first for reference.
+        factor: image pixels per latent pixel; default ``sample`` width / latent width, else 8 (SD's VAE).
+    """
+    g = to_numpy(tr.guidance(kind, image=image)).astype(np.float64)  # (S, h, w); raises if kind never acted
+    S, h, w = g.shape
+    rec = list(tr.steps)
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        if steps < 1:
+            raise ValueError(f"steps must be a positive number of steps or a list of recorded steps, got {steps}")
+        idx = sorted(set(np.linspace(0, S - 1, min(steps, S)).round().astype(int).tolist()))
+    else:
+        idx = []
+        for st in steps:
+            if st not in rec:
+                raise ValueError(f"steps: step {st!r} was not recorded; recorded steps are {rec}")
+            idx.append(rec.index(st))
+    img = None if sample is None else image_array(sample)
+    if factor is None:
+        factor = max(1, img.shape[1] // w) if img is not None else 8
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"factor must be a positive int (image pixels per latent pixel), got {factor!r}")
+    shown = [np.kron(g[i], np.ones((factor, factor))) for i in idx]  # nearest-neighbour upscale
+    finite = np.concatenate([m[np.isfinite(m)] for m in shown]) if shown else np.zeros(0)
+    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    n = len(idx) + (img is not None)
+    fig = new_figure(figsize=(MAX_WIDTH_IN, 5.2))
+    gs = fig.add_gridspec(2, n, height_ratios=[1.1, 1])
+    top = []
+    if img is not None:
+        ax = fig.add_subplot(gs[0, 0])
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title("sample", fontsize=FS)
+        top.append(ax)
+    ts = tr.step_timesteps
+    im = None
+    for i, m in zip(idx, shown):
+        ax = fig.add_subplot(gs[0, len(top)])
+        im = ax.imshow(m, cmap="magma", vmin=0.0, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"step {rec[i]} (t={ts[i]:.0f})", fontsize=FS)
+        top.append(ax)
+    for ax in top:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    cb = fig.colorbar(im, ax=top, aspect=12, pad=0.02)
+    cb.set_label(GUIDANCE_UNITS[kind].split(": ")[1].replace(" per latent pixel", ""), fontsize=FS)
+    cb.ax.tick_params(labelsize=FS)
+    ax = fig.add_subplot(gs[1, :])
+    x = np.asarray(rec)
+    for k in tr.guidance_kinds:
+        gk = to_numpy(tr.guidance(k, image=image)).astype(np.float64).reshape(S, -1)
+        mean = np.array([np.nan if not np.isfinite(r).any() else np.nanmean(r) for r in gk])
+        style = dict(lw=2.0, color="C0") if k == kind else dict(lw=1.2, ls="--", color="C1")
+        ax.plot(x, mean, label=k.upper(), **style)
+        if k == kind:
+            ax.plot(x[idx], mean[idx], "o", color="C0", ms=5, label="steps mapped above")
+    ax.set_xlabel(TRACE_STEP_LABEL, fontsize=FS)
+    ax.set_ylabel("mean over pixels\n(colour-bar units)", fontsize=FS)
+    ax.tick_params(labelsize=FS)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=FS, loc="best")
+    fig.suptitle(title or f"where guidance acts: {GUIDANCE_UNITS[kind]}", fontsize=FS_TITLE)
     return fig
 
 
@@ -814,5 +971,5 @@ __all__ = [
     "plot_energy_heatmap", "plot_descent", "plot_gradient_check", "pca_2d", "plot_context_trajectories",
     "plot_seg_energy", "compare_images", "image_grid", "upscale", "trace_tokens", "trace_prompt_positions",
     "plot_trace_maps", "plot_trace_energies", "trace_context_path", "plot_trace_contexts", "plot_trace_seg",
-    "animate_trace", "show_animation",
+    "plot_guidance", "GUIDANCE_UNITS", "animate_trace", "show_animation",
 ]

@@ -421,7 +421,7 @@ def detector_verdict(image, prompt: str) -> Optional[dict]:
     Returns ``objects`` (what was found, largest first), ``requests`` (per requested object:
     ``present``, ``colour_ok``, ``shape_ok`` and the detected object it was matched to),
     ``correct`` (every requested object present) and ``category`` (one object: ``correct`` /
-    ``wrong``; two: :data:`ebca_viz.shapes.detect.PAIR_CATEGORIES`)."""
+    ``wrong`` / ``unsure``; two: :data:`ebca_viz.shapes.detect.PAIR_VERDICTS`)."""
     from .eval.detector import parse_shapes_prompt
 
     req = parse_shapes_prompt(prompt)
@@ -448,7 +448,7 @@ def detector_verdict(image, prompt: str) -> Optional[dict]:
                              colour_ok=got is not None and got[0] == c, shape_ok=got is not None and got[1] == sh,
                              present=got == (c, sh)))
     if len(req) == 1:
-        category = "correct" if detect.score_single(req[0], found)["correct"] else "wrong"
+        category = detect.score_single(req[0], found)["category"]  # correct / wrong / unsure
     else:
         category = detect.score_pair(tuple(req), found)["category"]
     return dict(objects=[f"{c} {s}" for c, s in keys], requests=requests,

@@ -59,17 +59,20 @@ print(cap["name"], "grid", cap["grid"], "q", tuple(q.shape), "k", tuple(k.shape)
 # ## 1 · The context energy: autograd vs `ebca_viz.energy.attention_term`
 #
 # $A = \operatorname{softmax}_i(S)^\top Q$ (heads concatenated) should equal $-\tfrac{H}{\beta}\,\partial E(K;Q)/\partial K$.
+# **What to notice:** every one of the $N \times Hd$ entries lies on the diagonal: closed form and
+# autograd agree to float64 precision (the title prints the largest difference).
 
 # %%
+from ebca_viz import energy_plots as EP
 TOL = 1e-10   # float64: the identities hold up to rounding (~1e-15); a wrong factor would be >= 1e-3
 k_ = k.clone().requires_grad_(True)
 E.context_energy(q, k_, beta).sum().backward()
 A = E.attention_term(E.attention_scores(q, k, beta), q)             # closed form, (1, N, H d)
 autograd_A = -(H / beta) * E.merge_heads(k_.grad)
 err_A = float((A - autograd_A).abs().max())
-print(f"max |A - autograd| = {err_A:.1e}  (max |A| = {float(A.abs().max()):.2f})")
+print(f"max |A - autograd| = {err_A:.1e}  (max |A| = {float(A.abs().max()):.2f}): equal to float precision")
 claims.check(err_A < TOL, "the attention term A equals -(H/beta) dE(K;Q)/dK (autograd)", err_A)
-viz.plot_gradient_check(autograd_A, A, title="attention term A vs -(H/beta) dE(K;Q)/dK")
+display(EP.readable(viz.plot_gradient_check(autograd_A, A, title="attention term A vs -(H/beta) dE(K;Q)/dK")))
 
 # %% [markdown]
 # ## 2 · The prior: $R = \partial E(K)/\partial K$ (`norm_term`, paper form; the published code uses $|k|^2$ without the $\tfrac12$)
@@ -79,7 +82,7 @@ kc = E.merge_heads(k).clone().requires_grad_(True)
 E.prior_energy(kc).sum().backward()
 R_ = E.norm_term(E.merge_heads(k), prior_form="paper")
 err_R = float((R_ - kc.grad).abs().max())
-print(f"max |R - autograd| = {err_R:.1e}")
+print(f"max |R - autograd| = {err_R:.1e}: equal to float precision")
 claims.check(err_R < TOL, "the norm term R (paper form) equals dE(K)/dK (autograd)", err_R)
 
 # %% [markdown]
@@ -90,7 +93,7 @@ q_ = q.clone().requires_grad_(True)
 E.query_energy(q_, k, beta).sum().backward()
 attention = beta * torch.softmax(E.attention_scores(q, k, beta), dim=-1) @ k   # softmax(S) K, per head
 err_Q = float((attention + H * q_.grad).abs().max())
-print(f"max |attention + H dE(Q;K)/dq| = {err_Q:.1e}")
+print(f"max |attention + H dE(Q;K)/dq| = {err_Q:.1e}: equal to float precision")
 claims.check(err_Q < TOL, "beta softmax(S) K equals -H dE(Q;K)/dQ (autograd)", err_Q)
 
 # %% [markdown]
@@ -99,7 +102,8 @@ claims.check(err_Q < TOL, "beta softmax(S) K equals -H dE(Q;K)/dQ (autograd)", e
 # With $\gamma_\text{attn} = \eta\,\beta/H$ and $\gamma_\text{norm} = \eta$ (paper prior) the EBCU update
 # $\Delta K = \gamma_\text{attn} A - \gamma_\text{norm} R$ is $-\eta\, \partial(E(K;Q)+E(K))/\partial K$, and
 # $\Delta C = \Delta K\, W_k$ is the chain rule through $K = C W_k^\top$: $\Delta C = -\eta\,\partial E/\partial C$.
-# `ebca_viz.energy.context_update` against autograd in context space, then 30 such steps:
+# `ebca_viz.energy.context_update` against autograd in context space, then 30 such steps.
+# **What to notice:** the energy goes down at every one of the 30 steps.
 
 # %%
 C, Wk = cap["context"].double(), cap["w_k"].double()
@@ -109,7 +113,7 @@ E.posterior_energy(q, E.split_heads(C_ @ Wk.T, H), beta).sum().backward()
 kd = E.split_heads(C @ Wk.T, H)   # the keys recomputed in float64 (the model's own are float32 roundings of these)
 dC = E.context_update(E.attention_scores(q, kd, beta), q, kd, Wk, eta * beta / H, eta, prior_form="paper")
 err_C = float((dC + eta * C_.grad).abs().max())
-print(f"max |dC + eta dE/dC| = {err_C:.1e}  (|dC| max {float(dC.abs().max()):.2e})")
+print(f"max |dC + eta dE/dC| = {err_C:.1e}: equal to float precision  (|dC| max {float(dC.abs().max()):.2e})")
 claims.check(err_C < TOL, "context_update with gamma_attn = eta beta/H, gamma_norm = eta is -eta dE/dC", err_C)
 
 energies, c = [], C.clone()
@@ -120,7 +124,8 @@ for _ in range(31):
 desc = claims.rate(np.diff(energies) < 0)
 print(f"E(K;Q)+E(K) went down in {desc} of the 30 gradient steps ({energies[0]:.2f} -> {energies[-1]:.2f})")
 claims.check(desc.k == desc.n, "every small gradient step (eta = 0.01) lowers the posterior energy", desc)
-viz.plot_descent(energies, xlabel="EBCU step on one layer", ylabel="E(K;Q) + E(K)", title="posterior energy along repeated updates")
+display(EP.readable(viz.plot_descent(energies, xlabel="EBCU step on one layer", ylabel="E(K;Q) + E(K)",
+                                     title="posterior energy along repeated updates")))
 
 # %% [markdown]
 # ## 5 · Across the layers of a real run: three energies, not one
@@ -133,13 +138,13 @@ viz.plot_descent(energies, xlabel="EBCU step on one layer", ylabel="E(K;Q) + E(K
 # the context entering the layer, the context leaving it, and the prompt's own context seen by the
 # same layer.
 #
-# Watch the three terms separately:
+# Watch the three terms separately. **What to notice:** in every layer the blue bars ($E(K;Q)$) go down
+# and the orange ones ($E(K)$) mostly up; the black sum goes down in some layers and up in others.
 
 # %%
-from ebca_viz import energy_plots as EP
 from ebca_viz.energy_steps import record_updates
 
-N_SEEDS = viz.pick(32 if not REAL else 4, 8 if not REAL else 1)
+N_SEEDS = viz.pick(10 if not REAL else 4, 8 if not REAL else 1)   # 10 seeds: 1750 updates, ~20 s on 2 CPU cores
 ONSHAPES = KIND == "shapes-world"   # the numbers below were measured there; other models print them unchecked
 images, rec = record_updates(pipe, PROMPT, ev.EBCAConfig(gamma_attn=R.gamma_attn, gamma_norm=R.gamma_norm),
                              seeds=range(N_SEEDS), steps=STEPS, guidance_scale=CFG)
@@ -148,8 +153,8 @@ print(f"{N_SEEDS} seeds x {STEPS} steps x {len(rec.layers)} layers, gamma {R.gam
 print(f"E(K;Q) fell in {r_ctx} of the updates")
 print(f"E(K)   rose in {r_pri}")
 print(f"E(K;Q)+E(K) fell in {r_post}")
-EP.plot_energy_terms(rec.before, rec.after, reference=rec.prompt, layer_names=rec.layers,
-                     title=f"gamma {R.gamma_attn}/{R.gamma_norm}, CFG {CFG}, {N_SEEDS} seeds")
+display(EP.readable(EP.plot_energy_terms(rec.before, rec.after, reference=rec.prompt, layer_names=rec.layers, ncols=2,
+                                         title=f"gamma {R.gamma_attn}/{R.gamma_norm}, CFG {CFG}, {N_SEEDS} seeds")))
 
 # %% [markdown]
 # **Why the prior can rise while the posterior falls.** The step
@@ -184,13 +189,14 @@ if ONSHAPES:
 # Per step and layer: the share of images whose update lowered $E(K;Q)+E(K)$ (green) or raised it
 # (red), the rate per layer with its Wilson 95 % interval, and per step. (The interval treats the
 # updates as independent; updates of one image and step are correlated, so read it as a lower bound
-# on the uncertainty.)
+# on the uncertainty.) **What to notice:** the map is striped by layer, not by step: whether an update
+# overshoots depends mostly on which layer makes it.
 
 # %%
 rates = rec.layer_rates()
 for i, (name, r) in enumerate(zip(rec.layers, rates)):
     print(f"layer {i} {viz._short_layer(name):8s} lowered the posterior in {r}")
-display(EP.plot_descent_map(rec.change(), layer_names=rec.layers, steps=rec.steps))
+display(EP.readable(EP.plot_descent_map(rec.change(), layer_names=rec.layers, steps=rec.steps, ncols=2)))
 if ONSHAPES:
     claims.check(any(r.lo > 0.95 for r in rates), "some layers lower the posterior in (nearly) every update", *rates)
     claims.check(any(r.hi < 0.5 for r in rates), "some layers raise it in most updates", *rates)
@@ -205,6 +211,8 @@ if ONSHAPES:
 # $-\gamma |\nabla E|^2$); as $\gamma$ grows the quadratic term catches up, the energy change bends back
 # through zero and the update **overshoots**. Each update has its own break-even $\gamma$: the tuned
 # 0.3 (chosen for the images, not for the energy) lies beyond it for about a third of them.
+# **What to notice:** in the bottom panel, the share of updates that went downhill is 100 % for small
+# $\gamma$ and falls as $\gamma$ grows; the tuned 0.3 (dotted line) sits on the falling part.
 
 # %%
 G = rec.gamma_attn() * rec.scales                      # the swept gamma_attn
@@ -214,9 +222,9 @@ ratio = np.nanmedian(rec.first_order_ratio()[..., 0])
 for g, r in zip(G, sw):
     print(f"gamma {g:6.3f}: the update lowers E(K;Q)+E(K) in {r}")
 print(f"at gamma {G[0]:.3f} the actual change is {ratio:.4f} x the first-order prediction (median)")
-display(EP.plot_step_size(G, rec.sweep["posterior"], rec.first_order["posterior"], rec.gamma_attn(),
+display(EP.readable(EP.plot_step_size(G, rec.sweep["posterior"], rec.first_order["posterior"], rec.gamma_attn(),
                           layer_names=rec.layers, marks={f"tuned (R, notebooks 02-09): {R.gamma_attn}": R.gamma_attn,
-                                                         f"small: {G[i_small]:.2g}": G[i_small]}))
+                                                         f"small: {G[i_small]:.2g}": G[i_small]}, ncols=2)))
 claims.check(sw[i_run] == r_post, "the sweep at the run's gamma reproduces the run", sw[i_run], r_post)
 if ONSHAPES:
     claims.check(abs(ratio - 1) < 0.02, "at the smallest gamma the first-order prediction holds (within 2 %)", ratio)
@@ -225,7 +233,7 @@ if ONSHAPES:
     claims.check(sw[i_big].hi < sw[i_run].lo, f"a longer step ({G[i_big]:.2g}) overshoots more often still", sw[i_big], sw[i_run])
 
 # %% [markdown]
-# So the descent of notebook 4's small steps and the partial descent of the tuned run are the same
+# So the descent of section 4's small steps and the partial descent of the tuned run are the same
 # mechanism at two step sizes: the tuned $\gamma$ trades a guaranteed decrease of the posterior energy
 # for a context that moves far enough to change the image (notebook 02 measures that).
 

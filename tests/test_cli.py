@@ -10,8 +10,10 @@ def test_demo_writes_images_plot_and_summary(tmp_path, capsys):
     rc = main(["demo", "--model", "tiny", "--steps", "3", "--out", str(tmp_path), "--gamma-attn", "0.05",
                "--gamma-norm", "0.05"])
     assert rc == 0
-    for f in ("vanilla.png", "ebcu.png", "comparison.png", "energy.png", "summary.json"):
+    for f in ("vanilla.png", "ebcu.png", "comparison.png", "energy.png", "summary.json", "trace.html"):
         assert (tmp_path / f).stat().st_size > 100, f
+    page = (tmp_path / "trace.html").read_text()
+    assert "data:image/png;base64," in page and '"energies"' in page and '"norms"' in page and "http" not in page
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["model"] == "tiny" and s["steps"] == 3
     assert s["fraction_of_updates_that_lower_energy"] == 1.0  # small steps descend

@@ -171,7 +171,7 @@ def test_shapes_world_sweep_with_detector_when_available(tmp_path):
         pytest.skip(f"shapes-world model not available: {e}")
     run_sweep(pipe, jobs, tmp_path, steps=2)
     rec = json.loads((tmp_path / jobs[0].relpath()).read_text())
-    assert rec["metrics"]["detector"]["category"] in ("both_present", "swapped", "missing", "wrong_binding")
+    assert rec["metrics"]["detector"]["category"] in ("both_present", "swapped", "missing", "wrong_binding", "unsure")
 
 
 def test_sweep_split_does_not_depend_on_when_a_process_starts(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ LAYERS = [
     {"shapes"},
     {"tasks"},
     {"eval"},
-    {"experiments", "energy_steps"},  # energy_steps samples pipelines (record_updates, sweep_step_size)
+    {"experiments", "energy_steps", "tour"},  # energy_steps samples pipelines (record_updates, sweep_step_size); tour: the demo-seed rule
     {"notebook"},
     {"demo", "gallery", "widgets"},
     {"cli", "__init__", "__main__"},

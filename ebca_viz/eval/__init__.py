@@ -5,6 +5,7 @@
 * :mod:`.detector`      shapes-world detector metrics (when :mod:`ebca_viz.shapes.detect` is importable)
 * :mod:`.sweep`         prompts x seeds x settings, one JSON per job, resumable, ``accelerate launch``-able
 * :mod:`.aggregate`     mean +- standard error per setting
+* :mod:`.ae`            diffusers' Attend-and-Excite on a loaded pipeline (sweep settings ``ae:...``)
 * :mod:`.tiny`          tiny random CLIP / BLIP built in code (tests, offline)
 """
 from .aggregate import aggregate, format_table

@@ -21,7 +21,8 @@ def add_sweep_arguments(p) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts of each set")
     p.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 0,1,5")
     p.add_argument("--setting", action="append", default=None,
-                   help="repeatable: vanilla or NAME:key=value,... e.g. ebcu:gamma_attn=0.01,gamma_norm=0.02")
+                   help="repeatable: vanilla, NAME:key=value,... e.g. ebcu:gamma_attn=0.01,gamma_norm=0.02, or ae "
+                        "(diffusers' Attend-and-Excite; ae:token_indices=cat;frog)")
     p.add_argument("--out", required=True, help="result folder (one JSON per job; existing jobs are skipped)")
     p.add_argument("--model", default="sd15", help="sd15 (default), sd14, tiny, shapes-world, a hub id or a folder")
     p.add_argument("--steps", type=int, default=50)

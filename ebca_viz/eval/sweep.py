@@ -9,6 +9,15 @@ Settings are written ``name[:key=value,key=value]``:
 * ``vanilla``                                   -- no update (diffusers' attention)
 * ``ebcu:gamma_attn=0.01,gamma_norm=0.02``      -- EBCU (any :func:`~ebca_viz.tasks.multiconcept` argument:
   ``gamma_stop``, ``token_indices=5;7``, ``token_upweight=2.5;2.5``, ``prior_form=paper`` ...)
+* ``ae`` / ``ae:max_iter_to_alter=25``          -- diffusers' Attend-and-Excite (:mod:`.ae`): its own
+  defaults, ``attn_res`` read from the UNet, subject tokens ``token_indices=objects`` (default)
+  or ``token_indices=circle;triangle``. A setting is A&E when its name is ``ae``, ``ae<digits>``
+  or starts with ``ae-`` / ``ae_``.
+
+``token_indices`` (EBCU and A&E) takes positions, words (``circle;triangle``, resolved by the
+pipeline's tokenizer per prompt) or ``objects``: the object nouns of a shapes-world prompt
+(``"a red circle and a blue triangle"`` -> ``circle;triangle``); with ``objects`` one
+``token_upweight`` value applies to every object.
 
 Several GPUs: ``accelerate launch -m ebca_viz sweep ...`` -- every process takes its share of the
 jobs with ``accelerate.PartialState().split_between_processes(jobs)`` (the full job list is
@@ -36,6 +45,56 @@ EBCA_KEYS_FLOAT = ("gamma_attn", "gamma_norm", "gamma_stop", "guidance_scale")
 EBCA_KEYS_LIST_INT = ("token_indices",)
 EBCA_KEYS_LIST_FLOAT = ("token_upweight",)
 CONFIG_KEYS = ("prior_form", "update_uncond", "edit_context")
+AE_KEYS = ("token_indices", "max_iter_to_alter", "scale_factor", "thresholds", "attn_res", "guidance_scale")
+OBJECTS = "objects"  # token_indices=objects: the object nouns of each (shapes-world) prompt
+
+
+def is_ae_name(name: str) -> bool:
+    """Whether a setting name selects Attend-and-Excite: ``ae``, ``ae2``, ``ae-...``, ``ae_...``."""
+    return re.fullmatch(r"ae(\d*|[-_].*)", name) is not None
+
+
+def _token_list(v: str) -> list:
+    """``"3;7"`` -> [3, 7]; ``"circle;triangle"`` -> words; ``"objects"`` -> ``"objects"``."""
+    if v.strip() == OBJECTS:
+        return OBJECTS
+    out = []
+    for x in v.split(";"):
+        x = x.strip()
+        if not x:
+            raise ValueError("empty token")
+        out.append(int(x) if re.fullmatch(r"\d+", x) else x)
+    return out
+
+
+def _parse_ae(spec: str, name: str, rest: str) -> "Setting":
+    kw: dict = {"method": "ae", "token_indices": OBJECTS}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        k, eq, v = item.partition("=")
+        k, v = k.strip(), v.strip()
+        if not eq:
+            raise ValueError(f"setting {spec!r}: {item!r} is not key=value")
+        if k not in AE_KEYS:
+            raise ValueError(f"setting {spec!r}: unknown Attend-and-Excite key {k!r}; known: {list(AE_KEYS)}")
+        try:
+            if k == "token_indices":
+                kw[k] = _token_list(v)
+            elif k == "max_iter_to_alter":
+                kw[k] = int(v)
+            elif k in ("scale_factor", "guidance_scale"):
+                kw[k] = float(v)
+            elif k == "thresholds":  # "0:0.05;10:0.5;20:0.8"
+                kw[k] = {int(a): float(b) for a, b in (t.split(":") for t in v.split(";"))}
+            elif k == "attn_res":  # "8x8"
+                h, w = (int(x) for x in v.lower().split("x"))
+                kw[k] = [h, w]
+        except ValueError:
+            raise ValueError(f"setting {spec!r}: bad value {v!r} for {k} (e.g. token_indices=objects or 3;7 or "
+                             "circle;triangle, max_iter_to_alter=25, thresholds=0:0.05;10:0.5;20:0.8, "
+                             "attn_res=8x8)") from None
+    if kw.get("max_iter_to_alter", 0) < 0 or kw.get("scale_factor", 0) < 0:
+        raise ValueError(f"setting {spec!r}: max_iter_to_alter and scale_factor must be >= 0")
+    return Setting(name, kw)
 
 
 @dataclass(frozen=True)
@@ -90,6 +149,8 @@ def parse_setting(spec: str) -> Setting:
     name, _, rest = spec.strip().partition(":")
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         raise ValueError(f"setting {spec!r}: the name before ':' must be letters, digits, '-' or '_'")
+    if is_ae_name(name):
+        return _parse_ae(spec, name, rest)
     kw: dict = {"gamma_attn": 0.0, "gamma_norm": 0.0} if name == "vanilla" else {}
     if name == "vanilla" and rest:
         raise ValueError(f"setting {spec!r}: 'vanilla' takes no parameters; name it e.g. 'ebcu:gamma_attn=...'")
@@ -103,7 +164,7 @@ def parse_setting(spec: str) -> Setting:
             if k in EBCA_KEYS_FLOAT:
                 kw[k] = float(v)
             elif k in EBCA_KEYS_LIST_INT:
-                kw[k] = [int(x) for x in v.split(";")]
+                kw[k] = _token_list(v)
             elif k in EBCA_KEYS_LIST_FLOAT:
                 kw[k] = [float(x) for x in v.split(";")]
             elif k in CONFIG_KEYS:
@@ -123,8 +184,13 @@ def parse_setting(spec: str) -> Setting:
         kw["config"] = config
     from ..config import EBCAConfig
 
+    ti, tw = kw.get("token_indices"), kw.get("token_upweight")
+    if ti is not None and tw is not None:  # words / objects are resolved per prompt: check the rest with stand-ins
+        if ti == OBJECTS or len(tw) == 1:
+            tw = tw[:1] * (2 if ti == OBJECTS else len(ti))
+        ti = [1 + k for k in range(len(tw))] if ti == OBJECTS else [x if isinstance(x, int) else 1 for x in ti]
     EBCAConfig(gamma_attn=kw.get("gamma_attn", 0.0), gamma_norm=kw.get("gamma_norm", 0.0),
-               token_indices=kw.get("token_indices"), token_upweight=kw.get("token_upweight"), **config).validate()
+               token_indices=ti, token_upweight=tw, **config).validate()
     return Setting(name, kw)
 
 
@@ -174,6 +240,21 @@ def make_jobs(prompts, seeds, settings) -> list[Job]:
     if len(set(labels)) != len(labels):
         raise ValueError(f"settings: names must be unique, got {labels} (name them e.g. 'ebcu1:...', 'ebcu2:...')")
     return [Job(ps, i, p, seed, st) for st in settings for (ps, i, p) in prompts for seed in seeds]
+
+
+def paired_jobs(samples, settings) -> list[Job]:
+    """One job per (sample, setting) for ``samples = [(prompt_set, index, prompt, seed), ...]`` (each
+    sample its own seed), ordered sample by sample so that every setting of a sample runs next to
+    the others (timings under changing load stay comparable; a split between processes gives each
+    process whole samples). Every setting of a sample shares its seed: a paired design."""
+    settings = [parse_setting(s) for s in settings]
+    labels = [s.label for s in settings]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"settings: names must be unique, got {labels}")
+    keys = [(ps, i, seed) for ps, i, _, seed in samples]
+    if len(set(keys)) != len(keys):
+        raise ValueError("samples: (prompt set, index, seed) must be unique")
+    return [Job(ps, i, p, seed, st) for (ps, i, p, seed) in samples for st in settings]
 
 
 def fingerprint_of(job: Job, *, steps: int, guidance_scale: float, model: str, clip_scorer=None, captioner=None,
@@ -242,19 +323,61 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written result that would be skipped
 
 
-def run_job(pipe, job: Job, out: Path, *, steps: int, clip_scorer=None, captioner=None, detector: bool = True,
-            save_images: bool = True, guidance_scale: float = 7.5, model: str = "", fp: Optional[dict] = None) -> dict:
-    """Generate one image with :func:`~ebca_viz.tasks.multiconcept`, score it, write its JSON."""
+def object_words(prompt: str) -> list:
+    """The object nouns of a shapes-world prompt (``token_indices=objects``), in prompt order."""
+    from .detector import parse_shapes_prompt
+
+    req = parse_shapes_prompt(prompt)
+    if req is None:
+        raise ValueError(f"token_indices=objects needs a shapes-world prompt ('a red circle and a blue triangle'); "
+                         f"{prompt!r} is not one: give the words, e.g. token_indices=cat;frog")
+    return [s for _, s in req]
+
+
+def job_kwargs(job: Job) -> dict:
+    """The setting's arguments for this job's prompt: ``objects`` -> the prompt's object words, one
+    ``token_upweight`` value repeated for every token."""
+    kw = dict(job.setting.kwargs)
+    if kw.get("token_indices") == OBJECTS:
+        kw["token_indices"] = object_words(job.prompt)
+    ti, tw = kw.get("token_indices"), kw.get("token_upweight")
+    if ti is not None and tw is not None and len(tw) == 1 and len(ti) > 1:
+        kw["token_upweight"] = list(tw) * len(ti)
+    return kw
+
+
+def generate(pipe, job: Job, *, steps: int, guidance_scale: float):
+    """One image for ``job``: EBCU / vanilla through :func:`~ebca_viz.tasks.multiconcept`, A&E through
+    :func:`.ae.attend_and_excite`. Returns ``(PIL image, settings dict)``."""
+    kw = job_kwargs(job)
+    kw.setdefault("guidance_scale", guidance_scale)
+    if kw.pop("method", None) == "ae":
+        from .ae import attend_and_excite
+
+        images, info = attend_and_excite(pipe, job.prompt, seed=job.seed, num_inference_steps=steps, **kw)
+        return images[0], dict(info, method="attend_and_excite", prompt=job.prompt,
+                               num_inference_steps=steps, guidance_scale=kw["guidance_scale"])
     from ..tasks.multiconcept import multiconcept
 
-    kw = dict(job.setting.kwargs)
-    kw.setdefault("guidance_scale", guidance_scale)
-    t0 = time.perf_counter()
     res = multiconcept(pipe, job.prompt, seed=job.seed, num_inference_steps=steps, **kw)
-    img = res.image
+    return res.image, res.to_json()["settings"]
+
+
+def run_job(pipe, job: Job, out: Path, *, steps: int, clip_scorer=None, captioner=None, detector: bool = True,
+            save_images: bool = True, guidance_scale: float = 7.5, model: str = "", fp: Optional[dict] = None,
+            run_id: Optional[str] = None) -> dict:
+    """Generate one image (:func:`generate`), score it, write its JSON (atomically).
+
+    The record holds ``seconds_sample`` (wall time of the sampling call), the torch thread count and
+    ``run_id`` (which invocation made it: timings of one run are comparable, across runs not)."""
+    import torch
+
+    t0 = time.perf_counter()
+    img, settings = generate(pipe, job, steps=steps, guidance_scale=guidance_scale)
     rec = {"job": {"prompt_set": job.prompt_set, "index": job.index, "prompt": job.prompt, "seed": job.seed,
-                   "setting": job.setting.label}, "settings": res.to_json()["settings"], "model": model,
-           "metrics": {}, "seconds_sample": round(time.perf_counter() - t0, 3)}
+                   "setting": job.setting.label}, "settings": settings, "model": model,
+           "metrics": {}, "seconds_sample": round(time.perf_counter() - t0, 3),
+           "torch_threads": torch.get_num_threads(), "run_id": run_id}
     fp = fp or fingerprint_of(job, steps=steps, guidance_scale=guidance_scale, model=model, clip_scorer=clip_scorer,
                               captioner=captioner, detector=detector)
     rec["fingerprint_of"], rec["fingerprint"] = fp, fingerprint(fp)
@@ -282,10 +405,14 @@ def run_job(pipe, job: Job, out: Path, *, steps: int, clip_scorer=None, captione
 
 def run_sweep(pipe, jobs: Sequence[Job], out: str | Path, *, steps: int = 50, clip_scorer=None, captioner=None,
               detector: bool = True, save_images: bool = True, guidance_scale: float = 7.5, model: str = "",
-              state=None, progress: bool = False) -> dict:
+              state=None, progress: bool = False, extra_fingerprint: Optional[dict] = None,
+              run_id: Optional[str] = None, on_job=None) -> dict:
     """Run the pending jobs (those without a JSON) of this process's share; returns counts.
 
     ``state``: an ``accelerate.PartialState`` (``split_between_processes``); None = all jobs here.
+    ``extra_fingerprint``: more that determines every result (e.g. ``{"weights": sha256}``): a result
+    made with other values is refused (:class:`SweepMismatchError`). ``run_id`` is written into each
+    new record; ``on_job(job)`` is called after each job run here (e.g. to stop after N).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,8 +423,8 @@ def run_sweep(pipe, jobs: Sequence[Job], out: str | Path, *, steps: int = 50, cl
             share = list(share)
     else:
         share = list(jobs)
-    fps = {j: fingerprint_of(j, steps=steps, guidance_scale=guidance_scale, model=model, clip_scorer=clip_scorer,
-                             captioner=captioner, detector=detector) for j in share}
+    fps = {j: {**fingerprint_of(j, steps=steps, guidance_scale=guidance_scale, model=model, clip_scorer=clip_scorer,
+                                captioner=captioner, detector=detector), **(extra_fingerprint or {})} for j in share}
     mine = pending(share, out, fps)
     skipped = len(share) - len(mine)
     it = mine
@@ -313,8 +440,10 @@ def run_sweep(pipe, jobs: Sequence[Job], out: str | Path, *, steps: int = 50, cl
             skipped += 1
             continue
         run_job(pipe, job, out, steps=steps, clip_scorer=clip_scorer, captioner=captioner, detector=detector,
-                save_images=save_images, guidance_scale=guidance_scale, model=model, fp=fps[job])
+                save_images=save_images, guidance_scale=guidance_scale, model=model, fp=fps[job], run_id=run_id)
         done += 1
+        if on_job is not None:
+            on_job(job)
     manifest = {"jobs": len(jobs), "steps": steps, "model": model,
                 "settings": {s.label: s.kwargs for s in {j.setting for j in jobs}},
                 "fingerprints": {j.relpath(): fingerprint(f) for j, f in fps.items()}}

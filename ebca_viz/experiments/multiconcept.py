@@ -8,6 +8,7 @@ exactly one category (:func:`~ebca_viz.shapes.detect.score_pair`):
 * ``swapped``      the colours are swapped between the shapes (an attribute-binding failure);
 * ``missing``      fewer than two objects (the neglect failure EBCU targets);
 * ``wrong_binding`` two or more objects, neither the requested nor the swapped pair;
+* ``unsure``       the detector abstains (a decision within its margins changes the category);
 
 plus the flag ``extra`` (more than two objects). Rates carry Wilson 95 % intervals
 (:mod:`ebca_viz.claims`); each method's change in ``both_present`` against vanilla is the paired
@@ -31,9 +32,9 @@ import torch
 
 from .. import claims
 from ..shapes import world
-from ..shapes.detect import PAIR_CATEGORIES, detect, score_pair
+from ..shapes.detect import PAIR_CATEGORIES, PAIR_VERDICTS, detect, score_pair
 
-CATEGORIES = PAIR_CATEGORIES + ("extra",)
+CATEGORIES = PAIR_VERDICTS + ("extra",)  # the four categories, "unsure" (the detector abstains), the flag
 SHAPE_TOKENS = [3, 7]  # "a red circle and a blue square": 3 = circle, 7 = square
 ARTICLE_TOKENS = [1, 5]  # the two "a": the up-weighting control
 REPORT_N, REPORT_SEED = 192, 0  # notebooks 02 / 08, the README and benchmarks/shapes_failure_types.py
@@ -93,7 +94,8 @@ class MethodResult:
     vs_vanilla: Optional[claims.Mean]  # paired both_present difference
     changed: Optional[claims.Rate]  # seeds whose image differs from vanilla (mean |diff| > 1/255)
     verdicts: list  # per image: category
-    images: np.ndarray  # (n, H, W, 3) uint8
+    images: Optional[np.ndarray]  # (n, H, W, 3) uint8 (None for results loaded from a shipped file)
+    extra: list = field(default_factory=list)  # per image: more than two objects (0/1)
 
     def row(self) -> dict:
         out = dict(method=self.name, n=self.rates["both_present"].n,
@@ -129,6 +131,15 @@ class MulticonceptResult:
                 f"{100 * m.vs_vanilla.value:+.1f} pts [{100 * m.vs_vanilla.lo:+.1f}, {100 * m.vs_vanilla.hi:+.1f}]"
             lines.append(f"| {m.name} | {m.rates['both_present'].n} | " + " | ".join(cells) + f" | {d} |")
         return "\n".join(lines)
+
+    def only(self, names) -> "MulticonceptResult":
+        """The same result restricted to the methods ``names`` (in that order; the first stays the reference)."""
+        names = list(names)
+        missing = [k for k in names if k not in self.methods]
+        if missing:
+            raise KeyError(f"methods {missing} are not in this result (it has {list(self.methods)})")
+        return MulticonceptResult(self.items, self.prompts, self.seeds, self.steps, self.guidance,
+                                  {k: self.methods[k] for k in names}, self.seconds)
 
     def to_json(self) -> dict:
         return dict(n=self.n, steps=self.steps, guidance=self.guidance, seconds=self.seconds,
@@ -174,7 +185,7 @@ def measure(pipe, methods: list, n: int = 96, split: str = "report", seed_base: 
     for m in it:
         ims = _sample(pipe, m, items, prompts, seeds, steps, guidance, batch)
         cats = [score_pair(item, detect(im)) for item, im in zip(items, ims)]
-        ind = {k: np.array([c["category"] == k for c in cats]) for k in PAIR_CATEGORIES}
+        ind = {k: np.array([c["category"] == k for c in cats]) for k in PAIR_VERDICTS}
         ind["extra"] = np.array([c["extra"] for c in cats])
         rates = {k: claims.rate(v) for k, v in ind.items()}
         if base is None:
@@ -184,7 +195,8 @@ def measure(pipe, methods: list, n: int = 96, split: str = "report", seed_base: 
             vs = claims.paired_diff(ind["both_present"], base[0]["both_present"])
             diff = np.abs(ims.astype(np.float32) - base[1].astype(np.float32)).mean(axis=(1, 2, 3))
             changed = claims.rate(diff > 1.0)
-        res.methods[m.name] = MethodResult(m.name, rates, vs, changed, [c["category"] for c in cats], ims)
+        res.methods[m.name] = MethodResult(m.name, rates, vs, changed, [c["category"] for c in cats], ims,
+                                           [int(c["extra"]) for c in cats])
     res.seconds = time.time() - t0
     return res
 
@@ -253,60 +265,359 @@ def pick_demo_seed(pipe, prompt: str, config, seeds=range(16), steps: int = 25, 
     return SeedChoice(seeds[i], float(ch[i]), float(np.median(ch)), seeds, [float(x) for x in ch])
 
 
-def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optional[str] = None):
-    """Grouped bars: rate of each failure type per method, with the 95 % interval as error bars."""
+# ---- shipped results (benchmarks/shapes_multiconcept.py -> docs/shapes_multiconcept.json) -----------------------
+
+SHIPPED_NAME = "shapes_multiconcept.json"  # in docs/
+SINGLE_METRICS = ("colour_ok", "shape_ok", "correct", "exact")
+
+
+def shipped_path():
+    """``docs/shapes_multiconcept.json`` of this copy of the repository."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "docs" / SHIPPED_NAME
+
+
+def shipped_fingerprint(pipe, regime, n_pair: int = REPORT_N, n_single: int = 480, vae_n: int = 500,
+                        pair_seed: int = REPORT_SEED, single_seed: int = 0, vae_seed: int = 777,
+                        pair_batch: int = 48, single_batch: int = 64, methods=None) -> dict:
+    """What produces the shipped numbers: weights hash, settings (steps, CFG, regime, methods, batch sizes,
+    threads, device), seeds and code version (:mod:`ebca_viz.experiments.shipped`)."""
+    import torch
+
+    from . import shipped
+
+    names = [m.name for m in (methods or default_methods(regime))]
+    return {
+        "benchmark": "benchmarks/shapes_multiconcept.py",
+        "model": regime.name,
+        "weights_sha256": shipped.weights_sha256(pipe),
+        "settings": {"steps": regime.steps, "guidance": regime.guidance, "regime": regime.to_json(),
+                     "pair_methods": names, "single_methods": ["vanilla", "EBCU"], "pair_batch": pair_batch,
+                     "single_batch": single_batch, "threads": torch.get_num_threads(), "device": str(pipe.device)},
+        "seeds": {"pair": {"split": "report", "base": pair_seed, "n": n_pair},
+                  "single": {"base": single_seed, "n": n_single}, "vae_roundtrip": {"seed": vae_seed, "n": vae_n}},
+        "code": shipped.code_version(),
+    }
+
+
+def single_items(n: int, seed_base: int = 0):
+    """``n`` single-object (item, prompt, seed) triples cycling through the 12 single-object prompts."""
+    singles = world.single_prompts()
+    items = [singles[k % len(singles)] for k in range(n)]
+    return items, [world.caption_for([p]) for p in items], [seed_base + k for k in range(n)]
+
+
+def measure_single(pipe, configs: dict, n: int, seed_base: int = 0, steps: int = 25, guidance: float = 3.0,
+                   batch: int = 64, progress: bool = False) -> dict:
+    """Single-object prompts under each ``configs[name]`` (None = vanilla), same latents per seed.
+
+    Returns ``{"items", "seeds", "methods": {name: {metric: [0/1 per sample]}}, "seconds"}`` with the
+    metrics of :func:`ebca_viz.shapes.detect.score_single` (:data:`SINGLE_METRICS`)."""
+    from ..shapes.benchmark import sample
+    from ..shapes.detect import score_single
+
+    t0 = time.time()
+    items, prompts, seeds = single_items(n, seed_base)
+    out = {"items": [list(it) for it in items], "seeds": seeds, "methods": {}}
+    it = configs.items()
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(list(it), desc=f"{n} single-object prompts x {len(configs)} methods")
+    for name, cfg in it:
+        ims = sample(pipe, prompts, seeds, steps=steps, guidance=guidance, config=cfg, batch=batch)
+        rows = [score_single(item, detect(im)) for item, im in zip(items, ims)]
+        out["methods"][name] = {k: [int(r[k]) for r in rows] for k in SINGLE_METRICS}
+    out["seconds"] = time.time() - t0
+    return out
+
+
+def pair_results_json(result: MulticonceptResult, split: str = "report", seed_base: int = REPORT_SEED) -> dict:
+    """The raw per-sample outcomes of :func:`measure` (verdicts, extra flags, mean |diff| to vanilla)."""
+    base = next(iter(result.methods.values())).images.astype(np.float32)
+    methods = {}
+    for name, m in result.methods.items():
+        cats = m.verdicts
+        change = np.abs(m.images.astype(np.float32) - base).mean(axis=(1, 2, 3))
+        methods[name] = {"verdicts": list(cats), "extra": [int(x) for x in m.extra],
+                         "change": [round(float(x), 4) for x in change]}
+    return {"split": split, "seed_base": seed_base, "n": result.n, "items": [[list(a), list(b)] for a, b in result.items],
+            "prompts": result.prompts, "seeds": result.seeds, "steps": result.steps, "guidance": result.guidance,
+            "methods": methods, "seconds": result.seconds}
+
+
+def _method_from_verdicts(name, verdicts, extra, base_verdicts=None, change=None, images=None) -> MethodResult:
+    ind = {k: np.array([v == k for v in verdicts]) for k in PAIR_CATEGORIES}
+    ind["extra"] = np.asarray(extra, bool)
+    rates = {k: claims.rate(v) for k, v in ind.items()}
+    vs = changed = None
+    if base_verdicts is not None:
+        vs = claims.paired_diff(ind["both_present"], np.array([v == "both_present" for v in base_verdicts]))
+        changed = claims.rate(np.asarray(change) > 1.0) if change is not None else None
+    return MethodResult(name, rates, vs, changed, list(verdicts), images, [int(x) for x in extra])
+
+
+def result_from_shipped(data: dict) -> MulticonceptResult:
+    """A :class:`MulticonceptResult` (no images) from the ``pair`` part of a shipped file: rates with their
+    Wilson intervals and paired differences recomputed from the stored per-sample verdicts."""
+    p = data["results"]["pair"]
+    items = [tuple(tuple(o) for o in it) for it in p["items"]]
+    res = MulticonceptResult(items, list(p["prompts"]), list(p["seeds"]), int(p["steps"]), float(p["guidance"]),
+                             seconds=float(p["seconds"]))
+    base = None
+    for name, m in p["methods"].items():
+        res.methods[name] = _method_from_verdicts(name, m["verdicts"], m["extra"], base, m["change"])
+        if base is None:
+            base = m["verdicts"]
+    return res
+
+
+def single_from_shipped(data: dict, metric: str = "exact") -> dict:
+    """``{name: claims.Rate}`` of a single-object ``metric`` per method, plus ``"EBCU vs vanilla"``: the
+    paired difference (a :class:`~ebca_viz.claims.Mean`, same seeds)."""
+    if metric not in SINGLE_METRICS:
+        raise ValueError(f"metric must be one of {SINGLE_METRICS}, got {metric!r}")
+    s = data["results"]["single"]["methods"]
+    out = {name: claims.rate(m[metric]) for name, m in s.items()}
+    names = list(s)
+    for name in names[1:]:
+        out[f"{name} vs {names[0]}"] = claims.paired_diff(s[name][metric], s[names[0]][metric])
+    return out
+
+
+def load_shipped(pipe, regime, path=None) -> dict:
+    """:func:`ebca_viz.experiments.shipped.load` of ``docs/shapes_multiconcept.json`` with the expectation
+    that its weights are ``pipe``'s and its steps / guidance / gammas are ``regime``'s (refused otherwise)."""
+    from . import shipped
+
+    expect = {"weights_sha256": shipped.weights_sha256(pipe),
+              "settings": {"steps": regime.steps, "guidance": regime.guidance,
+                           "regime": {k: regime.to_json()[k] for k in ("gamma_attn", "gamma_norm", "upweight",
+                                                                       "edit_alpha")}}}
+    return shipped.load(path or shipped_path(), expect=expect)
+
+
+def resample_pair(pipe, data: dict, methods: list, n: int, batch: int = 48) -> MulticonceptResult:
+    """Re-sample the first ``n`` two-object samples of a shipped file (its prompts, seeds, steps and CFG)
+    with ``methods`` (whose names must be in the file; ``methods[0]`` the reference)."""
+    p = data["results"]["pair"]
+    missing = [m.name for m in methods if m.name not in p["methods"]]
+    if missing:
+        raise ValueError(f"resample_pair: methods {missing} are not in the shipped file (it has {list(p['methods'])})")
+    if not 2 <= n <= p["n"]:
+        raise ValueError(f"resample_pair: n must be in 2..{p['n']} (the shipped n), got {n}")
+    return measure(pipe, methods, n=n, split=p["split"], seed_base=int(p["seed_base"]), steps=int(p["steps"]),
+                   guidance=float(p["guidance"]), batch=batch, progress=False)
+
+
+@dataclass
+class Agreement:
+    """Live re-sample vs shipped numbers: one row per compared quantity, and per-seed verdict agreement."""
+
+    rows: list  # [(what, shipped, live, overlap: bool)]
+    verdicts: dict  # method -> claims.Rate of seeds whose live verdict equals the shipped one
+
+    @property
+    def all_overlap(self) -> bool:
+        return all(r[3] for r in self.rows)
+
+    @property
+    def n_overlap(self) -> int:
+        return sum(bool(r[3]) for r in self.rows)
+
+    def table(self) -> str:
+        lines = ["| quantity | shipped (95 % CI) | live (95 % CI) | intervals overlap |", "|---|---|---|---|"]
+        for what, a, b, ok in self.rows:
+            lines.append(f"| {what} | {_short(a)} | {_short(b)} | {'yes' if ok else 'NO'} |")
+        return "\n".join(lines)
+
+
+def _short(x) -> str:
+    if isinstance(x, claims.Rate):
+        return f"{x.k}/{x.n} = {100 * x.p:.1f} % [{100 * x.lo:.1f}, {100 * x.hi:.1f}]"
+    return f"{100 * x.value:+.1f} pts [{100 * x.lo:+.1f}, {100 * x.hi:+.1f}] (n = {x.n})"
+
+
+def compare_live(shipped_result: MulticonceptResult, live: MulticonceptResult,
+                 categories=("both_present", "swapped", "missing", "wrong_binding")) -> Agreement:
+    """Each live method's rates (and paired difference to the reference) against the shipped ones on the
+    full shipped n; the rule is :func:`ebca_viz.experiments.shipped.overlap` (95 % intervals overlap).
+    Per-seed: the fraction of live seeds whose verdict equals the shipped verdict for the same seed."""
+    from . import shipped
+
+    rows, verdicts = [], {}
+    for name, m in live.methods.items():
+        s = shipped_result.methods[name]
+        for k in categories:
+            rows.append((f"{name}: {k.replace('_', ' ')}", s.rates[k], m.rates[k], shipped.overlap(s.rates[k], m.rates[k])))
+        if m.vs_vanilla is not None and s.vs_vanilla is not None:
+            rows.append((f"{name} - {next(iter(live.methods))}: both right", s.vs_vanilla, m.vs_vanilla,
+                         shipped.overlap(s.vs_vanilla, m.vs_vanilla)))
+        verdicts[name] = shipped.verdict_agreement(s.verdicts[:live.n], m.verdicts)
+    return Agreement(rows, verdicts)
+
+
+def paired_effects(result: MulticonceptResult, name: str, categories=CATEGORIES, reference: Optional[str] = None) -> dict:
+    """``{category: claims.Mean}``: method ``name`` minus ``reference`` (default: the first method) in the rate of
+    each category, paired on the same seeds (positive = more samples in that category)."""
+    ref = result.methods[reference or next(iter(result.methods))]
+    m = result.methods[name]
+    out = {}
+    for k in categories:
+        if k == "extra":
+            a, b = np.asarray(m.extra, float), np.asarray(ref.extra, float)
+        else:
+            a = np.array([v == k for v in m.verdicts], float)
+            b = np.array([v == k for v in ref.verdicts], float)
+        out[k] = claims.paired_diff(a, b)
+    return out
+
+
+def vae_roundtrip_ok(pipe, n: int, seed: int = 777, batch: int = 100) -> list:
+    """Per scene 0/1: the detector reads a VAE round trip (encode -> mode -> decode) of a clean render of
+    ``world.generate(n, seed)`` correctly (the first ``n`` scenes do not depend on ``n``): the ceiling a
+    perfect UNet could reach with this VAE and this detector."""
+    size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    scenes = world.generate(n, seed, size=size)
+    ok = []
+    for i in range(0, n, batch):
+        x = world.to_tensor([s.image for s in scenes[i:i + batch]]).to(pipe.device, pipe.vae.dtype)
+        with torch.no_grad():
+            r = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample
+        ims = ((r.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        ok += [int(sorted((o.colour, o.shape) for o in s.objects) == sorted(d.key for d in detect(im)))
+               for s, im in zip(scenes[i:i + batch], ims)]
+    return ok
+
+
+def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optional[str] = None,
+               width: float = 9.0, fontsize: float = 10):
+    """Grouped bars: rate of each failure type per method, with the 95 % (Wilson) interval as error bars.
+
+    ``width`` inches (9 = not shrunk in a notebook at the default dpi); text at ``fontsize`` points."""
     from ..viz import new_figure
 
     names = list(result.methods)
-    fig = new_figure(figsize=(1.6 + 1.5 * len(categories), 3.4))
+    fig = new_figure(figsize=(width, 3.2 + 0.25 * len(names)))
     ax = fig.subplots()
-    width = 0.8 / len(names)
+    w = 0.8 / len(names)
     for j, name in enumerate(names):
         r = result.methods[name].rates
         p = np.array([r[k].p for k in categories])
         lo = np.clip(p - np.array([r[k].lo for k in categories]), 0, None)
         hi = np.clip(np.array([r[k].hi for k in categories]) - p, 0, None)
-        ax.bar(np.arange(len(categories)) + (j - (len(names) - 1) / 2) * width, 100 * p, width,
+        ax.bar(np.arange(len(categories)) + (j - (len(names) - 1) / 2) * w, 100 * p, w,
                yerr=100 * np.stack([lo, hi]), capsize=2, label=name)
-    ax.set_xticks(range(len(categories)), [c.replace("_", " ") for c in categories])
-    ax.set_ylabel("% of samples (95 % CI)")
+    ax.set_xticks(range(len(categories)), [c.replace("_", " ") for c in categories], fontsize=fontsize)
+    ax.tick_params(axis="y", labelsize=fontsize)
+    ax.set_ylabel("% of samples (95 % CI)", fontsize=fontsize)
     ax.set_title(title or f"two-object prompts, n = {result.n} per method, CFG {result.guidance:g}, "
-                          f"{result.steps} steps", fontsize=9)
-    ax.legend(fontsize=7)
+                          f"{result.steps} steps", fontsize=fontsize)
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
 
-def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: float = 1.3, seeds=None):
-    """Seeds (the first ``k``, or the indices ``seeds``) under each method (rows), the detector's
-    category in every title, with the mean |difference| to vanilla on the same seed."""
+def plot_effects(effects: dict, title: str = "EBCU - vanilla on the same seeds", width: float = 8.0,
+                 fontsize: float = 10):
+    """Paired differences with their 95 % intervals, one row each: ``{label: claims.Mean}`` (in points).
+
+    Blue: the interval excludes 0 (a measured change); grey: it contains 0 (a null result)."""
+    from ..viz import new_figure
+
+    labels = list(effects)
+    fig = new_figure(figsize=(width, 0.9 + 0.7 * len(labels)))
+    ax = fig.subplots()
+    for i, k in enumerate(labels):
+        m = effects[k]
+        col = "C0" if m.excludes_zero else "C7"  # blue: the interval excludes 0; grey: a null result
+        ax.errorbar(100 * m.value, i, xerr=[[100 * (m.value - m.lo)], [100 * (m.hi - m.value)]], fmt="o",
+                    color=col, capsize=4, ms=7)
+        ax.annotate(f"{100 * m.value:+.1f} pts [{100 * m.lo:+.1f}, {100 * m.hi:+.1f}]", (100 * m.hi, i),
+                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=fontsize)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=fontsize)  # put line breaks in the labels yourself
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.invert_yaxis()
+    lo = min(100 * effects[k].lo for k in labels)
+    hi = max(100 * effects[k].hi for k in labels)
+    ax.set_xlim(min(lo - 2, -2), max(hi + 0.55 * (hi - lo) + 4, 4))
+    ax.tick_params(axis="x", labelsize=fontsize)
+    ax.set_xlabel("percentage points (95 % CI)", fontsize=fontsize)
+    ax.set_title(title, fontsize=fontsize)
+    fig.tight_layout()
+    return fig
+
+
+def plot_drift(traces: dict, tokens: list, positions: list, title: Optional[str] = None, width: float = 8.0,
+               fontsize: float = 10):
+    """Per-token drift ``|c_j - c_j^0|`` through the layers (mean over recorded steps), one line style per
+    run: ``traces`` ``{label: Trace}`` (each recorded ``"context_norms"`` or ``"contexts"``);
+    ``positions`` the token positions to draw, ``tokens`` their labels."""
+    from ..viz import new_figure, to_numpy
+
+    fig = new_figure(figsize=(width, 3.6))
+    ax = fig.subplots()
+    styles = ["-", "--", ":", "-."]
+    for s, (label, tr) in enumerate(traces.items()):
+        d = to_numpy(tr.drift()).mean(0)  # (L, N): mean over steps
+        for k, j in enumerate(positions):
+            ax.plot(np.arange(1, d.shape[0] + 1), d[:, j], styles[s % 4], color=f"C{k % 10}", lw=1.6,
+                    label=f"{tokens[k]} ({label})")
+    ax.set_xlabel("cross-attention layer", fontsize=fontsize)
+    ax.set_ylabel("drift |c_j - c_j^0| (mean over steps)", fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize)
+    ax.legend(fontsize=fontsize - 1 if fontsize > 10 else fontsize, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False)
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+    fig.tight_layout()
+    return fig
+
+
+def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: float = 1.45, seeds=None,
+                  fontsize: float = 10):
+    """Seeds (the first ``k``, or the indices ``seeds``) under each method (rows): each column is headed by
+    its prompt and seed, each image has the detector's category under it and, below the first row, the
+    mean |difference| to the first method on the same seed (Δ, grey levels of 255). Images are drawn with
+    nearest-neighbour interpolation (the model draws 32 x 32 pixels)."""
     from ..viz import new_figure
 
     names = list(methods or result.methods)
     idx = list(range(k)) if seeds is None else list(seeds)
     k = len(idx)
-    fig = new_figure(figsize=(size * k, size * len(names) + 0.6))
-    axes = np.atleast_2d(fig.subplots(len(names), k))
-    base = next(iter(result.methods.values())).images
+    fig = new_figure(figsize=(size * k + 1.4, (size + 0.45) * len(names) + 0.8), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(names), k, squeeze=False))
+    base = result.methods[names[0]].images
     for r, name in enumerate(names):
         m = result.methods[name]
         for c, i in enumerate(idx):
             ax = axes[r, c]
             ax.imshow(m.images[i], interpolation="nearest")
             ax.set_xticks([]); ax.set_yticks([])
-            t = m.verdicts[i].replace("_", " ")
-            if r:
-                t += f"\nΔ {np.abs(m.images[i].astype(float) - base[i]).mean():.1f}"
-            ax.set_title(t, fontsize=6)
+            t = m.verdicts[i].replace("_", " ").replace("wrong binding", "wrong bind.")
+            if r and base is not None:
+                t += f", Δ {np.abs(m.images[i].astype(float) - base[i]).mean():.1f}"
+            ax.set_xlabel(t, fontsize=fontsize)
             if c == 0:
-                ax.set_ylabel(textwrap.fill(name, 18), fontsize=6)  # whole name, wrapped (it was cut at 22)
-    for c, i in enumerate(idx):
-        axes[0, c].set_xlabel(result.prompts[i].replace(" and ", "\n& "), fontsize=5)
-        axes[0, c].xaxis.set_label_position("top")
-    fig.tight_layout()
+                ax.set_ylabel(textwrap.fill(name, 14), fontsize=fontsize)
+            if r == 0:
+                p = result.prompts[i].replace("a ", "").replace(" and ", "\n+ ")
+                ax.set_title(f"{p}\nseed {result.seeds[i]}", fontsize=fontsize)
     return fig
 
 
+def first_flips(verdicts_a: list, verdicts_b: list, k: int = 4) -> list:
+    """Indices of the first ``k`` samples (in seed order) whose verdicts differ between two methods: a demo
+    rule a reader can check."""
+    return [i for i, (a, b) in enumerate(zip(verdicts_a, verdicts_b)) if a != b][:k]
+
+
 __all__ = ["Method", "MethodResult", "MulticonceptResult", "default_methods", "measure", "sweep_gammas",
-           "sweep_guidance", "contrast_seeds", "pick_demo_seed", "SeedChoice", "plot_rates", "plot_examples", "prompt_items", "CATEGORIES", "SHAPE_TOKENS",
+           "sweep_guidance", "contrast_seeds", "pick_demo_seed", "SeedChoice", "plot_rates",
+           "shipped_path", "shipped_fingerprint", "single_items", "measure_single", "pair_results_json",
+           "result_from_shipped", "single_from_shipped", "load_shipped", "resample_pair", "Agreement", "compare_live",
+           "SHIPPED_NAME", "SINGLE_METRICS", "plot_effects", "plot_drift", "first_flips",
+           "paired_effects", "vae_roundtrip_ok", "plot_examples", "prompt_items", "CATEGORIES", "SHAPE_TOKENS",
            "ARTICLE_TOKENS", "REPORT_N", "REPORT_SEED"]

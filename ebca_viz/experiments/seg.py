@@ -191,7 +191,7 @@ def verdicts(items, images) -> list:
     for it, im in zip(items, images):
         found = detect(im)
         r = score_pair(it, found)
-        r["clean"] = sorted(d.key for d in found) == sorted(it)
+        r["clean"] = sorted(d.key for d in found) == sorted(it) and r["category"] != "unsure"
         r["two_objects"] = len(found) == 2
         r["both_present"] = r["category"] == "both_present"
         r["title"] = ("clean" if r["clean"] else r["category"].replace("_", " ")) + f" ({len(found)} obj)"

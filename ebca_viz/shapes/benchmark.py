@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import world
-from .detect import PAIR_CATEGORIES, detect, score_pair, score_single
+from .detect import PAIR_VERDICTS, detect, score_pair, score_single
 
 SHAPE_TOKENS = [3, 7]  # "a red circle and a blue square": 3 = circle, 7 = square
 # On this model gamma_attn = 0.01 changes the object tokens' context by only ~0.3-0.6 % per layer
@@ -82,9 +82,9 @@ def score_images(items, images, two: bool) -> dict:
     """Per-sample indicator arrays (0/1) for every metric."""
     rows = [(score_pair if two else score_single)(it if two else it, detect(im)) for it, im in zip(items, images)]
     if two:
-        keys = list(PAIR_CATEGORIES) + ["first_present", "second_present", "extra", "shapes_present", "colours_present"]
-        return {k: [int(r["category"] == k) if k in PAIR_CATEGORIES else int(r[k]) for r in rows] for k in keys}
-    return {k: [int(r[k]) for r in rows] for k in ("colour_ok", "shape_ok", "correct", "exact")}
+        keys = list(PAIR_VERDICTS) + ["first_present", "second_present", "extra", "shapes_present", "colours_present"]
+        return {k: [int(r["category"] == k) if k in PAIR_VERDICTS else int(r[k]) for r in rows] for k in keys}
+    return {k: [int(r[k]) for r in rows] for k in ("colour_ok", "shape_ok", "correct", "exact", "unsure")}
 
 
 def summarize(scores: dict, base: dict | None = None) -> dict:
@@ -155,21 +155,21 @@ def markdown(res: dict) -> str:
         "",
         f"## Two-object prompts (split `report`, n = {res['report']['n_pair']})",
         "",
-        "| method | both present | missing (< 2 objects) | colours swapped | wrong binding | extra object |",
-        "|---|---|---|---|---|---|",
+        "| method | both present | missing (< 2 objects) | colours swapped | wrong binding | unsure | extra object |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m, r in res["report"]["pair"].items():
         lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in ("both_present", "missing", "swapped",
-                                                                  "wrong_binding", "extra")) + " |")
+                                                                  "wrong_binding", "unsure", "extra")) + " |")
     lines += ["", "| method | first object present | second object present | both shapes (any colour) | both colours |",
               "|---|---|---|---|---|"]
     for m, r in res["report"]["pair"].items():
         lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in ("first_present", "second_present",
                                                                   "shapes_present", "colours_present")) + " |")
     lines += ["", f"## Single-object prompts (12 prompts, n = {res['report']['n_single']})", "",
-              "| method | colour correct | shape correct | both | exactly one object, correct |", "|---|---|---|---|---|"]
+              "| method | colour correct | shape correct | both | exactly one object, correct | unsure |", "|---|---|---|---|---|---|"]
     for m, r in res["report"]["single"].items():
-        lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in ("colour_ok", "shape_ok", "correct", "exact")) + " |")
+        lines.append(f"| {m} | " + " | ".join(_fmt(r[k]) for k in ("colour_ok", "shape_ok", "correct", "exact", "unsure")) + " |")
     lines += ["", f"## Tuning (split `tune`, n = {res['tuning']['n']} per setting, both-present rate)", "",
               "| gamma_attn | gamma_norm | upweight | both present | missing | swapped |", "|---|---|---|---|---|---|"]
     for t in res["tuning"]["runs"]:
@@ -221,7 +221,7 @@ def main(argv=None) -> dict:
         cfg = None if ga is None else make_config(ga, gn, up)
         sc = score_images(t_items, sample(pipe, t_prompts, t_seeds, config=cfg, **kw), two=True)
         r = summarize(sc)
-        row = dict(gamma_attn=ga, gamma_norm=gn, upweight=up, **{k: r[k] for k in PAIR_CATEGORIES})
+        row = dict(gamma_attn=ga, gamma_norm=gn, upweight=up, **{k: r[k] for k in PAIR_VERDICTS})
         runs.append(row)
         log(f"tune ga={ga} gn={gn} up={up}: both {r['both_present']['p']:.3f} missing {r['missing']['p']:.3f} "
             f"swapped {r['swapped']['p']:.3f}")

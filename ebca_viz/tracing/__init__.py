@@ -5,7 +5,8 @@
 * :mod:`~ebca_viz.tracing.record` -- the stored tensors, under :mod:`~ebca_viz.tracing.budget`;
 * :mod:`~ebca_viz.tracing.filters` -- which layers, steps and quantities;
 * :mod:`~ebca_viz.tracing.quantities` -- what one layer call yields (energies, maps on a common grid);
-* :mod:`~ebca_viz.tracing.derived` -- :class:`Trace`: maps, energies, context norms, drift, trajectories;
+* :mod:`~ebca_viz.tracing.derived` -- :class:`Trace`: maps, energies, context norms, drift, trajectories,
+  guidance maps (:meth:`Trace.guidance`: where CFG and SEG act, per step and latent pixel);
 * :mod:`~ebca_viz.tracing.files` -- save / load (safetensors + JSON).
 """
 from .budget import TraceBudgetError

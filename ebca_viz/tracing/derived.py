@@ -1,5 +1,5 @@
 r"""A trace as its reader sees it: derived quantities (maps, energies, context norms, drift,
-trajectories, SEG energies) over a :class:`~ebca_viz.tracing.record.Record`.
+trajectories, SEG energies, guidance maps) over a :class:`~ebca_viz.tracing.record.Record`.
 
 Named dimensions of the accessors (each returns a plain CPU tensor in this order):
 ``step`` (recorded UNet calls, :attr:`Trace.steps`), ``layer`` (recorded cross-attention layers in
@@ -19,6 +19,7 @@ from .filters import select_layers
 from .record import Record
 
 ENERGY_KINDS = ("query", "context", "prior", "posterior")
+GUIDANCE_KINDS = ("cfg", "seg")
 WHEN = ("before", "after")
 
 
@@ -58,6 +59,7 @@ class Trace:
     steps = _from_record("steps", "global step indices (UNet calls since the trace began) that hold data")
     step_timesteps = _from_record("step_timesteps", "scheduler timestep of each recorded step")
     nbytes = _from_record("nbytes", "host bytes held (what the budget reserved)")
+    latent_hw = _from_record("latent_hw", "(h, w) of the latents: the grid of the guidance maps")
 
     @property
     def dropped(self) -> list:
@@ -105,6 +107,17 @@ class Trace:
         from .files import save_trace
 
         save_trace(self.record, path)
+
+    def to_html(self, path, image=None, title: Optional[str] = None, image_index: int = 0, quiet: bool = False):
+        """Write this trace as one self-contained HTML page (no kernel, no network) and return its path.
+
+        Linked views: step / layer sliders, token chips, the attention map per token (beside the final
+        ``image`` when given: PIL image, uint8 array or file path), the energy terms through the cascade
+        and over steps, the context trajectories (see :mod:`ebca_viz.tracing.html`). Prints the page's
+        size unless ``quiet``. A path whose folder does not exist is refused before any work."""
+        from .html import trace_to_html
+
+        return trace_to_html(self, path, image=image, title=title, image_index=image_index, quiet=quiet)
 
     def _stacked(self) -> dict:
         return self.record.stacked()
@@ -276,6 +289,42 @@ class Trace:
             )
         e = e[:, :, 0] - e[:, :, 1] if branch == "delta" else e[:, :, 0 if branch == "blurred" else 1]
         return self._image(e, image, 2)
+
+    @property
+    def guidance_kinds(self) -> list:
+        """The guidance kinds (``"cfg"``, ``"seg"``) with a map at some recorded step ([] without ``"guidance"``)."""
+        g = self.record.stacked().get("guidance")
+        if g is None:
+            return []
+        return [k for i, k in enumerate(GUIDANCE_KINDS) if bool(torch.isfinite(g[:, i]).any())]
+
+    def guidance(self, kind: str = "cfg", steps=None, image: Optional[int] = 0) -> torch.Tensor:
+        r"""``(step, h, w)``: where guidance acts -- per latent pixel, the magnitude of what one guidance
+        term added to the noise prediction, L2 over the latent channels ``c`` (fp32, on the latent grid
+        :attr:`latent_hw`; upscale to the image with nearest neighbour, factor = the VAE's 8)::
+
+            kind="cfg":  w * || eps_c[:, y, x] - eps_u[:, y, x] ||_2      (w = guidance_scale)
+            kind="seg":  s * || eps_c[:, y, x] - eps_blur[:, y, x] ||_2   (s = SEG's scale)
+
+        the terms of ``eps = eps_u + w (eps_c - eps_u) + s (eps_c - eps_blur)`` (:func:`ebca_viz.seg.seg_combine`;
+        without CFG only the SEG term). Read from the UNet's output rows at each recorded step
+        (the ``steps=`` filter of :func:`ebca_viz.trace` applies; here ``steps`` restricts to some of
+        :attr:`steps`). NaN at steps where that term did not act. Raises ``ValueError`` when it acted at
+        no recorded step: ``"cfg"`` without classifier-free guidance (``guidance_scale <= 1``, or a
+        bare UNet without ``guidance_scale=``), ``"seg"`` without SEG or with SEG's paper convention
+        under CFG (no term of its own: it blurs ``eps_u``, and the CFG map is then taken against it).
+        """
+        if kind not in GUIDANCE_KINDS:
+            raise ValueError(f"kind must be one of {GUIDANCE_KINDS}, got {kind!r}")
+        g = self._need("guidance", "guidance")[:, GUIDANCE_KINDS.index(kind)]  # (S, B, h, w)
+        if not bool(torch.isfinite(g).any()):
+            why = ("the run sampled without classifier-free guidance (guidance_scale <= 1; a bare UNet needs "
+                   "cfg=True and guidance_scale= in trace())" if kind == "cfg" else
+                   "SEG was not installed while sampling (ebca_viz.smoothed_energy_guidance), or it ran with "
+                   "convention='paper' and CFG, where SEG has no term of its own (its blurred unconditional "
+                   "branch is inside the CFG map)")
+            raise ValueError(f"this trace has no {kind!r} guidance map: {why}")
+        return self._image(g[self._step_idx(steps)], image, 1)
 
     def summary(self) -> str:
         st = self.record.stacked()

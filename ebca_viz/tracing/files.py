@@ -18,7 +18,9 @@ from .budget import Budget
 from .derived import Trace
 from .record import Record
 
-FORMAT = "ebca_viz.trace/1"
+FORMAT = "ebca_viz.trace/2"
+#: formats this version reads: /1 (before the guidance maps: no ``guidance`` tensor, no ``latent_hw``) and /2
+READABLE = ("ebca_viz.trace/1", FORMAT)
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -46,6 +48,7 @@ def trace_meta(rec: Record) -> dict:
         "mode": rec.mode,
         "images": rec.images,
         "n_uncond": rec.n_uncond,
+        "latent_hw": None if rec.latent_hw is None else list(rec.latent_hw),
     }
 
 
@@ -74,6 +77,23 @@ _META_KEYS = ("format", "layers", "execution_order", "grids", "seg_layers", "ste
               "used_bytes", "dropped", "alpha", "mode", "images", "n_uncond")
 
 
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"%PDF", "a PDF document"), (b"\x1f\x8b", "gzip-compressed data"), (b"<!DOCTYPE html", "an HTML page"),
+          (b"<html", "an HTML page"), (b"{", "JSON or other text"), (b"[", "JSON or other text"))
+
+
+def _what_it_holds(head: bytes) -> str:
+    """A guess at what a file that is not a trace holds, from its first bytes."""
+    for magic, what in _MAGIC:
+        if head.lstrip()[:len(magic)].lower() == magic.lower():
+            return what
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "binary data of an unknown kind"
+
+
 def _read_header(path: Path) -> None:
     """Refuse, before safetensors parses anything, what is not a safetensors file."""
     if not path.exists():
@@ -83,6 +103,7 @@ def _read_header(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
+        start = head + f.read(56)
     if size == 0:
         raise TraceFileError(f"{path} is empty (0 bytes): the file was not written completely")
     if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
@@ -92,8 +113,10 @@ def _read_header(path: Path) -> None:
         raise TraceFileError(f"{path} is truncated ({size} bytes): not a safetensors file")
     n = int.from_bytes(head, "little")
     if n > size - 8:
-        raise TraceFileError(f"{path}: its header claims {n} bytes but the file has {size - 8} after the length "
-                             "field (truncated or not a safetensors file)")
+        raise TraceFileError(f"{path} is not an ebca_viz trace: it holds {_what_it_holds(start)} ({size} bytes), "
+                             f"not a safetensors file (its header claims {n} bytes, the file has {size - 8} after "
+                             "the length field: truncated or another kind of file); pass a .safetensors file "
+                             "written by Trace.save")
 
 
 def _check_tensors(path, m: dict, tensors: dict) -> None:
@@ -105,7 +128,7 @@ def _check_tensors(path, m: dict, tensors: dict) -> None:
         raise TraceFileError(f"{path}: unknown storage dtype {m['dtype']!r} in the header")
     f32 = torch.float32
     # item -> (leading dims after the step axis, dtype, number of trailing free dims (tokens, D))
-    spec = {"energies": ((S, L, 2, 4, B), f32), "norms": ((S, L, 3, B), f32), "seg": ((S, n_seg, 2, B), f32),
+    spec = {"guidance": ((S, 2, B), f32), "energies": ((S, L, 2, 4, B), f32), "norms": ((S, L, 3, B), f32), "seg": ((S, n_seg, 2, B), f32),
             "map_step_sum": ((S, B), f32), "map_step_count": ((S,), f32), "layer_maps": ((S, L, B), dt),
             "contexts": ((S, L, B), dt), "prompt_embeds": ((S, B), dt), "map_layer_sum": ((L, B), f32),
             "map_layer_count": ((L,), f32)}
@@ -125,6 +148,11 @@ def _check_tensors(path, m: dict, tensors: dict) -> None:
         if name in ("map_step_sum", "layer_maps", "map_layer_sum") and tuple(t.shape[len(lead) + 1:]) != g:
             raise TraceFileError(f"{path}: tensor {name!r} maps are {tuple(t.shape[len(lead) + 1:])}, the header's "
                                  f"map_grid is {g}")
+    if "guidance" in tensors:
+        hw = tuple(m.get("latent_hw") or ())
+        if tuple(tensors["guidance"].shape[3:]) != hw:
+            raise TraceFileError(f"{path}: tensor 'guidance' maps are {tuple(tensors['guidance'].shape[3:])}, the "
+                                 f"header's latent_hw is {hw or None}")
     if len(tokens) > 1:
         raise TraceFileError(f"{path}: tensors disagree on the number of tokens: {sorted(tokens)}")
     if len(m["step_timesteps"]) != S:
@@ -145,7 +173,11 @@ def load_trace(path) -> Trace:
         with safe_open(str(path), framework="pt") as f:
             meta = (f.metadata() or {}).get("ebca_viz.trace")
             if meta is None:
-                raise TraceFileError(f"{path} is not an ebca_viz trace (no 'ebca_viz.trace' metadata)")
+                names = list(f.keys())
+                shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+                raise TraceFileError(f"{path} is not an ebca_viz trace: it is a safetensors file holding "
+                                     f"{len(names)} tensors ({shown}) without 'ebca_viz.trace' metadata (model "
+                                     "weights?); pass a file written by Trace.save")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except TraceFileError:
         raise
@@ -157,11 +189,15 @@ def load_trace(path) -> Trace:
         raise TraceFileError(f"{path}: the trace metadata is not JSON ({e})") from None
     if not isinstance(m, dict):
         raise TraceFileError(f"{path}: the trace metadata is not a JSON object")
-    if m.get("format") != FORMAT:
-        raise TraceFileError(f"{path}: unsupported trace format {m.get('format')!r} (this version reads {FORMAT})")
-    missing = [k for k in _META_KEYS if k not in m]
+    if m.get("format") not in READABLE:
+        raise TraceFileError(f"{path}: unsupported trace format {m.get('format')!r} (this version of ebca_viz reads "
+                             f"{' and '.join(READABLE)}; a newer format needs a newer ebca_viz)")
+    missing = [k for k in _META_KEYS + (("latent_hw",) if m["format"] == FORMAT else ()) if k not in m]
     if missing:
         raise TraceFileError(f"{path}: the trace metadata lacks {missing}")
+    if m["format"] != FORMAT and "guidance" in tensors:
+        raise TraceFileError(f"{path}: a {m['format']} file holds no 'guidance' tensor (added in {FORMAT}): "
+                             "header and data disagree")
     _check_tensors(path, m, tensors)
     budget = Budget(m["budget_bytes"], m["on_budget"])
     rec = Record(m["layers"], m["quantities"], None if m["map_grid"] is None else tuple(m["map_grid"]),

@@ -33,8 +33,10 @@ QUANTITIES = {
     "context_norms": "per-token norms of the context before/after each layer and drift from the prompt embedding",
     "contexts": "the context vectors after each layer and the prompt embedding (large; off by default)",
     "seg": "SEG: self-attention energy of the blurred and the reference (unblurred) branch",
+    "guidance": "per step, the per-pixel magnitude (L2 over latent channels) of what CFG and SEG added to the "
+                "noise prediction, on the latent grid",
 }
-DEFAULT_QUANTITIES = ("maps", "energies", "context_norms", "seg")
+DEFAULT_QUANTITIES = ("maps", "energies", "context_norms", "seg", "guidance")
 
 
 def select_quantities(quantities) -> tuple:

@@ -12,6 +12,9 @@ Stored items (``S`` recorded steps, ``L`` layers, ``B`` images, ``N`` tokens, ``
 * ``energies (S, L, 2, 4, B)``: before/after x E(Q;K), E(K;Q), E(K), posterior;
 * ``norms (S, L, 3, B, N)``: ``|c_in|``, ``|c_out|``, ``|c_out - c_prompt|``;
 * ``seg (S, n_seg, 2, B)``: blurred / reference self-attention energy;
+* ``guidance (S, 2, B, h, w)``: CFG / SEG guidance magnitude per latent pixel (``(h, w)`` = the
+  latent grid, :attr:`latent_hw`), NaN where that guidance did not act (see
+  :meth:`ebca_viz.tracing.derived.Trace.guidance`);
 * ``map_step_sum (S, B, N, H, W)``, ``map_step_count (S,)``: maps summed over layers;
 * ``map_layer_sum (L, B, N, H, W)``, ``map_layer_count (L,)``: maps summed over steps;
 * ``layer_maps (S, L, B, N, H, W)``, ``contexts (S, L, B, N, D)``, ``prompt_embeds (S, B, N, D)``
@@ -26,7 +29,7 @@ import torch
 
 from .budget import DEFAULT_BUDGET, Budget
 
-NAN_FILLED = ("energies", "norms", "seg")  # items whose unrecorded entries read NaN (the rest 0)
+NAN_FILLED = ("energies", "norms", "seg", "guidance")  # items whose unrecorded entries read NaN (the rest 0)
 
 
 class Record:
@@ -51,6 +54,7 @@ class Record:
         self.n_uncond = 0
         self.shape: Optional[tuple] = None  # (B, N, D, latent_hw) of the runs
         self.images: Optional[int] = None  # B
+        self.latent_hw: Optional[tuple] = None  # (h, w) of the latents (the grid of the guidance maps)
         # tensors
         self.sums: dict = {}  # running per-layer map sums {"sum", "count"} (on the device while recording)
         self._per_step: dict = {}  # global step -> {item: CPU tensor}, while recording
@@ -59,10 +63,13 @@ class Record:
         self._cache: Optional[dict] = None
 
     # -- sizes -------------------------------------------------------------------------------------
-    def item_shapes(self, B, N, D, n_seg) -> dict:
-        """``item -> (shape, dtype)`` stored per recorded step."""
+    def item_shapes(self, B, N, D, n_seg, latent_hw: Optional[tuple] = None) -> dict:
+        """``item -> (shape, dtype)`` stored per recorded step (``latent_hw``: default :attr:`latent_hw`)."""
         L, g, dt = len(self.layers), self.map_grid, self.dtype
         out = {}
+        if "guidance" in self.quantities:
+            hw = tuple(latent_hw if latent_hw is not None else self.latent_hw)
+            out["guidance"] = ((2, B) + hw, torch.float32)
         if "energies" in self.quantities:
             out["energies"] = ((L, 2, 4, B), torch.float32)
         if "context_norms" in self.quantities:
@@ -79,9 +86,9 @@ class Record:
             out["prompt_embeds"] = ((B, N, D), dt)
         return out
 
-    def bytes_for(self, n_steps, B, N, D, n_seg, fixed=True) -> int:
+    def bytes_for(self, n_steps, B, N, D, n_seg, fixed=True, latent_hw: Optional[tuple] = None) -> int:
         """Bytes of ``n_steps`` recorded steps (plus the per-layer running sums with ``fixed``)."""
-        shapes = self.item_shapes(B, N, D, n_seg).values()
+        shapes = self.item_shapes(B, N, D, n_seg, latent_hw).values()
         per = sum(math.prod(s) * torch.empty((), dtype=d).element_size() for s, d in shapes)
         total = n_steps * per
         if fixed and "maps" in self.quantities:
@@ -122,6 +129,7 @@ class Record:
         self.mode = meta["mode"]
         self.n_uncond = meta["n_uncond"]
         self.images = meta["images"]
+        self.latent_hw = None if meta.get("latent_hw") is None else tuple(meta["latent_hw"])
         self.budget.used = meta["used_bytes"]
         self.budget.dropped = meta["dropped"]
         self._steps = list(meta["steps"])

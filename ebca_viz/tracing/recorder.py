@@ -32,6 +32,19 @@ the UNet batch (the images; with CFG the second half):
   logits its softmax uses) of the blurred rows and of the reference rows: the conditional branch
   (published convention), or, with the paper's convention and CFG, the unconditional half's own
   queries before it is blurred in place.
+* **guidance** (where guidance acts): per step, on the latent grid ``(h, w)``, the magnitude of
+  what each guidance term adds to the noise prediction, L2 over the latent channels ``c``
+  (``eps_u`` unconditional, ``eps_c`` conditional, ``eps_blur`` SEG's blurred branch, ``w`` the
+  pipeline's ``guidance_scale``, ``s`` SEG's ``scale``; the terms of :func:`ebca_viz.seg.seg_combine`)::
+
+      cfg[y, x] = w * || eps_c[:, y, x] - eps_u[:, y, x] ||_2      (eps = eps_u + w (eps_c - eps_u) [+ SEG])
+      seg[y, x] = s * || eps_c[:, y, x] - eps_blur[:, y, x] ||_2   (SEG's published term, with or without CFG)
+
+  read from the UNet's own output (a forward hook placed before SEG folds its extra branch back:
+  no extra UNet call). NaN where a term did not act: no CFG (``guidance_scale <= 1``) has no CFG
+  map; no SEG, or SEG's ``convention="paper"`` with CFG (it blurs the unconditional half in place,
+  ``eps = eps_ublur + w (eps_c - eps_ublur)``, so it has no term of its own and the CFG map is
+  taken against the blurred ``eps_ublur``), has no SEG map. ``guidance_rescale`` is not applied.
 
 How it attaches (no class is patched, everything is undone on exit, also on errors):
 a forward pre-hook (prepended, so it sees the caller's batch before SEG appends its branch)
@@ -52,7 +65,7 @@ on the device until the trace ends (they are counted in the budget all the same)
 reserved against ``budget_bytes`` before it is allocated (:mod:`ebca_viz.tracing.budget`); with a
 pipeline the whole run is projected at its first UNet call. :meth:`Trace.estimate_bytes` gives
 the figure before sampling. Defaults on SD 1.5 (16 layers, 77 tokens, 32x32 map grid, 50 steps,
-one image): about 22 MB.
+one image): about 24 MB (of which the guidance maps, ``2 x 64 x 64`` fp32 per step, 1.7 MB).
 """
 from __future__ import annotations
 
@@ -78,7 +91,7 @@ from .quantities import (
     self_attention_energy,
     unet_calls,
 )
-from .record import Record
+from .record import NAN_FILLED, Record
 
 
 class Recorder:
@@ -89,7 +102,7 @@ class Recorder:
     """
 
     def __init__(self, pipe, unet, record: Record, steps=None, num_steps: Optional[int] = None,
-                 cfg: Optional[bool] = None):
+                 cfg: Optional[bool] = None, guidance_scale: Optional[float] = None):
         self.pipe, self.unet, self.record = pipe, unet, record
         self._steps_filter = StepFilter(steps)
         self.steps_spec = steps
@@ -99,6 +112,10 @@ class Recorder:
         if cfg is not None and not isinstance(cfg, bool):
             raise TypeError("cfg must be None (auto), True or False")
         self.cfg = cfg
+        if guidance_scale is not None and (isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float))
+                                           or not math.isfinite(guidance_scale)):
+            raise ValueError(f"guidance_scale must be None (the pipeline's) or a finite number, got {guidance_scale!r}")
+        self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
         all_keys = cross_attention_keys(unet)
         self._pos = {k: i for i, k in enumerate(record.layers)}
         self._all_index = {k: i for i, k in enumerate(all_keys)}
@@ -109,7 +126,8 @@ class Recorder:
         self.wants_events = False
         self._selected = None
         self._stage: dict = {}
-        self._seg_ctl = None
+        self._seg_ctl = None  # the SEG controller subscribed to ("seg" quantity)
+        self._seg_guide = None  # the SEG controller whose branches the guidance maps read
         self._prompt = None
         # installation
         self._state = "new"
@@ -138,6 +156,10 @@ class Recorder:
                 self._install_processors()
             self._handles.append(unet.register_forward_pre_hook(self._pre, with_kwargs=True, prepend=True))
             self._handles.append(unet.register_forward_hook(self._post, with_kwargs=True, always_call=True))
+            if "guidance" in self.record.quantities:
+                # prepended: it sees the UNet's own output, before SEG's hook folds the blurred branch back
+                # (whichever of the two was installed first)
+                self._handles.append(unet.register_forward_hook(self._guidance_hook, with_kwargs=True, prepend=True))
             te = getattr(self.pipe, "text_encoder", None) if self.pipe is not None else None
             if isinstance(te, torch.nn.Module) and getattr(self.pipe, "tokenizer", None) is not None:
                 self._handles.append(te.register_forward_hook(self._te_hook, with_kwargs=True))
@@ -222,14 +244,17 @@ class Recorder:
         elif self._own:
             self.record.mode = "plain"
         seg = None
-        if "seg" in self.record.quantities:
+        if "seg" in self.record.quantities or "guidance" in self.record.quantities:
             for m in self._self_modules:
                 if kind_of(m.processor) == SEG:
                     seg = m.processor.ctl
                     break
-            if seg is not None and self not in seg.observers:
-                seg.observers.append(self)
-                self._subscribed.append(seg)
+        self._seg_guide = seg
+        if "seg" not in self.record.quantities:
+            seg = None
+        if seg is not None and self not in seg.observers:
+            seg.observers.append(self)
+            self._subscribed.append(seg)
         self._seg_ctl = seg
         return ctl
 
@@ -277,6 +302,7 @@ class Recorder:
         if self.record.shape is None:
             self.record.shape = shape
             self.record.images = shape[0]
+            self.record.latent_hw = tuple(shape[3])
         elif shape != self.record.shape:
             raise ValueError(
                 f"trace: this run has (images, tokens, dim, latent) = {shape}, the first run {self.record.shape}; "
@@ -315,34 +341,6 @@ class Recorder:
             return []
         return sorted(self._seg_ctl.keys, key=_exec_order)
 
-    def _item_shapes(self, B, N, D, n_seg):
-        """``item -> (shape, dtype)`` stored per recorded step."""
-        L, g, dt = len(self.record.layers), self.record.map_grid, self.record.dtype
-        out = {}
-        if "energies" in self.record.quantities:
-            out["energies"] = ((L, 2, 4, B), torch.float32)
-        if "context_norms" in self.record.quantities:
-            out["norms"] = ((L, 3, B, N), torch.float32)
-        if "seg" in self.record.quantities and n_seg:
-            out["seg"] = ((n_seg, 2, B), torch.float32)
-        if "maps" in self.record.quantities:
-            out["map_step_sum"] = ((B, N) + g, torch.float32)
-            out["map_step_count"] = ((), torch.float32)
-        if "layer_maps" in self.record.quantities:
-            out["layer_maps"] = ((L, B, N) + g, dt)
-        if "contexts" in self.record.quantities:
-            out["contexts"] = ((L, B, N, D), dt)
-            out["prompt_embeds"] = ((B, N, D), dt)
-        return out
-
-    def _bytes(self, n_steps, B, N, D, n_seg, fixed=True) -> int:
-        shapes = self.record.item_shapes(B, N, D, n_seg).values()
-        per = sum(math.prod(s) * torch.empty((), dtype=d).element_size() for s, d in shapes)
-        total = n_steps * per
-        if fixed and "maps" in self.record.quantities:
-            total += 4 * len(self.record.layers) * (B * N * math.prod(self.record.map_grid) + 1)  # sums + counts
-        return total
-
     def _begin_step(self, ehs):
         B, N, D, _ = self.record.shape
         seg_keys = self._seg_layer_keys()
@@ -357,7 +355,7 @@ class Recorder:
         # one reservation per step: a step is stored whole or not at all (the record stays a complete prefix)
         if items and self.record.budget.reserve(nb, "step (" + ", ".join(items) + ")", self.step):
             for item, (shape, dt) in items.items():
-                fill = float("nan") if item in ("energies", "norms", "seg") else 0.0
+                fill = float("nan") if item in NAN_FILLED else 0.0
                 stage[item] = torch.full(shape, fill, dtype=dt, device=dev)
         if "prompt_embeds" in stage:
             stage["prompt_embeds"].copy_(ehs[self.record.n_uncond : self.b2])
@@ -372,6 +370,36 @@ class Recorder:
         if not was or output is None or not stage:
             return None
         self.record.add_step(self.step, stage)
+        return None
+
+    def _cfg_scale(self) -> Optional[float]:
+        """``w`` of the CFG map: ``guidance_scale=`` given to :func:`trace`, else the pipeline's (per call)."""
+        if self.guidance_scale is not None:
+            return self.guidance_scale
+        w = getattr(self.pipe, "guidance_scale", None) if self.pipe is not None else None
+        return float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) else None
+
+    @torch.no_grad()
+    def _guidance_hook(self, module, args, kwargs, output):
+        """Fill this step's ``guidance`` item from the UNet's output rows ``[eps_u; eps_c (; eps_blur)]``
+        (module docstring); reads only, returns nothing, so the output is unchanged."""
+        g = self._stage.get("guidance")
+        if g is None or output is None:
+            return None
+        eps = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", None)
+        if not torch.is_tensor(eps) or eps.ndim != 4:
+            return None
+        nu, b2 = self.record.n_uncond, self.b2
+        B = b2 - nu
+        cond = eps[nu:b2].float()
+        if nu:
+            w = self._cfg_scale()
+            if w is not None:
+                g[0] = w * torch.linalg.vector_norm(cond - eps[:nu].float(), dim=1)
+        seg = self._seg_guide
+        # SEG's published branch: appended by its pre-hook this call and not folded back yet
+        if seg is not None and seg._expanded is not None and eps.shape[0] == b2 + B and seg._expanded[1] == B:
+            g[1] = float(seg.config.scale) * torch.linalg.vector_norm(cond - eps[b2:].float(), dim=1)
         return None
 
     def _read_tokens(self, ehs):
@@ -499,7 +527,7 @@ class Recorder:
             sel = self._steps_filter.resolve(num_steps)
             calls = unet_calls(self.pipe, num_steps)
             n = calls if sel is None else len([x for x in sel if 0 <= x < calls])
-            return self.record.bytes_for(n, batch, tokens, D, seg_layers)
+            return self.record.bytes_for(n, batch, tokens, D, seg_layers, latent_hw=(lh, lw))
         finally:
             self.record.map_grid = saved
 
@@ -514,7 +542,7 @@ class Recorder:
 
 def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype=torch.float16,
           budget_bytes=DEFAULT_BUDGET, on_budget: str = "error", num_steps: Optional[int] = None,
-          cfg: Optional[bool] = None, alpha: float = 0.0) -> Trace:
+          cfg: Optional[bool] = None, alpha: float = 0.0, guidance_scale: Optional[float] = None) -> Trace:
     """Record cross-attention maps, energies and context trajectories while sampling.
 
     ``with ebca_viz.trace(pipe) as tr: pipe(prompt)`` -- see :mod:`ebca_viz.tracing` for the definitions.
@@ -534,6 +562,8 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
         cfg: whether the UNet batch is ``[uncond; cond]``; default: the pipeline's flag, else the EBCA
             controller's setting, else False.
         alpha: the ``alpha`` of the query/context energies (docs/method.md: 0).
+        guidance_scale: ``w`` of the CFG guidance map; default: the pipeline's ``guidance_scale`` of each
+            call (a bare UNet with ``cfg=True`` and no ``guidance_scale`` records no CFG map).
     """
     pipe, unet = resolve_target(target)
     all_keys = cross_attention_keys(unet)
@@ -545,7 +575,7 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
         raise ValueError(f"alpha must be a finite number (docs/method.md uses 0), got {alpha!r}")
     record = Record(select_layers(all_keys, layers), select_quantities(quantities), check_map_grid(map_grid), dtype,
                     Budget(check_budget_args(budget_bytes, on_budget), on_budget), float(alpha))
-    return Trace(record, Recorder(pipe, unet, record, steps, num_steps, cfg))
+    return Trace(record, Recorder(pipe, unet, record, steps, num_steps, cfg, guidance_scale))
 
 
 def estimate_bytes(target, num_steps: int = 50, height: Optional[int] = None, width: Optional[int] = None,
