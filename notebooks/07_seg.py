@@ -286,6 +286,48 @@ claims.check(bool((gap > 0).float().mean() >= 0.8), "the blurred branch has the 
 display(X.readable(viz.plot_trace_seg(tr, title=f"SEG sigma {X.fmt_sigma(SIG_TRACE)}, s = {S_DEF:g}: self-attention energy per step")))
 
 # %% [markdown]
+# ## Where guidance acts (one trace)
+#
+# The trace also records, at every step and latent pixel, the size of each guidance term in the formula at the
+# top (`tr_g.guidance(kind)`, `(step, h, w)`, L2 over the latent channels): CFG's
+# $w\,\lVert\epsilon_c-\epsilon_u\rVert_2$ and SEG's $s\,\lVert\epsilon_c-\epsilon_\text{blur}\rVert_2$, read from the
+# UNet's own outputs (no extra UNet call). `viz.plot_guidance` shows the maps at four steps, upscaled to the
+# image with nearest neighbour on one colour scale, and the mean over pixels at every step.
+
+# %%
+from IPython.display import Markdown
+from ebca_viz.notebook import sample_traced
+
+img_g, tr_g, _ = sample_traced(pipe, PROMPT, seed=0, steps=STEPS, guidance_scale=CFG,
+                               seg=ev.SEGConfig(scale=S_DEF, sigma=SIG_DEF, layers=LAYERS))
+cfg_map, seg_map = tr_g.guidance("cfg"), tr_g.guidance("seg")  # (step, h, w) on the latent grid
+q = max(1, cfg_map.shape[0] // 4); first, last = slice(0, q), slice(-q, None)  # first / last quarter of the steps
+m_c, m_s = cfg_map.flatten(1).mean(1), seg_map.flatten(1).mean(1)  # mean over pixels, per step
+claims.check(m_c[last].mean() > m_c[first].mean() and m_s[last].mean() > m_s[first].mean(),
+             "both guidance terms are larger in the last quarter of the steps than in the first",
+             float(m_c[first].mean()), float(m_c[last].mean()), float(m_s[first].mean()), float(m_s[last].mean()))
+grow = f"Both grow towards the end: mean CFG {m_c[0]:.2f} -> {m_c[-1]:.2f}, SEG {m_s[0]:.2f} -> {m_s[-1]:.2f} (bottom panels)."
+if not REAL:  # shapes world: objects on black -> the latent pixels that hold an object; ratio object / background
+    f, (h, w) = pipe.vae_scale_factor, tr_g.latent_hw
+    grey = torch.tensor(np.asarray(img_g.convert("L"), dtype=np.float32) / 255)
+    obj = (grey.reshape(h, f, w, f) > 0.15).float().mean((1, 3)) > 0.5
+    ratio = lambda m: float(m.mean(0)[obj].mean() / m.mean(0)[~obj].mean())
+    c0, s0, s1 = ratio(cfg_map[first]), ratio(seg_map[first]), ratio(seg_map[last])
+    claims.check(c0 > 1.3 and c0 > s0 + 0.3, "early on, CFG acts more on the objects' pixels than SEG does", c0, s0)
+    claims.check(abs(s0 - 1) < 0.3 and s1 > s0 + 0.3, "SEG's term is spread evenly early and moves onto the objects late", s0, s1)
+    notice = (f"In the first quarter of the steps CFG already acts where the objects will appear ({c0:.1f}x its background "
+              f"value on object pixels), while SEG's term is spread evenly ({s0:.1f}x); SEG gathers on the objects only "
+              f"in the last quarter ({s1:.1f}x). ")
+else:  # photographs: no object mask; the share of each term carried by its top 20 % of pixels
+    top = lambda m: float(m.mean(0).flatten().topk(max(1, m[0].numel() // 5)).values.sum() / m.mean(0).sum())
+    c0, s1 = top(cfg_map[first]), top(seg_map[last])
+    claims.check(min(c0, s1) > 0.2, "guidance is concentrated (its top 20 % of pixels carry more than 20 %)", c0, s1)
+    notice = f"The top 20 % of pixels carry {c0:.0%} of CFG's early magnitude and {s1:.0%} of SEG's late one. "
+display(Markdown("**What to notice:** " + notice + grow))
+display(viz.plot_guidance(tr_g, "cfg", sample=img_g))
+display(viz.plot_guidance(tr_g, "seg", sample=img_g))
+
+# %% [markdown]
 # ## How the defaults were chosen: `X.sweep_seg`
 #
 # `X.SHAPES_SEG` comes from `X.sweep_seg(pipe)`: scales {1, 3, 10} x sigma {1, inf} x layers {mid, all}
