@@ -47,6 +47,12 @@ def parse_args(argv=None):
     p.add_argument("--min-lr-frac", type=float, default=0.1, help="cosine (over wall time) decays to this fraction")
     p.add_argument("--cfg-drop", type=float, default=0.1, help="probability of the empty caption")
     p.add_argument("--p-two", type=float, default=0.5, help="probability of a two-object scene")
+    p.add_argument("--holdout", default="none",
+                   help="shape pairs never drawn together in a two-object training scene "
+                        "(ebca_viz.shapes.neglect.HOLDOUTS: none, triangle-pairs)")
+    p.add_argument("--init-vae", default="",
+                   help="pipeline folder whose trained vae/ is reused (frozen, its scaling_factor kept); "
+                        "skips the VAE phase")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of UNet + text encoder (0: off)")
     p.add_argument("--unet-channels", default="64,128")
     p.add_argument("--layers-per-block", type=int, default=1)
@@ -70,15 +76,21 @@ def _ints(s: str) -> tuple:
 class Batches:
     """On-the-fly training data: ``next_images(B) -> (B, 3, S, S)`` in [-1, 1] and captions."""
 
-    def __init__(self, seed: int, size: int, p_two: float):
-        from . import world
+    def __init__(self, seed: int, size: int, p_two: float, holdout: str = "none"):
+        from . import neglect, world
 
-        self.world = world
+        self.world, self.neglect = world, neglect
+        neglect.check_holdout(holdout)
         self.rng = np.random.default_rng(seed)
-        self.size, self.p_two = size, p_two
+        self.size, self.p_two, self.holdout = size, p_two, holdout
+
+    def pairs(self) -> list:
+        if self.holdout == "none":
+            return self.world.random_pairs(self.rng, self.p_two)
+        return self.neglect.training_pairs(self.rng, self.p_two, self.holdout)
 
     def __call__(self, n: int):
-        scenes = [self.world.make_scene(self.rng, size=self.size, p_two=self.p_two) for _ in range(n)]
+        scenes = [self.world.make_scene(self.rng, pairs=self.pairs(), size=self.size) for _ in range(n)]
         return self.world.to_tensor([s.image for s in scenes]), [s.caption for s in scenes]
 
 
@@ -141,6 +153,20 @@ def train_vae(vae, data: Batches, args, log) -> dict:
     vae.register_to_config(scaling_factor=sf)
     log(f"vae done: {step} steps, held-out mse {final_mse:.5f}, scaling_factor {sf:.4f}")
     return dict(steps=step, minutes=(time.time() - t0) / 60, mse=final_mse, scaling_factor=sf)
+
+
+def init_vae(vae, folder: str, log) -> dict:
+    """Load the ``vae/`` of a pipeline folder (same architecture) instead of training one."""
+    from ..models.shapes_world import WEIGHT_FILES, _load_state
+
+    sub = Path(folder) / "vae"
+    if not (sub / WEIGHT_FILES["vae"]).is_file():
+        raise FileNotFoundError(f"--init-vae {folder}: no {sub / WEIGHT_FILES['vae']}")
+    cfg = json.loads((sub / "config.json").read_text())
+    vae.load_state_dict(_load_state(sub, WEIGHT_FILES["vae"], torch.float32), strict=True)
+    vae.register_to_config(scaling_factor=cfg["scaling_factor"])
+    log(f"vae loaded from {sub} (scaling_factor {cfg['scaling_factor']:.4f}); VAE phase skipped")
+    return dict(steps=0, minutes=0.0, init_from=str(sub), scaling_factor=cfg["scaling_factor"])
 
 
 def _ema_update(ema_model, model, decay):
@@ -248,8 +274,11 @@ def main(argv=None) -> dict:
         heads=args.heads, seed=args.seed)
     n = {k: sum(p.numel() for p in m.parameters()) for k, m in (("vae", vae), ("unet", unet), ("text_encoder", te))}
     log(f"parameters: {n}; threads {torch.get_num_threads()}; args {vars(args)}")
-    data = Batches(args.seed, args.image_size, args.p_two)
-    vae_info = train_vae(vae, data, args, log)
+    data = Batches(args.seed, args.image_size, args.p_two, args.holdout)
+    if args.init_vae:
+        vae_info = init_vae(vae, args.init_vae, log)
+    else:
+        vae_info = train_vae(vae, data, args, log)
     res = train_unet(vae, unet, te, tok, data, args, log, out)
     import diffusers
     import transformers

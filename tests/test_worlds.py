@@ -1,0 +1,75 @@
+"""The shipped worlds by name (shapes-world, neglect-world): offline loading, bad names, bad prompts,
+and the neglect world's held-out training pairs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ebca_viz.errors import EbcaVizError
+from ebca_viz.models.worlds import WORLDS, check_prompt, shipped_worlds, vocabulary, world_folder
+
+
+def test_neglect_world_loads_offline_and_samples_a_batch():
+    from diffusers import StableDiffusionPipeline
+
+    from ebca_viz.models import load_pipeline
+
+    folder = world_folder("neglect-world")
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 20 * 2**20
+    assert {p.suffix for p in files} <= {".json", ".safetensors", ".md"}
+    info = json.loads((folder / "training.json").read_text())
+    assert info["args"]["holdout"] == "triangle-pairs" and info["args"]["threads"] == 1
+    pipe = load_pipeline("neglect-world")
+    assert type(pipe) is StableDiffusionPipeline
+    gen = torch.Generator().manual_seed(0)
+    im = pipe(["a red circle", "a blue triangle", "a red circle and a blue triangle", "a green square"],
+              num_inference_steps=4, guidance_scale=3.0, output_type="np", generator=gen).images
+    assert im.shape == (4, 32, 32, 3) and np.isfinite(im).all()
+    assert im.std() > 0.05  # not a blank canvas: something is drawn
+
+
+def test_both_worlds_ship():
+    assert shipped_worlds() == ["shapes-world", "neglect-world"]
+    assert set(WORLDS) == set(shipped_worlds())
+
+
+@pytest.mark.parametrize("name", ["neglect-wrld", "no-such-world"])
+def test_unknown_world_lists_the_worlds_that_ship(name):
+    from ebca_viz.models import load_pipeline
+
+    with pytest.raises(EbcaVizError, match=r"unknown world .*'shapes-world', 'neglect-world'"):
+        load_pipeline(name)
+    with pytest.raises(EbcaVizError, match="neglect-world"):
+        world_folder(name)
+
+
+def test_prompt_outside_the_vocabulary_is_refused_listing_the_known_words():
+    assert vocabulary("neglect-world") == sorted(
+        ["a", "and", "red", "green", "blue", "yellow", "circle", "square", "triangle"])
+    assert check_prompt("neglect-world", "a red circle and a blue triangle") == "a red circle and a blue triangle"
+    assert check_prompt("shapes-world", "") == ""
+    with pytest.raises(EbcaVizError) as e:
+        check_prompt("neglect-world", "a purple cat and a blue triangle")
+    msg = str(e.value)
+    assert "['cat', 'purple']" in msg and "'triangle'" in msg and "'yellow'" in msg
+    with pytest.raises(EbcaVizError, match="unknown world"):
+        check_prompt("cat-world", "a red circle")
+
+
+def test_neglect_training_scenes_never_hold_the_report_pairs():
+    from ebca_viz.shapes import neglect
+    from ebca_viz.shapes.train import Batches
+
+    data = Batches(seed=3, size=32, p_two=0.5, holdout="triangle-pairs")
+    two = [p for p in (data.pairs() for _ in range(3000)) if len(p) == 2]
+    assert len(two) > 1300
+    seen = {frozenset(s for _, s in p) for p in two}
+    assert frozenset({"circle", "triangle"}) not in seen and frozenset({"square", "triangle"}) not in seen
+    assert frozenset({"circle", "square"}) in seen and frozenset({"triangle"}) in seen
+    report = neglect.two_object_prompts("report")
+    assert len(report) == 48 and all(neglect.is_held_out(list(p)) for p in report)
+    assert not any(neglect.is_held_out(list(p)) for p in neglect.two_object_prompts("seen"))
+    with pytest.raises(ValueError, match="holdout must be one of"):
+        Batches(seed=0, size=32, p_two=0.1, holdout="triangles")
