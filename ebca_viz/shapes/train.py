@@ -61,7 +61,15 @@ def parse_args(argv=None):
     p.add_argument("--text-layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--ckpt-minutes", type=float, default=10.0)
+    p.add_argument("--ckpt-steps", type=int, default=0, help="also checkpoint every N steps (0: by time only)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --out/state (written with every checkpoint): weights, EMA, AdamW moments, "
+                        "step, elapsed time and RNG states are restored")
+    p.add_argument("--schedule", choices=("time", "steps"), default="time",
+                   help="cosine LR over the wall budget (--minutes) or over --max-steps (bit-reproducible on resume)")
     p.add_argument("--max-steps", type=int, default=0, help="stop the UNet phase after this many steps (0: time only)")
+    p.add_argument("--stop-at", type=int, default=0,
+                   help="interrupt the UNet phase after this step (state saved; continue with --resume)")
     p.add_argument("--vae-max-steps", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--log-every", type=int, default=50)
@@ -169,6 +177,64 @@ def init_vae(vae, folder: str, log) -> dict:
     return dict(steps=0, minutes=0.0, init_from=str(sub), scaling_factor=cfg["scaling_factor"])
 
 
+def save_state(folder: Path, vae, unet, te, ema_unet, ema_te, opt, data, gen, step: int, elapsed_s: float) -> None:
+    """Everything a resumed run needs, no pickles: ``tensors.safetensors`` (fp32 weights, EMA weights,
+    AdamW moments, the torch generator state) + ``state.json`` (step, elapsed seconds, numpy RNG state).
+    Written to ``<folder>.tmp`` and renamed (atomic)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t = {}
+    for tag, m in (("vae", vae), ("unet", unet), ("te", te), ("ema_unet", ema_unet), ("ema_te", ema_te)):
+        t.update({f"{tag}.{k}": v.detach().clone().contiguous() for k, v in m.state_dict().items()})
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        for k, v in opt.state.get(p, {}).items():
+            t[f"opt.{i}.{k}"] = v.detach().clone().reshape(v.shape).contiguous()
+    t["gen_state"] = gen.get_state()
+    save_file(t, str(tmp / "tensors.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(dict(step=step, elapsed_s=elapsed_s, vae_scaling_factor=vae.config.scaling_factor,
+                                                    numpy_rng=data.rng.bit_generator.state)) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def resume_vae(vae, folder: Path, log) -> dict:
+    from safetensors.torch import load_file
+
+    if not (folder / "state.json").is_file():
+        raise FileNotFoundError(f"--resume: no saved state in {folder} (written at each checkpoint)")
+    t = load_file(str(folder / "tensors.safetensors"))
+    vae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("vae.")}, strict=True)
+    sf = json.loads((folder / "state.json").read_text())["vae_scaling_factor"]
+    vae.register_to_config(scaling_factor=sf)
+    log(f"vae restored from {folder} (scaling_factor {sf:.4f})")
+    return dict(steps=0, minutes=0.0, resumed_from=str(folder), scaling_factor=sf)
+
+
+def load_state(folder: Path, unet, te, ema_unet, ema_te, opt, data, gen) -> dict:
+    """Inverse of :func:`save_state` (models and optimizer are filled in place)."""
+    from safetensors.torch import load_file
+
+    if not (folder / "state.json").is_file():
+        raise FileNotFoundError(f"--resume: no saved state in {folder} (written at each checkpoint)")
+    t = load_file(str(folder / "tensors.safetensors"))
+    for tag, m in (("unet", unet), ("te", te), ("ema_unet", ema_unet), ("ema_te", ema_te)):
+        sd = {k[len(tag) + 1:]: v for k, v in t.items() if k.startswith(tag + ".")}
+        m.load_state_dict(sd, strict=True)
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        ks = {k.split(".", 2)[2]: v for k, v in t.items() if k.startswith(f"opt.{i}.")}
+        if ks:
+            opt.state[p] = ks
+    gen.set_state(t["gen_state"])
+    st = json.loads((folder / "state.json").read_text())
+    data.rng.bit_generator.state = st["numpy_rng"]
+    return st
+
+
 def _ema_update(ema_model, model, decay):
     with torch.no_grad():
         for pe, p in zip(ema_model.parameters(), model.parameters()):
@@ -192,18 +258,29 @@ def train_unet(vae, unet, te, tok, data: Batches, args, log, out: Path) -> dict:
     sf = vae.config.scaling_factor
     gen = torch.Generator().manual_seed(args.seed + 1)
     budget = args.minutes * 60
+    if args.schedule == "steps" and not args.max_steps:
+        raise ValueError("--schedule steps needs --max-steps N (the cosine runs over N steps)")
     t0 = time.time()
-    last_ckpt = t0
     step, run_loss, window = 0, None, []
-    csv = open(out / "loss.csv", "w")
-    csv.write("step,minutes,loss,lr\n")
+    if args.resume:
+        st = load_state(out / "state", unet, te, ema_unet, ema_te, opt, data, gen)
+        step, t0 = st["step"], t0 - st["elapsed_s"]
+        log(f"resumed from {out / 'state'} at step {step} ({st['elapsed_s'] / 60:.2f} min)")
+    last_ckpt = time.time()
+    csv = open(out / "loss.csv", "a" if args.resume else "w")
+    if not args.resume:
+        csv.write("step,minutes,loss,lr\n")
     bar = _progress(budget, "unet", args.no_progress)
     unet.train(), te.train()
     while True:
         el = time.time() - t0
         if el >= budget or (args.max_steps and step >= args.max_steps):
             break
-        frac = min(el / budget, 1.0)
+        if args.stop_at and step >= args.stop_at:
+            save_state(out / "state", vae, unet, te, ema_unet, ema_te, opt, data, gen, step, time.time() - t0)
+            log(f"stopped at step {step} (--stop-at); state -> {out / 'state'}")
+            break
+        frac = min(step / args.max_steps if args.schedule == "steps" else el / budget, 1.0)
         lr = args.lr * min(1.0, (step + 1) / max(args.warmup, 1)) * (
             args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
@@ -239,11 +316,12 @@ def train_unet(vae, unet, te, tok, data: Batches, args, log, out: Path) -> dict:
         bar.n = min(round(el), bar.total)
         bar.set_postfix(step=step, loss=f"{run_loss or loss.item():.4f}", refresh=False)
         bar.update(0)
-        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+        if time.time() - last_ckpt > args.ckpt_minutes * 60 or (args.ckpt_steps and step % args.ckpt_steps == 0):
             export_pipeline(vae, ema_unet, ema_te, out / "ckpt", dtype=torch.float32,
                             extra=dict(step=step, minutes=el / 60, loss=run_loss))
             last_ckpt = time.time()
-            log(f"checkpoint at step {step} -> {out / 'ckpt'}")
+            save_state(out / "state", vae, unet, te, ema_unet, ema_te, opt, data, gen, step, time.time() - t0)
+            log(f"checkpoint at step {step} -> {out / 'ckpt'} (EMA weights), {out / 'state'} (full state)")
     bar.close()
     csv.close()
     if window:
@@ -277,6 +355,8 @@ def main(argv=None) -> dict:
     data = Batches(args.seed, args.image_size, args.p_two, args.holdout)
     if args.init_vae:
         vae_info = init_vae(vae, args.init_vae, log)
+    elif args.resume:  # the VAE phase is over: its weights are in the saved state
+        vae_info = resume_vae(vae, out / "state", log)
     else:
         vae_info = train_vae(vae, data, args, log)
     res = train_unet(vae, unet, te, tok, data, args, log, out)
