@@ -21,6 +21,7 @@ def test_neglect_world_loads_offline_and_samples_a_batch():
     assert {p.suffix for p in files} <= {".json", ".safetensors", ".md"}
     info = json.loads((folder / "training.json").read_text())
     assert info["args"]["holdout"] == "triangle-pairs" and info["args"]["threads"] == 1
+    assert info["args"]["p_two"] <= 0.1 and info["unet"]["steps"] > 0
     pipe = load_pipeline("neglect-world")
     assert type(pipe) is StableDiffusionPipeline
     gen = torch.Generator().manual_seed(0)
@@ -73,3 +74,30 @@ def test_neglect_training_scenes_never_hold_the_report_pairs():
     assert not any(neglect.is_held_out(list(p)) for p in neglect.two_object_prompts("seen"))
     with pytest.raises(ValueError, match="holdout must be one of"):
         Batches(seed=0, size=32, p_two=0.1, holdout="triangles")
+
+
+def test_interrupted_training_resumes_bit_identically(tmp_path):
+    """A run stopped at step 3 (--stop-at) and continued with --resume ends with exactly the weights
+    and losses of the uninterrupted run (step-based schedule; the state holds weights, EMA, AdamW
+    moments and both RNG states)."""
+    from safetensors.torch import load_file
+
+    from ebca_viz.shapes.train import main
+
+    tiny = ["--image-size", "16", "--batch", "4", "--vae-batch", "4", "--unet-channels", "32,32", "--vae-channels",
+            "16,16,16", "--text-hidden", "32", "--heads", "2", "--log-every", "1", "--no-progress", "--minutes", "5",
+            "--vae-max-steps", "2", "--schedule", "steps", "--max-steps", "5", "--p-two", "0.3", "--holdout",
+            "triangle-pairs", "--ckpt-minutes", "100"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    main(["--out", str(a)] + tiny)
+    main(["--out", str(b), "--stop-at", "2"] + tiny)
+    assert (b / "state" / "state.json").is_file() and json.loads((b / "state" / "state.json").read_text())["step"] == 2
+    info = main(["--out", str(b), "--resume"] + tiny)
+    assert info["unet"]["steps"] == 5
+    for sub in ("pipeline", "pipeline_raw"):
+        for comp, f in (("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")):
+            wa, wb = load_file(str(a / sub / comp / f)), load_file(str(b / sub / comp / f))
+            assert all(torch.equal(wa[k], wb[k]) for k in wa), (sub, comp)
+    la = [r.split(",")[2] for r in (a / "loss.csv").read_text().splitlines()[1:]]
+    lb = [r.split(",")[2] for r in (b / "loss.csv").read_text().splitlines()[1:]]
+    assert la == lb and len(la) == 5

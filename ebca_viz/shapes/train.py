@@ -53,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--init-vae", default="",
                    help="pipeline folder whose trained vae/ is reused (frozen, its scaling_factor kept); "
                         "skips the VAE phase")
+    p.add_argument("--init-from", default="",
+                   help="pipeline folder whose unet/ and text_encoder/ start the UNet phase (fine-tuning); "
+                        "default: random initialisation")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of UNet + text encoder (0: off)")
     p.add_argument("--unet-channels", default="64,128")
     p.add_argument("--layers-per-block", type=int, default=1)
@@ -235,6 +238,21 @@ def load_state(folder: Path, unet, te, ema_unet, ema_te, opt, data, gen) -> dict
     return st
 
 
+def init_denoiser(unet, te, folder: str, log) -> None:
+    """Start the UNet phase from the ``unet/`` and ``text_encoder/`` of a pipeline folder (same
+    architecture; fp16 files are cast to float32)."""
+    from ..models.shapes_world import WEIGHT_FILES, _load_state
+
+    for comp, m in (("unet", unet), ("text_encoder", te)):
+        sub = Path(folder) / comp
+        if not (sub / WEIGHT_FILES[comp]).is_file():
+            raise FileNotFoundError(f"--init-from {folder}: no {sub / WEIGHT_FILES[comp]}")
+        missing, unexpected = m.load_state_dict(_load_state(sub, WEIGHT_FILES[comp], torch.float32), strict=False)
+        if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+            raise RuntimeError(f"--init-from {sub}: weights do not match ({missing}, {unexpected})")
+    log(f"unet and text encoder initialised from {folder}")
+
+
 def _ema_update(ema_model, model, decay):
     with torch.no_grad():
         for pe, p in zip(ema_model.parameters(), model.parameters()):
@@ -353,6 +371,8 @@ def main(argv=None) -> dict:
     n = {k: sum(p.numel() for p in m.parameters()) for k, m in (("vae", vae), ("unet", unet), ("text_encoder", te))}
     log(f"parameters: {n}; threads {torch.get_num_threads()}; args {vars(args)}")
     data = Batches(args.seed, args.image_size, args.p_two, args.holdout)
+    if args.init_from:
+        init_denoiser(unet, te, args.init_from, log)
     if args.init_vae:
         vae_info = init_vae(vae, args.init_vae, log)
     elif args.resume:  # the VAE phase is over: its weights are in the saved state
