@@ -15,8 +15,11 @@ Vanilla sampling (DDIM ``--steps``, CFG ``--guidance``, one seeded initial laten
 
 Splits are seed ranges: ``report`` uses seeds ``0+``, ``tune`` seeds ``100000+`` (choose CFG on
 ``tune``, never on ``report``). Per group: ``n``; ``missing`` = the detector's category "fewer than
-two objects detected" (an object dropped outright: catastrophic neglect); ``object_absent`` = at
-least one requested (colour, shape) object not detected (neglect, or drawn wrong); every pair
+two objects detected" (an object dropped outright); ``shape_neglected`` = a requested shape appears
+nowhere in the image, in any colour (its noun was neglected: "a red circle and a blue triangle" drawn
+as two triangles, or as one object; catastrophic neglect as Attend-and-Excite defines it), and
+``neglected:<shape>`` which noun it was; ``object_absent`` = at least one requested (colour, shape)
+object not detected (neglect, or a binding error); every pair
 category of the detector; for single objects ``correct`` (largest object has the requested colour
 and shape) and ``exact``. Each rate with its Wilson 95 % interval (:class:`ebca_viz.claims.Rate`).
 Writes ``--out`` (JSON, atomically, with a fingerprint of the settings) when given.
@@ -65,16 +68,24 @@ def evaluate(pipe, split: str = "report", n_pair: int = 480, n_seen: int = 192, 
             rows = [score_single(it, detect(im)) for it, im in zip(items, ims)]
             flags = {k: [bool(r[k]) for r in rows] for k in ("correct", "exact")}
         else:
-            rows = [score_pair(it, detect(im)) for it, im in zip(items, ims)]
+            found = [detect(im) for im in ims]
+            rows = [score_pair(it, f) for it, f in zip(items, found)]
             cats = sorted({r["category"] for r in rows} | {"both_present", "missing", "swapped", "wrong_binding"})
-            flags = {"missing": [r["category"] == "missing" for r in rows],
+            flags = {"shape_neglected": [not r["shapes_present"] for r in rows],
+                     "missing": [r["category"] == "missing" for r in rows],
                      "object_absent": [not (r["first_present"] and r["second_present"]) for r in rows]}
+            for s in world.SHAPES:  # which requested noun is the neglected one
+                flags[f"neglected:{s}"] = [s in (it[0][1], it[1][1]) and s not in [d.shape for d in f]
+                                           for it, f in zip(items, found)]
             flags.update({f"category:{c}": [r["category"] == c for r in rows] for c in cats if c != "missing"})
         rates = {}
         for k, v in flags.items():
             r = Rate(int(sum(v)), len(v))
             rates[k] = dict(k=r.k, n=r.n, p=r.p, lo=r.interval[0], hi=r.interval[1])
-        out[name] = dict(n=len(ims), seeds=[seeds[0], seeds[-1]], seconds_per_image=sec, rates=rates)
+        verdicts = [dict(prompt=pr, seed=sd, **{k: (v if isinstance(v, (str, int)) else bool(v)) for k, v in r.items()})
+                    for pr, sd, r in zip(prompts, seeds, rows)]
+        out[name] = dict(n=len(ims), seeds=[seeds[0], seeds[-1]], seconds_per_image=sec, rates=rates,
+                         verdicts=verdicts)
     return out
 
 
