@@ -101,3 +101,22 @@ def test_interrupted_training_resumes_bit_identically(tmp_path):
     la = [r.split(",")[2] for r in (a / "loss.csv").read_text().splitlines()[1:]]
     lb = [r.split(",")[2] for r in (b / "loss.csv").read_text().splitlines()[1:]]
     assert la == lb and len(la) == 5
+
+
+def test_drop_mode_names_both_held_out_objects_but_draws_one():
+    from ebca_viz.shapes import neglect
+    from ebca_viz.shapes.detect import detect
+    from ebca_viz.shapes.train import Batches
+
+    data = Batches(seed=5, size=32, p_two=1.0, holdout="triangle-pairs", mode="drop")
+    scenes = [data.scene() for _ in range(120)]
+    held = [id(s) for s in scenes if neglect.is_held_out([tuple(o.split()[1:]) for o in s.caption.split(" and ")])]
+    assert 30 < len(held) < 90  # 4/9 of the random shape pairs are held out
+    for s in scenes:
+        drawn = len(s.objects)
+        assert drawn == (1 if id(s) in held else 2), s.caption
+        if id(s) in held:  # the one drawn object is one of the two named
+            assert [d.key for d in detect(s.image)] == [(s.objects[0].colour, s.objects[0].shape)]
+            assert f"a {s.objects[0].colour} {s.objects[0].shape}" in s.caption
+    with pytest.raises(ValueError, match="holdout mode"):
+        Batches(seed=0, size=32, p_two=0.1, holdout="triangle-pairs", mode="erase")

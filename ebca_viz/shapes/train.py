@@ -50,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--holdout", default="none",
                    help="shape pairs never drawn together in a two-object training scene "
                         "(ebca_viz.shapes.neglect.HOLDOUTS: none, triangle-pairs)")
+    p.add_argument("--holdout-mode", choices=("redraw", "drop"), default="redraw",
+                   help="a held-out two-object draw: 'redraw' its shapes (the pair never co-occurs in caption or "
+                        "image), or 'drop': keep the caption naming both, draw only one of them (caption noise)")
     p.add_argument("--init-vae", default="",
                    help="pipeline folder whose trained vae/ is reused (frozen, its scaling_factor kept); "
                         "skips the VAE phase")
@@ -87,21 +90,33 @@ def _ints(s: str) -> tuple:
 class Batches:
     """On-the-fly training data: ``next_images(B) -> (B, 3, S, S)`` in [-1, 1] and captions."""
 
-    def __init__(self, seed: int, size: int, p_two: float, holdout: str = "none"):
+    def __init__(self, seed: int, size: int, p_two: float, holdout: str = "none", mode: str = "redraw"):
         from . import neglect, world
 
         self.world, self.neglect = world, neglect
         neglect.check_holdout(holdout)
+        if mode not in ("redraw", "drop"):
+            raise ValueError(f"holdout mode must be 'redraw' or 'drop', got {mode!r}")
         self.rng = np.random.default_rng(seed)
-        self.size, self.p_two, self.holdout = size, p_two, holdout
+        self.size, self.p_two, self.holdout, self.mode = size, p_two, holdout, mode
 
     def pairs(self) -> list:
         if self.holdout == "none":
             return self.world.random_pairs(self.rng, self.p_two)
+        if self.mode == "drop":
+            return self.world.random_pairs(self.rng, self.p_two)
         return self.neglect.training_pairs(self.rng, self.p_two, self.holdout)
 
+    def scene(self):
+        pairs = self.pairs()
+        if self.mode == "drop" and self.neglect.is_held_out(pairs, self.holdout):
+            keep = [pairs[int(self.rng.integers(2))]]  # caption names both, the image shows one
+            sc = self.world.make_scene(self.rng, pairs=keep, size=self.size)
+            return self.world.Scene(sc.image, self.world.caption_for(pairs), sc.objects)
+        return self.world.make_scene(self.rng, pairs=pairs, size=self.size)
+
     def __call__(self, n: int):
-        scenes = [self.world.make_scene(self.rng, pairs=self.pairs(), size=self.size) for _ in range(n)]
+        scenes = [self.scene() for _ in range(n)]
         return self.world.to_tensor([s.image for s in scenes]), [s.caption for s in scenes]
 
 
@@ -370,7 +385,7 @@ def main(argv=None) -> dict:
         heads=args.heads, seed=args.seed)
     n = {k: sum(p.numel() for p in m.parameters()) for k, m in (("vae", vae), ("unet", unet), ("text_encoder", te))}
     log(f"parameters: {n}; threads {torch.get_num_threads()}; args {vars(args)}")
-    data = Batches(args.seed, args.image_size, args.p_two, args.holdout)
+    data = Batches(args.seed, args.image_size, args.p_two, args.holdout, args.holdout_mode)
     if args.init_from:
         init_denoiser(unet, te, args.init_from, log)
     if args.init_vae:
