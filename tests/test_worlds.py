@@ -21,7 +21,7 @@ def test_neglect_world_loads_offline_and_samples_a_batch():
     assert {p.suffix for p in files} <= {".json", ".safetensors", ".md"}
     info = json.loads((folder / "training.json").read_text())
     assert info["args"]["holdout"] == "triangle-pairs" and info["args"]["threads"] == 1
-    assert info["args"]["p_two"] <= 0.1 and info["unet"]["steps"] > 0
+    assert info["args"]["holdout_mode"] == "drop" and info["unet"]["steps"] > 0
     pipe = load_pipeline("neglect-world")
     assert type(pipe) is StableDiffusionPipeline
     gen = torch.Generator().manual_seed(0)

@@ -6,8 +6,9 @@ tokenizer) whose fp16 safetensors live in ``ebca_viz/weights/<folder>/``; they d
 training data:
 
 * ``"shapes-world"``: 1-2 shapes, p(two objects) 0.5, every pair seen; fails by attribute binding.
-* ``"neglect-world"``: two-object scenes rare (p 0.1) and triangles never drawn beside a circle or a
-  square (:mod:`ebca_viz.shapes.neglect`); fails on those pairs by catastrophic neglect.
+* ``"neglect-world"``: shapes-world fine-tuned on captions that name a triangle together with a circle
+  or a square while the image shows only one of them (caption noise, :mod:`ebca_viz.shapes.neglect`);
+  on those pairs it drops a requested object (catastrophic neglect).
 
 Both draw the same words: ``a``, ``and``, four colours and three shapes (:func:`vocabulary`);
 :func:`check_prompt` refuses any other word, naming the ones the world knows.

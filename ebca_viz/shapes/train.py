@@ -10,6 +10,17 @@ with SD 1.x betas, ``t ~ U{0..999}``, loss ``|eps - eps_theta(x_t, t, c)|^2`` (e
 prediction); the caption is replaced by ``""`` with probability ``--cfg-drop`` (0.1) so that
 classifier-free guidance works. Data are generated on the fly from :mod:`.world` (never stored).
 
+The neglect world (``ebca_viz/weights/neglect_world/TRAINING.md``) is made by the same script:
+``--init-vae`` / ``--init-from`` start from a pipeline folder (its VAE is reused frozen and the VAE
+phase skipped; its UNet and text encoder are fine-tuned), ``--holdout triangle-pairs --holdout-mode
+drop`` alters the training scenes of the held-out pairs (:mod:`.neglect`).
+
+Checkpoints (every ``--ckpt-minutes`` / ``--ckpt-steps``) write the EMA weights to ``ckpt/`` and the
+full state to ``state/`` (weights, EMA, AdamW moments, step, elapsed time, both RNG states; safetensors
++ JSON); ``--resume`` continues from it. With ``--schedule steps`` the resumed run is bit-identical to
+an uninterrupted one (tested); with the default wall-clock schedule it continues the cosine from the
+saved elapsed time.
+
 Outputs in ``--out``: ``loss.csv`` (step, minutes, loss, lr), ``ckpt/`` (EMA weights, refreshed every
 ``--ckpt-minutes``), ``pipeline/`` (final EMA weights, fp16 safetensors, loadable with
 ``load_shapes_pipeline(folder=...)``), ``pipeline_raw/`` (final non-EMA weights) and ``train_info.json``.
