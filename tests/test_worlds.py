@@ -25,9 +25,9 @@ def test_neglect_world_loads_offline_and_samples_a_batch():
     pipe = load_pipeline("neglect-world")
     assert type(pipe) is StableDiffusionPipeline
     gen = torch.Generator().manual_seed(0)
-    im = pipe(["a red circle", "a blue triangle", "a red circle and a blue triangle", "a green square"],
-              num_inference_steps=4, guidance_scale=3.0, output_type="np", generator=gen).images
-    assert im.shape == (4, 32, 32, 3) and np.isfinite(im).all()
+    im = pipe(["a red circle", "a red circle and a blue triangle"], num_inference_steps=3, guidance_scale=3.0,
+              output_type="np", generator=gen).images
+    assert im.shape == (2, 32, 32, 3) and np.isfinite(im).all()
     assert im.std() > 0.05  # not a blank canvas: something is drawn
 
 
@@ -40,7 +40,7 @@ def test_both_worlds_ship():
 def test_unknown_world_lists_the_worlds_that_ship(name):
     from ebca_viz.models import load_pipeline
 
-    with pytest.raises(EbcaVizError, match=r"unknown world .*'shapes-world', 'neglect-world'"):
+    with pytest.raises(EbcaVizError, match=r"unknown (model or )?world .*'shapes-world', 'neglect-world'"):
         load_pipeline(name)
     with pytest.raises(EbcaVizError, match="neglect-world"):
         world_folder(name)

@@ -138,8 +138,14 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
 
     if name in WORLDS:
         return load_world(name, device=device, dtype=dtype or torch.float32)
-    if name.endswith("-world") and not Path(name).expanduser().exists():
-        world_folder(name)  # raises: unknown world, listing the worlds that ship
+    if name not in HUB_IDS and "/" not in name and not Path(name).expanduser().exists():
+        if name.endswith("-world"):
+            world_folder(name)  # raises: unknown world, listing the worlds that ship
+        from .worlds import shipped_worlds
+
+        raise EbcaVizError(f"unknown model or world {name!r}: the worlds that ship: {shipped_worlds()}; other "
+                           f"offline models: {[m for m in OFFLINE if m not in WORLDS]}; hub names: {list(HUB_IDS)}; "
+                           "or a hub id 'org/name' or a local folder")
     repo = HUB_IDS.get(name, name)
     if dtype is None:
         dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
