@@ -120,3 +120,28 @@ def test_drop_mode_names_both_held_out_objects_but_draws_one():
             assert f"a {s.objects[0].colour} {s.objects[0].shape}" in s.caption
     with pytest.raises(ValueError, match="holdout mode"):
         Batches(seed=0, size=32, p_two=0.1, holdout="triangle-pairs", mode="erase")
+
+
+def test_neglect_benchmark_script_and_shipped_numbers(tmp_path):
+    """benchmarks/neglect_world.py runs end to end (tiny n, 3 steps) and the shipped benchmark.json
+    holds the targets of issue 19 item 1 at the stated n."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import neglect_world
+
+    out = tmp_path / "r.json"
+    res = neglect_world.main(["--split", "tune", "--n-pair", "4", "--n-seen", "2", "--n-single", "2", "--steps", "3",
+                              "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert r["fingerprint"] == res["fingerprint"] and set(r["by_guidance"]["3"]) == {"held_out_pairs", "seen_pairs",
+                                                                                     "single"}
+    pairs = r["by_guidance"]["3"]["held_out_pairs"]
+    assert pairs["n"] == 4 and pairs["seeds"] == [100000, 100003] and len(pairs["verdicts"]) == 4
+    cats = [v for k, v in pairs["rates"].items() if k.startswith("category:")] + [pairs["rates"]["missing"]]
+    assert sum(c["k"] for c in cats) == 4  # the categories partition the samples
+    shipped = json.loads((world_folder("neglect-world") / "benchmark.json").read_text())["report"]
+    miss, single = shipped["held_out_pairs"]["rates"]["missing"], shipped["single"]["rates"]["correct"]
+    assert miss["n"] >= 480 and miss["p"] >= 0.25 and single["n"] >= 480 and single["p"] >= 0.90
+    assert shipped["seen_pairs"]["rates"]["missing"]["p"] < miss["lo"]  # the held-out pairs, not pairs as such
