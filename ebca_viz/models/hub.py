@@ -19,7 +19,7 @@ HUB_IDS = {
     "sd15-inpainting": "stable-diffusion-v1-5/stable-diffusion-inpainting",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
 }
-OFFLINE = ("tiny", "tiny-inpainting", "tiny-sdxl", "shapes-world")
+OFFLINE = ("tiny", "tiny-inpainting", "tiny-sdxl", "shapes-world", "neglect-world")
 
 
 def available_models() -> list[str]:
@@ -115,7 +115,8 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
     """A diffusers pipeline by short name, hub id or local folder.
 
     * ``"tiny"``, ``"tiny-inpainting"``, ``"tiny-sdxl"``: random-weight pipelines built in code (tests).
-    * ``"shapes-world"``: the toy model trained and shipped with the package.
+    * ``"shapes-world"``, ``"neglect-world"``: the toy worlds trained and shipped with the package
+      (:mod:`.worlds`); another name ending in ``-world`` is refused, listing the worlds that ship.
     * ``"sd14"``, ``"sd15"``, ``"sd21-base"``, ``"sd15-inpainting"``, ``"sdxl"``, any hub id or a
       local folder: ``from_pretrained`` (fp16 on CUDA by default).
     """
@@ -133,12 +134,18 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
 
         pipe = tiny_sdxl_pipeline().to(device)
         return pipe if dtype in (None, torch.float32) else pipe.to(dtype=dtype)
-    if name == "shapes-world":
-        try:
-            from .shapes_world import load_shapes_pipeline
-        except ImportError as e:  # pragma: no cover - the weights are shipped with the package
-            raise FileNotFoundError(f"the shapes-world model is not installed with this copy of ebca_viz: {e}") from e
-        return load_shapes_pipeline(device=device, dtype=dtype or torch.float32)
+    from .worlds import WORLDS, load_world, world_folder
+
+    if name in WORLDS:
+        return load_world(name, device=device, dtype=dtype or torch.float32)
+    if name not in HUB_IDS and "/" not in name and not Path(name).expanduser().exists():
+        if name.endswith("-world"):
+            world_folder(name)  # raises: unknown world, listing the worlds that ship
+        from .worlds import shipped_worlds
+
+        raise EbcaVizError(f"unknown model or world {name!r}: the worlds that ship: {shipped_worlds()}; other "
+                           f"offline models: {[m for m in OFFLINE if m not in WORLDS]}; hub names: {list(HUB_IDS)}; "
+                           "or a hub id 'org/name' or a local folder")
     repo = HUB_IDS.get(name, name)
     if dtype is None:
         dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32

@@ -10,6 +10,17 @@ with SD 1.x betas, ``t ~ U{0..999}``, loss ``|eps - eps_theta(x_t, t, c)|^2`` (e
 prediction); the caption is replaced by ``""`` with probability ``--cfg-drop`` (0.1) so that
 classifier-free guidance works. Data are generated on the fly from :mod:`.world` (never stored).
 
+The neglect world (``ebca_viz/weights/neglect_world/TRAINING.md``) is made by the same script:
+``--init-vae`` / ``--init-from`` start from a pipeline folder (its VAE is reused frozen and the VAE
+phase skipped; its UNet and text encoder are fine-tuned), ``--holdout triangle-pairs --holdout-mode
+drop`` alters the training scenes of the held-out pairs (:mod:`.neglect`).
+
+Checkpoints (every ``--ckpt-minutes`` / ``--ckpt-steps``) write the EMA weights to ``ckpt/`` and the
+full state to ``state/`` (weights, EMA, AdamW moments, step, elapsed time, both RNG states; safetensors
++ JSON); ``--resume`` continues from it. With ``--schedule steps`` the resumed run is bit-identical to
+an uninterrupted one (tested); with the default wall-clock schedule it continues the cosine from the
+saved elapsed time.
+
 Outputs in ``--out``: ``loss.csv`` (step, minutes, loss, lr), ``ckpt/`` (EMA weights, refreshed every
 ``--ckpt-minutes``), ``pipeline/`` (final EMA weights, fp16 safetensors, loadable with
 ``load_shapes_pipeline(folder=...)``), ``pipeline_raw/`` (final non-EMA weights) and ``train_info.json``.
@@ -47,6 +58,18 @@ def parse_args(argv=None):
     p.add_argument("--min-lr-frac", type=float, default=0.1, help="cosine (over wall time) decays to this fraction")
     p.add_argument("--cfg-drop", type=float, default=0.1, help="probability of the empty caption")
     p.add_argument("--p-two", type=float, default=0.5, help="probability of a two-object scene")
+    p.add_argument("--holdout", default="none",
+                   help="shape pairs never drawn together in a two-object training scene "
+                        "(ebca_viz.shapes.neglect.HOLDOUTS: none, triangle-pairs)")
+    p.add_argument("--holdout-mode", choices=("redraw", "drop"), default="redraw",
+                   help="a held-out two-object draw: 'redraw' its shapes (the pair never co-occurs in caption or "
+                        "image), or 'drop': keep the caption naming both, draw only one of them (caption noise)")
+    p.add_argument("--init-vae", default="",
+                   help="pipeline folder whose trained vae/ is reused (frozen, its scaling_factor kept); "
+                        "skips the VAE phase")
+    p.add_argument("--init-from", default="",
+                   help="pipeline folder whose unet/ and text_encoder/ start the UNet phase (fine-tuning); "
+                        "default: random initialisation")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of UNet + text encoder (0: off)")
     p.add_argument("--unet-channels", default="64,128")
     p.add_argument("--layers-per-block", type=int, default=1)
@@ -55,7 +78,15 @@ def parse_args(argv=None):
     p.add_argument("--text-layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--ckpt-minutes", type=float, default=10.0)
+    p.add_argument("--ckpt-steps", type=int, default=0, help="also checkpoint every N steps (0: by time only)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --out/state (written with every checkpoint): weights, EMA, AdamW moments, "
+                        "step, elapsed time and RNG states are restored")
+    p.add_argument("--schedule", choices=("time", "steps"), default="time",
+                   help="cosine LR over the wall budget (--minutes) or over --max-steps (bit-reproducible on resume)")
     p.add_argument("--max-steps", type=int, default=0, help="stop the UNet phase after this many steps (0: time only)")
+    p.add_argument("--stop-at", type=int, default=0,
+                   help="interrupt the UNet phase after this step (state saved; continue with --resume)")
     p.add_argument("--vae-max-steps", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--log-every", type=int, default=50)
@@ -70,15 +101,33 @@ def _ints(s: str) -> tuple:
 class Batches:
     """On-the-fly training data: ``next_images(B) -> (B, 3, S, S)`` in [-1, 1] and captions."""
 
-    def __init__(self, seed: int, size: int, p_two: float):
-        from . import world
+    def __init__(self, seed: int, size: int, p_two: float, holdout: str = "none", mode: str = "redraw"):
+        from . import neglect, world
 
-        self.world = world
+        self.world, self.neglect = world, neglect
+        neglect.check_holdout(holdout)
+        if mode not in ("redraw", "drop"):
+            raise ValueError(f"holdout mode must be 'redraw' or 'drop', got {mode!r}")
         self.rng = np.random.default_rng(seed)
-        self.size, self.p_two = size, p_two
+        self.size, self.p_two, self.holdout, self.mode = size, p_two, holdout, mode
+
+    def pairs(self) -> list:
+        if self.holdout == "none":
+            return self.world.random_pairs(self.rng, self.p_two)
+        if self.mode == "drop":
+            return self.world.random_pairs(self.rng, self.p_two)
+        return self.neglect.training_pairs(self.rng, self.p_two, self.holdout)
+
+    def scene(self):
+        pairs = self.pairs()
+        if self.mode == "drop" and self.neglect.is_held_out(pairs, self.holdout):
+            keep = [pairs[int(self.rng.integers(2))]]  # caption names both, the image shows one
+            sc = self.world.make_scene(self.rng, pairs=keep, size=self.size)
+            return self.world.Scene(sc.image, self.world.caption_for(pairs), sc.objects)
+        return self.world.make_scene(self.rng, pairs=pairs, size=self.size)
 
     def __call__(self, n: int):
-        scenes = [self.world.make_scene(self.rng, size=self.size, p_two=self.p_two) for _ in range(n)]
+        scenes = [self.scene() for _ in range(n)]
         return self.world.to_tensor([s.image for s in scenes]), [s.caption for s in scenes]
 
 
@@ -143,6 +192,93 @@ def train_vae(vae, data: Batches, args, log) -> dict:
     return dict(steps=step, minutes=(time.time() - t0) / 60, mse=final_mse, scaling_factor=sf)
 
 
+def init_vae(vae, folder: str, log) -> dict:
+    """Load the ``vae/`` of a pipeline folder (same architecture) instead of training one."""
+    from ..models.shapes_world import WEIGHT_FILES, _load_state
+
+    sub = Path(folder) / "vae"
+    if not (sub / WEIGHT_FILES["vae"]).is_file():
+        raise FileNotFoundError(f"--init-vae {folder}: no {sub / WEIGHT_FILES['vae']}")
+    cfg = json.loads((sub / "config.json").read_text())
+    vae.load_state_dict(_load_state(sub, WEIGHT_FILES["vae"], torch.float32), strict=True)
+    vae.register_to_config(scaling_factor=cfg["scaling_factor"])
+    log(f"vae loaded from {sub} (scaling_factor {cfg['scaling_factor']:.4f}); VAE phase skipped")
+    return dict(steps=0, minutes=0.0, init_from=str(sub), scaling_factor=cfg["scaling_factor"])
+
+
+def save_state(folder: Path, vae, unet, te, ema_unet, ema_te, opt, data, gen, step: int, elapsed_s: float) -> None:
+    """Everything a resumed run needs, no pickles: ``tensors.safetensors`` (fp32 weights, EMA weights,
+    AdamW moments, the torch generator state) + ``state.json`` (step, elapsed seconds, numpy RNG state).
+    Written to ``<folder>.tmp`` and renamed (atomic)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t = {}
+    for tag, m in (("vae", vae), ("unet", unet), ("te", te), ("ema_unet", ema_unet), ("ema_te", ema_te)):
+        t.update({f"{tag}.{k}": v.detach().clone().contiguous() for k, v in m.state_dict().items()})
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        for k, v in opt.state.get(p, {}).items():
+            t[f"opt.{i}.{k}"] = v.detach().clone().reshape(v.shape).contiguous()
+    t["gen_state"] = gen.get_state()
+    save_file(t, str(tmp / "tensors.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(dict(step=step, elapsed_s=elapsed_s, vae_scaling_factor=vae.config.scaling_factor,
+                                                    numpy_rng=data.rng.bit_generator.state)) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def resume_vae(vae, folder: Path, log) -> dict:
+    from safetensors.torch import load_file
+
+    if not (folder / "state.json").is_file():
+        raise FileNotFoundError(f"--resume: no saved state in {folder} (written at each checkpoint)")
+    t = load_file(str(folder / "tensors.safetensors"))
+    vae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("vae.")}, strict=True)
+    sf = json.loads((folder / "state.json").read_text())["vae_scaling_factor"]
+    vae.register_to_config(scaling_factor=sf)
+    log(f"vae restored from {folder} (scaling_factor {sf:.4f})")
+    return dict(steps=0, minutes=0.0, resumed_from=str(folder), scaling_factor=sf)
+
+
+def load_state(folder: Path, unet, te, ema_unet, ema_te, opt, data, gen) -> dict:
+    """Inverse of :func:`save_state` (models and optimizer are filled in place)."""
+    from safetensors.torch import load_file
+
+    if not (folder / "state.json").is_file():
+        raise FileNotFoundError(f"--resume: no saved state in {folder} (written at each checkpoint)")
+    t = load_file(str(folder / "tensors.safetensors"))
+    for tag, m in (("unet", unet), ("te", te), ("ema_unet", ema_unet), ("ema_te", ema_te)):
+        sd = {k[len(tag) + 1:]: v for k, v in t.items() if k.startswith(tag + ".")}
+        m.load_state_dict(sd, strict=True)
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        ks = {k.split(".", 2)[2]: v for k, v in t.items() if k.startswith(f"opt.{i}.")}
+        if ks:
+            opt.state[p] = ks
+    gen.set_state(t["gen_state"])
+    st = json.loads((folder / "state.json").read_text())
+    data.rng.bit_generator.state = st["numpy_rng"]
+    return st
+
+
+def init_denoiser(unet, te, folder: str, log) -> None:
+    """Start the UNet phase from the ``unet/`` and ``text_encoder/`` of a pipeline folder (same
+    architecture; fp16 files are cast to float32)."""
+    from ..models.shapes_world import WEIGHT_FILES, _load_state
+
+    for comp, m in (("unet", unet), ("text_encoder", te)):
+        sub = Path(folder) / comp
+        if not (sub / WEIGHT_FILES[comp]).is_file():
+            raise FileNotFoundError(f"--init-from {folder}: no {sub / WEIGHT_FILES[comp]}")
+        missing, unexpected = m.load_state_dict(_load_state(sub, WEIGHT_FILES[comp], torch.float32), strict=False)
+        if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+            raise RuntimeError(f"--init-from {sub}: weights do not match ({missing}, {unexpected})")
+    log(f"unet and text encoder initialised from {folder}")
+
+
 def _ema_update(ema_model, model, decay):
     with torch.no_grad():
         for pe, p in zip(ema_model.parameters(), model.parameters()):
@@ -166,18 +302,29 @@ def train_unet(vae, unet, te, tok, data: Batches, args, log, out: Path) -> dict:
     sf = vae.config.scaling_factor
     gen = torch.Generator().manual_seed(args.seed + 1)
     budget = args.minutes * 60
+    if args.schedule == "steps" and not args.max_steps:
+        raise ValueError("--schedule steps needs --max-steps N (the cosine runs over N steps)")
     t0 = time.time()
-    last_ckpt = t0
     step, run_loss, window = 0, None, []
-    csv = open(out / "loss.csv", "w")
-    csv.write("step,minutes,loss,lr\n")
+    if args.resume:
+        st = load_state(out / "state", unet, te, ema_unet, ema_te, opt, data, gen)
+        step, t0 = st["step"], t0 - st["elapsed_s"]
+        log(f"resumed from {out / 'state'} at step {step} ({st['elapsed_s'] / 60:.2f} min)")
+    last_ckpt = time.time()
+    csv = open(out / "loss.csv", "a" if args.resume else "w")
+    if not args.resume:
+        csv.write("step,minutes,loss,lr\n")
     bar = _progress(budget, "unet", args.no_progress)
     unet.train(), te.train()
     while True:
         el = time.time() - t0
         if el >= budget or (args.max_steps and step >= args.max_steps):
             break
-        frac = min(el / budget, 1.0)
+        if args.stop_at and step >= args.stop_at:
+            save_state(out / "state", vae, unet, te, ema_unet, ema_te, opt, data, gen, step, time.time() - t0)
+            log(f"stopped at step {step} (--stop-at); state -> {out / 'state'}")
+            break
+        frac = min(step / args.max_steps if args.schedule == "steps" else el / budget, 1.0)
         lr = args.lr * min(1.0, (step + 1) / max(args.warmup, 1)) * (
             args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
@@ -213,11 +360,12 @@ def train_unet(vae, unet, te, tok, data: Batches, args, log, out: Path) -> dict:
         bar.n = min(round(el), bar.total)
         bar.set_postfix(step=step, loss=f"{run_loss or loss.item():.4f}", refresh=False)
         bar.update(0)
-        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+        if time.time() - last_ckpt > args.ckpt_minutes * 60 or (args.ckpt_steps and step % args.ckpt_steps == 0):
             export_pipeline(vae, ema_unet, ema_te, out / "ckpt", dtype=torch.float32,
                             extra=dict(step=step, minutes=el / 60, loss=run_loss))
             last_ckpt = time.time()
-            log(f"checkpoint at step {step} -> {out / 'ckpt'}")
+            save_state(out / "state", vae, unet, te, ema_unet, ema_te, opt, data, gen, step, time.time() - t0)
+            log(f"checkpoint at step {step} -> {out / 'ckpt'} (EMA weights), {out / 'state'} (full state)")
     bar.close()
     csv.close()
     if window:
@@ -248,8 +396,15 @@ def main(argv=None) -> dict:
         heads=args.heads, seed=args.seed)
     n = {k: sum(p.numel() for p in m.parameters()) for k, m in (("vae", vae), ("unet", unet), ("text_encoder", te))}
     log(f"parameters: {n}; threads {torch.get_num_threads()}; args {vars(args)}")
-    data = Batches(args.seed, args.image_size, args.p_two)
-    vae_info = train_vae(vae, data, args, log)
+    data = Batches(args.seed, args.image_size, args.p_two, args.holdout, args.holdout_mode)
+    if args.init_from:
+        init_denoiser(unet, te, args.init_from, log)
+    if args.init_vae:
+        vae_info = init_vae(vae, args.init_vae, log)
+    elif args.resume:  # the VAE phase is over: its weights are in the saved state
+        vae_info = resume_vae(vae, out / "state", log)
+    else:
+        vae_info = train_vae(vae, data, args, log)
     res = train_unet(vae, unet, te, tok, data, args, log, out)
     import diffusers
     import transformers

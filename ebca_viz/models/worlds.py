@@ -1,0 +1,78 @@
+"""The trained toy worlds that ship with the package, by name.
+
+Each world is a genuine diffusers ``StableDiffusionPipeline`` with the shapes-world architecture
+(:mod:`.shapes_world`: 32x32 RGB, f = 4 VAE, small CLIP text encoder on the package's offline
+tokenizer) whose fp16 safetensors live in ``ebca_viz/weights/<folder>/``; they differ in their
+training data:
+
+* ``"shapes-world"``: 1-2 shapes, p(two objects) 0.5, every pair seen; fails by attribute binding.
+* ``"neglect-world"``: shapes-world fine-tuned on captions that name a triangle together with a circle
+  or a square while the image shows only one of them (caption noise, :mod:`ebca_viz.shapes.neglect`);
+  on those pairs it drops a requested object (catastrophic neglect).
+
+Both draw the same words: ``a``, ``and``, four colours and three shapes (:func:`vocabulary`);
+:func:`check_prompt` refuses any other word, naming the ones the world knows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import EbcaVizError
+
+WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
+WORLDS = {
+    "shapes-world": "shapes_world",
+    "neglect-world": "neglect_world",
+}
+
+
+def world_folder(name: str) -> Path:
+    """``ebca_viz/weights/<folder>`` of a world; an unknown name lists the worlds that ship."""
+    if name not in WORLDS:
+        raise EbcaVizError(f"unknown world {name!r}; the worlds that ship with this copy of ebca_viz: "
+                           f"{shipped_worlds()}")
+    return WEIGHTS_ROOT / WORLDS[name]
+
+
+def shipped_worlds() -> list:
+    """Names of the worlds whose weights are present in this copy."""
+    from .shapes_world import weights_available
+
+    return [n for n, f in WORLDS.items() if weights_available(WEIGHTS_ROOT / f)]
+
+
+def load_world(name: str, device="cpu", dtype=torch.float32):
+    """The world's ``StableDiffusionPipeline``, fully offline (fp16 files cast to ``dtype``)."""
+    from .shapes_world import load_shapes_pipeline, weights_available
+
+    folder = world_folder(name)
+    if not weights_available(folder):
+        raise FileNotFoundError(f"the {name} weights are not in this copy of ebca_viz ({folder}); the worlds that "
+                                f"ship: {shipped_worlds()}")
+    return load_shapes_pipeline(device=device, dtype=dtype, folder=folder)
+
+
+def vocabulary(name: str = "shapes-world") -> list:
+    """The words a world was trained on (sorted): ``a``, ``and``, its colours and shapes."""
+    from ..shapes import world
+
+    world_folder(name)  # validates the name
+    return sorted({"a", "and", *world.COLOURS, *world.SHAPES})
+
+
+def check_prompt(name: str, prompt: str) -> str:
+    """Return ``prompt`` if every word is in the world's :func:`vocabulary` (``""`` is allowed:
+    the unconditional prompt), else raise naming the unknown words and the known ones."""
+    if not isinstance(prompt, str):
+        raise EbcaVizError(f"prompt must be a string, got {type(prompt).__name__}")
+    known = vocabulary(name)
+    bad = [w for w in prompt.lower().replace(",", " ").split() if w not in known]
+    if bad:
+        raise EbcaVizError(f"prompt {prompt!r}: the {name} model was never trained on {sorted(set(bad))}; it knows "
+                           f"only {known} (e.g. 'a red circle and a blue triangle')")
+    return prompt
+
+
+__all__ = ["WORLDS", "world_folder", "shipped_worlds", "load_world", "vocabulary", "check_prompt"]
