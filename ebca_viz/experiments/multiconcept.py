@@ -32,7 +32,7 @@ import torch
 
 from .. import claims
 from ..shapes import world
-from ..shapes.detect import PAIR_CATEGORIES, PAIR_VERDICTS, detect, score_pair
+from ..shapes.detect import PAIR_VERDICTS, detect, score_pair
 
 CATEGORIES = PAIR_VERDICTS + ("extra",)  # the four categories, "unsure" (the detector abstains), the flag
 SHAPE_TOKENS = [3, 7]  # "a red circle and a blue square": 3 = circle, 7 = square
@@ -348,7 +348,7 @@ def pair_results_json(result: MulticonceptResult, split: str = "report", seed_ba
 
 
 def _method_from_verdicts(name, verdicts, extra, base_verdicts=None, change=None, images=None) -> MethodResult:
-    ind = {k: np.array([v == k for v in verdicts]) for k in PAIR_CATEGORIES}
+    ind = {k: np.array([v == k for v in verdicts]) for k in PAIR_VERDICTS}
     ind["extra"] = np.asarray(extra, bool)
     rates = {k: claims.rate(v) for k, v in ind.items()}
     vs = changed = None
