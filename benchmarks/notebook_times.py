@@ -43,8 +43,12 @@ def run_one(path: Path, out_dir: Path, timeout: int) -> dict:
     book = nbformat.read(path, as_version=4)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    nbclient.NotebookClient(book, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(NB)}}).execute()
+    error = None
+    try:
+        nbclient.NotebookClient(book, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(NB)}}).execute()
+    except Exception as e:  # a failing notebook is reported (and fails the run), the others still run
+        error = f"{type(e).__name__}: " + str(e).strip().splitlines()[-1][:300]
     wall = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(book, out_dir / path.name)
@@ -61,7 +65,7 @@ def run_one(path: Path, out_dir: Path, timeout: int) -> dict:
                 (out_dir / f"{path.stem[:2]}_fig{k}.png").write_bytes(base64.b64decode(png))
     total = sum(c["seconds"] for c in cells)
     slow = max(cells, key=lambda c: c["seconds"]) if cells else {"seconds": 0.0, "first_line": ""}
-    return {"notebook": path.name, "total_s": round(total, 1), "wall_s": round(wall, 1), "figures": k,
+    return {"notebook": path.name, "error": error, "total_s": round(total, 1), "wall_s": round(wall, 1), "figures": k,
             "slowest_s": slow["seconds"], "slowest_cell": slow["first_line"], "cells": cells,
             "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2)}
 
@@ -99,6 +103,7 @@ def main(argv=None) -> int:
     result = {"mode": "fast" if args.fast else "full", "series_total_s": round(series, 1),
               "cell_limit_s": CELL_LIMIT_S, "series_limit_s": SERIES_LIMIT_S,
               "all_cells_under_limit": all(r["slowest_s"] <= CELL_LIMIT_S for r in rows),
+              "errors": {r["notebook"]: r["error"] for r in rows if r["error"]},
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                           "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "")},
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -111,11 +116,11 @@ def main(argv=None) -> int:
     tmp.replace(out)
     print(f"{'notebook':34s} {'cells s':>8s} {'slowest s':>10s}  figures  load  slowest cell")
     for r in rows:
-        flag = "" if r["slowest_s"] <= CELL_LIMIT_S else "  OVER 60 s"
+        flag = ("" if r["slowest_s"] <= CELL_LIMIT_S else "  OVER 60 s") + (f"  FAILED: {r['error']}" if r["error"] else "")
         print(f"{r['notebook']:34s} {r['total_s']:8.1f} {r['slowest_s']:10.1f}  {r['figures']:7d}  "
               f"{r['load_before']:4.1f}  {r['slowest_cell'][:40]}{flag}")
     print(f"series: {series:.1f} s of cell time ({series / 60:.1f} min; limit {SERIES_LIMIT_S / 60:.0f} min); written {out}")
-    return 0 if result["all_cells_under_limit"] and (args.fast or args.only or series <= SERIES_LIMIT_S) else 1
+    return 0 if not result["errors"] and result["all_cells_under_limit"] and (args.fast or args.only or series <= SERIES_LIMIT_S) else 1
 
 
 if __name__ == "__main__":

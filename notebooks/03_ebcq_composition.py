@@ -79,8 +79,9 @@ if SHAPES:
     claims.check(top.rates["largest is not red"].lo > top.base_rates["largest is not red"].hi,
                  "at the largest alpha the colour leaves red", top.rates["largest is not red"],
                  top.base_rates["largest is not red"])
-    claims.check(all(r.rates["largest is a circle"].lo > 0.7 for r in low),
-                 "up to alpha 1 the shape stays a circle (95 % CI above 70 %)", *[r.rates["largest is a circle"] for r in low])
+    claims.check(all(r.rates["largest is a circle"].lo > 0.5 for r in low),
+                 "up to alpha 1 the shape stays a circle in most seeds (95 % CI above 50 %)",
+                 *[r.rates["largest is a circle"] for r in low])
     claims.check(top.rates["blue circle"].p > top.base_rates["blue circle"].p,
                  "blue itself appears only with the edit", top.rates["blue circle"], top.base_rates["blue circle"])
     display(ebcq.plot_rates(conj, CONJ_ALPHAS, list(ebcq.CONJ_PREDICATES), "alpha of 'a blue circle'",

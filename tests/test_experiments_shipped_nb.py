@@ -29,6 +29,11 @@ def test_negation_outcomes_tell_removal_from_replacement():
             dict(alpha=0.6, start=0.4, removed=dict(p=0.5), rest_kept=dict(p=0.7)),
             dict(alpha=0.15, start=0.0, removed=None, rest_kept=None)]
     assert ebcq.choose_negation(rows) == {"alpha": 0.6, "start": 0.4}  # tie on removal: the rest kept more often
+    # the most removing setting wrecks the rest of the scene (kept in 20 % of seeds < 50 %): not eligible
+    assert ebcq.choose_negation([rows[0], rows[1], rows[3]]) == {"alpha": 0.3, "start": 0.0}
+    # no setting keeps the rest in half the seeds: every setting is eligible again
+    assert ebcq.choose_negation([rows[1], dict(alpha=0.15, start=0.0, removed=dict(p=0.0), rest_kept=dict(p=0.1))]) \
+        == {"alpha": 0.9, "start": 0.0}
     with pytest.raises(ValueError, match="no rows"):
         ebcq.choose_negation([])
 

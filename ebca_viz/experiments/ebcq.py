@@ -392,9 +392,13 @@ def negation_rates(base_keys, keys, target=("blue", "square")) -> dict:
 
 
 NEG_TUNE_GRID = [(a, s) for s in (0.0, 0.4) for a in (0.15, 0.3, 0.6, 0.9)]
-NEG_RULE = ("on the tuning seeds, the (alpha, start) with the highest removal rate (the blue square gone and every "
-            "other object of the unedited image still there, nothing new); ties: the highest rate of keeping the rest "
-            "of the scene (every other unedited object still there), then the smaller alpha")
+NEG_RULE = ("on the tuning seeds, among the (alpha, start) that keep the rest of the scene (every other unedited "
+            "object still there) in at least half of the seeds (a negation that wrecks the scene is not one; if none "
+            "does, all settings), the one with the highest removal rate (the blue square gone and every other object "
+            "of the unedited image still there, nothing new); ties: the highest rate of keeping the rest of the scene, "
+            "then the smaller alpha")
+#: the share of tuning seeds whose rest of the scene a negation setting must keep to be eligible (NEG_RULE)
+NEG_MIN_REST_KEPT = 0.5
 
 
 def rest_kept(base_keys: Sequence, keys: Sequence, target=("blue", "square")) -> np.ndarray:
@@ -424,7 +428,8 @@ def choose_negation(rows: Sequence[dict]) -> dict:
     if not rows:
         raise ValueError("choose_negation: no rows")
     p = lambda d: 0.0 if d is None else d["p"]  # noqa: E731  (no unedited image had the target)
-    best = min(rows, key=lambda r: (-p(r["removed"]), -p(r.get("rest_kept")), r["alpha"]))
+    eligible = [r for r in rows if p(r.get("rest_kept")) >= NEG_MIN_REST_KEPT] or list(rows)
+    best = min(eligible, key=lambda r: (-p(r["removed"]), -p(r.get("rest_kept")), r["alpha"]))
     return {"alpha": best["alpha"], "start": best["start"]}
 
 
