@@ -399,7 +399,7 @@ def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc=None)
                 ax = leg.axes
                 h, l = ax.get_legend_handles_labels()
                 leg.remove()
-                ax.legend(h, l, loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=2, fontsize=min_pt,
+                ax.legend(h, l, loc="upper center", bbox_to_anchor=(0.5, -1.0), ncol=2, fontsize=min_pt,
                           frameon=False)
             elif loc is not None:
                 leg.set_loc(loc)

@@ -3,7 +3,8 @@ r"""The tour's demo pair, chosen by a rule a reader can check (notebook 00).
 Rule (:func:`choose_demo_seed`): sample a two-object prompt on seeds ``0 .. n-1`` plainly and with EBCU
 (the same initial latents per seed, :func:`ebca_viz.shapes.benchmark.sample`); the detector
 (:func:`ebca_viz.shapes.detect.score_pair`) judges every image. The demo is the **first seed, in
-order, where vanilla misses or garbles a requested object and EBCU gets both right** ("EBCU fixes");
+order, where vanilla misses or garbles a requested object and EBCU gets both right with nothing extra**
+("EBCU fixes": an image that adds an object to get both is not shown as a fix);
 when no seed qualifies, the first seed, and the choice says so. Beside it the choice carries how
 often EBCU fixes and how often it breaks (vanilla right, EBCU wrong) over all the seeds, so the demo
 is never read as typical.
@@ -104,13 +105,13 @@ def choose_demo_seed(pipe, request: Sequence, config, seeds=range(16), steps: in
 
     def judge(ims):
         found = [detect(im) for im in ims]
-        cats = [score_pair(req, f)["category"] for f in found]
+        scores = [score_pair(req, f) for f in found]
         text = ["; ".join(f"{d.colour} {d.shape}" for d in f) or "nothing detected" for f in found]
-        return cats, text
+        return [c["category"] for c in scores], text, [bool(c.get("extra")) for c in scores]
 
-    cv, tv = judge(van)
-    ce, te = judge(eb)
-    hits = [i for i in range(len(seeds)) if cv[i] != "both_present" and ce[i] == "both_present"]
+    cv, tv, _ = judge(van)
+    ce, te, extra = judge(eb)
+    hits = [i for i in range(len(seeds)) if cv[i] != "both_present" and ce[i] == "both_present" and not extra[i]]
     i = hits[0] if hits else 0
     return DemoChoice(seeds[i], i, bool(hits), seeds, cv, ce, tv, te, van, eb)
 

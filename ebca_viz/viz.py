@@ -230,7 +230,7 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
         a = stack_maps(list(a), size=img.shape[:2])
     ncol = len(cols) + (1 if img is not None else 0)
     fig = new_figure(figsize=(cell * ncol + 0.9 + (0.9 if colorbar else 0), cell * R + (0.5 if title else 0.15)),
-                     layout="constrained" if colorbar is True else None)
+                     layout="constrained" if colorbar else None)
     axes = np.atleast_2d(fig.subplots(R, ncol, squeeze=False))
     gmin, gmax = (a[:, cols].min(), a[:, cols].max()) if len(cols) else (0.0, 1.0)
     for r in range(R):
@@ -268,9 +268,6 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
             cb.set_label(colorbar_label or "attention probability", fontsize=fontsize)
     if title:
         fig.suptitle(title, fontsize=max(FS_TITLE, fontsize))
-    if colorbar is True:  # constrained layout places the bars
-        return fig
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
     if colorbar == "shared" and len(cols):
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
@@ -284,6 +281,9 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
                           shrink=min(0.9, 2.5 / max(R, 1) + 0.3), aspect=25, pad=0.02)
         cb.set_label(label, fontsize=fontsize)
         cb.ax.tick_params(labelsize=fontsize)
+    if colorbar:  # constrained layout places the bars
+        return fig
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
     return fig
 
 

@@ -179,7 +179,7 @@ if ONSHAPES:
 # Which seed to show? **Rule:** sample the prompt on seeds 0-15, plainly and with EBCU at the regime's
 # gammas (same initial noise per seed); the shapes detector judges each image; show the **first seed
 # where vanilla gets a requested object wrong (missing, swapped or wrongly coloured/shaped) and EBCU
-# gets both right**. If no seed qualifies, the first seed. Printed beside it: on how many of the 16
+# gets both right with no extra object** (adding an object is not a fix). If no seed qualifies, the first seed. Printed beside it: on how many of the 16
 # seeds EBCU fixes, and on how many it breaks (vanilla right, EBCU wrong). Whether EBCU helps on
 # average is measured over 192 seeds in notebooks 02 and 08 (on this model it does not).
 

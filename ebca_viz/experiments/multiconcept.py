@@ -509,7 +509,7 @@ def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optiona
         hi = np.clip(np.array([r[k].hi for k in categories]) - p, 0, None)
         ax.bar(np.arange(len(categories)) + (j - (len(names) - 1) / 2) * w, 100 * p, w,
                yerr=100 * np.stack([lo, hi]), capsize=2, label=name)
-    ax.set_xticks(range(len(categories)), [c.replace("_", " ") for c in categories], fontsize=fontsize)
+    ax.set_xticks(range(len(categories)), [c.replace("_", "\n") for c in categories], fontsize=fontsize)
     ax.tick_params(axis="y", labelsize=fontsize)
     ax.set_ylabel("% of samples (95 % CI)", fontsize=fontsize)
     ax.set_title(title or f"two-object prompts, n = {result.n} per method, CFG {result.guidance:g}, "
