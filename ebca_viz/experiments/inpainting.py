@@ -331,9 +331,11 @@ def plot_examples(res: InpaintResult, condition: str, k: int = 4, size: float = 
             if i == 3:
                 shown = ax.imshow(im, cmap="magma", vmin=0, vmax=64, interpolation="nearest")
             else:
-                ax.imshow(im, cmap="gray" if im.ndim == 2 else None, interpolation="nearest")
+                ax.imshow(im, cmap="gray" if im.ndim == 2 else None, interpolation="nearest",
+                          **({"vmin": 0, "vmax": 1} if im.ndim == 2 else {}))
             ax.set_title(t, fontsize=fontsize)
-            ax.axis("off")
+            ax.set_xticks([])
+            ax.set_yticks([])  # a frame, so the mask's white half reads against the page
     fig.suptitle(f"{condition}: the first {k} scenes (found = in the mask)", fontsize=fontsize + 1)
     fig.tight_layout(rect=(0, 0, 0.9, 1 - 0.45 / fig.get_figheight()))
     fig.subplots_adjust(hspace=0.75)  # four-line titles over the result row
