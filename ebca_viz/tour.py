@@ -54,8 +54,10 @@ class DemoChoice:
         n = len(self.seeds)
         if self.fixed:
             return (f"seed {self.seed}: the first of seeds {self.seeds[0]}-{self.seeds[-1]} where the detector says vanilla "
-                    f"gets the prompt wrong ({self.vanilla[self.index].replace('_', ' ')}) and EBCU gets both objects right")
-        return (f"seed {self.seed}: no seed of the {n} has vanilla wrong and EBCU right, so this is simply the first seed")
+                    f"gets the prompt wrong ({self.vanilla[self.index].replace('_', ' ')}) and EBCU gets both objects right, "
+                    f"with nothing extra")
+        return (f"seed {self.seed}: no seed of the {n} has vanilla wrong and EBCU right with nothing extra, "
+                f"so this is simply the first seed")
 
 
 def verdict_text(category: str, found: str) -> str:
