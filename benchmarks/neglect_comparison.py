@@ -37,6 +37,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -419,7 +420,7 @@ def main(argv=None) -> dict:
         specs = ["vanilla", selection["EBCU"]["spec"], selection["EBCU + up-weight"]["spec"], AE_SPEC]
     smp = samples(a.split, n_pair, n_single)
     extra_fp = {"weights_sha256": wsha}
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # two runs in one second differ
     budget = {"left": a.max_jobs, "ran": 0}
 
     def on_job(_):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ebca_viz.errors import EbcaVizError
-from ebca_viz.models.worlds import WORLDS, check_prompt, shipped_worlds, vocabulary, world_folder
+from ebca_viz.models.worlds import WORLDS, shipped_worlds, world_folder
+from ebca_viz.shapes.vocabulary import check_prompt, vocabulary
 
 
 def test_neglect_world_loads_offline_and_samples_a_batch():

@@ -54,25 +54,4 @@ def load_world(name: str, device="cpu", dtype=torch.float32):
     return load_shapes_pipeline(device=device, dtype=dtype, folder=folder)
 
 
-def vocabulary(name: str = "shapes-world") -> list:
-    """The words a world was trained on (sorted): ``a``, ``and``, its colours and shapes."""
-    from ..shapes import world
-
-    world_folder(name)  # validates the name
-    return sorted({"a", "and", *world.COLOURS, *world.SHAPES})
-
-
-def check_prompt(name: str, prompt: str) -> str:
-    """Return ``prompt`` if every word is in the world's :func:`vocabulary` (``""`` is allowed:
-    the unconditional prompt), else raise naming the unknown words and the known ones."""
-    if not isinstance(prompt, str):
-        raise EbcaVizError(f"prompt must be a string, got {type(prompt).__name__}")
-    known = vocabulary(name)
-    bad = [w for w in prompt.lower().replace(",", " ").split() if w not in known]
-    if bad:
-        raise EbcaVizError(f"prompt {prompt!r}: the {name} model was never trained on {sorted(set(bad))}; it knows "
-                           f"only {known} (e.g. 'a red circle and a blue triangle')")
-    return prompt
-
-
-__all__ = ["WORLDS", "world_folder", "shipped_worlds", "load_world", "vocabulary", "check_prompt"]
+__all__ = ["WORLDS", "world_folder", "shipped_worlds", "load_world"]
