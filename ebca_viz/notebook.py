@@ -137,6 +137,12 @@ def sample_traced(pipe, prompt: str, seed: int = 0, steps: int = 25, guidance_sc
 
     if ebca is not None and seg is not None:
         raise ValueError("sample_traced: pass ebca= or seg=, not both (EBCA and SEG in one run are not supported)")
+    from .models import model_kind
+
+    if model_kind(pipe) == "shapes-world":  # a shipped world (shapes / neglect): refuse words it never saw
+        from .shapes.vocabulary import check_prompt
+
+        check_prompt("shapes-world", prompt)
     if observers and ebca is None:
         raise ValueError("sample_traced: observers= subscribe to the EBCA controller; pass ebca= as well")
     g = torch.Generator("cpu").manual_seed(seed)

@@ -146,3 +146,15 @@ def test_neglect_benchmark_script_and_shipped_numbers(tmp_path):
     miss, single = shipped["held_out_pairs"]["rates"]["missing"], shipped["single"]["rates"]["correct"]
     assert miss["n"] >= 480 and miss["p"] >= 0.25 and single["n"] >= 480 and single["p"] >= 0.90
     assert shipped["seen_pairs"]["rates"]["missing"]["p"] < miss["lo"]  # the held-out pairs, not pairs as such
+
+
+def test_sample_traced_refuses_words_outside_the_world_before_sampling():
+    from ebca_viz.errors import EbcaVizError
+    from ebca_viz.models import load_pipeline
+    from ebca_viz.notebook import sample_traced
+
+    pipe = load_pipeline("neglect-world")
+    before = dict(pipe.unet.attn_processors)
+    with pytest.raises(EbcaVizError, match=r"never trained on \['cat', 'purple'\].*knows only"):
+        sample_traced(pipe, "a purple cat and a blue triangle", steps=2)
+    assert dict(pipe.unet.attn_processors) == before  # nothing installed, nothing left behind
