@@ -105,17 +105,11 @@ def samples(split: str, n_pair: int, n_single: int) -> list:
 
 
 def weights_sha256(pipe) -> str:
-    """sha256 over the UNet, VAE and text encoder parameters as loaded (name, dtype, shape, bytes)."""
-    import torch
+    """The package's weights hash (:func:`ebca_viz.experiments.shipped.weights_sha256`), the one
+    docs/preregistration.md states for each world."""
+    from ebca_viz.experiments.shipped import weights_sha256 as sha
 
-    h = hashlib.sha256()
-    for part in ("unet", "vae", "text_encoder"):
-        sd = getattr(pipe, part).state_dict()
-        for k in sorted(sd):
-            t = sd[k].detach().to("cpu").contiguous()
-            h.update(f"{part}.{k}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return sha(pipe)
 
 
 def code_commit() -> str:

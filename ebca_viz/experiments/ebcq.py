@@ -538,19 +538,9 @@ def run_shipped(pipe, n: int = 32, n_tune: int = 32, steps: int = 25, guidance: 
 def load_shipped(pipe=None, path=None, steps: Optional[int] = None, guidance: Optional[float] = None) -> dict:
     """``docs/shapes_ebcq.json`` checked against this run (the weights of ``pipe``, ``steps``, ``guidance``
     when given), via :func:`ebca_viz.experiments.shipped.load`. Returns the file's dict."""
-    from pathlib import Path
-
     from . import shipped
 
-    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / SHIPPED_PATH
-    expect = {}
-    if pipe is not None:
-        expect["weights_sha256"] = shipped.weights_sha256(pipe)
-    if steps is not None:
-        expect.setdefault("settings", {})["steps"] = steps
-    if guidance is not None:
-        expect.setdefault("settings", {})["guidance"] = guidance
-    return shipped.load(path, expect or None)
+    return shipped.load_for_run(SHIPPED_PATH, path, pipe, steps=steps, guidance=guidance)
 
 
 __all__ = ["plot_step_maps", "attention_inside", "step_rows", "EditResult", "ShippedRow", "measure", "negation_outcomes", "negation_rates", "rate_of", "rest_kept", "choose_negation", "keys_of",

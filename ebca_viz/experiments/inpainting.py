@@ -472,17 +472,9 @@ def run_shipped(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gamma
 def load_shipped(pipe=None, guidance: Optional[float] = None, path=None) -> tuple:
     """``(InpaintResult, file)``: ``docs/shapes_inpaint_report.json`` checked against this run (weights
     of ``pipe``, CFG), its conditions rebuilt from the per-scene values (no images)."""
-    from pathlib import Path
-
     from . import shipped
 
-    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / SHIPPED_PATH
-    expect = {}
-    if pipe is not None:
-        expect["weights_sha256"] = shipped.weights_sha256(pipe)
-    if guidance is not None:
-        expect["settings"] = {"guidance": guidance}
-    f = shipped.load(path, expect or None)
+    f = shipped.load_for_run(SHIPPED_PATH, path, pipe, guidance=guidance)
     R = f["results"]
     st = R["settings"]
     cases = make_cases(st["n"], st["seed"], size=st.get("size", world.IMAGE_SIZE), design=st["design"], prompt=st["prompt"])

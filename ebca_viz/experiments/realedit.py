@@ -616,17 +616,9 @@ def load_shipped(pipe=None, guidance: Optional[float] = None, path=None) -> dict
     ``rec``, ``nozero`` (:class:`ReconstructionResult` without images), ``hist`` (their z_T histograms),
     ``parts`` (name -> ``{"std", "mean", "lag1"}`` Means), ``both``, ``pos`` (:class:`EditResult`
     without images), ``steps``, ``file`` (the raw dict)."""
-    from pathlib import Path
-
     from . import shipped
 
-    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / SHIPPED_PATH
-    expect = {}
-    if pipe is not None:
-        expect["weights_sha256"] = shipped.weights_sha256(pipe)
-    if guidance is not None:
-        expect["settings"] = {"guidance": guidance}
-    f = shipped.load(path, expect or None)
+    f = shipped.load_for_run(SHIPPED_PATH, path, pipe, guidance=guidance)
     R, fp = f["results"], f["fingerprint"]
     steps, n = fp["settings"]["steps"], fp["seeds"]["scenes"][1]
     scenes = edit_scenes(n, seed=0)

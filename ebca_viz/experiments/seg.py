@@ -557,17 +557,9 @@ def shipped_fingerprint(weights: str, n: int, steps: int, cfg: float) -> dict:
 
 def load_shipped(pipe=None, cfg: Optional[float] = None, path=None) -> tuple:
     """``(SEGStudy, file)`` from ``docs/shapes_seg.json``, checked against this run (weights, CFG)."""
-    from pathlib import Path
-
     from . import shipped
 
-    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / SHIPPED_PATH
-    expect = {}
-    if pipe is not None:
-        expect["weights_sha256"] = shipped.weights_sha256(pipe)
-    if cfg is not None:
-        expect["settings"] = {"guidance": cfg}
-    f = shipped.load(path, expect or None)
+    f = shipped.load_for_run(SHIPPED_PATH, path, pipe, guidance=cfg)
     return study_from_json(f["results"]), f
 
 

@@ -116,6 +116,20 @@ def _flatten(d, prefix=""):
     return out
 
 
+def load_for_run(default, path=None, pipe=None, **settings) -> dict:
+    """:func:`load` of ``path`` (default: ``default``, relative to the repository root) with the
+    expectation that its weights are ``pipe``'s (when given) and that the fingerprint's ``settings``
+    hold each keyword given and not None (e.g. ``steps=25, guidance=3.0``)."""
+    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / default
+    expect = {}
+    if pipe is not None:
+        expect["weights_sha256"] = weights_sha256(pipe)
+    given = {k: v for k, v in settings.items() if v is not None}
+    if given:
+        expect["settings"] = given
+    return load(path, expect or None)
+
+
 def load(path, expect: Optional[dict] = None) -> dict:
     """Read a shipped result, refusing it (:class:`ShippedMismatchError`) when
 
@@ -179,5 +193,5 @@ def verdict_agreement(shipped: Sequence, live: Sequence) -> claims.Rate:
     return claims.rate(np.array([a == b for a, b in zip(shipped, live)]))
 
 
-__all__ = ["FORMAT", "ShippedMismatchError", "digest", "weights_sha256", "code_version", "write", "load",
+__all__ = ["FORMAT", "ShippedMismatchError", "digest", "weights_sha256", "code_version", "write", "load", "load_for_run",
            "overlap", "agree", "verdict_agreement"]
