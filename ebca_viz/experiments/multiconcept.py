@@ -432,6 +432,21 @@ class Agreement:
             lines.append(f"| {what} | {_short(a)} | {_short(b)} | {'yes' if ok else 'NO'} |")
         return "\n".join(lines)
 
+    #: the share of seeds whose live verdict must equal the shipped one (the notebooks' stated rule)
+    MIN_VERDICT_AGREEMENT = 0.75
+
+    def report(self, n: int) -> None:
+        """Print the table and the per-method verdict agreement, then check the stated rule: every
+        pair of 95 % intervals overlaps, and live verdicts equal the shipped ones on at least
+        :attr:`MIN_VERDICT_AGREEMENT` of the same seeds (``n`` = the live sample size, for the sentence)."""
+        print(self.table())
+        for name, a in self.verdicts.items():
+            print(f"{name}: same verdict as the shipped file on the same seed in {a}")
+        claims.check(self.all_overlap, f"the live re-sample (n = {n}) agrees with the shipped numbers "
+                     "(every pair of 95 % intervals overlaps)", f"{self.n_overlap}/{len(self.rows)} overlap")
+        claims.check(min(a.p for a in self.verdicts.values()) >= self.MIN_VERDICT_AGREEMENT,
+                     "live verdicts equal the shipped verdicts on >= 75 % of the same seeds", *self.verdicts.values())
+
 
 def _short(x) -> str:
     if isinstance(x, claims.Rate):
