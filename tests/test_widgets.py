@@ -260,7 +260,7 @@ def test_panel_errors_keep_the_last_result_stale_and_restore_processors(pipe):
 def test_panel_keeps_warnings_out_of_the_output_area(pipe, monkeypatch, recwarn):
     import warnings
 
-    import ebca_viz.widgets as wmod
+    import ebca_viz.widgets.runs as wmod
 
     real = wmod.sample_comparison
 
