@@ -127,6 +127,14 @@ def file_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def results_digest(res: dict) -> str:
+    """The file's digest: :func:`ebca_viz.experiments.neglect.digest` (sha256 of the canonical JSON of
+    everything but the digest itself)."""
+    from ebca_viz.experiments.neglect import digest
+
+    return digest(res)
+
+
 def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -179,7 +187,8 @@ def verdicts(out: Path, jobs) -> dict:
             s = detect.score_single(req[0], found)
             cat = s.get("category") or ("correct" if s["correct"] else "wrong")
             v = dict(category=cat)
-        v.update(seconds=rec.get("seconds_sample"), run_id=rec.get("run_id"), threads=rec.get("torch_threads"))
+        v.update(seconds=rec.get("seconds_sample"), run_id=rec.get("run_id"), threads=rec.get("torch_threads"),
+                 prompt=j.prompt, seed=j.seed)
         res.setdefault(j.setting.label, {})[(j.prompt_set, j.index)] = v
     return res
 
@@ -211,6 +220,12 @@ def summarize(v: dict, labels: list, keys: list, ref_labels: dict) -> dict:
                    or any(v[lab][k]["category"] == c for lab in labels for k in single_keys)]
     cats_single += sorted({v[lab][k]["category"] for lab in labels for k in single_keys} - set(cats_single))
     out["pair_categories"], out["single_categories"] = cats_pair, cats_single
+    # every sample's verdict per method (same order for every method: the paired design), so that a
+    # reader (notebooks 02 and 08) can recompute every rate, re-sample seeds live and pick demo seeds
+    smp = {k: v[labels[0]][k] for k in common} if labels else {}
+    out["samples"] = [dict(set=k[0], index=k[1], prompt=smp[k].get("prompt"), seed=smp[k].get("seed")) for k in common]
+    out["per_sample"] = {lab: [dict(category=v[lab][k]["category"], **({"extra": v[lab][k]["extra"]} if k[0] == "pairs" else {}))
+                               for k in common] for lab in labels}
     ind = {}
     v = {lab: v.get(lab, {}) for lab in labels}  # a method with no result yet (an interrupted run): empty
     for lab in labels:
@@ -482,6 +497,8 @@ def main(argv=None) -> dict:
                    version=ebca_viz.__version__, n_samples=len(smp),
                    complete=summary["n_complete"] == len(smp) and not stopped, summary=summary,
                    selection=selection, counts=counts, wall_s=round(time.time() - t0, 1), out=str(out))
+        res = json.loads(json.dumps(res, default=str))  # what the file will hold (paths, tuples as JSON has them)
+        res["digest"] = results_digest(res)  # over everything else: ebca_viz.experiments.neglect refuses a mismatch
         stem = f"neglect_comparison_{a.model}" if a.split == "report" else f"neglect_tuning_{a.model}"
         atomic_write(docs / f"{stem}.json", json.dumps(res, indent=1, default=str) + "\n")
         atomic_write(docs / f"{stem}.md", markdown(res))

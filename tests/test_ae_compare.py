@@ -214,3 +214,36 @@ def test_report_mode_runs_the_selected_settings_and_a_and_e(tmp_path, shapes, mo
     assert r["fingerprint"]["seeds"] == {"pairs": "9000000..9000001", "single": "9500000..9500000"}
     md = (docs / "neglect_comparison_shapes-world.md").read_text()
     assert "both present vs A&E" in md and "## Single-object prompts" in md
+    # the notebooks' loader (ebca_viz.experiments.neglect): recomputes every rate from the per-sample
+    # verdicts, equal to the benchmark's own summary; refuses tampering, other weights, another world
+    from ebca_viz.experiments import neglect
+    from ebca_viz.experiments.shipped import ShippedMismatchError
+
+    path = docs / "neglect_comparison_shapes-world.json"
+    rep = neglect.load_comparison("shapes-world", pipe=shapes, path=path)
+    assert list(rep.pairs.methods) == list(neglect.METHODS) and rep.pairs.n == 2 and len(rep.single_samples) == 1
+    for m, lab in rep.labels.items():
+        for c, stored in ms[lab]["pair"].items():
+            assert rep.rate(m, c).p == pytest.approx(stored["p"]) and rep.rate(m, c).lo == pytest.approx(stored["lo"])
+        assert rep.single_rate(m).p == pytest.approx(ms[lab]["single"]["correct"]["p"])
+        if m != "vanilla":
+            assert rep.diff(m).value == pytest.approx(ms[lab]["vs_vanilla"]["both_present"]["mean"])
+    assert rep.pairs.seeds == [9_000_000, 9_000_001] and "| A&E | 2 |" in rep.table()
+    with pytest.raises(ShippedMismatchError, match="not of 'neglect-world'"):
+        neglect.load_comparison("neglect-world", path=path)
+    data = json.loads(path.read_text())
+    lab = rep.labels["EBCU"]
+    data["summary"]["per_sample"][lab][0]["category"] = "both_present" if \
+        data["summary"]["per_sample"][lab][0]["category"] != "both_present" else "missing"
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ShippedMismatchError, match="digest"):
+        neglect.load_comparison("shapes-world", path=bad)
+    data["digest"] = neglect.digest(data)  # a consistent digest over a verdict that contradicts the summary
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ShippedMismatchError, match="recomputed from its verdicts"):
+        neglect.load_comparison("shapes-world", path=bad)
+    # live re-sample of the first sample: the same seed, setting and steps give the same verdict
+    live = neglect.resample(shapes, rep, ["vanilla", "EBCU"], n=1)
+    assert live.methods["vanilla"].verdicts[0] == rep.pairs.methods["vanilla"].verdicts[0]
+    assert live.methods["EBCU"].verdicts[0] == rep.pairs.methods["EBCU"].verdicts[0]

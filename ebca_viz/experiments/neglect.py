@@ -1,0 +1,223 @@
+r"""The preregistered comparison (``docs/preregistration.md``) as notebooks 02 and 08 read it.
+
+``benchmarks/neglect_comparison.py --split report`` samples vanilla, EBCU, EBCU + up-weighting and
+Attend-and-Excite on the same seeds (paired design) and writes ``docs/neglect_comparison_<world>.json``:
+
+    {"title", "fingerprint": {model, weights_sha256, split, steps, guidance_scale, settings, seeds,
+                              code_commit, detector_sha, ...},
+     "fingerprint_sha", "complete", "n_samples", "summary": {"methods": {label: rates, paired diffs,
+     seconds per image}, "samples": [{set, index, prompt, seed}], "per_sample": {label: [{category,
+     extra}]}}, "selection", ..., "digest"}
+
+:func:`load_comparison` refuses a file whose ``digest`` does not match its content, whose
+``fingerprint_sha`` does not match its fingerprint, that is incomplete, that was made with other
+weights than the notebook's pipeline, or whose stored rates disagree with the per-sample verdicts
+they summarise. Everything the notebooks print is recomputed from the per-sample verdicts
+(:class:`ComparisonReport`), as :class:`~ebca_viz.experiments.multiconcept.MulticonceptResult`
+objects so that the plotting and live-agreement helpers of :mod:`.multiconcept` apply.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .. import claims
+from .multiconcept import MulticonceptResult, _method_from_verdicts
+from .shipped import ShippedMismatchError
+
+#: the four methods of the preregistration, in table order (vanilla first: the reference)
+METHODS = ("vanilla", "EBCU", "EBCU + up-weight", "A&E")
+
+
+def digest(res: dict) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of ``res`` without its ``digest`` key."""
+    body = {k: v for k, v in res.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def shipped_path(model: str) -> Path:
+    """``docs/neglect_comparison_<model>.json`` of this copy of the repository."""
+    return Path(__file__).resolve().parents[2] / "docs" / f"neglect_comparison_{model}.json"
+
+
+def _items(prompt: str):
+    from ..eval.detector import parse_shapes_prompt
+
+    return tuple(tuple(o) for o in parse_shapes_prompt(prompt))
+
+
+@dataclass
+class ComparisonReport:
+    """One world's preregistered comparison, recomputed from its per-sample verdicts.
+
+    ``pairs``: two-object samples as a :class:`MulticonceptResult` keyed by method name
+    (:data:`METHODS`); ``single``: ``{method: [category per single-object sample]}``;
+    ``labels``: ``{method: the sweep setting label}``; ``specs``: ``{method: setting string}``."""
+
+    model: str
+    data: dict
+    pairs: MulticonceptResult
+    single: dict
+    single_samples: list
+    labels: dict
+    specs: dict
+    seconds: dict = field(default_factory=dict)  # method -> median s / image (this run's machine)
+
+    @property
+    def fingerprint(self) -> dict:
+        return self.data["fingerprint"]
+
+    def rate(self, method: str, category: str = "both_present") -> claims.Rate:
+        """Two-object rate of ``category`` (``extra``: the flag) for ``method``."""
+        return self.pairs.methods[method].rates[category]
+
+    def single_rate(self, method: str) -> claims.Rate:
+        return claims.rate([c == "correct" for c in self.single[method]])
+
+    def diff(self, method: str, reference: str = "vanilla", category: str = "both_present") -> claims.Mean:
+        """Paired difference ``1[method] - 1[reference]`` over the same samples (t 95 % interval);
+        ``category="single_correct"``: on the single-object samples."""
+        if category == "single_correct":
+            a, b = self.single[method], self.single[reference]
+            return claims.paired_diff([x == "correct" for x in a], [x == "correct" for x in b])
+        a, b = self.pairs.methods[method], self.pairs.methods[reference]
+        if category == "extra":
+            return claims.paired_diff(a.extra, b.extra)
+        return claims.paired_diff([v == category for v in a.verdicts], [v == category for v in b.verdicts])
+
+    def table(self, categories=("both_present", "missing", "swapped", "wrong_binding", "unsure", "extra")) -> str:
+        """Markdown: n, every rate with its Wilson 95 % interval, the paired both-present difference to
+        vanilla and to A&E, single-object accuracy, seconds per image."""
+        def pct(r):
+            return f"{100 * r.p:.1f} % [{100 * r.lo:.1f}, {100 * r.hi:.1f}]"
+
+        def pts(d):
+            return f"{100 * d.value:+.1f} [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
+
+        head = ["method", "n"] + [c.replace("_", " ") for c in categories] + \
+            ["both present − vanilla (pts)", "both present − A&E (pts)", "single objects correct", "s / image"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in self.pairs.methods:
+            cells = [m, str(self.pairs.n)] + [pct(self.rate(m, c)) for c in categories]
+            cells += ["—" if m == "vanilla" else pts(self.diff(m, "vanilla")),
+                      "—" if m == "A&E" else pts(self.diff(m, "A&E")),
+                      pct(self.single_rate(m)) + f" (n = {len(self.single[m])})",
+                      f"{self.seconds.get(m, float('nan')):.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def _refuse(path, what: str) -> None:
+    raise ShippedMismatchError(f"{path}: {what}. Re-run `python benchmarks/neglect_comparison.py --model <world> "
+                               "--split report` (it resumes) instead of editing the file.")
+
+
+def load_comparison(model: str, pipe=None, path=None) -> ComparisonReport:
+    """Load ``docs/neglect_comparison_<model>.json`` and check it (see the module docstring).
+
+    Args:
+        model: ``"neglect-world"`` or ``"shapes-world"``.
+        pipe: the notebook's pipeline; when given, its weights hash must be the file's.
+        path: another file (tests).
+
+    Raises:
+        FileNotFoundError: no such file (the comparison has not been run in this copy).
+        ShippedMismatchError: digest, fingerprint, completeness, weights or summary disagree.
+    """
+    path = Path(path) if path is not None else shipped_path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `python benchmarks/neglect_comparison.py --model {model} "
+                                "--split report` (docs/preregistration.md)")
+    data = json.loads(path.read_text())
+    if data.get("digest") != digest(data):
+        _refuse(path, "its digest does not match its content (edited, truncated or pasted together)")
+    fp = data["fingerprint"]
+    if data.get("fingerprint_sha") != hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:20]:
+        _refuse(path, "fingerprint_sha does not match the fingerprint")
+    if fp.get("model") != model:
+        _refuse(path, f"it is the comparison of {fp.get('model')!r}, not of {model!r}")
+    if not data.get("complete"):
+        _refuse(path, "the run is incomplete (the preregistered n is not reached)")
+    if pipe is not None:
+        from .shipped import weights_sha256
+
+        sha = weights_sha256(pipe)
+        if sha != fp["weights_sha256"]:
+            _refuse(path, f"made with weights {fp['weights_sha256'][:16]}…, this pipeline's are {sha[:16]}…")
+    s = data["summary"]
+    labels = {s["methods"][lab]["method"]: lab for lab in s["methods"]}
+    order = [m for m in METHODS if m in labels]
+    samples = s["samples"]
+    pi = [i for i, x in enumerate(samples) if x["set"] == "pairs"]
+    si = [i for i, x in enumerate(samples) if x["set"] == "single"]
+    prompts = [samples[i]["prompt"] for i in pi]
+    res = MulticonceptResult([_items(p) for p in prompts], prompts, [samples[i]["seed"] for i in pi],
+                             int(fp["steps"]), float(fp["guidance_scale"]))
+    base = None
+    single = {}
+    for m in order:
+        ps = s["per_sample"][labels[m]]
+        verd = [ps[i]["category"] for i in pi]
+        res.methods[m] = _method_from_verdicts(m, verd, [ps[i].get("extra", False) for i in pi], base)
+        base = base or verd
+        single[m] = [ps[i]["category"] for i in si]
+        stored = s["methods"][labels[m]]
+        for c, r in stored.get("pair", {}).items():  # the file's own summary must be its per-sample verdicts'
+            mine = res.methods[m].rates[c] if c in res.methods[m].rates else claims.rate([v == c for v in verd])
+            if abs(mine.p - r["p"]) > 1e-9 or stored["n_pair"] != len(pi):
+                _refuse(path, f"{m}: stored {c} rate {r['p']:.4f} != {mine.p:.4f} recomputed from its verdicts")
+    rep = ComparisonReport(model, data, res, single, [samples[i] for i in si], labels,
+                           {m: fp["settings"][labels[m]] for m in order},
+                           {m: s["methods"][labels[m]]["seconds_per_image"]["median"] for m in order})
+    return rep
+
+
+def resample(pipe, report: ComparisonReport, methods, n: int, progress: bool = False) -> MulticonceptResult:
+    """Re-sample the first ``n`` two-object samples of ``report`` (its prompts, seeds, steps, CFG and
+    setting strings) with ``methods`` (names of :data:`METHODS`; the first is the reference), score
+    them with the detector, keep the images. One image per call, as the benchmark sampled them."""
+    from ..eval.sweep import Job, generate, parse_setting
+    from ..shapes.detect import detect, score_pair
+
+    methods = list(methods)
+    bad = [m for m in methods if m not in report.specs]
+    if bad:
+        raise ValueError(f"resample: methods {bad} are not in the report (it has {list(report.specs)})")
+    if not 1 <= n <= report.pairs.n:
+        raise ValueError(f"resample: n must be in 1..{report.pairs.n}, got {n}")
+    p = report.pairs
+    live = MulticonceptResult(p.items[:n], p.prompts[:n], p.seeds[:n], p.steps, p.guidance)
+    base = None
+    t0 = time.perf_counter()
+    for m in methods:
+        setting = parse_setting(report.specs[m])
+        imgs, verd, extra = [], [], []
+        for k in range(n):
+            job = Job("pairs", k, p.prompts[k], p.seeds[k], setting)
+            im, _ = generate(pipe, job, steps=p.steps, guidance_scale=p.guidance)
+            a = np.asarray(im.convert("RGB"))
+            sc = score_pair(p.items[k], detect(a))
+            imgs.append(a)
+            verd.append(sc["category"])
+            extra.append(bool(sc.get("extra", False)))
+        imgs = np.stack(imgs)
+        change = None if base is None else np.abs(imgs.astype(np.float32) - base[1]).mean(axis=(1, 2, 3))
+        live.methods[m] = _method_from_verdicts(m, verd, extra, None if base is None else base[0], change, imgs)
+        if base is None:
+            base = (verd, imgs.astype(np.float32))
+    live.seconds = time.perf_counter() - t0
+    return live
+
+
+def first_where(verdicts, category: str) -> Optional[int]:
+    """Index of the first sample (seed order) whose verdict is ``category``: a demo rule a reader can check."""
+    return next((i for i, v in enumerate(verdicts) if v == category), None)
+
+
+__all__ = ["METHODS", "ComparisonReport", "load_comparison", "resample", "first_where", "shipped_path", "digest"]
