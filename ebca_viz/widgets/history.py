@@ -156,7 +156,10 @@ class HistoryView:
         self.rate_cancel.add_class("ebca-rate-cancel")
         self.rate_result = W.HTML(value="")
         self.rate_result.add_class("ebca-rate-result")
-        self.rate_plot = W.Image(format="png", layout=W.Layout(display="none"))
+        from .rendering import placeholder_png
+
+        self.rate_plot = W.Image(value=placeholder_png(300, 40, "success rate: press the button"), format="png",
+                                 layout=W.Layout(display="none"))
         self.rate_button.on_click(lambda _b: self.start_rate())
         self.rate_cancel.on_click(lambda _b: self._stop.set())
         self._stop = threading.Event()
