@@ -238,6 +238,8 @@ class HistoryView:
         same_vanilla = VanillaCache.key(a.model, a.settings) == VanillaCache.key(b.model, b.settings)
         note = ("" if not same_vanilla else
                 "<br><span style='color:#666'>same prompt, seed, steps and CFG: one vanilla image for both</span>")
+        if self.panel.describe(a.settings) == self.panel.describe(b.settings) and a.settings.prompt == b.settings.prompt:
+            note += "<br><span style='color:#666'>same settings: the two runs coincide (red drawn over blue)</span>"
         fig = compare_energy_figure(a, b, labels=(f"#{ka}", f"#{kb}"))
         self.compare.children = [
             W.HTML(f"<b>run #{ka} vs the current run #{kb}</b>{note}"),
