@@ -31,7 +31,10 @@ Stable CSS classes for browser tests: ``ebca-panel``, ``ebca-sample`` (button),
 ``ebca-stale-label``, ``ebca-run-caption``, ``ebca-image-vanilla``, ``ebca-image-energy``,
 ``ebca-image-diff``, ``ebca-verdict-vanilla`` / ``-energy``, ``ebca-layer-energy``, ``ebca-plot``,
 ``ebca-maps``, ``ebca-chip`` / ``ebca-chip-<i>``, ``ebca-token-summary``, ``ebca-method``, and
-``ebca-seed`` / ``ebca-gamma-attn`` / ``ebca-edit0-alpha`` / ... on the numeric controls.
+``ebca-seed`` / ``ebca-gamma-attn`` / ``ebca-edit0-alpha`` / ... on the numeric controls; the last
+runs (:mod:`.history`): ``ebca-history`` (strip), ``ebca-history-item-<i>``, ``ebca-history-compare-<i>``
+(button), ``ebca-compare``; the success rate (:func:`success_rate`): ``ebca-rate`` (button),
+``ebca-rate-n``, ``ebca-rate-progress``, ``ebca-rate-cancel``, ``ebca-rate-result``.
 """
 from .controls import (  # noqa: F401
     DEFAULT_PROMPT,
@@ -43,11 +46,21 @@ from .controls import (  # noqa: F401
     PanelSettings,
     parse_token_weights,
 )
+from .history import RunHistory, compare_energy_figure, rate_figure  # noqa: F401
 from .panel import EnergyPanel  # noqa: F401
 from .rendering import difference_image, placeholder_png, plot_layer_energies  # noqa: F401
-from .runs import Comparison, RunResult, VanillaCache, sample_comparison  # noqa: F401
+from .runs import (  # noqa: F401
+    Comparison,
+    RateUnavailable,
+    RunResult,
+    SuccessRate,
+    VanillaCache,
+    sample_comparison,
+    success_rate,
+)
 from .verdicts import detector_verdict, verdict_html  # noqa: F401
 
 __all__ = ["PanelSettings", "EditSpec", "parse_token_weights", "Comparison", "RunResult", "VanillaCache",
            "sample_comparison", "EnergyPanel", "METHODS", "ControlRange", "ControlRanges", "NumberControl",
-           "detector_verdict", "verdict_html", "difference_image", "plot_layer_energies", "placeholder_png"]
+           "detector_verdict", "verdict_html", "difference_image", "plot_layer_energies", "placeholder_png",
+           "RunHistory", "compare_energy_figure", "rate_figure", "success_rate", "SuccessRate", "RateUnavailable"]

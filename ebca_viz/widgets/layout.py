@@ -140,6 +140,9 @@ class PanelLayout:
         for ws in self.w_edits:
             for k, w in ws.items():
                 w.observe(self._settings_changed, names="value")
+        from .history import HistoryView  # the last runs, compare area, success rate
+
+        self.history_view = HistoryView(self)
         self.widget = W.VBox([
             W.HTML(PANEL_CSS),
             W.HBox([W.Label("prompt", layout=W.Layout(width="104px")), self.w_prompt]),
@@ -150,6 +153,7 @@ class PanelLayout:
             W.HBox([self.button, self.progress, self.status], layout=W.Layout(align_items="center")),
             self.error,
             self.results,
+            self.history_view.widget,
             self.notes_box,
         ], layout=W.Layout(max_width="860px"))
         self.widget.add_class("ebca-panel")

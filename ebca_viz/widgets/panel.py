@@ -147,6 +147,9 @@ class EnergyPanel(PanelLayout):
         never raised; warnings go to the panel's notes, not the notebook's output area."""
         import warnings
 
+        if self.history_view.rate_running:  # one pipeline, one run at a time
+            self._refuse("a success rate is running: wait for it or press cancel")
+            return None
         self.error.value = ""
         self.notice.value = ""
         self.last_error = None
@@ -176,6 +179,7 @@ class EnergyPanel(PanelLayout):
                 self._show(res)
                 self.runs += 1
                 self.last = res
+                self.history_view.add(res)
                 self.progress.bar_style = "success"
                 self._set_state("fresh")
                 self.status.value = (  # last: "run N:" in the status means the result is complete

@@ -157,3 +157,150 @@ def sample_comparison(pipe, settings: Optional[PanelSettings] = None, model: Opt
     else:
         energy = _run(pipe, s, lambda: smoothed_energy_guidance(pipe, seg_cfg), p2)
     return Comparison(s, name, vanilla, energy, cached, device)
+
+
+# -- success rate over seeds ---------------------------------------------------------------------
+#: detector categories that count as a success (two objects: both present; one object: correct)
+SUCCESS_CATEGORIES = ("both_present", "correct")
+
+
+class RateUnavailable(ValueError):
+    """The success rate cannot be computed for this model / prompt / settings (the message says why
+    and what to change); the panel shows it instead of a traceback."""
+
+
+class _Cancelled(Exception):
+    pass
+
+
+@dataclass
+class SuccessRate:
+    """Result of :func:`success_rate`: per-seed detector categories of the vanilla and the method run.
+
+    ``vanilla[i]`` / ``method[i]`` are the categories of ``seeds[i]`` (``both_present``, ``swapped``,
+    ``missing``, ``wrong_binding``, ``unsure`` for two objects; ``correct`` / ``wrong`` / ``unsure``
+    for one). Only the seeds finished before a cancel are listed (``n_done`` of ``n_requested``)."""
+
+    settings: PanelSettings
+    model: str
+    n_requested: int
+    seeds: list
+    vanilla: list
+    method: list
+    cancelled: bool = False
+    seconds: float = 0.0
+
+    @property
+    def n_done(self) -> int:
+        return len(self.seeds)
+
+    @staticmethod
+    def successes(categories) -> list:
+        """0/1 per seed: the category is one of :data:`SUCCESS_CATEGORIES` (``unsure`` is a failure)."""
+        return [int(c in SUCCESS_CATEGORIES) for c in categories]
+
+    def rate(self, which: str = "method"):
+        """:class:`ebca_viz.claims.Rate` (Wilson 95 % interval) of ``"method"`` or ``"vanilla"``; None
+        when no seed finished."""
+        from ..claims import rate
+
+        cats = {"method": self.method, "vanilla": self.vanilla}[which]
+        return rate(self.successes(cats)) if cats else None
+
+    @property
+    def diff(self):
+        """Paired difference method minus vanilla (same seeds), :func:`ebca_viz.claims.paired_diff`
+        (mean of ``s_method,i - s_vanilla,i`` with its t 95 % interval); None when no seed finished."""
+        from ..claims import paired_diff
+
+        return paired_diff(self.successes(self.method), self.successes(self.vanilla)) if self.seeds else None
+
+    def unsure(self, which: str = "method") -> int:
+        return sum(c == "unsure" for c in {"method": self.method, "vanilla": self.vanilla}[which])
+
+    def summary(self, label: str = "method") -> str:
+        """Plain-text lines: both rates, the paired difference, n and the unsure counts."""
+        if not self.seeds:
+            return "no seed finished" + (" (cancelled)" if self.cancelled else "")
+        rv, rm, d = self.rate("vanilla"), self.rate("method"), self.diff
+        lines = [f"{label}: {rm}", f"vanilla: {rv}",
+                 f"paired difference ({label} - vanilla, same seeds): {100 * d.value:+.1f} points "
+                 f"(95 % CI {100 * d.lo:+.1f} to {100 * d.hi:+.1f})",
+                 f"n = {self.n_done} seeds ({self.seeds[0]}..{self.seeds[-1]})"
+                 + (f" of {self.n_requested} (cancelled)" if self.cancelled else "")
+                 + f"; unsure verdicts: {label} {self.unsure('method')}, vanilla {self.unsure('vanilla')}"]
+        return "\n".join(lines)
+
+
+def success_rate(pipe, settings: PanelSettings, n: int = 16, model: Optional[str] = None,
+                 cache: Optional[VanillaCache] = None,
+                 on_progress: Optional[Callable[[int, int], None]] = None,
+                 should_stop: Optional[Callable[[], bool]] = None) -> SuccessRate:
+    """Sample seeds ``settings.seed, settings.seed + 1, ..., + n - 1`` vanilla and with the settings'
+    method (:func:`sample_comparison`, vanilla from ``cache`` when there) and judge every image
+    with the shapes-world detector (:func:`ebca_viz.widgets.verdicts.detector_verdict`).
+
+    Success of one image: the detector's category for the prompt's requested objects is
+    ``both_present`` (two-object prompt) or ``correct`` (one object); ``unsure`` (a decision within
+    the detector's margin) is *not* a success and is counted separately. Rates are
+    ``k / n`` with Wilson 95 % intervals; the paired difference is the mean over seeds of
+    ``s_method - s_vanilla`` with its t interval (:func:`ebca_viz.claims.paired_diff`).
+
+    EBCQ negation edits are refused (:class:`RateUnavailable`): "the negated object is absent"
+    is a second criterion this detector verdict does not state. Conjunction edits are allowed;
+    success is still judged on the main prompt's objects.
+
+    Args:
+        pipe: the shapes-world pipeline; ``model`` must name it (``"shapes-world"``): the detector
+            exists for that world only (any other model raises :class:`RateUnavailable`).
+        n: number of seeds (>= 1).
+        on_progress: ``on_progress(done_steps, total_steps)`` over all seeds (progress bar).
+        should_stop: called between seeds and between sampling steps; True cancels: the seed in
+            progress is dropped and the result holds the finished seeds (``cancelled=True``).
+    """
+    from ..eval.detector import parse_shapes_prompt
+    from ..shapes.regime import regime_for
+    from .verdicts import detector_verdict
+
+    name = _model_name(pipe, model)
+    if regime_for(name).name != "shapes-world":
+        raise RateUnavailable(f"the success rate needs the shapes-world detector; model {name!r} has none "
+                              "(load model='shapes-world')")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise RateUnavailable(f"n (number of seeds) must be an integer >= 1, got {n!r}")
+    s = settings.check()
+    if parse_shapes_prompt(s.prompt) is None:
+        raise RateUnavailable(f"the detector judges shapes-world prompts like 'a red circle and a blue square'; "
+                              f"got {s.prompt!r}")
+    if s.method == "ebca" and any(e.prompt.strip() and e.direction < 0 for e in s.edits):
+        raise RateUnavailable("the success rate is not defined for EBCQ negation edits (the detector judges the "
+                              "main prompt's objects only): clear the 'not' edit prompt or switch it to 'and'")
+    stop = should_stop or (lambda: False)
+    per_seed = s.steps * 2
+    total = n * per_seed
+    out = SuccessRate(s, name, n, [], [], [])
+    t0 = time.perf_counter()
+    for k in range(n):
+        if stop():
+            out.cancelled = True
+            break
+        seed = s.seed + k
+
+        def step(done, tot, k=k):
+            if stop():
+                raise _Cancelled
+            if on_progress is not None:  # a cached vanilla counts as done
+                on_progress(k * per_seed + per_seed - tot + done, total)
+
+        try:
+            res = sample_comparison(pipe, s, model=name, cache=cache, on_step=step, seed=seed)
+        except _Cancelled:
+            out.cancelled = True
+            break
+        out.seeds.append(seed)
+        out.vanilla.append(detector_verdict(res.vanilla.image, s.prompt)["category"])
+        out.method.append(detector_verdict(res.energy.image, s.prompt)["category"])
+        if on_progress is not None:
+            on_progress((k + 1) * per_seed, total)
+    out.seconds = time.perf_counter() - t0
+    return out
