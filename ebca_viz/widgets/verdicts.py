@@ -49,6 +49,20 @@ def doubts(d) -> list:
     return out
 
 
+def could_be(d, request) -> bool:
+    """Whether the detected object ``d`` could be ``request = (colour, shape)`` within the detector's
+    margins (its ``alternatives``) or the panel's wider ones (every shape
+    :func:`~ebca_viz.shapes.detect.shape_readings` allows at ``TICK_SHAPE_MARGIN``; the second-nearest
+    colour when ``colour_margin < TICK_COLOUR_MARGIN``)."""
+    from ..shapes.detect import shape_readings
+
+    if d.key == tuple(request) or tuple(request) in d.alternatives:
+        return True
+    colours = {d.colour} | ({d.colour_alt} if d.colour_margin < TICK_COLOUR_MARGIN else set())
+    shapes = set(shape_readings(*d.features, TICK_SHAPE_MARGIN, TICK_SHAPE_MARGIN)) if d.features else {d.shape}
+    return request[0] in colours and request[1] in shapes
+
+
 def _clear(d) -> bool:
     return not doubts(d) and not d.alternatives and not d.maybe_absent
 
@@ -73,46 +87,47 @@ def _match_single(request, found, category) -> dict:
             return _entry(request, "present", top)
         why = doubts(top) or ["another object could count as the largest"]
         return _entry(request, "unsure", top, "; ".join(why))
-    if category == "unsure" or request in top.alternatives:
+    if category == "unsure" or could_be(top, request):
         why = doubts(top) or ["another object could count as the largest"]
         return _entry(request, "unsure", top, f"largest object reads as {_name(top.key)}: " + "; ".join(why))
     return _entry(request, "absent", top, f"got {_name(top.key)} instead (the largest object)")
 
 
 def _match_pair(req, found) -> list:
-    """Each requested object gets its own detected object: an exact reading (the clearest one),
-    else one whose margins allow it, else a near miss, else the closest (same shape, else colour)."""
-    used: set = set()
+    """Each requested object gets its own detected object: first every exact reading (the clearest
+    one), then for the rest one that could be it within the margins (:func:`could_be`), else a near
+    miss, else the closest (same shape, else same colour)."""
     objs = list(found)
-    out = []
-    for r in req:
-        pool = [j for j in range(len(objs)) if j not in used]
-        exact = sorted((j for j in pool if objs[j].key == r),
+    used: set = set()
+    out: list = [None] * len(req)
+    for i, r in enumerate(req):
+        exact = sorted((j for j in range(len(objs)) if j not in used and objs[j].key == r),
                        key=lambda j: (not _clear(objs[j]), -min(objs[j].shape_margin, objs[j].colour_margin)))
         if exact:
-            j = exact[0]
-            used.add(j)
-            d = objs[j]
-            out.append(_entry(r, "present", d) if _clear(d) else _entry(r, "unsure", d, "; ".join(doubts(d))))
+            used.add(exact[0])
+            d = objs[exact[0]]
+            out[i] = _entry(r, "present", d) if _clear(d) else _entry(r, "unsure", d, "; ".join(doubts(d)))
+    for i, r in enumerate(req):
+        if out[i] is not None:
             continue
-        alt = [j for j in pool if r in objs[j].alternatives]
+        pool = [j for j in range(len(objs)) if j not in used]
+        alt = [j for j in pool if could_be(objs[j], r)]
+        near = [d for d in found.near_misses if d.key == r]
         if alt:
             used.add(alt[0])
             d = objs[alt[0]]
-            out.append(_entry(r, "unsure", d, f"reads as {_name(d.key)}, could be a {_name(r)}: " + "; ".join(doubts(d))))
+            out[i] = _entry(r, "unsure", d, f"reads as {_name(d.key)}, could be a {_name(r)}: " + "; ".join(doubts(d)))
             continue
-        near = [d for d in found.near_misses if d.key == r]
         if near:
-            out.append(_entry(r, "unsure", near[0], "; ".join(doubts(near[0]))))
+            out[i] = _entry(r, "unsure", near[0], "; ".join(doubts(near[0])))
             continue
         j = next((j for j in pool if objs[j].key[1] == r[1]), None)
         if j is None:
             j = next((j for j in pool if objs[j].key[0] == r[0]), None)
-        if j is None:
-            out.append(_entry(r, "absent", None, "missing"))
-        else:
+        if j is not None:
             used.add(j)
-            out.append(_entry(r, "absent", objs[j], f"got {_name(objs[j].key)} instead"))
+        out[i] = (_entry(r, "absent", None, "missing") if j is None
+                  else _entry(r, "absent", objs[j], f"got {_name(objs[j].key)} instead"))
     return out
 
 
@@ -141,7 +156,8 @@ def detector_verdict(image, prompt: str) -> Optional[dict]:
 
     from ..shapes import detect
 
-    found = detect.detect(np.asarray(image.convert("RGB")))
+    a = np.asarray(image.convert("RGB"))
+    found = detect.detect(a)
     if len(req) == 1:
         score = detect.score_single(req[0], found)
         best = "correct" if score["correct"] else "wrong"
@@ -150,6 +166,12 @@ def detector_verdict(image, prompt: str) -> Optional[dict]:
         score = detect.score_pair(tuple(req), found)
         best = score["best_guess"]
         requests = _match_pair([tuple(r) for r in req], found)
+    off = int((detect.colour_labels(a) == -2).sum())  # bright pixels of no palette colour (a blend?)
+    if off >= detect.MIN_AREA * a.shape[0] * a.shape[1] / detect.IMAGE_SIZE ** 2:
+        for r in requests:
+            if r["status"] == "absent":
+                r.update(status="unsure",
+                         reason=f"{r['reason']}, but {off} px have a colour between palette colours (a blend?)")
     why = [f"{_name(d.key)}: " + "; ".join(doubts(d) or ["within the detector's margin"])
            for d in list(found) + list(found.near_misses) if d.alternatives or d.maybe_absent]
     return dict(objects=[_name(d.key) for d in found], doubtful=[doubts(d) for d in found], requests=requests,
