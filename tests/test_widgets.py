@@ -292,7 +292,11 @@ def test_detector_verdict_on_rendered_scenes():
     v = detector_verdict(Image.fromarray(img), "a blue circle and a red square")  # colours swapped
     assert not v["correct"] and v["category"] == "swapped"
     assert [(r["colour_ok"], r["shape_ok"]) for r in v["requests"]] == [(False, True), (False, True)]
-    v = detector_verdict(Image.fromarray(img), "a red triangle")
+    v = detector_verdict(Image.fromarray(img), "a red triangle")  # one object: judged on the largest, as score_single
+    assert v["category"] == "wrong" and v["requests"][0]["matched"] == "blue square"
+    assert v["requests"][0]["status"] == "absent" and "largest" in v["requests"][0]["reason"]
+    img1, _ = render([ObjectSpec("circle", "red", 16, 16, 12)])
+    v = detector_verdict(Image.fromarray(img1), "a red triangle")
     assert v["category"] == "wrong" and v["requests"][0]["matched"] == "red circle"
     assert (v["requests"][0]["colour_ok"], v["requests"][0]["shape_ok"]) == (True, False)
     empty = Image.fromarray(np.zeros((32, 32, 3), np.uint8))
