@@ -30,7 +30,8 @@ Stable CSS classes for browser tests: ``ebca-panel``, ``ebca-sample`` (button),
 ``ebca-results`` (+ ``ebca-stale`` while running / after an error / after a change),
 ``ebca-stale-label``, ``ebca-run-caption``, ``ebca-image-vanilla``, ``ebca-image-energy``,
 ``ebca-image-diff``, ``ebca-verdict-vanilla`` / ``-energy``, ``ebca-layer-energy``, ``ebca-plot``,
-``ebca-maps``, ``ebca-chip`` / ``ebca-chip-<i>``, ``ebca-token-summary``, ``ebca-method``, and
+``ebca-maps``, ``ebca-verdict`` (its marks ``ebca-verdict-ok`` / ``-no`` / ``-unsure``),
+``ebca-diff-stats``, ``ebca-chip`` / ``ebca-chip-<i>``, ``ebca-token-summary``, ``ebca-method``, and
 ``ebca-seed`` / ``ebca-gamma-attn`` / ``ebca-edit0-alpha`` / ... on the numeric controls; the last
 runs (:mod:`.history`): ``ebca-history`` (strip), ``ebca-history-item-<i>``, ``ebca-history-compare-<i>``
 (button), ``ebca-compare``; the success rate (:func:`success_rate`): ``ebca-rate`` (button),

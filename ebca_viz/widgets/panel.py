@@ -10,7 +10,8 @@ from ..ebca import find_controller
 from . import runs
 from .controls import ControlRanges, EditSpec, PanelSettings, parse_token_weights
 from .layout import PanelLayout
-from .rendering import IMAGE_PX, _png, difference_image, placeholder_png, plot_layer_energies
+from .rendering import (IMAGE_PX, _png, difference_image, format_diff, layer_energy_png, placeholder_png,
+                        plot_layer_energies)
 from .runs import Comparison, VanillaCache
 from .verdicts import detector_verdict, verdict_html
 
@@ -219,9 +220,10 @@ class EnergyPanel(PanelLayout):
         self.img_energy.value = _png(e)
         self.lbl_energy.value = f"<b>{res.label}</b>"
         self.lbl_diff.value = f"<b>|{res.label} - vanilla|</b>"
-        d, mean, top = difference_image(v, e, IMAGE_PX)
+        d, mean, top = difference_image(v, e, IMAGE_PX)  # fixed scale 0..64/255 with its colourbar
         self.img_diff.value = _png(d)
-        self.diff_caption.value = f"mean {mean:.1f}/255 per pixel<br>brightest pixel: {top:.0f}/255"
+        self.diff_caption.value = (f"<span class='ebca-diff-stats'>{format_diff(mean, top)}</span>" if top > 0 else
+                                   "<span class='ebca-diff-stats'>identical images (max 0/255)</span>")
         if self.regime.name == "shapes-world":
             self.verdict_vanilla.value = verdict_html(detector_verdict(v, s.prompt))
             self.verdict_energy.value = verdict_html(detector_verdict(e, s.prompt))
@@ -231,10 +233,9 @@ class EnergyPanel(PanelLayout):
         else:
             self.verdict_vanilla.value = self.verdict_energy.value = \
                 "<span style='color:#666'>detector: shapes world only</span>"
-        from ..viz import figure_png
-
-        self.img_layers.value = figure_png(plot_layer_energies(res.vanilla.trace, res.energy.trace, res.label,
-                                                               updates=s.method == "ebca"))
+        self.img_layers.value = layer_energy_png(plot_layer_energies(
+            res.vanilla.trace, res.energy.trace, res.label, updates=s.method == "ebca",
+            gammas=(s.gamma_attn, s.gamma_norm)))
         self.run_caption.value = f"<b>run {self.runs + 1}</b>: {html.escape(self.describe(s), quote=False)}"
         self._drawn_more = {}
         self._draw_more(res)
