@@ -178,10 +178,11 @@ def load_comparison(model: str, pipe=None, path=None) -> ComparisonReport:
     return rep
 
 
-def resample(pipe, report: ComparisonReport, methods, n: int, progress: bool = False) -> MulticonceptResult:
-    """Re-sample the first ``n`` two-object samples of ``report`` (its prompts, seeds, steps, CFG and
-    setting strings) with ``methods`` (names of :data:`METHODS`; the first is the reference), score
-    them with the detector, keep the images. One image per call, as the benchmark sampled them."""
+def resample(pipe, report: ComparisonReport, methods, n: Optional[int] = None, indices=None) -> MulticonceptResult:
+    """Re-sample the first ``n`` two-object samples of ``report`` (or the samples ``indices``), with its
+    prompts, seeds, steps, CFG and setting strings, under ``methods`` (names of :data:`METHODS`; the
+    first is the reference); score them with the detector and keep the images. One image per call, as
+    the benchmark sampled them, so the same sample gives the same image."""
     from ..eval.sweep import Job, generate, parse_setting
     from ..shapes.detect import detect, score_pair
 
@@ -189,16 +190,18 @@ def resample(pipe, report: ComparisonReport, methods, n: int, progress: bool = F
     bad = [m for m in methods if m not in report.specs]
     if bad:
         raise ValueError(f"resample: methods {bad} are not in the report (it has {list(report.specs)})")
-    if not 1 <= n <= report.pairs.n:
-        raise ValueError(f"resample: n must be in 1..{report.pairs.n}, got {n}")
     p = report.pairs
-    live = MulticonceptResult(p.items[:n], p.prompts[:n], p.seeds[:n], p.steps, p.guidance)
+    idx = list(range(n)) if indices is None else [int(i) for i in indices]
+    if not idx or not all(0 <= i < p.n for i in idx):
+        raise ValueError(f"resample: n / indices must pick samples in 0..{p.n - 1}, got n={n}, indices={indices}")
+    live = MulticonceptResult([p.items[i] for i in idx], [p.prompts[i] for i in idx], [p.seeds[i] for i in idx],
+                              p.steps, p.guidance)
     base = None
     t0 = time.perf_counter()
     for m in methods:
         setting = parse_setting(report.specs[m])
         imgs, verd, extra = [], [], []
-        for k in range(n):
+        for k in idx:
             job = Job("pairs", k, p.prompts[k], p.seeds[k], setting)
             im, _ = generate(pipe, job, steps=p.steps, guidance_scale=p.guidance)
             a = np.asarray(im.convert("RGB"))
@@ -221,3 +224,29 @@ def first_where(verdicts, category: str) -> Optional[int]:
 
 
 __all__ = ["METHODS", "ComparisonReport", "load_comparison", "resample", "first_where", "shipped_path", "digest"]
+
+
+def direction(d: claims.Mean) -> str:
+    """The preregistered reading of a paired difference: ``"higher"`` iff its 95 % interval lies above 0,
+    ``"lower"`` iff below, else ``"no difference detected"`` (at this n)."""
+    return "higher" if d.lo > 0 else "lower" if d.hi < 0 else "no difference detected"
+
+
+def plot_world(report: ComparisonReport, categories=("both_present", "missing", "wrong_binding", "unsure", "extra"),
+               title: Optional[str] = None, width: float = 8.5):
+    """Rates per method (bars, Wilson 95 % intervals as whiskers), one group per verdict."""
+    from .multiconcept import plot_rates
+
+    fp = report.fingerprint
+    return plot_rates(report.pairs, categories=categories, width=width, title=title or (
+        f"{report.model}, report split: n = {report.pairs.n} two-object samples per method, "
+        f"DDIM {fp['steps']}, CFG {fp['guidance_scale']:g}"))
+
+
+def effects(report: ComparisonReport, reference: str = "vanilla", category: str = "both_present") -> dict:
+    """``{label: claims.Mean}`` of every other method minus ``reference`` (paired), for :func:`plot_effects`."""
+    return {f"{m} − {reference}\n(n = {report.pairs.n})": report.diff(m, reference, category)
+            for m in report.pairs.methods if m != reference}
+
+
+__all__ += ["direction", "plot_world", "effects"]
