@@ -142,15 +142,15 @@ def safe_alpha(edits, i: int, step: float = 0.05) -> Optional[float]:
     others = edit_denominator([x for j, x in enumerate(edits) if j != i])  # 1 + the other edits
     dec = _decimals(step) + 2
     if e.direction < 0:  # others - a >= MIN  ->  a <= others - MIN
-        a = math.floor((others - MIN_EBCQ_DENOMINATOR) / step + 1e-9) * step
-        while a > 0 and others - a < MIN_EBCQ_DENOMINATOR:
-            a -= step
-        a = round(a, dec)
-        return a if a >= 0 and others - a >= MIN_EBCQ_DENOMINATOR else None
-    a = max(0.0, math.ceil((MIN_EBCQ_DENOMINATOR - others) / step - 1e-9) * step)  # others + a >= MIN
-    while others + a < MIN_EBCQ_DENOMINATOR:
-        a += step
-    return round(a, dec)
+        n = math.floor((others - MIN_EBCQ_DENOMINATOR) / step + 1e-6)
+        while n > 0 and others - round(n * step, dec) < MIN_EBCQ_DENOMINATOR:
+            n -= 1
+        a = round(n * step, dec)
+        return a if n >= 0 and others - a >= MIN_EBCQ_DENOMINATOR else None
+    n = max(0, math.ceil((MIN_EBCQ_DENOMINATOR - others) / step - 1e-6))  # others + a >= MIN
+    while others + round(n * step, dec) < MIN_EBCQ_DENOMINATOR:
+        n += 1
+    return round(n * step, dec)
 
 
 def _nice_ceil(x: float) -> float:

@@ -12,7 +12,13 @@ from .rendering import IMAGE_PX, placeholder_png
 
 #: displayed width of the three images in presentation mode (nearest-neighbour: ``image-rendering: pixelated``)
 PRESENT_PX = 288
-_IMGS = ".ebca-image-vanilla, .ebca-panel .ebca-image-energy, .ebca-panel .ebca-image-diff"
+_IMGS = ("vanilla", "energy", "diff")
+
+
+def _sel(scope: str) -> str:
+    return ", ".join(f"{scope} img.ebca-image-{k}" for k in _IMGS)
+
+
 # Rows wrap (flex-wrap) and widths are max-widths, so that nothing scrolls sideways inside the panel in a
 # narrow output area (1280 px window with the file browser open at 150 % zoom: ~450 px).
 # Presentation mode (class ebca-present on the panel): images PRESENT_PX wide, text >= 16 px, the
@@ -20,8 +26,8 @@ _IMGS = ".ebca-image-vanilla, .ebca-panel .ebca-image-energy, .ebca-panel .ebca-
 PANEL_CSS = f"""<style>
 .ebca-panel {{ max-width: 100%; box-sizing: border-box; }}
 .ebca-panel .widget-box, .ebca-panel .widget-hbox, .ebca-panel .widget-vbox {{ max-width: 100%; }}
-.ebca-panel img {{ max-width: 100%; height: auto; }}
-.ebca-panel {_IMGS} {{ image-rendering: pixelated; }}
+.ebca-panel img {{ max-width: calc(100% - 4px) !important; height: auto; }}  /* 2 px margins */
+{_sel('.ebca-panel')} {{ image-rendering: pixelated; }}
 .ebca-results.ebca-stale img {{ opacity: 0.35; filter: grayscale(100%); }}
 .ebca-stale-label {{ background: #fff3cd; color: #664d03; border: 1px solid #e0c060; padding: 2px 8px; }}
 .ebca-notice {{ color: #664d03; }}
@@ -31,7 +37,7 @@ PANEL_CSS = f"""<style>
 .ebca-present, .ebca-present * {{ font-size: 16px !important; line-height: 1.35 !important; }}
 .ebca-present .widget-label {{ width: auto !important; min-width: 56px; padding-right: 6px; }}
 .ebca-present .ebca-col {{ width: {PRESENT_PX + 12}px !important; }}
-.ebca-present {_IMGS} {{ width: {PRESENT_PX}px !important; }}
+{_sel('.ebca-present')} {{ width: {PRESENT_PX}px !important; }}
 .ebca-present .widget-button, .ebca-present .widget-toggle-button {{ height: auto; min-height: 32px; }}
 </style>"""
 
@@ -123,7 +129,7 @@ class PanelLayout:
 
         # the result
         ph = lambda t: placeholder_png(IMAGE_PX, IMAGE_PX, t)  # noqa: E731
-        img = lambda c, t: cls(W.Image(value=ph(t), format="png", layout=W.Layout(width=f"{IMAGE_PX}px", max_width="100%")), c)  # noqa: E731
+        img = lambda c, t: cls(W.Image(value=ph(t), format="png", layout=W.Layout(width=f"{IMAGE_PX}px")), c)  # noqa: E731
         self.img_vanilla = img("ebca-image-vanilla", "vanilla\n\npress Sample")
         self.img_energy = img("ebca-image-energy", "energy\n\npress Sample")
         self.img_diff = img("ebca-image-diff", "difference\n\npress Sample")
@@ -135,11 +141,11 @@ class PanelLayout:
         self.verdict_energy = cls(W.HTML(value=""), "ebca-verdict-energy")
         self.diff_caption = cls(W.HTML(value=""), "ebca-diff-caption")
         self.img_layers = cls(W.Image(value=placeholder_png(560, 225, "posterior energy per layer: press Sample"),
-                                      format="png", layout=W.Layout(width="560px", max_width="100%")), "ebca-layer-energy")
+                                      format="png", layout=W.Layout(width="560px")), "ebca-layer-energy")
         self.img_plot = cls(W.Image(value=placeholder_png(560, 60, "open to draw after a run"), format="png",
-                                    layout=W.Layout(max_width="100%")), "ebca-plot")
+                                    layout=W.Layout()), "ebca-plot")
         self.img_maps = cls(W.Image(value=placeholder_png(560, 60, "open to draw after a run"), format="png",
-                                    layout=W.Layout(max_width="100%")), "ebca-maps")
+                                    layout=W.Layout()), "ebca-maps")
         self.more = cls(W.Accordion(children=[self.img_plot, self.img_maps], selected_index=None), "ebca-more")
         self.more.set_title(0, "energy per step (descent)")
         self.more.set_title(1, "attention maps per token")
