@@ -31,7 +31,9 @@ Stable CSS classes for browser tests: ``ebca-panel``, ``ebca-sample`` (button),
 ``ebca-stale-label``, ``ebca-run-caption``, ``ebca-image-vanilla``, ``ebca-image-energy``,
 ``ebca-image-diff``, ``ebca-verdict-vanilla`` / ``-energy``, ``ebca-layer-energy``, ``ebca-plot``,
 ``ebca-maps``, ``ebca-chip`` / ``ebca-chip-<i>``, ``ebca-token-summary``, ``ebca-method``, and
-``ebca-seed`` / ``ebca-gamma-attn`` / ``ebca-edit0-alpha`` / ... on the numeric controls.
+``ebca-seed`` / ``ebca-gamma-attn`` / ``ebca-edit0-alpha`` / ... on the numeric controls,
+``ebca-present-toggle`` (the "present" button; it adds ``ebca-present`` to the panel), ``ebca-expert``
+(controls hidden in presentation mode) and ``ebca-col`` (one image column).
 """
 from .controls import (  # noqa: F401
     DEFAULT_PROMPT,
