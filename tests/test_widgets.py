@@ -239,18 +239,17 @@ def test_panel_errors_keep_the_last_result_stale_and_restore_processors(pipe):
     ph = q.img_energy.value
     assert q.sample() is None and q.state == "stale" and q.img_energy.value != ph  # "failed" placeholder, no stale label
     assert q.img_energy.value[:4] == b"\x89PNG" and "ebca-stale" not in q.results._dom_classes
-    e = p.w_edits[0]  # NOT with alpha 1 from step 0: a zero EBCQ denominator, refused before sampling
+    e = p.w_edits[0]  # NOT at the 'and' default alpha 1 (a zero EBCQ denominator) takes the negation default
     e["prompt"].value, e["alpha"].value, e["start"].value, e["direction"].value = "dog", 1.0, 0.0, -1
+    assert e["alpha"].value == p.edit_defaults.neg[0]  # (tests/test_panel_defaults.py)
+    e["prompt"].value = ""
+    p.w_prompt.value = " "
     assert p.sample() is None
-    assert isinstance(p.last_error, ValueError) and "denominator" in p.error.value and "Error" in p.error.value
+    assert isinstance(p.last_error, ValueError) and "prompt is empty" in p.error.value and "Error" in p.error.value
     assert p.state == "stale" and "ebca-stale" in p.results._dom_classes and "failed" in p.stale_label.value
     assert p.img_energy.value == shown  # the last result stays, greyed
     assert p.progress.bar_style == "danger" and not p.button.disabled
     assert _procs(pipe) == before
-    e["prompt"].value = ""
-    p.w_prompt.value = ""
-    p.button.click()
-    assert "prompt is empty" in p.error.value and p.state == "stale"
     p.w_prompt.value = "a cat"
     p.button.click()
     assert p.error.value == "" and p.runs == 2 and p.state == "fresh"

@@ -39,15 +39,21 @@ SD = Regime(name="sd", steps=50, fast_steps=4, guidance=7.5, gamma_attn=0.01, ga
             edit_alpha=1.3, edit_start=0.2, negation_alpha=0.65, seg_scale=3.0, seg_sigma=10.0,
             seg_layers=("mid",))
 TINY = replace(SHAPES, name="tiny", fast_steps=4)
+# the neglect world is the shapes world fine-tuned (same architecture, tokenizer, sampler): its benchmarks use the
+# shapes world's regime (benchmarks/neglect_comparison.py: DDIM 25 steps, CFG 3; ebca_viz.models.model_kind says
+# "shapes-world" for it), so the panel and the demo do too
+NEGLECT = replace(SHAPES, name="neglect-world")
 
 
 def regime_for(model: str) -> Regime:
     """The regime of a model name as :func:`ebca_viz.viz.load_model` returns it."""
     if model == "shapes-world":
         return SHAPES
+    if model == "neglect-world":
+        return NEGLECT
     if model.startswith("tiny"):
         return TINY
     return SD
 
 
-__all__ = ["Regime", "SHAPES", "SD", "TINY", "regime_for"]
+__all__ = ["Regime", "SHAPES", "SD", "TINY", "NEGLECT", "regime_for"]

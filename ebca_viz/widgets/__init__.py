@@ -35,7 +35,9 @@ Stable CSS classes for browser tests: ``ebca-panel``, ``ebca-sample`` (button),
 ``ebca-seed`` / ``ebca-gamma-attn`` / ``ebca-edit0-alpha`` / ... on the numeric controls; the last
 runs (:mod:`.history`): ``ebca-history`` (strip), ``ebca-history-item-<i>``, ``ebca-history-compare-<i>``
 (button), ``ebca-compare``; the success rate (:func:`success_rate`): ``ebca-rate`` (button),
-``ebca-rate-n``, ``ebca-rate-progress``, ``ebca-rate-cancel``, ``ebca-rate-result``.
+``ebca-rate-n``, ``ebca-rate-progress``, ``ebca-rate-cancel``, ``ebca-rate-result``;
+``ebca-present-toggle`` (the "present" button; it adds ``ebca-present`` to the panel), ``ebca-expert``
+(controls hidden in presentation mode) and ``ebca-col`` (one image column).
 """
 from .controls import (  # noqa: F401
     DEFAULT_PROMPT,

@@ -7,10 +7,39 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..config import EBCAConfig, Edit, SEGConfig
+from ..config import MIN_EBCQ_DENOMINATOR, EBCAConfig, Edit, SEGConfig
 
 METHODS = ("ebca", "seg")
 DEFAULT_PROMPT = "a red circle and a blue square"
+#: the shapes worlds' negation (alpha, start): the EBCQ benchmark's choice on its tuning seeds
+#: (``docs/shapes_ebcq.json`` results.neg.chosen, rule ``NEG_RULE`` of :mod:`ebca_viz.experiments.ebcq`;
+#: it removes the blue square of "a red circle and a blue square" on 59 % of the tuning seeds while keeping
+#: the rest of the scene on 72 %). ``regime.negation_alpha`` (0.6, start 0) removes it more often (88 %)
+#: but keeps the rest of the scene on only 44 %: not a first picture for a class.
+SHAPES_NEGATION = (0.15, 0.0)
+
+
+@dataclass(frozen=True)
+class EditDefaults:
+    """Where an EBCQ edit row starts, per direction: ``(alpha, start)`` for "and" (+1) and "not" (-1).
+
+    "and": the regime's ``(edit_alpha, edit_start)``; "not": the shapes worlds (and ``tiny``)
+    :data:`SHAPES_NEGATION`, real SD the paper's ``(negation_alpha, edit_start)`` = (0.65, 0.2). Every
+    default keeps the EBCQ denominator ``1 + sigma * alpha`` of a single edit >= 0.05."""
+
+    conj: tuple
+    neg: tuple
+
+    @classmethod
+    def for_model(cls, model: str) -> "EditDefaults":
+        from ..shapes.regime import regime_for
+
+        r = regime_for(model)
+        neg = SHAPES_NEGATION if r.name in ("shapes-world", "neglect-world", "tiny") else (r.negation_alpha, r.edit_start)
+        return cls(conj=(float(r.edit_alpha), float(r.edit_start)), neg=(float(neg[0]), float(neg[1])))
+
+    def of(self, direction: int) -> tuple:
+        return self.neg if direction < 0 else self.conj
 
 @dataclass
 class EditSpec:
@@ -22,6 +51,12 @@ class EditSpec:
     start: float = 0.2
     gamma_attn: float = 0.0
     gamma_norm: float = 0.0
+
+    @classmethod
+    def for_model(cls, model: str, direction: int = 1, prompt: str = "") -> "EditSpec":
+        """An edit row at the model's defaults for ``direction`` (:class:`EditDefaults`)."""
+        alpha, start = EditDefaults.for_model(model).of(direction)
+        return cls(prompt=prompt, alpha=alpha, direction=direction, start=start)
 
     def to_edit(self) -> Edit:
         return Edit(prompt=self.prompt, alpha=self.alpha, direction=self.direction, start=self.start,
@@ -80,11 +115,42 @@ class PanelSettings:
         edits = [e.to_edit() for e in self.edits if e.prompt.strip()]
         cfg = EBCAConfig(gamma_attn=self.gamma_attn, gamma_norm=self.gamma_norm,
                          token_indices=ti or None, token_upweight=tw or None, edits=edits)
+        den = edit_denominator(self.edits)
+        if den < MIN_EBCQ_DENOMINATOR:  # zero or negative: the composition divides by ~0 or flips sign
+            raise ValueError(f"edits: the EBCQ denominator 1 + sum(direction * alpha) = {den:.3g} must be >= "
+                             f"{MIN_EBCQ_DENOMINATOR}; lower a 'not' edit's alpha (or raise an 'and' edit's)")
         cfg.validate().check_denominators(self.steps, self.steps)  # a zero EBCQ denominator: say so now
         return cfg
 
     def seg_config(self) -> SEGConfig:
         return SEGConfig(scale=self.seg_scale, sigma=self.seg_sigma, layers=list(self.seg_layers)).validate()
+
+
+def edit_denominator(edits) -> float:
+    """The smallest EBCQ denominator ``1 + sum_s sigma_s alpha_s`` the edits can reach: every edit with a
+    prompt counted as active (they all are at the last steps whatever their start)."""
+    return 1.0 + sum(float(e.direction) * float(e.alpha) for e in edits if e.prompt.strip())
+
+
+def safe_alpha(edits, i: int, step: float = 0.05) -> Optional[float]:
+    """None when the denominator of ``edits`` is >= ``MIN_EBCQ_DENOMINATOR`` (or edit ``i`` is off), else the
+    alpha of edit ``i`` nearest to its own (on the ``step`` grid, >= 0) that makes it so: the largest
+    for a negation, the smallest for a conjunction; None also when no alpha of edit ``i`` can."""
+    e = edits[i]
+    if not e.prompt.strip() or edit_denominator(edits) >= MIN_EBCQ_DENOMINATOR:
+        return None
+    others = edit_denominator([x for j, x in enumerate(edits) if j != i])  # 1 + the other edits
+    dec = _decimals(step) + 2
+    if e.direction < 0:  # others - a >= MIN  ->  a <= others - MIN
+        n = math.floor((others - MIN_EBCQ_DENOMINATOR) / step + 1e-6)
+        while n > 0 and others - round(n * step, dec) < MIN_EBCQ_DENOMINATOR:
+            n -= 1
+        a = round(n * step, dec)
+        return a if n >= 0 and others - a >= MIN_EBCQ_DENOMINATOR else None
+    n = max(0, math.ceil((MIN_EBCQ_DENOMINATOR - others) / step - 1e-6))  # others + a >= MIN
+    while others + round(n * step, dec) < MIN_EBCQ_DENOMINATOR:
+        n += 1
+    return round(n * step, dec)
 
 
 def _nice_ceil(x: float) -> float:
