@@ -4,10 +4,10 @@
 
 The EBCQ benchmark (``docs/shapes_ebcq.json``) chose its negation (alpha 0.15 from step 0) with EBCQ
 alone (gammas 0). The panel samples with EBCU on at the world's regime gammas (0.3 / 0.3) as well, and
-there that alpha leaves the blue square in most images. This script applies the **same written rule**
-(:data:`ebca_viz.experiments.ebcq.NEG_RULE`, :func:`~ebca_viz.experiments.ebcq.choose_negation`) on
-the **same tuning seeds** (100000+) and grid (:data:`~ebca_viz.experiments.ebcq.NEG_TUNE_GRID`) with
-the main prompt sampled under EBCU at the regime's gammas, i.e. exactly what the panel runs, and writes
+there that alpha leaves the blue square in most images. This script applies :data:`PANEL_NEG_RULE`
+(why it differs from the benchmark's rule: see its comment) on fresh tuning seeds (130000+) over the
+benchmark's grid (:data:`~ebca_viz.experiments.ebcq.NEG_TUNE_GRID`) with the main prompt sampled under
+EBCU at the regime's gammas, i.e. exactly what the panel runs, and writes
 ``docs/panel_negation.json`` (:mod:`ebca_viz.experiments.shipped`: atomic, fingerprinted). The panel's
 default (``ebca_viz.widgets.controls.SHAPES_NEGATION``) must equal the chosen setting (a test checks).
 """
@@ -23,7 +23,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TUNE_SEED = 100_000  # the EBCQ benchmark's negation tuning seeds (never a report seed)
+TUNE_SEED = 130_000  # tuning seeds used by no other benchmark (grep: none at 130000+; never a report seed)
+#: The panel's rule, written after a first run on the EBCQ benchmark's own tuning seeds (100000+) showed
+#: that with EBCU on, NEG_RULE's "removed" (the target gone AND every other object unchanged, nothing new)
+#: is 0 for every eligible setting, so that rule only picked by its tie-breaker (alpha 0.15 from 0.4: the
+#: square gone on 16 % of seeds). What a class sees as "not X worked" is X gone with the rest of the scene
+#: kept, so the panel's rule uses that, and is applied to fresh seeds (130000+), not the ones that
+#: suggested it.
+PANEL_NEG_RULE = ("on the tuning seeds, among the (alpha, start) of the grid that keep the rest of the scene (every "
+                  "other unedited object still there) in at least half of the seeds, the one whose edited image "
+                  "most often no longer shows the negated object ('gone'); ties: the higher rest-kept rate, then the "
+                  "smaller alpha")
+
+
+def choose(rows) -> dict:
+    """:data:`PANEL_NEG_RULE` over rows ``{"alpha", "start", "gone": Rate json, "rest_kept": Rate json}``."""
+    p = lambda d: 0.0 if d is None else d["p"]  # noqa: E731
+    eligible = [r for r in rows if p(r.get("rest_kept")) >= 0.5] or list(rows)
+    best = min(eligible, key=lambda r: (-p(r.get("gone")), -p(r.get("rest_kept")), r["alpha"]))
+    return {"alpha": best["alpha"], "start": best["start"]}
 
 
 def main(argv=None) -> dict:
@@ -67,9 +85,9 @@ def main(argv=None) -> dict:
                          rest_kept=ebcq.claims.rate(kept).to_json() if len(kept) else None))
         print(f"alpha {alpha:g} start {start:g}: removed {rates.get('removed')}, gone {rates.get('gone')}, "
               f"rest kept {rows[-1]['rest_kept'] and round(rows[-1]['rest_kept']['p'], 3)}", flush=True)
-    chosen = ebcq.choose_negation(rows)
+    chosen = choose(rows)
     fp = dict(weights_sha256=shipped.weights_sha256(pipe), model=a.model, prompt=ebcq.NEG_PROMPT, edit=ebcq.NEG_EDIT,
-              grid=[list(g) for g in ebcq.NEG_TUNE_GRID], rule=ebcq.NEG_RULE,
+              grid=[list(g) for g in ebcq.NEG_TUNE_GRID], rule=PANEL_NEG_RULE,
               settings=dict(steps=a.steps, guidance=r.guidance, gamma_attn=r.gamma_attn, gamma_norm=r.gamma_norm),
               seeds=dict(base=TUNE_SEED, n=a.n_tune), code=shipped.code_version(ROOT))
     results = dict(base_keys=b_keys, rows=rows, chosen=chosen, wall_s=round(time.time() - t0, 1))
