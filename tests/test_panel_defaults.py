@@ -3,10 +3,10 @@
 * ``PanelSettings.for_model`` and the panel's initial controls hold the regime's numbers (tiny,
   shapes-world, neglect-world, real SD names);
 * an edit row starts at the regime's "and" defaults and, switched to "not" while still at them, takes
-  the negation defaults (the shapes worlds: the EBCQ benchmark's choice, docs/shapes_ebcq.json); a
+  the negation defaults (the shapes worlds: benchmarks/panel_negation.py, docs/panel_negation.json); a
   changed alpha is kept but checked: a denominator ``1 + sum(direction * alpha)`` under 0.05 is clamped to
   the largest safe alpha with a message in the notice area, never an error;
-* on shapes-world the default negation removes the blue square on the EBCQ benchmark's tuning seeds.
+* on shapes-world the panel at its defaults removes the blue square on the panel benchmark's tuning seeds.
 """
 from __future__ import annotations
 
@@ -31,10 +31,15 @@ def test_regime_for_names():
         assert regime_for(name) is SD
 
 
-def test_shapes_negation_is_the_ebcq_benchmarks_choice():
-    d = json.loads((ROOT / "docs" / "shapes_ebcq.json").read_text())
-    chosen = d["results"]["neg"]["chosen"]
-    assert SHAPES_NEGATION == (chosen["alpha"], chosen["start"]) == (0.15, 0.0)
+def test_shapes_negation_is_the_panel_benchmarks_choice():
+    from ebca_viz.experiments import shipped
+
+    d = shipped.load(ROOT / "docs" / "panel_negation.json")  # refuses an edited file
+    chosen = d["results"]["chosen"]
+    assert SHAPES_NEGATION == (chosen["alpha"], chosen["start"])
+    rows = {(r["alpha"], r["start"]): r for r in d["results"]["rows"]}
+    assert rows[SHAPES_NEGATION]["rest_kept"]["p"] >= 0.5  # eligible under the written rule
+    assert all(r["gone"]["p"] <= rows[SHAPES_NEGATION]["gone"]["p"] for r in rows.values() if r["rest_kept"]["p"] >= 0.5)
 
 
 @pytest.mark.parametrize("model,reg,neg", [("tiny", TINY, SHAPES_NEGATION), ("shapes-world", SHAPES, SHAPES_NEGATION),
@@ -99,7 +104,7 @@ def test_not_at_the_defaults_samples(tiny_pipe):
     res = p.sample()
     assert res is not None and p.error.value == "" and p.notice.value == ""
     assert res.settings.edits[0].alpha == SHAPES_NEGATION[0] and res.settings.edits[0].direction == -1
-    assert "NOT 'a dog' (alpha 0.15, start 0)" in p.run_caption.value
+    assert f"NOT 'a dog' (alpha {SHAPES_NEGATION[0]:g}, start {SHAPES_NEGATION[1]:g})" in p.run_caption.value
 
 
 def test_unsafe_initial_settings_are_clamped_not_raised():
@@ -111,10 +116,10 @@ def test_unsafe_initial_settings_are_clamped_not_raised():
 
 
 def test_default_negation_removes_the_blue_square_on_tuning_seeds():
-    """EBCQ alone (EBCU gammas 0, as the benchmark measured it) at the panel's negation defaults, on the
-    first 8 tuning seeds of docs/shapes_ebcq.json (100000..100007): the blue square of the unedited image
-    is gone in the edited one on >= 50 % of them, and on at least the benchmark's count on these
-    seeds minus 1 (it recorded 5 of 8 at alpha 0.15 from 0)."""
+    """The panel at its defaults (EBCU on at the regime's gammas, "not 'a blue square'" at the negation
+    defaults) on the first 8 tuning seeds of docs/panel_negation.json (130000..130007): the blue square of
+    the vanilla image is gone in the edited one on >= 50 % of them, and on at least the benchmark's count
+    on these seeds minus 1."""
     from ebca_viz.experiments.ebcq import keys_of
     from ebca_viz.models import load_pipeline
     from ebca_viz.models.worlds import shipped_worlds
@@ -123,16 +128,16 @@ def test_default_negation_removes_the_blue_square_on_tuning_seeds():
 
     if "shapes-world" not in shipped_worlds():
         pytest.skip("shapes-world weights not in this copy")
-    d = json.loads((ROOT / "docs" / "shapes_ebcq.json").read_text())
-    tune_base, _ = d["fingerprint"]["seeds"]["tune"]
-    row = next(r for r in d["results"]["neg"]["tune"] if (r["alpha"], r["start"]) == SHAPES_NEGATION)
-    seeds = list(range(tune_base, tune_base + 8))
+    d = json.loads((ROOT / "docs" / "panel_negation.json").read_text())
+    base = d["fingerprint"]["seeds"]["base"]
+    row = next(r for r in d["results"]["rows"] if (r["alpha"], r["start"]) == SHAPES_NEGATION)
+    seeds = list(range(base, base + 8))
     target = ["blue", "square"]
-    recorded = sum(target in b and target not in k for b, k in zip(row["base_keys"][:8], row["keys"][:8]))
+    recorded = sum(target in b and target not in k for b, k in zip(d["results"]["base_keys"][:8], row["keys"][:8]))
     pipe = load_pipeline("shapes-world", device="cpu")
     pipe.set_progress_bar_config(disable=True)
     p = EnergyPanel(pipe=pipe, model="shapes-world", settings=PanelSettings.for_model("shapes-world"))
-    p.w_ga.value = p.w_gn.value = 0.0
+    assert (p.w_ga.value, p.w_gn.value) == (SHAPES.gamma_attn, SHAPES.gamma_norm)  # EBCU on, as the panel starts
     w = p.w_edits[0]
     w["prompt"].value = "a blue square"
     w["direction"].value = -1
