@@ -22,9 +22,20 @@
 # up to two editorial prompts with $\alpha$, direction (and / not) and start; **SEG**: $\sigma$ (or $\infty$) and scale.
 # The slider ranges come from the model's regime (`ebca_viz.shapes.regime`: shapes world's gammas are 0.3,
 # real SD's 0.01 / 0.02); a value typed beyond a slider is refused with a message, not clamped.
-# Next to the images: the shapes-world detector's verdict per image (objects found, colour and shape
-# right), the difference image, and the posterior energy per layer of both runs. While a run is in
-# progress, after an error, or once a setting changed, the previous result is greyed and marked *stale*.
+# An edit row starts at the model's defaults; choosing "not" switches it to the negation default
+# (shapes worlds: alpha 0.6 from 40 % of the steps, chosen on tuning seeds by
+# `benchmarks/panel_negation.py`), and an alpha that would divide by zero is clamped with a message.
+#
+# Next to the images: the detector's verdict per image on the shapes worlds (✓ only when the object is
+# found with a clear margin, **?** where the detector is unsure, ✗ missing or another object), the
+# difference image on a **fixed scale** (0-64/255, colour bar; "identical" when nothing changed), and the
+# posterior energy through the cascade with each update's drop marked and the share that went downhill.
+# Under the result: the **last runs** as thumbnails (click "compare" to see a run beside the current
+# one), and **success rate**, which samples N seeds with the current settings and vanilla on the same
+# seeds and prints both rates with 95 % intervals and their paired difference (cancel stops it).
+# **present** enlarges images and text for a projector and hides the expert controls.
+# While a run is in progress, after an error, or once a setting changed, the previous result is greyed
+# and marked *stale*.
 # The button runs `ebca_viz.widgets.sample_comparison` on the GPU when there is one; the vanilla
 # image is cached per (model, prompt, seed, steps). Errors appear in the panel.
 

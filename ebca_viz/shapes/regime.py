@@ -56,4 +56,7 @@ def regime_for(model: str) -> Regime:
     return SD
 
 
-__all__ = ["Regime", "SHAPES", "SD", "TINY", "NEGLECT", "regime_for"]
+#: the worlds whose images the shapes detector (:mod:`ebca_viz.shapes.detect`) can judge
+DETECTOR_WORLDS = ("shapes-world", "neglect-world")
+
+__all__ = ["DETECTOR_WORLDS", "Regime", "SHAPES", "SD", "TINY", "NEGLECT", "regime_for"]

@@ -8,6 +8,8 @@ run), ``ebca-history-compare-<i>`` (its button), ``ebca-compare`` (the compare a
 """
 from __future__ import annotations
 
+from ..shapes.regime import DETECTOR_WORLDS  # noqa: E402
+
 import html
 import math
 import threading
@@ -213,7 +215,7 @@ class HistoryView:
         from .rendering import _png
         from .verdicts import detector_verdict, verdict_html
 
-        verdicts = self.panel.regime.name == "shapes-world"
+        verdicts = self.panel.regime.name in DETECTOR_WORLDS
         img = lambda im: W.Image(value=_png(im, COMPARE_PX), format="png", layout=W.Layout(width=f"{COMPARE_PX}px"))  # noqa: E731
         kids = [W.HTML(f"<b style='color:{col}'>run #{k}</b>: {html.escape(self.panel.describe(c.settings))}"),
                 W.HTML(f"<b>{c.label}</b>"), img(c.energy.image)]
@@ -262,7 +264,7 @@ class HistoryView:
         p = self.panel
         if self.rate_running or p._running:
             return self._message("a run is in progress: wait for it to finish")
-        if p.regime.name != "shapes-world":
+        if p.regime.name not in DETECTOR_WORLDS:
             return self._message(f"the success rate needs the shapes-world detector; model {p.model!r} has none "
                                  "(use EnergyPanel(model='shapes-world'))")
         n = int(self.rate_n.value)

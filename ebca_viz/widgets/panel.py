@@ -2,6 +2,8 @@
 and shows the result (:mod:`.rendering`, :mod:`.verdicts`)."""
 from __future__ import annotations
 
+from ..shapes.regime import DETECTOR_WORLDS  # noqa: E402
+
 import html
 import math
 from typing import Optional
@@ -224,7 +226,7 @@ class EnergyPanel(PanelLayout):
         self.img_diff.value = _png(d)
         self.diff_caption.value = (f"<span class='ebca-diff-stats'>{format_diff(mean, top)}</span>" if top > 0 else
                                    "<span class='ebca-diff-stats'>identical images (max 0/255)</span>")
-        if self.regime.name == "shapes-world":
+        if self.regime.name in DETECTOR_WORLDS:
             self.verdict_vanilla.value = verdict_html(detector_verdict(v, s.prompt))
             self.verdict_energy.value = verdict_html(detector_verdict(e, s.prompt))
         elif self.regime.name == "tiny":  # random weights draw noise: a verdict on it would mean nothing

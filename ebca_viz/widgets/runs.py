@@ -2,6 +2,8 @@
 result (:class:`Comparison`, :class:`RunResult`) and the vanilla cache."""
 from __future__ import annotations
 
+from ..shapes.regime import DETECTOR_WORLDS  # noqa: E402
+
 import contextlib
 import time
 from collections import OrderedDict
@@ -263,7 +265,7 @@ def success_rate(pipe, settings: PanelSettings, n: int = 16, model: Optional[str
     from .verdicts import detector_verdict
 
     name = _model_name(pipe, model)
-    if regime_for(name).name != "shapes-world":
+    if regime_for(name).name not in DETECTOR_WORLDS:
         raise RateUnavailable(f"the success rate needs the shapes-world detector; model {name!r} has none "
                               "(load model='shapes-world')")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
