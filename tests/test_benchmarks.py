@@ -32,8 +32,8 @@ def one_thread():
 def test_readme_full_size_block_is_generated_from_the_json():
     docs = full_size.load_docs()
     assert "cpu" in docs, "docs/benchmarks_full_size.json is missing: run python benchmarks/full_size.py"
-    block = full_size.readme_block((ROOT / "README.md").read_text())
-    assert block == full_size.render(docs), "README's full-size block is stale: python benchmarks/full_size.py --readme"
+    block = full_size.readme_block((ROOT / "docs" / "benchmarks.md").read_text())
+    assert block == full_size.render(docs), "docs/benchmarks.md full-size block is stale: python benchmarks/full_size.py --readme"
 
 
 def _check_summary(d, key):

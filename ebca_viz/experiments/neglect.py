@@ -250,3 +250,42 @@ def effects(report: ComparisonReport, reference: str = "vanilla", category: str 
 
 
 __all__ += ["direction", "plot_world", "effects"]
+
+
+README_BEGIN = "<!-- results:neglect:begin (made by python -m ebca_viz.experiments.neglect --readme) -->"
+README_END = "<!-- results:neglect:end -->"
+
+
+def readme_lines(reports: dict) -> str:
+    """One line per world for the README: every method's both-present rate with its Wilson 95 % interval,
+    and the primary reading (EBCU − vanilla, paired, t 95 % interval), whatever it says."""
+    out = []
+    for world, rep in reports.items():
+        rates = "; ".join(f"{m} {100 * rep.rate(m).p:.1f} % [{100 * rep.rate(m).lo:.1f}, {100 * rep.rate(m).hi:.1f}]"
+                          for m in rep.pairs.methods)
+        d = rep.diff("EBCU")
+        out.append(f"* **{world}** (n = {rep.pairs.n} per method): {rates}. EBCU − vanilla "
+                   f"{100 * d.value:+.1f} pts [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]: {direction(d)}.")
+    return "\n".join(out)
+
+
+def write_readme(path=None, worlds=("neglect-world", "shapes-world")) -> str:
+    """Rewrite the README block between :data:`README_BEGIN` and :data:`README_END` from the shipped files."""
+    import os
+
+    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / "README.md"
+    text = path.read_text()
+    a, b = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
+    block = "\n" + readme_lines({w: load_comparison(w) for w in worlds}) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text[:a] + block + text[b:])
+    os.replace(tmp, path)
+    return block
+
+
+if __name__ == "__main__":  # python -m ebca_viz.experiments.neglect --readme
+    import sys
+
+    if sys.argv[1:] != ["--readme"]:
+        raise SystemExit("usage: python -m ebca_viz.experiments.neglect --readme")
+    print(write_readme())
