@@ -181,7 +181,8 @@ if ONSHAPES:
 # where vanilla gets a requested object wrong (missing, swapped or wrongly coloured/shaped) and EBCU
 # gets both right with no extra object** (adding an object is not a fix). If no seed qualifies, the first seed. Printed beside it: on how many of the
 # seeds EBCU fixes, and on how many it breaks (vanilla right, EBCU wrong). Whether EBCU helps on
-# average is measured over 192 seeds in notebooks 02 and 08 (on this model it does not).
+# average is a question for many seeds: notebook 02 asks it, preregistered, on neglect-world (a model
+# that often drops one of two objects, the failure EBCU was made for), notebook 08 on both worlds.
 
 # %%
 from ebca_viz.tour import choose_demo_seed, sample_seeds, verdict_text
