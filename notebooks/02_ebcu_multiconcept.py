@@ -67,6 +67,7 @@ else:     # a real model: the paper's prompt and settings; the up-weighted word'
     PROMPT, SEED = "A cat wearing a shirt", 1
     UP = ev.config.token_positions(pipe, PROMPT, ["shirt"])   # [5]: 0 is start-of-text
     GA, GN, W = R.gamma_attn, R.gamma_norm, R.upweight
+    print(viz.token_labels(pipe, PROMPT), "| up-weighted:", UP)
     print(f"{MODEL!r} has no preregistered report: the next sections are skipped; the paper's prompt is traced below")
 
 # %% [markdown]
