@@ -311,7 +311,7 @@ def plot_examples(res: InpaintResult, condition: str, k: int = 4, size: float = 
     """Rows: source / mask / result (detector verdicts in its title) / ``|decoded - source|`` outside
     the mask (before paste-back; the pasted result's error there is printed in that title: 0 with
     paste-back, so it gets no all-black panel of its own)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     c = res.conditions[condition]
     k = min(k, len(res.cases))
@@ -498,7 +498,7 @@ def plot_repaint_energies(tr, call_steps, reference=None, kind: str = "posterior
     """Mean energy decrease per update over RePaint's UNet calls (x: "UNet call (RePaint, with
     jumps)", the plain sampling step ``k`` of each call on a second panel). ``call_steps`` is
     ``info["repaint"]["call_steps"]``."""
-    from ..viz import new_figure, to_numpy
+    from ..plots import new_figure, to_numpy
 
     b, a = to_numpy(tr.energies(kind, "before")), to_numpy(tr.energies(kind, "after"))
     drop = (b - a).mean(1)

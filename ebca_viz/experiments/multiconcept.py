@@ -21,7 +21,6 @@ words that name no object); EBCQ with each object as a conjunctive editorial pro
 """
 from __future__ import annotations
 
-import math
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -511,7 +510,7 @@ def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optiona
     """Grouped bars: rate of each failure type per method, with the 95 % (Wilson) interval as error bars.
 
     ``width`` inches (9 = not shrunk in a notebook at the default dpi); text at ``fontsize`` points."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     names = list(result.methods)
     fig = new_figure(figsize=(width, 3.2 + 0.25 * len(names)))
@@ -539,7 +538,7 @@ def plot_effects(effects: dict, title: str = "EBCU - vanilla on the same seeds",
     """Paired differences with their 95 % intervals, one row each: ``{label: claims.Mean}`` (in points).
 
     Blue: the interval excludes 0 (a measured change); grey: it contains 0 (a null result)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     labels = list(effects)
     fig = new_figure(figsize=(width, 0.9 + 0.7 * len(labels)))
@@ -570,7 +569,7 @@ def plot_drift(traces: dict, tokens: list, positions: list, title: Optional[str]
     """Per-token drift ``|c_j - c_j^0|`` through the layers (mean over recorded steps), one line style per
     run: ``traces`` ``{label: Trace}`` (each recorded ``"context_norms"`` or ``"contexts"``);
     ``positions`` the token positions to draw, ``tokens`` their labels."""
-    from ..viz import new_figure, to_numpy
+    from ..plots import new_figure, to_numpy
 
     fig = new_figure(figsize=(width, 3.6))
     ax = fig.subplots()
@@ -597,7 +596,7 @@ def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: fl
     its prompt and seed, each image has the detector's category under it and, below the first row, the
     mean |difference| to the first method on the same seed (Δ, grey levels of 255). Images are drawn with
     nearest-neighbour interpolation (the model draws 32 x 32 pixels)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     names = list(methods or result.methods)
     idx = list(range(k)) if seeds is None else list(seeds)

@@ -477,7 +477,7 @@ def plot_examples(rec: ReconstructionResult, edits: Sequence[EditResult], idx: S
     nearest neighbour; one colour bar for the difference maps (grey levels of 255)."""
     import textwrap
 
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     rows = 3 + 2 * len(edits)
     fig = new_figure(figsize=(size * len(idx) + 2.4, (size + 0.5) * rows + 0.3))
@@ -523,7 +523,7 @@ def plot_latents(results: Sequence[ReconstructionResult], bins: int = 40, hists:
                  fontsize: float = 10):
     """Histogram of all z_T values per inversion setting against N(0, 1), with the measured stats.
     ``hists``: per result the counts of :func:`latent_hist` (shipped results carry no ``z``)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     fig = new_figure(figsize=(4.4 * len(results), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(results)))
@@ -545,7 +545,7 @@ def plot_latents(results: Sequence[ReconstructionResult], bins: int = 40, hists:
 
 def plot_edit_rates(results: Sequence[EditResult], keys=EDIT_KEYS[:6], subset: str = "single", fontsize: float = 10):
     """Bars: each criterion's rate per edit on ``subset`` ("single" / "pair") scenes, 95 % intervals."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     fig = new_figure(figsize=(8.4, 3.8))
     ax = fig.subplots()
@@ -622,7 +622,6 @@ def load_shipped(pipe=None, guidance: Optional[float] = None, path=None) -> dict
     R, fp = f["results"], f["fingerprint"]
     steps, n = fp["settings"]["steps"], fp["seeds"]["scenes"][1]
     scenes = edit_scenes(n, seed=0)
-    nan = lambda v: [float("nan") if x is None else x for x in v]  # noqa: E731
     out = dict(steps=steps, file=f, hist={})
     for key in ("rec", "nozero"):
         st = InversionSetting(**R[key]["setting"])

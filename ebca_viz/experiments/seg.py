@@ -369,7 +369,7 @@ def _xs(sigmas):
 def plot_vs_sigma(sigmas, curves: dict, ylabel: str, title: str, zero_line: bool = True):
     """One line per label: ``curves[label] = [claims.Mean or Rate per sigma]`` with 95 % error bars;
     sigma on a log axis, ``inf`` drawn at the right edge."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     xs, inf_x = _xs(sigmas)
     fig = new_figure(figsize=(7.6, 4.0))
@@ -401,7 +401,7 @@ def plot_seed_grid(rows: dict, seeds, base_key=None, diff_gain: float = 4.0, tit
     upscaled with nearest neighbour."""
     import textwrap
 
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     labels = list(rows)
     n = len(seeds)
@@ -461,7 +461,7 @@ def readable(fig, min_size: float = 10.0):
 
 def plot_blur_residual(widths=(4, 8), sigmas=(0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, INF)):
     """:func:`blur_residual` vs sigma, one line per grid width (how far the published blur is from the mean)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     xs, _ = _xs(sigmas)
     fig = new_figure(figsize=(7.6, 4.6))

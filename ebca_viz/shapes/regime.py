@@ -42,7 +42,7 @@ TINY = replace(SHAPES, name="tiny", fast_steps=4)
 
 
 def regime_for(model: str) -> Regime:
-    """The regime of a model name as :func:`ebca_viz.viz.load_model` returns it."""
+    """The regime of a model name as :func:`ebca_viz.notebook.load_model` returns it."""
     if model == "shapes-world":
         return SHAPES
     if model.startswith("tiny"):
