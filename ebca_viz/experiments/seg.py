@@ -39,8 +39,6 @@ from ..shapes.detect import detect, score_pair
 
 INF = math.inf
 METRICS = ("both_present", "clean", "two_objects")
-METRIC_TEXT = {"both_present": "both requested objects present", "clean": "clean scene (exactly the two requested objects)",
-               "two_objects": "exactly two objects detected"}
 # Shapes-world defaults: choose_default(sweep_seg(pipe)) on the tuning split (48 samples per setting,
 # seeds 100000+, 25 steps). The mid block alone (4x4) moves the samples by < 2.5 grey levels at s <= 3;
 # all layers at sigma 1, s 3 change them by ~5 and had the best both-present rate at w = 1 and w = 3
