@@ -10,6 +10,7 @@ One module per kind of figure:
 * :mod:`~ebca_viz.plots.descent` -- single updates: where they descend, the step-size sweep;
 * :mod:`~ebca_viz.plots.trajectories` -- context norms, drift and PCA paths;
 * :mod:`~ebca_viz.plots.comparisons` -- images side by side with their difference, grids;
+* :mod:`~ebca_viz.plots.rates` -- rates and paired effects with their intervals, histograms against N(0, 1);
 * :mod:`~ebca_viz.plots.trace` -- the same figures read from a :class:`~ebca_viz.tracing.Trace`.
 
 Dimension names: ``S`` sampling steps (0 = noisiest), ``L`` cross-attention layers (execution order),
@@ -66,7 +67,13 @@ from .comparisons import (  # noqa: F401
     compare_images,
     image_grid,
 )
+from .rates import (  # noqa: F401
+    plot_rate_bars,
+    plot_effects,
+    plot_histograms_vs_normal,
+)
 from .trace import (  # noqa: F401
+    plot_trace_drift,
     TRACE_STEP_LABEL,
     plot_trace_maps,
     plot_trace_energies,
@@ -79,6 +86,10 @@ from .trace import (  # noqa: F401
 )
 
 __all__ = [
+    "plot_rate_bars",
+    "plot_effects",
+    "plot_histograms_vs_normal",
+    "plot_trace_drift",
     "ExplainerFigure",
     "FS",
     "FS_TITLE",

@@ -186,4 +186,28 @@ def animate_trace(tr, token=None, **kw):
                         step_labels=[f"step {s}" for s in tr.steps], **kw)
 
 
-__all__ = ['TRACE_STEP_LABEL', 'plot_trace_maps', 'plot_trace_energies', 'trace_context_path', 'plot_trace_contexts', 'plot_trace_seg', 'GUIDANCE_UNITS', 'plot_guidance', 'animate_trace']
+def plot_trace_drift(traces: dict, tokens: list, positions: list, title: Optional[str] = None, width: float = 8.0,
+               fontsize: float = 10):
+    """Per-token drift ``|c_j - c_j^0|`` through the layers (mean over recorded steps), one line style per
+    run: ``traces`` ``{label: Trace}`` (each recorded ``"context_norms"`` or ``"contexts"``);
+    ``positions`` the token positions to draw, ``tokens`` their labels."""
+    fig = new_figure(figsize=(width, 3.6))
+    ax = fig.subplots()
+    styles = ["-", "--", ":", "-."]
+    for s, (label, tr) in enumerate(traces.items()):
+        d = to_numpy(tr.drift()).mean(0)  # (L, N): mean over steps
+        for k, j in enumerate(positions):
+            ax.plot(np.arange(1, d.shape[0] + 1), d[:, j], styles[s % 4], color=f"C{k % 10}", lw=1.6,
+                    label=f"{tokens[k]} ({label})")
+    ax.set_xlabel("cross-attention layer", fontsize=fontsize)
+    ax.set_ylabel("drift |c_j - c_j^0| (mean over steps)", fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize)
+    ax.legend(fontsize=fontsize - 1 if fontsize > 10 else fontsize, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False)
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["plot_trace_drift", 'TRACE_STEP_LABEL', 'plot_trace_maps', 'plot_trace_energies', 'trace_context_path', 'plot_trace_contexts', 'plot_trace_seg', 'GUIDANCE_UNITS', 'plot_guidance', 'animate_trace']
