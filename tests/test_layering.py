@@ -76,3 +76,18 @@ def test_no_module_level_getattr():
     bad = [str(p.relative_to(PKG.parent)) for p in sorted(PKG.rglob("*.py"))
            if any(isinstance(f, ast.FunctionDef) and f.name == "__getattr__" for f in ast.parse(p.read_text()).body)]
     assert not bad, f"module-level __getattr__ routes (import the names explicitly instead): {bad}"
+
+
+def test_every_module_imports():
+    """Every module of the package imports (a missing name in a re-export fails here, not in a notebook)."""
+    import importlib
+
+    names = sorted({".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+                    for p in PKG.rglob("*.py") if p.stem != "__main__"})
+    failed = []
+    for n in names:
+        try:
+            importlib.import_module(n)
+        except Exception as e:  # noqa: BLE001 -- report every module that fails, with its error
+            failed.append(f"{n}: {type(e).__name__}: {e}")
+    assert not failed, "\n".join(failed)

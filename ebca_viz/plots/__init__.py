@@ -18,6 +18,11 @@ Dimension names: ``S`` sampling steps (0 = noisiest), ``L`` cross-attention laye
 grid, ``B`` images, ``G`` step sizes. Nothing here loads a model or samples (:mod:`ebca_viz.notebook` does).
 """
 from .base import (  # noqa: F401
+    short_layer,
+    close_figure,
+    layer_ticks,
+    panel_grid,
+    legends_to_spare,
     ExplainerFigure,
     FS,
     FS_TITLE,
@@ -86,6 +91,11 @@ from .trace import (  # noqa: F401
 )
 
 __all__ = [
+    "short_layer",
+    "close_figure",
+    "layer_ticks",
+    "panel_grid",
+    "legends_to_spare",
     "plot_rate_bars",
     "plot_effects",
     "plot_histograms_vs_normal",
