@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "sweep": (_E, "add_sweep_arguments", "run_sweep",
               "prompts x seeds x settings, one JSON per job, resumable, accelerate-able"),
     "evaluate": (_E, "add_evaluate_arguments", "run_evaluate", "aggregate a sweep: mean +- standard error per setting"),
-    "explore": ("ebca_viz.tracing.html", "add_explore_arguments", "run_explore",
+    "explore": ("ebca_viz.tracing.explore", "add_explore_arguments", "run_explore",
                 "a saved trace as one self-contained HTML page (opens in a browser, no kernel, no network)"),
     "gallery": ("ebca_viz.gallery", "add_arguments", "run",
                 "the explainer's figures as small PNGs (docs/gallery for the README)"),

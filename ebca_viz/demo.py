@@ -6,7 +6,7 @@ Writes to ``--out`` (default ``outputs/demo``):
 * ``energy.png``: the context energy ``E(K;Q)``, the prior ``E(K)`` and their sum (the posterior),
   separately: through the layer cascade (relative to the prompt's own context at the same layer),
   the change each layer's own update makes, and that change over sampling steps
-  (:func:`ebca_viz.energy_plots.plot_energy_terms`),
+  (:func:`ebca_viz.plots.plot_energy_terms`),
 * ``trace.html``: the EBCU run's trace as one self-contained page (open it in a browser; no kernel,
   no network): step / layer sliders, token chips, attention maps, energies, context trajectories
   (:meth:`ebca_viz.tracing.Trace.to_html`),
@@ -30,7 +30,7 @@ import torch
 from .config import EBCAConfig
 from .energy_steps import UpdateRecorder
 from .notebook import default_model, sample_traced  # default_model: re-exported here for callers
-from .viz import upscale
+from .util import upscale
 
 DEFAULT_PROMPT = "a red circle and a blue square"
 
@@ -46,7 +46,7 @@ def _sample(pipe, prompt, seed, steps, guidance_scale, config, progress, quantit
 
 
 def plot_energy(vanilla, ebcu, path=None, record=None):
-    """E(K;Q), E(K) and their sum, separately (:func:`ebca_viz.energy_plots.plot_energy_terms`).
+    """E(K;Q), E(K) and their sum, separately (:func:`ebca_viz.plots.plot_energy_terms`).
 
     ``record`` (an :class:`~ebca_viz.energy_steps.UpdateRecord` of the EBCU run) gives the cascade
     panel its reference: the prompt's own context seen by the same layer in the same run. Without it
@@ -58,8 +58,7 @@ def plot_energy(vanilla, ebcu, path=None, record=None):
     world's tuned 0.3/0.3) raises it in most updates while the sum still falls in about two thirds of
     them (notebook 01 measures and checks both numbers). Returns the Figure (saved to ``path`` if given).
     """
-    from .energy_plots import plot_energy_terms, trace_energy_terms
-    from .viz import save_figure
+    from .plots import plot_energy_terms, save_figure, trace_energy_terms
 
     if record is not None:
         before, after, ref = record.before, record.after, record.prompt

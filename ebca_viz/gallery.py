@@ -20,7 +20,6 @@ import json
 import math
 from pathlib import Path
 
-import torch
 
 DEFAULT_PROMPT = "a red circle and a blue square"
 
@@ -29,9 +28,9 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
                  steps: int = 20, device=None, max_kb: int = 150, verbose: bool = True) -> dict:
     """Write the gallery; returns ``{"model", "files": {name: bytes}, ...}``. Raises if a file is too big."""
     from . import energy as E
-    from . import viz
+    from . import plots
     from .config import EBCAConfig, SEGConfig
-    from .notebook import load_model, sample_traced
+    from .notebook import capture_attention, load_model, sample_traced
 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -41,7 +40,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     written = {}
 
     def save(fig, fname, dpi=72):
-        p = viz.save_figure(fig, out / fname, dpi=dpi, palette=True)
+        p = plots.save_figure(fig, out / fname, dpi=dpi, palette=True)
         written[fname] = p.stat().st_size
         if verbose:
             print(f"  {fname}: {p.stat().st_size / 1024:.0f} KB")
@@ -81,22 +80,22 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     if change <= 1.0 and R.name != "tiny":  # the random test model draws noise either way
         raise ValueError(f"gallery: vanilla and EBCU images are (nearly) identical at seed {seed} "
                          f"(mean |diff| {change:.2f}/255): pick another --seed")
-    save(viz.compare_images({f"vanilla (CFG {cfg_scale:g}){verdict(van)}": van,
+    save(plots.compare_images({f"vanilla (CFG {cfg_scale:g}){verdict(van)}": van,
                              f"EBCU {R.gamma_attn}/{R.gamma_norm}{verdict(ebcu)}": ebcu}, diff=True, size=2.2),
          "comparison.png")
     from .demo import plot_energy
 
     save(plot_energy(tr_v, tr_e), "energy_descent.png")
-    save(viz.plot_trace_maps(tr_e, by="layer", image=ebcu, cell=1.0), "attention_maps.png")
-    save(viz.plot_trace_contexts(tr_e), "context_trajectories.png")
+    save(plots.plot_trace_maps(tr_e, by="layer", image=ebcu, cell=1.0), "attention_maps.png")
+    save(plots.plot_trace_contexts(tr_e), "context_trajectories.png")
 
     n_down = len(pipe.unet.down_blocks)
-    cap = viz.capture_attention(pipe, prompt, step=1, layer=n_down, seed=seed, num_inference_steps=min(steps, 4))
+    cap = capture_attention(pipe, prompt, step=1, layer=n_down, seed=seed, num_inference_steps=min(steps, 4))
     q, k = cap["q"].double(), cap["k"].double()
     k_ = k.clone().requires_grad_(True)
     E.context_energy(q, k_, cap["scale"]).sum().backward()
     closed = E.attention_term(E.attention_scores(q, k, cap["scale"]), q)
-    save(viz.plot_gradient_check(-(cap["heads"] / cap["scale"]) * E.merge_heads(k_.grad), closed,
+    save(plots.plot_gradient_check(-(cap["heads"] / cap["scale"]) * E.merge_heads(k_.grad), closed,
                                  title="A = softmax_i(S)^T Q vs -(H/beta) dE(K;Q)/dK"), "gradient_check.png")
 
     sigmas = [0.5, 1.0, 2.0, math.inf]
@@ -107,9 +106,9 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
         energies.append(float(tr.seg_energies("blurred").mean()))
         refs.append(float(tr.seg_energies("reference").mean()))
         images.append(img)
-    save(viz.plot_seg_energy(sigmas, energies, reference=sum(refs) / len(refs), images=images), "seg_energy.png")
+    save(plots.plot_seg_energy(sigmas, energies, reference=sum(refs) / len(refs), images=images), "seg_energy.png")
 
-    gif = viz.save_animation(viz.animate_trace(tr_e, cell=1.1, max_frames=10), out / "maps_animation.gif", fps=3, dpi=60)
+    gif = plots.save_animation(plots.animate_trace(tr_e, cell=1.1, max_frames=10), out / "maps_animation.gif", fps=3, dpi=60)
     written[gif.name] = gif.stat().st_size
 
     too_big = {f: b for f, b in written.items() if b > max_kb * 1024}

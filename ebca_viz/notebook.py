@@ -1,7 +1,5 @@
 r"""What notebooks need besides figures: pick a model, sample under a trace, read one layer.
 
-* :func:`fast_mode` / :func:`pick` -- ``EBCA_VIZ_FAST=1`` (CI) makes notebooks and panels use fewer
-  steps and samples: ``steps = pick(25, 4)``;
 * :func:`load_model` -- ``(pipe, name)``: the shipped shapes-world model offline, ``"sd15"`` & co. with weights;
 * :func:`sample_traced` -- the one "sample a prompt from a seed under a trace" helper (optionally
   with EBCA or SEG installed): ``(image, trace, seconds)``;
@@ -10,7 +8,8 @@ r"""What notebooks need besides figures: pick a model, sample under a trace, rea
   ``MODEL`` (``EBCA_VIZ_MODEL`` wins), read its regime, time every cell; at the end print the table of
   the notebook's checks and its cell times.
 
-The figures themselves are in :mod:`ebca_viz.viz`; they take what these return.
+Fast mode (``EBCA_VIZ_FAST=1``: fewer steps and samples, ``steps = pick(25, 4)``) is
+:mod:`ebca_viz.util`. The figures themselves are in :mod:`ebca_viz.plots`; they take what these return.
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-FAST_ENV = "EBCA_VIZ_FAST"
+from .util import default_device, fast_mode, pick
 
 
 def default_model() -> str:
@@ -32,24 +31,6 @@ def default_model() -> str:
     except ImportError:
         return "tiny"
     return "shapes-world" if weights_available() else "tiny"
-
-
-def fast_mode() -> bool:
-    """True when the environment variable ``EBCA_VIZ_FAST`` is set to a true value (``1``, ``true``,
-    ``yes``): notebooks and panels then use fewer steps and samples (CI runs them this way)."""
-    return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def pick(full, fast):
-    """``fast`` in fast mode (:func:`fast_mode`), else ``full``: ``steps = pick(25, 4)``."""
-    return fast if fast_mode() else full
-
-
-def default_device() -> str:
-    """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_model(name: str = "shapes-world", device: Optional[str] = None, verbose: bool = True):
@@ -332,6 +313,6 @@ def finish() -> dict:
     return {"checks": len(claims.CHECK_LOG), "cell_seconds": [round(t, 2) for _, t, _ in times], "total_s": total}
 
 
-__all__ = ["FAST_ENV", "fast_mode", "pick", "default_device", "default_model", "load_model", "Sampled",
+__all__ = ["default_model", "load_model", "Sampled",
            "sample_traced", "capture_attention", "Lesson", "setup", "finish", "CellTimer",
            "FigureAudit", "text_audit"]

@@ -52,7 +52,8 @@
 MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import torch
 import ebca_viz as ev
-from ebca_viz import claims, viz
+from ebca_viz import claims, plots
+from ebca_viz.util import pick
 from ebca_viz.notebook import finish, setup
 from IPython.display import display
 
@@ -68,7 +69,7 @@ pipe, MODEL, KIND, REAL, R, STEPS, CFG = setup(MODEL)  # EBCA_VIZ_MODEL wins whe
 
 # %%
 import numpy as np
-from ebca_viz import energy_plots as EP, energy_steps as ES
+from ebca_viz import energy_steps as ES
 from ebca_viz.notebook import capture_attention
 
 PROMPT = "A lion with a crown" if REAL else "a red circle and a blue square"
@@ -98,7 +99,7 @@ for g in SMALL:
 if ONSHAPES:
     claims.check(all(d.k == d.n for d in down.values()), "at gamma 0.01 and 0.03 every one of 30 repeated updates goes downhill",
                  *down.values())
-display(EP.readable(EP.plot_repeated_updates({f"gamma {g}": runs[g][:, 2] for g in SMALL},
+display(plots.readable(plots.plot_repeated_updates({f"gamma {g}": runs[g][:, 2] for g in SMALL},
                                              title="one layer's context, 30 EBCU updates")))
 
 # %% [markdown]
@@ -115,7 +116,7 @@ display(EP.readable(EP.plot_repeated_updates({f"gamma {g}": runs[g][:, 2] for g 
 # which at least 95 % of the updates lowered $E(K;Q)+E(K)$** (the measured share).
 
 # %%
-N_TUNE = viz.pick(8, 2) if not REAL else 1
+N_TUNE = pick(8, 2) if not REAL else 1
 images_t, rec, prompts_t = ES.tuning_updates(pipe, ev.EBCAConfig(gamma_attn=R.gamma_attn, gamma_norm=R.gamma_norm),
                                              n=N_TUNE, steps=STEPS, guidance_scale=CFG)
 G = rec.gamma_attn() * rec.scales
@@ -137,7 +138,7 @@ print(f"What to notice: on the right, at least 95 % of updates go downhill up to
       f"smaller the share of the predicted drop it gets (median {ratio[0]:.2f} at gamma {G[0]:g}, "
       f"{ratio[i_star]:.2f} at {G_STAR}, {ratio[-1]:.2f} at {G[-1]:g}), and the grey band dips below the "
       f"red line: those updates went uphill.")
-display(EP.readable(EP.plot_gamma_sweep(G, rec.sweep["posterior"], rec.first_order["posterior"], rec.gamma_attn(),
+display(plots.readable(plots.plot_gamma_sweep(G, rec.sweep["posterior"], rec.first_order["posterior"], rec.gamma_attn(),
                                         level=ES.DESCENT_LEVEL, chosen=G_STAR)))
 
 # %% [markdown]
@@ -188,7 +189,7 @@ if ONSHAPES:
 from ebca_viz.tour import choose_demo_seed, sample_seeds, verdict_text
 
 REQUEST = (("red", "circle"), ("blue", "square"))   # = PROMPT on the shapes world
-N_DEMO = viz.pick(32, 16)   # seeds 0 .. N_DEMO-1
+N_DEMO = pick(32, 16)   # seeds 0 .. N_DEMO-1
 if not REAL:   # first the seeds plainly (one batch) ...
     plain = sample_seeds(pipe, REQUEST, seeds=range(N_DEMO), steps=STEPS, guidance=CFG)
     print(f"sampled {len(plain)} seeds plainly")
@@ -231,7 +232,7 @@ if choice is not None:
         how = "EBCU redraws the picture visibly"
     print(f"What to notice: the detector reads vanilla as '{choice.found_vanilla[i]}' and EBCU as "
           f"'{choice.found_ebcu[i]}'; {how} (mean {change:.1f}/255).")
-    display(EP.readable(viz.compare_images(titles, diff=True, size=3.0, title=f'"{PROMPT}"',
+    display(plots.readable(plots.compare_images(titles, diff=True, size=3.0, title=f'"{PROMPT}"',
                                            diff_title="how much EBCU changed each pixel")))
 
 # %% [markdown]
@@ -273,7 +274,7 @@ drop = tr_ebcu.energies(when="before") - tr_ebcu.energies(when="after")   # (ste
 lowered = claims.rate(drop.flatten() > 0)
 print(f"on this seed the update lowered the posterior energy in {lowered} of the layer updates")
 claims.check(lowered.p > 0.5, "most updates of the demo run lower the posterior energy", lowered)
-display(EP.readable(viz.plot_trace_energies(tr_ebcu, reference=tr_vanilla), legend_loc=["below", None]))
+display(plots.readable(plots.plot_trace_energies(tr_ebcu, reference=tr_vanilla), legend_loc=["below", None]))
 
 # %% [markdown]
 # ## Where each word looks
@@ -287,7 +288,7 @@ display(EP.readable(viz.plot_trace_energies(tr_ebcu, reference=tr_vanilla), lege
 
 # %%
 words = ["red", "circle", "blue", "square"] if not REAL else None   # the object words
-display(EP.readable(viz.plot_trace_maps(tr_ebcu, by="layer", image=ebcu, token=words, cell=1.45)))
+display(plots.readable(plots.plot_trace_maps(tr_ebcu, by="layer", image=ebcu, token=words, cell=1.45)))
 
 # %% [markdown]
 # And over the sampling steps (mean over layers), as an animation (each word keeps one colour scale over all frames).
@@ -295,7 +296,7 @@ display(EP.readable(viz.plot_trace_maps(tr_ebcu, by="layer", image=ebcu, token=w
 # concentrate where the red shape is drawn (top left) and "square" on the blue square (bottom right).
 
 # %%
-viz.show_animation(viz.animate_trace(tr_ebcu, token=words))
+plots.show_animation(plots.animate_trace(tr_ebcu, token=words))
 
 # %% [markdown]
 # ## The context moves
@@ -306,7 +307,7 @@ viz.show_animation(viz.animate_trace(tr_ebcu, token=words))
 # than cancel), with one exception: "square" jumps at layer 4 and falls back at layer 5.
 
 # %%
-display(EP.readable(viz.plot_trace_contexts(tr_ebcu)))
+display(plots.readable(plots.plot_trace_contexts(tr_ebcu)))
 
 # %% [markdown]
 # ## The same trace, without Python

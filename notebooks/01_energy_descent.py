@@ -38,7 +38,8 @@
 MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import torch
 import ebca_viz as ev
-from ebca_viz import claims, viz
+from ebca_viz import claims, plots
+from ebca_viz.util import pick
 from ebca_viz.notebook import finish, setup
 from IPython.display import display
 
@@ -63,7 +64,6 @@ print(cap["name"], "grid", cap["grid"], "q", tuple(q.shape), "k", tuple(k.shape)
 # autograd agree to float64 precision (the title prints the largest difference).
 
 # %%
-from ebca_viz import energy_plots as EP
 TOL = 1e-10   # float64: the identities hold up to rounding (~1e-15); a wrong factor would be >= 1e-3
 k_ = k.clone().requires_grad_(True)
 E.context_energy(q, k_, beta).sum().backward()
@@ -72,7 +72,7 @@ autograd_A = -(H / beta) * E.merge_heads(k_.grad)
 err_A = float((A - autograd_A).abs().max())
 print(f"max |A - autograd| = {err_A:.1e}  (max |A| = {float(A.abs().max()):.2f}): equal to float precision")
 claims.check(err_A < TOL, "the attention term A equals -(H/beta) dE(K;Q)/dK (autograd)", err_A)
-display(EP.readable(viz.plot_gradient_check(autograd_A, A, title="attention term A vs -(H/beta) dE(K;Q)/dK")))
+display(plots.readable(plots.plot_gradient_check(autograd_A, A, title="attention term A vs -(H/beta) dE(K;Q)/dK")))
 
 # %% [markdown]
 # ## 2 · The prior: $R = \partial E(K)/\partial K$ (`norm_term`, paper form; the published code uses $|k|^2$ without the $\tfrac12$)
@@ -124,7 +124,7 @@ for _ in range(31):
 desc = claims.rate(np.diff(energies) < 0)
 print(f"E(K;Q)+E(K) went down in {desc} of the 30 gradient steps ({energies[0]:.2f} -> {energies[-1]:.2f})")
 claims.check(desc.k == desc.n, "every small gradient step (eta = 0.01) lowers the posterior energy", desc)
-display(EP.readable(viz.plot_descent(energies, xlabel="EBCU step on one layer", ylabel="E(K;Q) + E(K)",
+display(plots.readable(plots.plot_descent(energies, xlabel="EBCU step on one layer", ylabel="E(K;Q) + E(K)",
                                      title="posterior energy along repeated updates")))
 
 # %% [markdown]
@@ -144,7 +144,7 @@ display(EP.readable(viz.plot_descent(energies, xlabel="EBCU step on one layer", 
 # %%
 from ebca_viz.energy_steps import record_updates
 
-N_SEEDS = viz.pick(10 if not REAL else 4, 8 if not REAL else 1)   # 10 seeds: 1750 updates, ~20 s on 2 CPU cores
+N_SEEDS = pick(10 if not REAL else 4, 8 if not REAL else 1)   # 10 seeds: 1750 updates, ~20 s on 2 CPU cores
 ONSHAPES = KIND == "shapes-world"   # the numbers below were measured there; other models print them unchecked
 images, rec = record_updates(pipe, PROMPT, ev.EBCAConfig(gamma_attn=R.gamma_attn, gamma_norm=R.gamma_norm),
                              seeds=range(N_SEEDS), steps=STEPS, guidance_scale=CFG)
@@ -153,7 +153,7 @@ print(f"{N_SEEDS} seeds x {STEPS} steps x {len(rec.layers)} layers, gamma {R.gam
 print(f"E(K;Q) fell in {r_ctx} of the updates")
 print(f"E(K)   rose in {r_pri}")
 print(f"E(K;Q)+E(K) fell in {r_post}")
-display(EP.readable(EP.plot_energy_terms(rec.before, rec.after, reference=rec.prompt, layer_names=rec.layers, ncols=2,
+display(plots.readable(plots.plot_energy_terms(rec.before, rec.after, reference=rec.prompt, layer_names=rec.layers, ncols=2,
                                          title=f"gamma {R.gamma_attn}/{R.gamma_norm}, CFG {CFG}, {N_SEEDS} seeds")))
 
 # %% [markdown]
@@ -195,8 +195,8 @@ if ONSHAPES:
 # %%
 rates = rec.layer_rates()
 for i, (name, r) in enumerate(zip(rec.layers, rates)):
-    print(f"layer {i} {viz._short_layer(name):8s} lowered the posterior in {r}")
-display(EP.readable(EP.plot_descent_map(rec.change(), layer_names=rec.layers, steps=rec.steps, ncols=2)))
+    print(f"layer {i} {plots.short_layer(name):8s} lowered the posterior in {r}")
+display(plots.readable(plots.plot_descent_map(rec.change(), layer_names=rec.layers, steps=rec.steps, ncols=2)))
 if ONSHAPES:
     claims.check(any(r.lo > 0.95 for r in rates), "some layers lower the posterior in (nearly) every update", *rates)
     claims.check(any(r.hi < 0.5 for r in rates), "some layers raise it in most updates", *rates)
@@ -222,7 +222,7 @@ ratio = np.nanmedian(rec.first_order_ratio()[..., 0])
 for g, r in zip(G, sw):
     print(f"gamma {g:6.3f}: the update lowers E(K;Q)+E(K) in {r}")
 print(f"at gamma {G[0]:.3f} the actual change is {ratio:.4f} x the first-order prediction (median)")
-display(EP.readable(EP.plot_step_size(G, rec.sweep["posterior"], rec.first_order["posterior"], rec.gamma_attn(),
+display(plots.readable(plots.plot_step_size(G, rec.sweep["posterior"], rec.first_order["posterior"], rec.gamma_attn(),
                           layer_names=rec.layers, marks={f"tuned (R, notebooks 02-09): {R.gamma_attn}": R.gamma_attn,
                                                          f"small: {G[i_small]:.2g}": G[i_small]}, ncols=2)))
 claims.check(sw[i_run] == r_post, "the sweep at the run's gamma reproduces the run", sw[i_run], r_post)

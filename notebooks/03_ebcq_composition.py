@@ -37,7 +37,9 @@
 MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import torch
 import ebca_viz as ev
-from ebca_viz import claims, viz
+from ebca_viz import claims, plots
+from ebca_viz.util import pick
+from ebca_viz.tokens import trace_tokens
 from ebca_viz.notebook import finish, setup
 from IPython.display import display
 
@@ -53,7 +55,7 @@ if REAL:  # the paper's example, no detector: look at the images
     PROMPT, EDIT = "a house at a lake", "Water colors, Watercolor painting, Watercolor"
     images = [synthetic_edit(pipe, PROMPT, [ev.Edit(prompt=EDIT, alpha=a, start=0.0)], seed=0,
                              num_inference_steps=STEPS, guidance_scale=CFG).image for a in (0.0, 0.6, 1.2)]
-    display(viz.image_grid(images, ncols=3, titles=["alpha 0", "alpha 0.6", "alpha 1.2"], size=2.8))
+    display(plots.image_grid(images, ncols=3, titles=["alpha 0", "alpha 0.6", "alpha 1.2"], size=2.8))
 if SHAPES:
     S = ebcq.load_shipped(pipe, guidance=CFG)  # refuses a file made with other weights or CFG
     SH_STEPS = S["fingerprint"]["settings"]["steps"]  # the live re-samples use the shipped steps, in every mode
@@ -98,7 +100,7 @@ if SHAPES:
 # %%
 if SHAPES:
     blue_at_top = [i for i, k in enumerate(conj[-1].keys) if ["blue", "circle"] in k]
-    K = viz.pick(4, 2)
+    K = pick(4, 2)
     demo = [conj[-1].settings["seeds"][i] for i in blue_at_top[:K]]
     print(f"rule: the first {K} report seeds with a blue circle at alpha {CONJ_ALPHAS[-1]:g}: seeds {demo} "
           f"(such seeds: {len(blue_at_top)} of {conj[-1].n} = {100 * len(blue_at_top) / conj[-1].n:.0f} %)")
@@ -163,7 +165,7 @@ if SHAPES:
 # %%
 if SHAPES:
     has_sq = [i for i, k in enumerate(neg.base_keys) if ["blue", "square"] in k]
-    K = viz.pick(6, 3)
+    K = pick(6, 3)
     seeds = [neg.settings["seeds"][i] for i in has_sq[:K]]
     r_live = ebcq.negation(pipe, CH["alpha"], seeds=seeds, steps=SH_STEPS, guidance=CFG) if CH["start"] == 0 else \
         ebcq.measure(pipe, ebcq.NEG_PROMPT, [ev.Edit(prompt=ebcq.NEG_EDIT, alpha=CH["alpha"], direction=-1, start=CH["start"])],
@@ -217,7 +219,7 @@ if SHAPES:
     dets = detect(np.asarray(res.image))
     print("final image:", ebcq.verdict(dets))
     if dets:
-        word = viz.trace_tokens(tr).index("3 circle")
+        word = trace_tokens(tr).index("3 circle")
         inside = ebcq.attention_inside(tr, dets[0].bbox, word)
         print("fraction of 'circle' attention inside the object's box, per recorded step:", np.round(inside, 2))
         claims.check(inside[-1] > inside[0], "the attention of 'circle' gathers on the object over the steps",

@@ -38,7 +38,9 @@
 MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import torch
 import ebca_viz as ev
-from ebca_viz import claims, viz
+from ebca_viz import claims, plots
+from ebca_viz.util import pick
+from ebca_viz.tokens import trace_tokens
 from ebca_viz.notebook import finish, setup
 from IPython.display import display
 
@@ -56,7 +58,7 @@ if REAL:
                              directions=[1, 1], alphas=[1.3, 1.3], starts=[0.2, 0.2])
     source = synthetic_edit(pipe, PROMPT, [], seed=0, num_inference_steps=STEPS, guidance_scale=CFG)
     edited = synthetic_edit(pipe, PROMPT, EDITS, seed=0, num_inference_steps=STEPS, guidance_scale=CFG)
-    display(viz.compare_images({"source (same seed)": source.image, "edited": edited.image}, diff=True))
+    display(plots.compare_images({"source (same seed)": source.image, "edited": edited.image}, diff=True))
 if SHAPES:
     S = ebcq.load_shipped(pipe, guidance=CFG)  # refuses a file made with other weights or CFG
     SH_STEPS = S["fingerprint"]["settings"]["steps"]
@@ -106,7 +108,7 @@ if SHAPES:
 
 # %%
 if SHAPES:
-    K = viz.pick(6, 3)
+    K = pick(6, 3)
     live = ebcq.synthetic_edit(pipe, R.edit_start, n=K, steps=SH_STEPS, guidance=CFG)
     agree = shipped.verdict_agreement(at.keys[:K] + at.base_keys[:K],
                                       [ebcq.keys_of(d) for d in live.detections + live.base_detections])
@@ -132,7 +134,7 @@ if SHAPES:
 from ebca_viz.config import Edit
 EDITS_SHOWN = EDITS if REAL else [Edit(prompt=ebcq.SYN_TARGET, alpha=1.5, start=R.edit_start),
                                   Edit(prompt=ebcq.SYN_SOURCE, alpha=0.5, direction=-1, start=R.edit_start)]
-fig = viz.new_figure(figsize=(7.5, 3.4))
+fig = plots.new_figure(figsize=(7.5, 3.4))
 ax = fig.subplots()
 for n, e in enumerate(EDITS_SHOWN):
     r = e.resolved(n)
@@ -150,7 +152,7 @@ fig.tight_layout(); fig
 #
 # The seed is the first report seed whose edit worked (the fraction of such seeds is printed); the
 # colour scale of each row starts at 0, so the maps show absolute attention, and the printed line says
-# what to notice. (For an animation of all steps, `viz.show_animation(viz.animate_trace(tr))`.)
+# what to notice. (For an animation of all steps, `plots.show_animation(plots.animate_trace(tr))`.)
 
 # %%
 prompt = "a castle next to a river" if REAL else ebcq.SYN_PROMPT
@@ -167,7 +169,7 @@ if SHAPES:
     dets = detect(np.asarray(edited.image))
     print("final image:", ebcq.verdict(dets))
     if dets:
-        inside = ebcq.attention_inside(tr, dets[0].bbox, viz.trace_tokens(tr).index("3 circle"))
+        inside = ebcq.attention_inside(tr, dets[0].bbox, trace_tokens(tr).index("3 circle"))
         x0, y0, x1, y1 = dets[0].bbox
         area = (x1 - x0) * (y1 - y0) / 32 ** 2  # what a uniform map would put inside the box
         print(f"fraction of 'circle' attention inside the object's box, per recorded step: {np.round(inside, 2)}")

@@ -40,7 +40,8 @@
 MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import torch
 import ebca_viz as ev
-from ebca_viz import claims, viz
+from ebca_viz import claims, plots
+from ebca_viz.util import pick
 from ebca_viz.notebook import finish, setup
 from IPython.display import display
 
@@ -58,7 +59,7 @@ if REAL:  # the paper's example on one photo (cat -> dog), the paper's settings
              ev.Edit(prompt="cat", alpha=0.65, direction=-1, start=0.5, gamma_attn=5e-4, gamma_norm=5e-4)]
     res = real_edit(pipe, photo, EDITS, source_prompt=None, num_inference_steps=STEPS, guidance_scale=CFG)
     print(where, "| source prompt:", res.info["source_prompt"], "| inversion", res.info["seconds_inversion"], "s")
-    display(viz.compare_images({"photo": res.extras["source"], "edited": res.image}, diff=True))
+    display(plots.compare_images({"photo": res.extras["source"], "edited": res.image}, diff=True))
 if SHAPES:
     SH = RX.load_shipped(pipe, guidance=CFG)  # refuses a file made with other weights or CFG
     rec, alt, both, pos = SH["rec"], SH["nozero"], SH["both"], SH["pos"]
@@ -66,7 +67,7 @@ if SHAPES:
     print(f"docs/shapes_realedit.json: {rec.n} scenes (even indices a red circle alone, odd ones with a green / "
           f"yellow object), {SH_STEPS} DDIM steps, digest {SH['file']['digest'][:12]}...")
     # live: the first scenes (half alone, half with another object), the same settings
-    K = viz.pick(4, 2)
+    K = pick(4, 2)
     scenes = RX.edit_scenes(K, seed=0)  # = the first K shipped scenes
     live = RX.measure_reconstruction(pipe, scenes, RX.PIX2PIX_ZERO, steps=SH_STEPS)
     live_both = RX.measure_edit(pipe, scenes, live.z, RX.PAPER_EDIT, SH_STEPS, CFG)

@@ -40,7 +40,10 @@
 MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import torch
 import ebca_viz as ev
-from ebca_viz import claims, viz
+from ebca_viz import claims, plots
+from ebca_viz.util import pick
+from ebca_viz.tokens import trace_tokens
+from ebca_viz.notebook import load_model
 from ebca_viz.notebook import finish, setup
 from IPython.display import display
 
@@ -68,11 +71,11 @@ if SHAPES_WORLD:  # RePaint on the text-to-image model; the demo scene chosen fr
     photo, mask, PROMPT, seed = Image.fromarray(case.source), Image.fromarray(case.mask), case.prompt, case.seed
 else:
     if REAL:  # your model if it is an inpainting one (9-channel UNet), else SD 1.5-inpainting
-        inpaint_pipe = pipe if pipe.unet.config.in_channels == 9 else viz.load_model("sd15-inpainting")[0]
+        inpaint_pipe = pipe if pipe.unet.config.in_channels == 9 else load_model("sd15-inpainting")[0]
         photo, _ = sample_image()
         PROMPT = "teddy bear"
     else:
-        inpaint_pipe, _ = viz.load_model("tiny-inpainting")   # a random 9-channel inpainting UNet
+        inpaint_pipe, _ = load_model("tiny-inpainting")   # a random 9-channel inpainting UNet
         photo = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype("uint8"))
         PROMPT = "a red circle"
     W_, H_ = photo.size
@@ -91,7 +94,7 @@ claims.check(exact, "with paste-back the known pixels are the source's, exactly"
 # %%
 print(f"inpainting prompt: '{PROMPT}', seed {seed}, {KW['num_inference_steps']} steps, CFG {CFG:g}")
 from ebca_viz.experiments.seg import readable  # every text at >= 10 pt
-readable(viz.compare_images(panels, size=2.3))
+readable(plots.compare_images(panels, size=2.3))
 
 # %% [markdown]
 # ## Measured: the known region is kept, the masked region follows the prompt
@@ -150,7 +153,7 @@ else:
 
 # %%
 if SHAPES_WORLD:
-    K = viz.pick(3, 2)
+    K = pick(3, 2)
     L = xi.measure(pipe, cases=M.cases[:K], steps=KW["num_inference_steps"], guidance=CFG, gammas=(),
                    controls=("other",), jump_length=5, jump_n_sample=2)
     for name in ("no update (gamma 0)", xi.OTHER):
@@ -182,7 +185,7 @@ grids = sorted({tuple(g) for g in runs["masked EBCU (gamma 0.025)"][1].grids.val
 layer_masks = [F.interpolate(m, size=g, mode="bilinear", align_corners=True)[0, 0].numpy() for g in grids]
 print("What to notice: " + "; ".join(f"{g[0]}x{g[1]}: mean weight {lm.mean():.2f}, {int(((lm > 0.01) & (lm < 0.99)).sum())} "
                                      f"of {lm.size} cells partial" for g, lm in zip(grids, layer_masks)))
-fig = viz.new_figure(figsize=(2.0 * len(grids) + 1.0, 2.6))
+fig = plots.new_figure(figsize=(2.0 * len(grids) + 1.0, 2.6))
 axs = fig.subplots(1, len(grids))
 for ax, g, lm in zip(np.atleast_1d(axs), grids, layer_masks):
     h = ax.imshow(lm, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -202,10 +205,10 @@ fig
 res, tr = runs["masked EBCU (gamma 0.025)"]
 from ebca_viz.experiments import ebcq
 if SHAPES_WORLD:
-    toks = viz.trace_tokens(tr)
+    toks = trace_tokens(tr)
     w = next(i for i, t in enumerate(toks) if t.split(" ", 1)[-1] == case.target[0])
     mk = np.asarray(first.extras["mask"]) > 0
-    amap = viz.resize_map(viz.to_numpy(tr.maps(aggregate="step"))[-1, w], mk.shape)
+    amap = plots.resize_map(plots.to_numpy(tr.maps(aggregate="step"))[-1, w], mk.shape)
     inside = float(amap[mk].sum() / amap.sum())
     print(f"What to notice: at the last call, {100 * inside:.0f} % of the attention of '{case.target[0]}' (the new "
           f"object's colour) falls inside the mask, which covers {100 * mk.mean():.0f} % of the image.")
@@ -226,7 +229,7 @@ if "repaint" in res.info:
     claims.check(frac >= 0.9, "the masked update lowers the energy at (almost) every UNet call", frac)
     display(drop_fig)
 else:
-    display(viz.plot_trace_energies(tr, reference=runs["no update (gamma 0)"][1]))
+    display(plots.plot_trace_energies(tr, reference=runs["no update (gamma 0)"][1]))
 
 # %% [markdown]
 # ## Checks and timings

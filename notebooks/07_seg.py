@@ -33,7 +33,8 @@
 MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import torch
 import ebca_viz as ev
-from ebca_viz import claims, viz
+from ebca_viz import claims, plots
+from ebca_viz.util import pick
 from ebca_viz.notebook import finish, setup
 from IPython.display import display
 
@@ -125,7 +126,7 @@ if SHAPES:
     print(f"docs/shapes_seg.json: {study.n} seeds x {len(study.results)} runs, {study.steps} steps "
           f"({study.seconds:.0f} s when it was made), digest {F['digest'][:12]}...")
 else:  # your model: a few seeds live (the detector scores shapes only)
-    study = X.measure(pipe, NS["all"], n=viz.pick(4, 2), split="report", seed_base=0, steps=STEPS)
+    study = X.measure(pipe, NS["all"], n=pick(4, 2), split="report", seed_base=0, steps=STEPS)
 display(Markdown(study.table()))
 
 # %% [markdown]
@@ -238,7 +239,7 @@ display(X.plot_vs_sigma(SIGMAS, {f"w = {g:g}": [study[s].energy_gap for s in by_
 # $\sigma = 0.5$ down to $\sigma = \infty$, while the objects stay where they were.
 
 # %%
-K = viz.pick(3, 2)
+K = pick(3, 2)
 g = GUIDANCES[-1]
 show = [by_sigma[g][0].baseline()] + [s for s in by_sigma[g] if s.sigma >= 0.5]
 live = X.resample(pipe, study, show, range(K))
@@ -283,7 +284,7 @@ print(f"'{PROMPT}', seed 0, SEG sigma {X.fmt_sigma(SIG_TRACE)}, s = {S_DEF:g}, l
 print("per-step gap E_blur - E_unblurred:", np.round(gap.numpy(), 3))
 claims.check(bool((gap > 0).float().mean() >= 0.8), "the blurred branch has the higher energy at most steps",
              float((gap > 0).float().mean()))
-display(X.readable(viz.plot_trace_seg(tr, title=f"SEG sigma {X.fmt_sigma(SIG_TRACE)}, s = {S_DEF:g}: self-attention energy per step")))
+display(X.readable(plots.plot_trace_seg(tr, title=f"SEG sigma {X.fmt_sigma(SIG_TRACE)}, s = {S_DEF:g}: self-attention energy per step")))
 
 # %% [markdown]
 # ## Where guidance acts (one trace)
@@ -291,7 +292,7 @@ display(X.readable(viz.plot_trace_seg(tr, title=f"SEG sigma {X.fmt_sigma(SIG_TRA
 # The trace also records, at every step and latent pixel, the size of each guidance term in the formula at the
 # top (`tr_g.guidance(kind)`, `(step, h, w)`, L2 over the latent channels): CFG's
 # $w\,\lVert\epsilon_c-\epsilon_u\rVert_2$ and SEG's $s\,\lVert\epsilon_c-\epsilon_\text{blur}\rVert_2$, read from the
-# UNet's own outputs (no extra UNet call). `viz.plot_guidance` shows the maps at four steps, upscaled to the
+# UNet's own outputs (no extra UNet call). `plots.plot_guidance` shows the maps at four steps, upscaled to the
 # image with nearest neighbour on one colour scale, and the mean over pixels at every step.
 
 # %%
@@ -324,8 +325,8 @@ else:  # photographs: no object mask; the share of each term carried by its top 
     claims.check(min(c0, s1) > 0.2, "guidance is concentrated (its top 20 % of pixels carry more than 20 %)", c0, s1)
     notice = f"The top 20 % of pixels carry {c0:.0%} of CFG's early magnitude and {s1:.0%} of SEG's late one. "
 display(Markdown("**What to notice:** " + notice + grow))
-display(viz.plot_guidance(tr_g, "cfg", sample=img_g))
-display(viz.plot_guidance(tr_g, "seg", sample=img_g))
+display(plots.plot_guidance(tr_g, "cfg", sample=img_g))
+display(plots.plot_guidance(tr_g, "seg", sample=img_g))
 
 # %% [markdown]
 # ## How the defaults were chosen: `X.sweep_seg`

@@ -42,12 +42,13 @@
 # %%
 MODEL = "shapes-world"  # or "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import ebca_viz as ev
-from ebca_viz import claims, viz
+from ebca_viz import claims
+from ebca_viz.util import pick
 from ebca_viz.notebook import finish, setup
 from ebca_viz.widgets import EnergyPanel, PanelSettings
 
 pipe, MODEL, KIND, REAL, R, STEPS, CFG = setup(MODEL)  # EBCA_VIZ_MODEL wins when set; prints the model and its regime
-SETTINGS = PanelSettings.for_model(KIND, steps=viz.pick(25, 10))   # this model's CFG, gammas, SEG settings
+SETTINGS = PanelSettings.for_model(KIND, steps=pick(25, 10))   # this model's CFG, gammas, SEG settings
 if KIND == "shapes-world":  # start on the seed (of 16) where EBCU changes the picture most; say so
     from ebca_viz.experiments.multiconcept import pick_demo_seed
     choice = pick_demo_seed(pipe, SETTINGS.prompt, SETTINGS.ebca_config(), seeds=range(16), steps=SETTINGS.steps,

@@ -1,4 +1,4 @@
-"""Per-update energies, the step-size sweep and the energy figures (ebca_viz.energy_steps / energy_plots)."""
+"""Per-update energies, the step-size sweep and the energy figures (ebca_viz.energy_steps / plots)."""
 import math
 import sys
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ebca_viz import energy as E
-from ebca_viz import energy_plots as EP
+from ebca_viz import plots as EP
 from ebca_viz import energy_steps as ES
 from ebca_viz.config import EBCAConfig
 from ebca_viz.ebca import energy_attention

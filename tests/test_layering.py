@@ -7,13 +7,13 @@ PKG = Path(__file__).resolve().parent.parent / "ebca_viz"
 
 # lowest first; a module may import from its layer and the ones before it
 LAYERS = [
-    {"energy", "schedule", "claims", "data", "errors"},  # errors: the package's own validation error types
+    {"energy", "schedule", "claims", "data", "errors", "util"},  # errors: validation error types; util: fast mode, device
     {"config"},
     {"attach", "attn_io", "guards"},
-    {"events"},
+    {"events", "tokens"},  # tokens: readable token labels (of a tokenizer or a trace)
     {"ebca", "seg"},
     {"tracing"},
-    {"viz", "energy_plots"},
+    {"plots", "viz"},  # viz: the old import path of plots / tokens / util, plain re-exports,
     {"models"},
     {"shapes"},
     {"tasks"},
@@ -32,14 +32,11 @@ def _top(path: Path) -> str:
 
 
 def _imported(path: Path):
-    """Top-level ebca_viz modules imported by ``path`` (relative and absolute imports), except the
-    lazy re-exports of a module-level ``__getattr__`` (kept for old import paths)."""
+    """Top-level ebca_viz modules imported by ``path`` (relative and absolute imports, at module level
+    or inside functions: nothing is exempt)."""
     tree = ast.parse(path.read_text())
-    skip = {id(n) for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "__getattr__" for n in ast.walk(f)}
     depth = len(path.relative_to(PKG).parts) - 1  # 0 for ebca_viz/x.py
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 up = node.level - 1  # levels above the file's own package
@@ -71,3 +68,26 @@ def test_no_module_imports_upward():
             if mod in RANK and mod != me and RANK[mod] > RANK[me]:
                 bad.append(f"{p.relative_to(PKG.parent)}:{line} ({me}) imports {mod}")
     assert not bad, "imports against the layering of docs/architecture.md:\n" + "\n".join(bad)
+
+
+def test_no_module_level_getattr():
+    """No module answers for names it does not define (``def __getattr__`` at module level): every
+    name has one home and is imported from there."""
+    bad = [str(p.relative_to(PKG.parent)) for p in sorted(PKG.rglob("*.py"))
+           if any(isinstance(f, ast.FunctionDef) and f.name == "__getattr__" for f in ast.parse(p.read_text()).body)]
+    assert not bad, f"module-level __getattr__ routes (import the names explicitly instead): {bad}"
+
+
+def test_every_module_imports():
+    """Every module of the package imports (a missing name in a re-export fails here, not in a notebook)."""
+    import importlib
+
+    names = sorted({".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+                    for p in PKG.rglob("*.py") if p.stem != "__main__"})
+    failed = []
+    for n in names:
+        try:
+            importlib.import_module(n)
+        except Exception as e:  # noqa: BLE001 -- report every module that fails, with its error
+            failed.append(f"{n}: {type(e).__name__}: {e}")
+    assert not failed, "\n".join(failed)

@@ -7,9 +7,8 @@ import torch
 
 from ebca_viz import claims
 from ebca_viz import energy as E
-from ebca_viz import energy_plots as EP
+from ebca_viz import plots as EP
 from ebca_viz import energy_steps as ES
-from ebca_viz import viz
 from ebca_viz.tour import DemoChoice, verdict_text
 
 
@@ -75,7 +74,7 @@ def test_gamma_sweep_figure_and_readable_fonts():
 
 
 def test_readable_narrows_a_wide_figure():
-    fig = viz.ExplainerFigure(figsize=(15, 4))  # not new_figure, which would cap it at viz.MAX_WIDTH_IN itself
+    fig = EP.ExplainerFigure(figsize=(15, 4))  # not new_figure, which would cap it at EP.MAX_WIDTH_IN itself
     ax = fig.subplots()
     ax.set_title("x", fontsize=6)
     EP.readable(fig)
@@ -100,10 +99,10 @@ def test_repeated_updates_figure():
 
 def test_gradient_check_title_prints_the_float64_difference():
     a = torch.linspace(-1, 1, 50, dtype=torch.float64)
-    fig = viz.plot_gradient_check(a, a + 1.8e-15)
+    fig = EP.plot_gradient_check(a, a + 1.8e-15)
     t = fig.axes[0].get_title()
     assert "0.0e+00" not in t and "e-15" in t and "equal to float precision" in t
-    t2 = viz.plot_gradient_check(a, a + 1e-3).axes[0].get_title()
+    t2 = EP.plot_gradient_check(a, a + 1e-3).axes[0].get_title()
     assert "1.0e-03" in t2 and "relative" in t2
 
 
@@ -140,7 +139,7 @@ def test_two_column_layouts_fit_nine_inches_and_move_legends_to_the_free_cell():
     before = mk()
     after = {k: v + rng.normal(size=v.shape) for k, v in before.items()}
     fig = EP.plot_energy_terms(before, after, reference=mk(), layer_names=["a", "b", "c"], ncols=2, title="t")
-    w = min(9.0, viz.MAX_WIDTH_IN)  # 9 in asked; new_figure keeps it within JupyterLab's output area
+    w = min(9.0, EP.MAX_WIDTH_IN)  # 9 in asked; new_figure keeps it within JupyterLab's output area
     assert tuple(fig.get_size_inches()) == pytest.approx((w, 8.4 * w / 9.0))
     assert fig._ebca_spare.get_legend() is not None or fig._ebca_spare.artists  # the cascade legend moved there
     assert all(ax.get_legend() is None for ax in fig.axes if ax is not fig._ebca_spare)
@@ -155,4 +154,4 @@ def test_two_column_layouts_fit_nine_inches_and_move_legends_to_the_free_cell():
     fig = EP.plot_descent_map(rng.normal(size=(S, L, B)), ncols=2)
     assert fig.get_size_inches()[0] == pytest.approx(w)
     one_row = EP.plot_energy_terms(before, after, reference=mk())
-    assert one_row.get_size_inches()[0] == pytest.approx(viz.MAX_WIDTH_IN)  # one row of 15.6 in, capped by new_figure
+    assert one_row.get_size_inches()[0] == pytest.approx(EP.MAX_WIDTH_IN)  # one row of 15.6 in, capped by new_figure

@@ -228,13 +228,13 @@ def test_save_load_round_trip_and_older_or_newer_formats(pipe, tmp_path):
 
 
 def test_plot_guidance_maps_colourbar_line_and_text_size(pipe):
-    from ebca_viz import viz
+    from ebca_viz import plots
     from ebca_viz.notebook import MIN_DISPLAY_PT, text_audit
 
     with ev.trace(pipe) as tr, ev.smoothed_energy_guidance(pipe, ev.SEGConfig(**SEG_CFG)):
         out = pipe("a red circle", num_inference_steps=3, guidance_scale=W, generator=torch.Generator().manual_seed(0))
     img = out.images[0]
-    fig = viz.plot_guidance(tr, "seg", steps=2, sample=img)
+    fig = plots.plot_guidance(tr, "seg", steps=2, sample=img)
     audit = text_audit(fig)
     assert audit.min_pt >= MIN_DISPLAY_PT and audit.width_px <= 850
     maps = [a for a in fig.axes if a.images and a.images[0].get_cmap().name == "magma"]
@@ -247,14 +247,14 @@ def test_plot_guidance_maps_colourbar_line_and_text_size(pipe):
         assert a.images[0].get_clim() == (0.0, pytest.approx(float(max(g[0].max(), g[2].max()))))
     cbar = [a for a in fig.axes if "eps" in a.get_ylabel() or "\u03b5_blur" in a.get_ylabel()]
     assert len(cbar) == 1
-    line = [a for a in fig.axes if a.get_xlabel() == viz.TRACE_STEP_LABEL][0]
+    line = [a for a in fig.axes if a.get_xlabel() == plots.TRACE_STEP_LABEL][0]
     seg_line = [ln for ln in line.get_lines() if ln.get_label() == "SEG"][0]
     assert seg_line.get_ydata() == pytest.approx(g.reshape(3, -1).mean(1))
     assert {ln.get_label() for ln in line.get_lines()} >= {"CFG", "SEG", "steps mapped above"}
-    viz.figure_png(fig)  # draws
+    plots.figure_png(fig)  # draws
     with pytest.raises(ValueError, match="step 7 was not recorded"):
-        viz.plot_guidance(tr, "cfg", steps=[7])
+        plots.plot_guidance(tr, "cfg", steps=[7])
     with ev.trace(pipe) as van:
         _sample(pipe, steps=1, guidance_scale=1.0)
     with pytest.raises(ValueError, match="no 'cfg' guidance map"):
-        viz.plot_guidance(van, "cfg")
+        plots.plot_guidance(van, "cfg")

@@ -31,7 +31,7 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -451,6 +451,3 @@ def run_sweep(pipe, jobs: Sequence[Job], out: str | Path, *, steps: int = 50, cl
         _write_json(out / "sweep.json", manifest)
     return {"total": len(jobs), "run": done, "skipped": skipped, "this_process": len(mine)}
 
-
-def job_settings_json(setting: Setting) -> dict:
-    return asdict(setting)

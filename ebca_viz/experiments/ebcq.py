@@ -214,7 +214,7 @@ def plot_pairs(result: EditResult, k: int = 6, size: float = 1.45, title: Option
 
     ``size`` inches per panel (6 columns: 8.7 in wide, shown unshrunk); images upscaled with nearest
     neighbour; the difference row has a colour bar (grey levels of 255)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     k = min(k, result.n)
     fig = new_figure(figsize=(size * k + 1.2, (size + 0.6) * 3 + 1.2))
@@ -247,7 +247,7 @@ def plot_pairs(result: EditResult, k: int = 6, size: float = 1.45, title: Option
 def plot_seed_series(columns: dict, seeds: Sequence[int], title: str, size: float = 1.6, fontsize: float = 10):
     """One row per seed, one column per setting: ``columns = {label: (images (n, H, W, 3), detections)}``
     (the same ``seeds`` in every column); the detector's verdict above every image."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     labels = list(columns)
     fig = new_figure(figsize=(size * len(labels) + 0.8, (size + 0.45) * len(seeds) + 0.9))
@@ -269,7 +269,7 @@ def plot_rates(results: Sequence, xs: Sequence[float], predicates: Sequence[str]
                title: str = "", base: bool = True, fontsize: float = 10):
     """Rate of each predicate (95 % interval band) against the swept setting; dashed: unedited.
     ``results``: :class:`EditResult` or :class:`ShippedRow` (anything with ``rates``, ``base_rates``, ``n``)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     fig = new_figure(figsize=(7.5, 4.0))
     ax = fig.subplots()
@@ -302,7 +302,8 @@ def plot_step_maps(tr, image, title: str, rows: Optional[Sequence[int]] = None, 
     """The prompt words' cross-attention maps (mean over layers and heads) at a few recorded steps,
     beside the final image; one colour bar per row (attention probability, shared by the row's
     maps, 0 to the row's maximum). ``rows``: indices into ``tr.steps`` (default :func:`step_rows`)."""
-    from ..viz import image_array, new_figure, resize_map, to_numpy, trace_prompt_positions, trace_tokens
+    from ..plots import image_array, new_figure, resize_map, to_numpy
+    from ..tokens import trace_prompt_positions, trace_tokens
 
     m = to_numpy(tr.maps(aggregate="step"))  # (S, N, h, w)
     idx = trace_prompt_positions(tr)
@@ -339,7 +340,7 @@ def plot_step_maps(tr, image, title: str, rows: Optional[Sequence[int]] = None, 
 def attention_inside(tr, box, word: int, hw=(32, 32)) -> np.ndarray:
     """Per recorded step, the fraction of word ``word``'s attention map (mean over layers, resized to
     ``hw``) that falls inside ``box = (x0, y0, x1, y1)`` (pixels, exclusive ends). ``(S,)`` in [0, 1]."""
-    from ..viz import resize_map, to_numpy
+    from ..plots import resize_map, to_numpy
 
     m = to_numpy(tr.maps(aggregate="step"))[:, word]
     x0, y0, x1, y1 = (int(v) for v in box)

@@ -41,10 +41,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import torch
-
 from .. import claims
 from ..shapes import world
+from ..shapes.benchmark import vae_roundtrip_images
 from ..shapes.detect import detect
 
 CONTROL = "control: empty prompt"
@@ -122,14 +121,6 @@ def make_cases(n: int, seed: int = REPORT_SEED, size: int = world.IMAGE_SIZE, de
         out.append(Case(image, m, _prompt(prompt, kept, target, kept_first), target, kept, seed * 1000 + i,
                         other, _prompt(prompt, kept, other, kept_first)))
     return out
-
-
-def vae_roundtrip(pipe, images) -> np.ndarray:
-    """``(B, S, S, 3) uint8`` -> ``D(E(x))`` (posterior mode), uint8."""
-    x = world.to_tensor(images).to(pipe.device, pipe.vae.dtype)
-    with torch.no_grad():
-        r = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample
-    return ((r.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def outside_error(y: np.ndarray, x: np.ndarray, mask: np.ndarray) -> tuple:
@@ -230,7 +221,7 @@ def measure(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gammas=(0
     elif not cases or any(c.source.shape[:2] != (size, size) for c in cases):
         raise ValueError(f"cases must be a non-empty list of Case with {size}x{size} images (this pipeline's size)")
     src = np.stack([c.source for c in cases])
-    rt = vae_roundtrip(pipe, src)
+    rt = vae_roundtrip_images(pipe, src)
     fl = [outside_error(rt[i], c.source, c.mask) for i, c in enumerate(cases)]
     res = InpaintResult(cases, claims.mean([f[0] for f in fl]), max(f[1] for f in fl), rt,
                         settings=dict(n=len(cases), steps=steps, guidance=guidance, jump_length=jump_length,
@@ -311,7 +302,7 @@ def plot_examples(res: InpaintResult, condition: str, k: int = 4, size: float = 
     """Rows: source / mask / result (detector verdicts in its title) / ``|decoded - source|`` outside
     the mask (before paste-back; the pasted result's error there is printed in that title: 0 with
     paste-back, so it gets no all-black panel of its own)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     c = res.conditions[condition]
     k = min(k, len(res.cases))
@@ -498,7 +489,7 @@ def plot_repaint_energies(tr, call_steps, reference=None, kind: str = "posterior
     """Mean energy decrease per update over RePaint's UNet calls (x: "UNet call (RePaint, with
     jumps)", the plain sampling step ``k`` of each call on a second panel). ``call_steps`` is
     ``info["repaint"]["call_steps"]``."""
-    from ..viz import new_figure, to_numpy
+    from ..plots import new_figure, to_numpy
 
     b, a = to_numpy(tr.energies(kind, "before")), to_numpy(tr.energies(kind, "after"))
     drop = (b - a).mean(1)
@@ -525,6 +516,6 @@ def plot_repaint_energies(tr, call_steps, reference=None, kind: str = "posterior
     return fig
 
 
-__all__ = ["Case", "make_cases", "sweep_inpaint", "OTHER", "DESIGNS", "PROMPTS", "CONTROLS", "vae_roundtrip", "outside_error", "follows", "Condition", "InpaintResult", "measure",
+__all__ = ["Case", "make_cases", "sweep_inpaint", "OTHER", "DESIGNS", "PROMPTS", "CONTROLS", "outside_error", "follows", "Condition", "InpaintResult", "measure",
            "plot_examples", "plot_repaint_energies", "CONTROL", "run_pair", "demo_panels", "report_lines", "ebcu_null_lines",
            "run_shipped", "load_shipped", "shipped_fingerprint", "DEMO_GAMMAS", "REPORT_GAMMAS"]

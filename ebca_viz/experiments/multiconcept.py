@@ -21,7 +21,6 @@ words that name no object); EBCQ with each object as a conjunctive editorial pro
 """
 from __future__ import annotations
 
-import math
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,10 @@ import numpy as np
 import torch
 
 from .. import claims
+from ..plots import plot_effects  # noqa: F401  (notebook 02's mc.plot_effects; new code: ebca_viz.plots)
+from ..plots import plot_trace_drift as plot_drift  # noqa: F401  (notebook 02's mc.plot_drift)
 from ..shapes import world
+from ..shapes.benchmark import vae_roundtrip_ok  # noqa: F401  (notebook 08's mc.vae_roundtrip_ok)
 from ..shapes.detect import PAIR_VERDICTS, detect, score_pair
 
 CATEGORIES = PAIR_VERDICTS + ("extra",)  # the four categories, "unsure" (the detector abstains), the flag
@@ -489,106 +491,16 @@ def paired_effects(result: MulticonceptResult, name: str, categories=CATEGORIES,
     return out
 
 
-def vae_roundtrip_ok(pipe, n: int, seed: int = 777, batch: int = 100) -> list:
-    """Per scene 0/1: the detector reads a VAE round trip (encode -> mode -> decode) of a clean render of
-    ``world.generate(n, seed)`` correctly (the first ``n`` scenes do not depend on ``n``): the ceiling a
-    perfect UNet could reach with this VAE and this detector."""
-    size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    scenes = world.generate(n, seed, size=size)
-    ok = []
-    for i in range(0, n, batch):
-        x = world.to_tensor([s.image for s in scenes[i:i + batch]]).to(pipe.device, pipe.vae.dtype)
-        with torch.no_grad():
-            r = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample
-        ims = ((r.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        ok += [int(sorted((o.colour, o.shape) for o in s.objects) == sorted(d.key for d in detect(im)))
-               for s, im in zip(scenes[i:i + batch], ims)]
-    return ok
-
-
 def plot_rates(result: MulticonceptResult, categories=CATEGORIES, title: Optional[str] = None,
                width: float = 9.0, fontsize: float = 10):
-    """Grouped bars: rate of each failure type per method, with the 95 % (Wilson) interval as error bars.
+    """Grouped bars: rate of each failure type per method, with the 95 % (Wilson) interval as error bars
+    (:func:`ebca_viz.plots.plot_rate_bars`). ``width`` inches; text at ``fontsize`` points."""
+    from ..plots import plot_rate_bars
 
-    ``width`` inches (9 = not shrunk in a notebook at the default dpi); text at ``fontsize`` points."""
-    from ..viz import new_figure
-
-    names = list(result.methods)
-    fig = new_figure(figsize=(width, 3.2 + 0.25 * len(names)))
-    ax = fig.subplots()
-    w = 0.8 / len(names)
-    for j, name in enumerate(names):
-        r = result.methods[name].rates
-        p = np.array([r[k].p for k in categories])
-        lo = np.clip(p - np.array([r[k].lo for k in categories]), 0, None)
-        hi = np.clip(np.array([r[k].hi for k in categories]) - p, 0, None)
-        ax.bar(np.arange(len(categories)) + (j - (len(names) - 1) / 2) * w, 100 * p, w,
-               yerr=100 * np.stack([lo, hi]), capsize=2, label=name)
-    ax.set_xticks(range(len(categories)), [c.replace("_", "\n") for c in categories], fontsize=fontsize)
-    ax.tick_params(axis="y", labelsize=fontsize)
-    ax.set_ylabel("% of samples (95 % CI)", fontsize=fontsize)
-    ax.set_title(title or f"two-object prompts, n = {result.n} per method, CFG {result.guidance:g}, "
-                          f"{result.steps} steps", fontsize=fontsize)
-    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fig.tight_layout()
-    return fig
-
-
-def plot_effects(effects: dict, title: str = "EBCU - vanilla on the same seeds", width: float = 8.0,
-                 fontsize: float = 10):
-    """Paired differences with their 95 % intervals, one row each: ``{label: claims.Mean}`` (in points).
-
-    Blue: the interval excludes 0 (a measured change); grey: it contains 0 (a null result)."""
-    from ..viz import new_figure
-
-    labels = list(effects)
-    fig = new_figure(figsize=(width, 0.9 + 0.7 * len(labels)))
-    ax = fig.subplots()
-    for i, k in enumerate(labels):
-        m = effects[k]
-        col = "C0" if m.excludes_zero else "C7"  # blue: the interval excludes 0; grey: a null result
-        ax.errorbar(100 * m.value, i, xerr=[[100 * (m.value - m.lo)], [100 * (m.hi - m.value)]], fmt="o",
-                    color=col, capsize=4, ms=7)
-        ax.annotate(f"{100 * m.value:+.1f} pts [{100 * m.lo:+.1f}, {100 * m.hi:+.1f}]", (100 * m.hi, i),
-                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=fontsize)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=fontsize)  # put line breaks in the labels yourself
-    ax.set_ylim(-0.6, len(labels) - 0.4)
-    ax.invert_yaxis()
-    lo = min(100 * effects[k].lo for k in labels)
-    hi = max(100 * effects[k].hi for k in labels)
-    ax.set_xlim(min(lo - 2, -2), max(hi + 0.55 * (hi - lo) + 4, 4))
-    ax.tick_params(axis="x", labelsize=fontsize)
-    ax.set_xlabel("percentage points (95 % CI)", fontsize=fontsize)
-    ax.set_title(title, fontsize=fontsize)
-    fig.tight_layout()
-    return fig
-
-
-def plot_drift(traces: dict, tokens: list, positions: list, title: Optional[str] = None, width: float = 8.0,
-               fontsize: float = 10):
-    """Per-token drift ``|c_j - c_j^0|`` through the layers (mean over recorded steps), one line style per
-    run: ``traces`` ``{label: Trace}`` (each recorded ``"context_norms"`` or ``"contexts"``);
-    ``positions`` the token positions to draw, ``tokens`` their labels."""
-    from ..viz import new_figure, to_numpy
-
-    fig = new_figure(figsize=(width, 3.6))
-    ax = fig.subplots()
-    styles = ["-", "--", ":", "-."]
-    for s, (label, tr) in enumerate(traces.items()):
-        d = to_numpy(tr.drift()).mean(0)  # (L, N): mean over steps
-        for k, j in enumerate(positions):
-            ax.plot(np.arange(1, d.shape[0] + 1), d[:, j], styles[s % 4], color=f"C{k % 10}", lw=1.6,
-                    label=f"{tokens[k]} ({label})")
-    ax.set_xlabel("cross-attention layer", fontsize=fontsize)
-    ax.set_ylabel("drift |c_j - c_j^0| (mean over steps)", fontsize=fontsize)
-    ax.tick_params(labelsize=fontsize)
-    ax.legend(fontsize=fontsize - 1 if fontsize > 10 else fontsize, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-              frameon=False)
-    if title:
-        ax.set_title(title, fontsize=fontsize)
-    fig.tight_layout()
-    return fig
+    return plot_rate_bars({k: m.rates for k, m in result.methods.items()}, categories, "% of samples (95 % CI)",
+                          title or f"two-object prompts, n = {result.n} per method, CFG {result.guidance:g}, "
+                                   f"{result.steps} steps", width=width, height=3.2 + 0.25 * len(result.methods),
+                          fontsize=fontsize)
 
 
 def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: float = 1.45, seeds=None,
@@ -597,7 +509,7 @@ def plot_examples(result: MulticonceptResult, methods=None, k: int = 8, size: fl
     its prompt and seed, each image has the detector's category under it and, below the first row, the
     mean |difference| to the first method on the same seed (Δ, grey levels of 255). Images are drawn with
     nearest-neighbour interpolation (the model draws 32 x 32 pixels)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     names = list(methods or result.methods)
     idx = list(range(k)) if seeds is None else list(seeds)

@@ -37,7 +37,9 @@ import torch
 
 from .. import claims
 from ..shapes import world
+from ..shapes.benchmark import same_scene
 from ..shapes.detect import _iou, detect
+from . import shipped
 
 TARGET = ("red", "circle")
 EDITED = ("blue", "circle")
@@ -132,11 +134,6 @@ def _pil(scenes):
     return [Image.fromarray(s.image) for s in scenes]
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """``(B, 3, H, W)`` in [-1, 1] -> ``(B, H, W, 3) uint8``."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
 # ---- the three operations -----------------------------------------------------------------------
 
 def invert(pipe, scenes, setting: InversionSetting = PIX2PIX_ZERO, steps: int = 25, seed: int = 0) -> torch.Tensor:
@@ -155,7 +152,7 @@ def vae_roundtrip(pipe, scenes, setting: InversionSetting = PIX2PIX_ZERO, seed: 
     size = scenes[0].image.shape[0]
     gen = torch.Generator().manual_seed(seed) if setting.posterior == "sample" else None
     z0 = encode_image(pipe, _pil(scenes), size, size, gen)
-    return _to_uint8(pipe.vae.decode(z0 / pipe.vae.config.scaling_factor).sample)
+    return world.from_tensor(pipe.vae.decode(z0 / pipe.vae.config.scaling_factor).sample)
 
 
 @torch.no_grad()
@@ -213,15 +210,6 @@ def pixel_error(a: np.ndarray, b: np.ndarray) -> dict:
     mse = (d ** 2).mean(axis=(1, 2, 3))
     psnr = np.minimum(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-12)), 60.0)
     return dict(mae=mae, psnr=psnr)
-
-
-def ground_truth_keys(scene) -> list:
-    return sorted((o.colour, o.shape) for o in scene.objects)
-
-
-def same_scene(scene, image) -> bool:
-    """The detector finds exactly the scene's ground-truth (colour, shape) objects."""
-    return sorted(d.key for d in detect(image)) == ground_truth_keys(scene)
 
 
 def verdict(image) -> str:
@@ -477,7 +465,7 @@ def plot_examples(rec: ReconstructionResult, edits: Sequence[EditResult], idx: S
     nearest neighbour; one colour bar for the difference maps (grey levels of 255)."""
     import textwrap
 
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     rows = 3 + 2 * len(edits)
     fig = new_figure(figsize=(size * len(idx) + 2.4, (size + 0.5) * rows + 0.3))
@@ -523,63 +511,29 @@ def plot_latents(results: Sequence[ReconstructionResult], bins: int = 40, hists:
                  fontsize: float = 10):
     """Histogram of all z_T values per inversion setting against N(0, 1), with the measured stats.
     ``hists``: per result the counts of :func:`latent_hist` (shipped results carry no ``z``)."""
-    from ..viz import new_figure
+    from ..plots import plot_histograms_vs_normal
 
-    fig = new_figure(figsize=(4.4 * len(results), 3.6))
-    axes = np.atleast_1d(fig.subplots(1, len(results)))
-    x = np.linspace(-4, 4, 200)
-    for j, (ax, r) in enumerate(zip(axes, results)):
-        counts = np.asarray(hists[j] if hists is not None else latent_hist(r.z, bins), float)
-        edges = np.linspace(-4, 4, len(counts) + 1)
-        ax.stairs(counts / (counts.sum() * (edges[1] - edges[0])), edges, fill=True, alpha=0.6, label="z_T values")
-        ax.plot(x, np.exp(-x ** 2 / 2) / np.sqrt(2 * np.pi), "k-", lw=1.2, label="N(0, 1)")
-        ax.set_title(f"{r.setting.name} (n = {r.n})\nstd {r.z_std.value:.2f} [{r.z_std.lo:.2f}, {r.z_std.hi:.2f}], "
-                     f"lag-1 corr {r.z_lag1.value:.2f}", fontsize=fontsize)
-        ax.set_xlabel("value of z_T", fontsize=fontsize)
-        ax.set_ylabel("density", fontsize=fontsize)
-        ax.tick_params(labelsize=fontsize)
-        ax.legend(fontsize=fontsize)
-    fig.tight_layout()
-    return fig
+    counts = [hists[j] if hists is not None else latent_hist(r.z, bins) for j, r in enumerate(results)]
+    titles = [f"{r.setting.name} (n = {r.n})\nstd {r.z_std.value:.2f} [{r.z_std.lo:.2f}, {r.z_std.hi:.2f}], "
+              f"lag-1 corr {r.z_lag1.value:.2f}" for r in results]
+    return plot_histograms_vs_normal(counts, titles, xlabel="value of z_T", label="z_T values", fontsize=fontsize)
 
 
 def plot_edit_rates(results: Sequence[EditResult], keys=EDIT_KEYS[:6], subset: str = "single", fontsize: float = 10):
     """Bars: each criterion's rate per edit on ``subset`` ("single" / "pair") scenes, 95 % intervals."""
-    from ..viz import new_figure
+    from ..plots import plot_rate_bars
 
-    fig = new_figure(figsize=(8.4, 3.8))
-    ax = fig.subplots()
-    w = 0.8 / len(results)
-    for j, r in enumerate(results):
-        d = getattr(r, subset)
-        p = np.array([d[k].p for k in keys])
-        err = np.stack([p - [d[k].lo for k in keys], np.array([d[k].hi for k in keys]) - p])
-        ax.bar(np.arange(len(keys)) + (j - (len(results) - 1) / 2) * w, 100 * p, w, yerr=100 * err, capsize=3,
-               label=("+ and -: " if r.setting.negative else "+ only: ") + r.setting.name)
-    ax.set_xticks(range(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=fontsize)
-    ax.set_ylabel("% of scenes (95 % CI)", fontsize=fontsize)
-    ax.tick_params(labelsize=fontsize)
-    ax.set_ylim(0, 125)
+    series = {("+ and -: " if r.setting.negative else "+ only: ") + r.setting.name: getattr(r, subset) for r in results}
     n = getattr(results[0], subset)[keys[0]].n
-    ax.set_title(f"{'one-object' if subset == 'single' else 'two-object'} scenes, n = {n}", fontsize=fontsize + 1)
-    ax.legend(fontsize=fontsize, loc="upper center", ncol=1)
-    fig.tight_layout()
-    return fig
+    return plot_rate_bars(series, keys, "% of scenes (95 % CI)", width=8.4, fontsize=fontsize, ylim=(0, 125),
+                          title=f"{'one-object' if subset == 'single' else 'two-object'} scenes, n = {n}",
+                          legend="upper center")
 
 
 # ---- shipped results: benchmarks/shapes_realedit.py writes docs/shapes_realedit.json ----------------------
 SHIPPED_PATH = "docs/shapes_realedit.json"
 NOZERO = InversionSetting("pix2pix-zero, no zero roll", min_shift=1)
 PARTS = (NO_REG, InversionSetting("KL only", lambda_autocorr=0.0), InversionSetting("auto-corr only", lambda_kl=0.0))
-
-
-def _jsonable(d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        a = np.asarray(v)
-        out[k] = [None if (isinstance(x, float) and not np.isfinite(x)) else x for x in a.tolist()] if a.ndim else \
-            (None if isinstance(v, float) and not np.isfinite(v) else (bool(v) if isinstance(v, (bool, np.bool_)) else v))
-    return out
 
 
 def shipped_fingerprint(weights: str, n: int, n_parts: int, steps: int, guidance: float) -> dict:
@@ -599,14 +553,14 @@ def run_shipped(pipe, n: int = 64, n_parts: int = 32, steps: int = 25, guidance:
     out = {}
     for key, st in (("rec", PIX2PIX_ZERO), ("nozero", NOZERO)):
         r = measure_reconstruction(pipe, scenes, st, steps=steps)
-        out[key] = dict(setting=st.to_json(), per_image=_jsonable(r.per_image), hist=latent_hist(r.z))
+        out[key] = dict(setting=st.to_json(), per_image=shipped.finite_json(r.per_image), hist=latent_hist(r.z))
         if key == "rec":
             z = r.z
         log(f"{key}: {time.time() - t:.0f} s")
-    out["parts"] = {p.name: _jsonable(latent_stats(invert(pipe, scenes[:n_parts], p, steps))) for p in PARTS}
+    out["parts"] = {p.name: shipped.finite_json(latent_stats(invert(pipe, scenes[:n_parts], p, steps))) for p in PARTS}
     log(f"parts: {time.time() - t:.0f} s")
     for key, e in (("both", PAPER_EDIT), ("pos", PAPER_EDIT.positive_only())):
-        out[key] = dict(setting=e.to_json(), scores=[_jsonable(sc) for sc in measure_edit(pipe, scenes, z, e, steps, guidance).scores])
+        out[key] = dict(setting=e.to_json(), scores=[shipped.finite_json(sc) for sc in measure_edit(pipe, scenes, z, e, steps, guidance).scores])
         log(f"{key}: {time.time() - t:.0f} s")
     return out
 
@@ -616,13 +570,10 @@ def load_shipped(pipe=None, guidance: Optional[float] = None, path=None) -> dict
     ``rec``, ``nozero`` (:class:`ReconstructionResult` without images), ``hist`` (their z_T histograms),
     ``parts`` (name -> ``{"std", "mean", "lag1"}`` Means), ``both``, ``pos`` (:class:`EditResult`
     without images), ``steps``, ``file`` (the raw dict)."""
-    from . import shipped
-
     f = shipped.load_for_run(SHIPPED_PATH, path, pipe, guidance=guidance)
     R, fp = f["results"], f["fingerprint"]
     steps, n = fp["settings"]["steps"], fp["seeds"]["scenes"][1]
     scenes = edit_scenes(n, seed=0)
-    nan = lambda v: [float("nan") if x is None else x for x in v]  # noqa: E731
     out = dict(steps=steps, file=f, hist={})
     for key in ("rec", "nozero"):
         st = InversionSetting(**R[key]["setting"])

@@ -39,8 +39,6 @@ from ..shapes.detect import detect, score_pair
 
 INF = math.inf
 METRICS = ("both_present", "clean", "two_objects")
-METRIC_TEXT = {"both_present": "both requested objects present", "clean": "clean scene (exactly the two requested objects)",
-               "two_objects": "exactly two objects detected"}
 # Shapes-world defaults: choose_default(sweep_seg(pipe)) on the tuning split (48 samples per setting,
 # seeds 100000+, 25 steps). The mid block alone (4x4) moves the samples by < 2.5 grey levels at s <= 3;
 # all layers at sigma 1, s 3 change them by ~5 and had the best both-present rate at w = 1 and w = 3
@@ -369,7 +367,7 @@ def _xs(sigmas):
 def plot_vs_sigma(sigmas, curves: dict, ylabel: str, title: str, zero_line: bool = True):
     """One line per label: ``curves[label] = [claims.Mean or Rate per sigma]`` with 95 % error bars;
     sigma on a log axis, ``inf`` drawn at the right edge."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     xs, inf_x = _xs(sigmas)
     fig = new_figure(figsize=(7.6, 4.0))
@@ -401,7 +399,7 @@ def plot_seed_grid(rows: dict, seeds, base_key=None, diff_gain: float = 4.0, tit
     upscaled with nearest neighbour."""
     import textwrap
 
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     labels = list(rows)
     n = len(seeds)
@@ -461,7 +459,7 @@ def readable(fig, min_size: float = 10.0):
 
 def plot_blur_residual(widths=(4, 8), sigmas=(0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, INF)):
     """:func:`blur_residual` vs sigma, one line per grid width (how far the published blur is from the mean)."""
-    from ..viz import new_figure
+    from ..plots import new_figure
 
     xs, _ = _xs(sigmas)
     fig = new_figure(figsize=(7.6, 4.6))

@@ -93,6 +93,17 @@ def code_version(root: Optional[Path] = None) -> dict:
             "diffusers": diffusers.__version__}
 
 
+def finite_json(d: dict) -> dict:
+    """``{key: array or scalar}`` -> JSON values: arrays become lists, non-finite floats ``None``
+    (JSON has no NaN), numpy booleans ``bool``."""
+    out = {}
+    for k, v in d.items():
+        a = np.asarray(v)
+        out[k] = [None if (isinstance(x, float) and not np.isfinite(x)) else x for x in a.tolist()] if a.ndim else \
+            (None if isinstance(v, float) and not np.isfinite(v) else (bool(v) if isinstance(v, (bool, np.bool_)) else v))
+    return out
+
+
 def write(path, fingerprint: dict, results: dict) -> Path:
     """Write ``{"format", "fingerprint", "digest", "results"}`` to ``path`` atomically; return the path."""
     path = Path(path)

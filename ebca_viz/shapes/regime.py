@@ -46,7 +46,7 @@ NEGLECT = replace(SHAPES, name="neglect-world")
 
 
 def regime_for(model: str) -> Regime:
-    """The regime of a model name as :func:`ebca_viz.viz.load_model` returns it."""
+    """The regime of a model name as :func:`ebca_viz.notebook.load_model` returns it."""
     if model == "shapes-world":
         return SHAPES
     if model == "neglect-world":

@@ -171,6 +171,11 @@ def to_tensor(images):
     return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def from_tensor(x):
+    """``(B, 3, H, W)`` in [-1, 1] (a VAE decode) -> ``(B, H, W, 3) uint8`` (the inverse of :func:`to_tensor`)."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
 def single_prompts() -> list:
     """All 12 single-object ``(colour, shape)`` combinations."""
     return [(c, s) for c in COLOURS for s in SHAPES]

@@ -7,11 +7,12 @@
 * :mod:`~ebca_viz.tracing.quantities` -- what one layer call yields (energies, maps on a common grid);
 * :mod:`~ebca_viz.tracing.derived` -- :class:`Trace`: maps, energies, context norms, drift, trajectories,
   guidance maps (:meth:`Trace.guidance`: where CFG and SEG act, per step and latent pixel);
-* :mod:`~ebca_viz.tracing.files` -- save / load (safetensors + JSON).
+* :mod:`~ebca_viz.tracing.files` -- save / load a record (safetensors + JSON); :func:`load_trace` is in ``derived``;
+* :mod:`~ebca_viz.tracing.html` -- a trace as one HTML page; :mod:`~ebca_viz.tracing.explore` -- its command.
 """
 from .budget import TraceBudgetError
-from .derived import Trace
-from .files import TraceFileError, load_trace
+from .derived import Trace, load_trace
+from .files import TraceFileError
 from .filters import QUANTITIES
 from .quantities import layer_energies, self_attention_energy
 from .recorder import Recorder, estimate_bytes, trace

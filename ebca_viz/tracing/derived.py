@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from .budget import mib
+from .files import load_record, save_trace
 from .filters import select_layers
 from .record import Record
 
@@ -104,8 +105,6 @@ class Trace:
 
     def save(self, path) -> None:
         """Write a ``.safetensors`` file: the stacked tensors plus JSON metadata (no pickle), atomically."""
-        from .files import save_trace
-
         save_trace(self.record, path)
 
     def to_html(self, path, image=None, title: Optional[str] = None, image_index: int = 0, quiet: bool = False):
@@ -341,3 +340,12 @@ class Trace:
 
     def __repr__(self):
         return self.summary()
+
+
+def load_trace(path) -> Trace:
+    """Read a trace written by :meth:`Trace.save`; every accessor works on it (it cannot record).
+
+    Refuses with :class:`~ebca_viz.tracing.files.TraceFileError` (naming the file and what is wrong)
+    anything else: a directory, an empty, truncated or pickled file, non-JSON or incomplete metadata,
+    or tensors whose shapes or dtypes disagree with the header (:func:`~ebca_viz.tracing.files.load_record`)."""
+    return Trace(load_record(path))

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from .budget import Budget
-from .derived import Trace
 from .record import Record
 
 FORMAT = "ebca_viz.trace/2"
@@ -159,8 +158,9 @@ def _check_tensors(path, m: dict, tensors: dict) -> None:
         raise TraceFileError(f"{path}: {S} steps but {len(m['step_timesteps'])} step timesteps in the header")
 
 
-def load_trace(path) -> Trace:
-    """Read a trace written by :meth:`Trace.save`; every accessor works on it (it cannot record).
+def load_record(path) -> Record:
+    """Read the :class:`Record` of a trace file written by :meth:`Trace.save`
+    (:func:`ebca_viz.tracing.derived.load_trace` wraps it in a :class:`Trace`).
 
     Refuses with :class:`TraceFileError` (naming the file and what is wrong) anything else: a
     directory, an empty, truncated or pickled file, non-JSON or incomplete metadata, or tensors whose
@@ -203,4 +203,4 @@ def load_trace(path) -> Trace:
     rec = Record(m["layers"], m["quantities"], None if m["map_grid"] is None else tuple(m["map_grid"]),
                  _DTYPES[m["dtype"]], budget, m["alpha"])
     rec.restore(m, tensors)
-    return Trace(rec)
+    return rec

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..attach import block_of
 
@@ -154,7 +154,3 @@ class StepFilter:
                 out.update(e)
         return out
 
-
-def describe(items: Iterable) -> str:
-    items = list(items)
-    return ", ".join(map(str, items[:6])) + (" ..." if len(items) > 6 else "")

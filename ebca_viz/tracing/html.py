@@ -255,23 +255,4 @@ def trace_to_html(tr, path, image=None, title: Optional[str] = None, image_index
     return p
 
 
-# -- command line ----------------------------------------------------------------------------------
-def add_explore_arguments(p) -> None:
-    p.add_argument("trace", help="a .safetensors trace written by Trace.save")
-    p.add_argument("--out", required=True, help="the HTML page to write (its folder must exist)")
-    p.add_argument("--image", default=None, help="the final image (PNG/JPEG) to draw beside the maps (optional)")
-    p.add_argument("--title", default=None, help="the page's title (default: the trace's file name)")
-
-
-def run_explore(args) -> int:
-    check_html_path(args.out, "--out")  # before any work
-    if args.image is not None and not Path(args.image).is_file():
-        raise EbcaVizError(f"--image: {args.image!r} is not a file")
-    from .files import load_trace
-
-    tr = load_trace(args.trace)
-    trace_to_html(tr, args.out, image=args.image, title=args.title or Path(args.trace).name)
-    return 0
-
-
-__all__ = ["trace_to_html", "page_data", "render_page", "check_html_path", "add_explore_arguments", "run_explore"]
+__all__ = ["trace_to_html", "page_data", "render_page", "check_html_path"]

@@ -1,19 +1,5 @@
-r"""Figures of the EBCU energies a student can read: the three terms, where updates descend, step size.
-
-Each function takes arrays (``torch`` or ``numpy``) and returns a figure from
-:func:`ebca_viz.viz.new_figure` (no pyplot state). Dimension names: ``S`` sampling steps
-(0 = noisiest), ``L`` cross-attention layers (execution order), ``B`` images, ``G`` step sizes.
-Energy dicts map ``"context"`` ``E(K;Q)``, ``"prior"`` ``E(K)``, ``"posterior"`` ``E(K;Q) + E(K)`` to
-``(S, L)`` or ``(S, L, B)`` arrays: :class:`ebca_viz.energy_steps.UpdateRecord` fields, or
-:func:`trace_energy_terms` of a :class:`~ebca_viz.tracing.Trace`.
-
-Why the prior can rise while the posterior falls: one update moves the keys by
-``dK = gamma_attn A - gamma_norm R``. To first order this lowers ``E(K;Q)`` and (mostly) ``E(K)``, but
-``E(K) = lse_j 1/2 |k_j|^2`` curves up quadratically in the step (``+ s^2 |dk_j|^2 / 2`` for the largest
-keys), so at the shapes world's tuned ``gamma = 0.3/0.3`` the step overshoots for ``E(K)``: on 32 seeds
-x 25 steps x 7 layers (n = 5600 updates) ``E(K)`` rose in 78.0 % (95 % CI 76.9-79.1 %) of the updates,
-``E(K;Q)`` fell in 100 % and their sum fell in 67.4 % (66.2-68.6 %) -- notebook 01 recomputes and
-checks these numbers every run (:mod:`ebca_viz.energy_steps` for the measurement).
+r"""Single EBCU updates: where they descend (per step x layer), repeated updates of one layer,
+and the step-size sweep against the first-order prediction.
 """
 from __future__ import annotations
 
@@ -21,136 +7,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import claims
-from .viz import FS, FS_TITLE, _short_layer, new_figure, to_numpy
-
-KINDS = ("context", "prior", "posterior")
-LABELS = {"context": "E(K;Q)", "prior": "E(K)", "posterior": "E(K;Q) + E(K)"}
-COLORS = {"context": "C0", "prior": "C1", "posterior": "k"}
-
-
-def _terms(d, name: str) -> dict:
-    if not isinstance(d, Mapping) or any(k not in d for k in KINDS):
-        raise ValueError(f"{name} must be a dict with keys {KINDS} (arrays (S, L) or (S, L, B)), got "
-                         f"{type(d).__name__}{'' if not isinstance(d, Mapping) else ' with keys ' + str(list(d))}")
-    out = {}
-    for k in KINDS:
-        a = to_numpy(d[k])
-        if a.ndim == 2:
-            a = a[..., None]
-        if a.ndim != 3:
-            raise ValueError(f"{name}[{k!r}] must be (S, L) or (S, L, B), got shape {a.shape}")
-        out[k] = a
-    shapes = {v.shape for v in out.values()}
-    if len(shapes) != 1:
-        raise ValueError(f"{name}: the three terms differ in shape: {sorted(shapes)}")
-    return out
-
-
-def trace_energy_terms(tr, when: str = "before") -> dict:
-    """``{kind: (S, L, B)}`` energies of a trace (all recorded images), ``when`` ``"before"``/``"after"``."""
-    return {k: np.moveaxis(to_numpy(tr.energies(k, when, image=None)), 0, -1) for k in KINDS}
-
-
-def _layer_ticks(ax, layer_names, L):
-    ax.set_xticks(range(L))
-    if layer_names is not None:
-        ax.set_xticklabels([f"{i} {_short_layer(n)}" for i, n in enumerate(layer_names)], rotation=50, fontsize=FS)
-    ax.set_xlabel("cross-attention layer (execution order)")
-
-
-def update_counts(before, after) -> dict:
-    """``{"context_fell", "prior_rose", "posterior_fell"}`` :class:`~ebca_viz.claims.Rate` over updates."""
-    b, a = _terms(before, "before"), _terms(after, "after")
-    ch = {k: (a[k] - b[k]).ravel() for k in KINDS}
-    ok = np.isfinite(ch["posterior"])
-    return {"context_fell": claims.rate(ch["context"][ok] < 0), "prior_rose": claims.rate(ch["prior"][ok] > 0),
-            "posterior_fell": claims.rate(ch["posterior"][ok] < 0)}
-
-
-def plot_energy_terms(before, after, reference=None, layer_names: Optional[Sequence[str]] = None,
-                      title: Optional[str] = None, ncols: Optional[int] = None):
-    """E(K;Q), E(K) and their sum, separately, through the layer cascade and over sampling steps.
-
-    Args:
-        before, after: ``{kind: (S, L[, B])}`` energies of the context entering / leaving each layer.
-        reference: same shape, the prompt's own context seen by the same layer (or a vanilla run);
-            optional: adds the cascade panel.
-        ncols: panels per row (default: all in one row); ``ncols=2`` fits a 9-inch page.
-
-    Panels: (cascade, with ``reference``) mean over steps and images of ``entering - reference``
-    (dot) and ``leaving - reference`` (end of the segment) per layer: what the updates of all layers
-    so far did to this layer's energies; (per layer) mean change ``after - before`` of each term made
-    by the layer's own update, with the share of updates that lowered the sum; (per step) the same
-    change, mean over layers and images. E(K) can rise while the sum falls: see the module docstring.
-    """
-    b, a = _terms(before, "before"), _terms(after, "after")
-    if b["posterior"].shape != a["posterior"].shape:
-        raise ValueError(f"before and after differ in shape: {b['posterior'].shape} vs {a['posterior'].shape}")
-    r = None if reference is None else _terms(reference, "reference")
-    if r is not None and r["posterior"].shape != b["posterior"].shape:
-        raise ValueError(f"reference must have the shape of before {b['posterior'].shape}, got {r['posterior'].shape}")
-    S, L, _ = b["posterior"].shape
-    n_ax = 3 if r is not None else 2
-    axes, fig = _panels(n_ax, ncols, (5.2, 4.2))
-    axes_all = list(axes)
-    x = np.arange(L)
-    cnt = update_counts(b, a)
-    if r is not None:
-        ax = axes.pop(0)
-        for k in KINDS:
-            eb, ea = np.nanmean(b[k] - r[k], (0, 2)), np.nanmean(a[k] - r[k], (0, 2))
-            lw = 2.4 if k == "posterior" else 1.6
-            for i in range(L):
-                ax.plot([i - 0.25, i + 0.25], [eb[i], ea[i]], "-", color=COLORS[k], lw=lw)
-            ax.plot(x - 0.25, eb, "o", color=COLORS[k], ms=4, label=f"{LABELS[k]}: entering -> leaving")
-        ax.axhline(0, color="gray", lw=0.8, ls="--")
-        _layer_ticks(ax, layer_names, L)
-        ax.set_ylabel("energy - prompt context's (same layer)")
-        ax.set_title("through the cascade: change vs the prompt context", fontsize=FS_TITLE)
-        ax.legend(fontsize=FS)
-    ax = axes.pop(0)
-    w = 0.27
-    for j, k in enumerate(KINDS):
-        ch = a[k] - b[k]
-        ax.bar(x + (j - 1) * w, np.nanmean(ch, (0, 2)), w, color=COLORS[k], alpha=0.85 if k != "posterior" else 0.7,
-               label=LABELS[k])
-    ax.axhline(0, color="gray", lw=0.8)
-    fell = (a["posterior"] - b["posterior"]) < 0
-    ymax = ax.get_ylim()[1]
-    for i in range(L):
-        ok = np.isfinite(a["posterior"][:, i] - b["posterior"][:, i])
-        if ok.any():
-            ax.text(i, ymax, f"{fell[:, i][ok].mean():.0%}", ha="center", va="bottom", fontsize=FS)
-    _layer_ticks(ax, layer_names, L)
-    ax.set_ylabel("change by its own update (after - before)")
-    ax.set_title("per layer (mean)\n% = updates that lowered the sum", fontsize=FS_TITLE, pad=14)
-    ax.legend(fontsize=FS)
-    ax = axes.pop(0)
-    for k in KINDS:
-        ax.plot(np.arange(S), np.nanmean(a[k] - b[k], (1, 2)), "o-", ms=3, color=COLORS[k],
-                lw=2.4 if k == "posterior" else 1.4, label=LABELS[k])
-    ax.axhline(0, color="gray", lw=0.8)
-    ax.set_xlabel("sampling step (0 = noisiest)")
-    ax.set_ylabel("change per update, mean over layers")
-    ax.set_title("per sampling step", fontsize=FS_TITLE)
-    ax.legend(fontsize=FS)
-    sep = "\n" if getattr(fig, "_ebca_spare", None) is not None else ", "
-    sup = (f"E(K;Q) fell in {cnt['context_fell']}{sep}E(K) rose in {cnt['prior_rose']},\n"
-           f"E(K;Q)+E(K) fell in {cnt['posterior_fell']} of the updates")
-    head = (title + ":" + ("\n" if sep == "\n" else " ")) if title else ""
-    fig.suptitle(head + sup, fontsize=FS if sep == ", " else 10)
-    if sep == "\n":  # 2 x 2 layout: the cascade legend (same colours as the other panels) goes to the free cell
-        for ax in fig.axes:
-            if ax is not fig._ebca_spare and ax is not axes_all[0] and ax.get_legend() is not None:
-                ax.get_legend().remove()
-        _legends_to_spare(fig, [axes_all[0]])
-        n_lines = (head + sup).count("\n") + 1
-        fig._ebca_rect = (0, 0, 1, 1 - (0.05 + 0.18 * n_lines) / fig.get_figheight())
-    else:
-        fig._ebca_rect = (0, 0, 1, 0.92)  # readable() keeps the room of the suptitle
-    fig.tight_layout(rect=fig._ebca_rect)
-    return fig
+from .. import claims
+from .base import FS, FS_TITLE, layer_ticks, legends_to_spare, new_figure, panel_grid, short_layer, to_numpy
 
 
 def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps: Optional[Sequence[int]] = None,
@@ -185,7 +43,7 @@ def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps:
     ax = fig.add_subplot(slots[0])
     im = ax.imshow(frac, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.05, label="share of images: energy lowered")
-    _layer_ticks(ax, layer_names, L)
+    layer_ticks(ax, layer_names, L)
     ax.set_ylabel("sampling step")
     if steps is not None:
         ax.set_yticks(range(S)[:: max(1, S // 10)])
@@ -202,7 +60,7 @@ def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps:
     tot = claims.rate(c[ok] < 0)
     ax.axhline(tot.p, color="k", lw=0.8, ls="--")
     ax.set_ylim(0, 1.12)
-    _layer_ticks(ax, layer_names, L)
+    layer_ticks(ax, layer_names, L)
     ax.set_ylabel("updates that lowered the energy")
     ax.set_title(f"per layer (95 % interval); dashed: all layers\n{tot}", fontsize=FS)
     ax = fig.add_subplot(slots[2])
@@ -252,7 +110,7 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
         raise ValueError(f"run_gamma must be the run's positive gamma_attn, got {run_gamma!r}")
     S, L, B, G = ch.shape
     slope = fo / run_gamma  # dE/dgamma at 0
-    (a1, a2, a3), fig = _panels(3, ncols, (5.0, 4.3))
+    (a1, a2, a3), fig = panel_grid(3, ncols, (5.0, 4.3))
     i_run = int(np.argmin(np.abs(g - run_gamma)))
     if examples is None:
         examples = {}
@@ -267,7 +125,7 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
     lo = 0.0
     for j, (label, (s, l, b)) in enumerate(examples.items()):
         sl = abs(slope[s, l, b])
-        name = _short_layer(layer_names[l]) if layer_names is not None else str(l)
+        name = short_layer(layer_names[l]) if layer_names is not None else str(l)
         y = ch[s, l, b, keep] / sl
         lo = min(lo, float(np.nanmin(y)))
         a1.plot(np.r_[0, g[keep]], np.r_[0, y], "o-", ms=3, color=f"C{j + 2}",
@@ -287,7 +145,7 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
             continue
         med = np.median(rl, 0)
         q1, q3 = np.percentile(rl, 25, 0), np.percentile(rl, 75, 0)
-        name = _short_layer(layer_names[l]) if layer_names is not None else str(l)
+        name = short_layer(layer_names[l]) if layer_names is not None else str(l)
         a2.plot(g, med, "-", color=f"C{l % 10}", lw=1.5, label=f"{l} {name}")
         a2.fill_between(g, q1, q3, color=f"C{l % 10}", alpha=0.12)
     a2.axhline(1, color="gray", ls="--", lw=0.8)
@@ -324,131 +182,8 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
     if getattr(fig, "_ebca_spare", None) is not None:  # 2 x 2 layout: the legends go to the free cell
         a1.get_legend().set_title("top-left panel")
         a3.get_legend().set_title("bottom panel")
-        _legends_to_spare(fig, [a1, a3])
+        legends_to_spare(fig, [a1, a3])
     fig.tight_layout()
-    return fig
-
-
-def _panels(n: int, ncols: Optional[int], panel: tuple):
-    """``n`` axes in rows of ``ncols`` (default: one row), each ``panel = (w, h)`` inches (a 2-column layout
-    is 9 inches wide). Surplus grid cells are switched off; the first of them is kept as ``fig._ebca_spare``
-    (a place for the legends), else that attribute is None. Returns ``(axes list, fig)``."""
-    ncols = n if not ncols else max(1, min(int(ncols), n))
-    rows = -(-n // ncols)
-    w = panel[0] * ncols if ncols == n else 9.0
-    fig = new_figure(figsize=(w, panel[1] * rows))
-    grid = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
-    for ax in grid[n:]:
-        ax.axis("off")
-    fig._ebca_spare = grid[n] if len(grid) > n else None
-    return list(grid[:n]), fig
-
-
-def _legends_to_spare(fig, axes) -> bool:
-    """Move the legends of ``axes`` into ``fig._ebca_spare`` (stacked, 10 pt); False when there is no spare."""
-    spare = getattr(fig, "_ebca_spare", None)
-    if spare is None:
-        return False
-    items = []
-    for ax in axes:
-        leg = ax.get_legend()
-        if leg is None:
-            continue
-        import textwrap
-
-        h, l = ax.get_legend_handles_labels()
-        l = [textwrap.fill(x, 40) for x in l]  # the free cell is ~4 inches wide
-        items.append((h, l, leg.get_title().get_text()))
-        leg.remove()
-    y = 1.0
-    for h, l, t in items:
-        lg = spare.legend(h, l, loc="upper left", bbox_to_anchor=(0.0, y), fontsize=FS_TITLE, title=t or None,
-                          frameon=False)
-        spare.add_artist(lg)
-        y -= 0.09 * (sum(x.count("\n") + 1 for x in l) + 1.5)
-    return True
-
-
-def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc=None):
-    """Make a figure readable at its displayed size: every text (titles, labels, ticks, legends,
-    colourbar labels, annotations) at least ``min_pt`` points, the figure at most ``max_width``
-    inches wide (narrowed, never enlarged), axes titles wider than their axes wrapped onto more
-    lines, legends moved to ``legend_loc`` when given (``"best"``, ``"below"`` the axes, or one
-    location per legend in axes order, None keeping that one where it is); then laid out again.
-    Returns ``fig``."""
-    import textwrap
-    import warnings
-
-    from matplotlib.text import Text
-
-    if min_pt <= 0 or max_width <= 0:
-        raise ValueError(f"min_pt and max_width must be positive, got {min_pt}, {max_width}")
-    for t in fig.findobj(Text):
-        if t.get_text() and t.get_fontsize() < min_pt:
-            t.set_fontsize(min_pt)
-    w, h = fig.get_size_inches()
-    if w > max_width:
-        fig.set_size_inches(max_width, h)
-    if legend_loc is not None:
-        legs = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
-        locs = [legend_loc] * len(legs) if isinstance(legend_loc, str) else list(legend_loc)
-        if len(locs) != len(legs):
-            raise ValueError(f"legend_loc: give one location or one per legend ({len(legs)}), got {legend_loc!r}")
-        for leg, loc in zip(legs, locs):
-            if loc == "below":  # under the axes (below the tick and axis labels), two columns
-                ax = leg.axes
-                h, l = ax.get_legend_handles_labels()
-                leg.remove()
-                ax.legend(h, l, loc="upper center", bbox_to_anchor=(0.5, -1.0), ncol=2, fontsize=min_pt,
-                          frameon=False)
-            elif loc is not None:
-                leg.set_loc(loc)
-
-    rect = getattr(fig, "_ebca_rect", None)
-    if rect is None and fig._suptitle is not None and fig._suptitle.get_text():  # keep room for the suptitle
-        n = fig._suptitle.get_text().count("\n") + 1
-        rect = (0, 0, 1, 1 - (0.1 + 0.2 * n) / fig.get_figheight())
-
-    def layout():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fig.tight_layout(rect=rect)
-        except Exception:  # a layout that tight_layout cannot handle keeps its own
-            pass
-
-    layout()
-    renderer = fig.canvas.get_renderer()
-    wrapped = False
-    for ax in fig.axes:
-        for t in (ax.title, ax._left_title, ax._right_title):
-            text = t.get_text()
-            if not text:
-                continue
-            tw, aw = t.get_window_extent(renderer).width, ax.get_window_extent(renderer).width
-            if tw > 1.02 * aw and aw > 0:
-                lines = text.split("\n")
-                longest = max(len(x) for x in lines)
-                width = max(12, int(longest * aw / tw * 0.95))
-                t.set_text("\n".join(textwrap.fill(x, width) for x in lines))
-                wrapped = True
-    if wrapped:
-        layout()
-    return fig
-
-
-def add_colorbar(fig, label: str, vmin: float = 0.0, vmax: float = 1.0, cmap: str = "magma", width: float = 0.025):
-    """A colourbar on the right of ``fig`` for maps drawn with ``cmap`` from ``vmin`` to ``vmax``
-    (for grids whose plotting function has none): the axes make room, the bar spans the middle.
-    Returns ``fig``."""
-    import matplotlib as mpl
-
-    if not vmax > vmin:
-        raise ValueError(f"vmax must exceed vmin, got {vmin}, {vmax}")
-    right = 1 - width - 0.11
-    fig.subplots_adjust(right=right)
-    cax = fig.add_axes([right + 0.02, 0.2, width, 0.6])
-    fig.colorbar(mpl.cm.ScalarMappable(mpl.colors.Normalize(vmin, vmax), cmap=cmap), cax=cax, label=label)
     return fig
 
 
@@ -543,5 +278,4 @@ def plot_gamma_sweep(gammas, changes, first_order, run_gamma: float, level: floa
     return fig
 
 
-__all__ = ["trace_energy_terms", "update_counts", "plot_energy_terms", "plot_descent_map", "plot_step_size", "readable", "add_colorbar", "plot_repeated_updates",
-           "plot_gamma_sweep"]
+__all__ = ['plot_descent_map', 'plot_step_size', 'plot_repeated_updates', 'plot_gamma_sweep']
