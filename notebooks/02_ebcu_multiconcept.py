@@ -40,7 +40,9 @@
 MODEL = "neglect-world"  # or "shapes-world", "sd15", "sdxl", a hub id or a folder with your weights (GPU recommended)
 import torch
 import ebca_viz as ev
-from ebca_viz import claims, viz
+from ebca_viz import claims, plots
+from ebca_viz.tokens import token_labels, trace_prompt_positions, trace_tokens
+from ebca_viz.util import fast_mode, pick, upscale
 from ebca_viz.notebook import finish, setup
 from IPython.display import display
 
@@ -67,7 +69,7 @@ else:     # a real model: the paper's prompt and settings; the up-weighted word'
     PROMPT, SEED = "A cat wearing a shirt", 1
     UP = ev.config.token_positions(pipe, PROMPT, ["shirt"])   # [5]: 0 is start-of-text
     GA, GN, W = R.gamma_attn, R.gamma_norm, R.upweight
-    print(viz.token_labels(pipe, PROMPT), "| up-weighted:", UP)
+    print(token_labels(pipe, PROMPT), "| up-weighted:", UP)
     print(f"{MODEL!r} has no preregistered report: the next sections are skipped; the paper's prompt is traced below")
 
 # %% [markdown]
@@ -106,7 +108,7 @@ if WORLD:
 if WORLD:
     eff = neglect.effects(report)
     eff.update({f"EBCU − A&E\n(n = {report.pairs.n})": d_ebcu_ae})
-    display(mc.plot_effects(eff, title=f"{WORLD}: both present, method − reference on the same seeds"))
+    display(plots.plot_effects(eff, title=f"{WORLD}: both present, method − reference on the same seeds"))
     # the primary hypothesis, read by the rule written before the run (whatever it says, it is printed and checked)
     primary = neglect.direction(d_ebcu)
     print(f"primary hypothesis (EBCU - vanilla > 0 on {WORLD}): {primary}, {d_ebcu.fmt(3, 100, ' pts')}")
@@ -154,7 +156,7 @@ if WORLD == "neglect-world":
 
 # %%
 if WORLD:
-    NLIVE = viz.pick(12, 6)   # 2 methods x 12 seeds x 25 steps: about 15 s on 2 cores
+    NLIVE = pick(12, 6)   # 2 methods x 12 seeds x 25 steps: about 15 s on 2 cores
     live = neglect.resample(pipe, report, ["vanilla", "EBCU"], n=NLIVE)
     agreement = mc.compare_live(report.pairs.only(["vanilla", "EBCU"]), live)
     agreement.report(NLIVE)   # the table, then the two checks of the rule stated above
@@ -247,7 +249,7 @@ print(f"mean |EBCU - vanilla| = {ebcu_change:.2f}/255 per pixel; mean |up-weight
 # with its colour bar) shows where EBCU changed the picture; the titles give what the detector found.
 
 # %%
-display(viz.compare_images({f"{k}: {verdict(images[k])}": viz.upscale(images[k], 256) for k in names[:2]}, diff=True,
+display(plots.compare_images({f"{k}: {verdict(images[k])}": upscale(images[k], 256) for k in names[:2]}, diff=True,
                            title=f"'{prompt}', seed {seed}, {STEPS} steps, CFG {CFG}"))
 
 # %% [markdown]
@@ -256,7 +258,7 @@ display(viz.compare_images({f"{k}: {verdict(images[k])}": viz.upscale(images[k],
 
 # %%
 if up_change >= 1.0:
-    display(viz.compare_images({f"{k}: {verdict(images[k])}": viz.upscale(images[k], 256) for k in names[1:]},
+    display(plots.compare_images({f"{k}: {verdict(images[k])}": upscale(images[k], 256) for k in names[1:]},
                                diff=True, title=f"up-weight {W} on tokens {UP} vs plain EBCU"))
 else:
     print(f"({names[2]} is not shown beside EBCU: it changes this image by {up_change:.2f}/255 per pixel, "
@@ -273,7 +275,7 @@ else:
 # %%
 maps = torch.stack([tr.maps() for tr in traces.values()])   # (setting, token, H, W)
 t0 = next(iter(traces.values()))
-pos = viz.trace_prompt_positions(t0)
+pos = trace_prompt_positions(t0)
 labels = list(traces)
 gaps = {(a, b): float((maps[i][pos] - maps[j][pos]).abs().max()) for i, a in enumerate(labels)
         for j, b in enumerate(labels) if i < j}
@@ -285,7 +287,7 @@ span = float(maps[:, pos].max() - maps[:, pos].min())
 corr = [float(np.corrcoef(maps[rows[0], j].flatten(), maps[rows[1], j].flatten())[0, 1]) for j in pos]
 print(f"shown: '{a}' and '{b}' (the pair that differs most: {gaps[(a, b)]:.4f} = {gaps[(a, b)] / span:.0%} of the "
       f"colour range {span:.4f})")
-print("correlation of each word's two maps (1 = the same place):", dict(zip([viz.trace_tokens(t0)[j] for j in pos],
+print("correlation of each word's two maps (1 = the same place):", dict(zip([trace_tokens(t0)[j] for j in pos],
                                                                             [round(c, 2) for c in corr])))
 
 # %% [markdown]
@@ -294,7 +296,7 @@ print("correlation of each word's two maps (1 = the same place):", dict(zip([viz
 
 # %%
 import textwrap
-display(viz.plot_attention_maps(maps[rows], tokens=viz.trace_tokens(t0), token_indices=pos, normalize="all",
+display(plots.plot_attention_maps(maps[rows], tokens=trace_tokens(t0), token_indices=pos, normalize="all",
                                 row_labels=[textwrap.fill(labels[i], 16) for i in rows], fontsize=10, cell=1.0,
                                 colorbar=True, colorbar_label="probability",
                                 title=f"'{prompt}', seed {seed}: mean over steps and layers"))
@@ -313,8 +315,8 @@ drift_eb = traces["EBCU"].drift().mean((0, 1))
 ratio = [float(drift_up[i] / drift_eb[i]) for i in UP]
 print("mean drift (over steps and layers) of the up-weighted tokens, up-weight / plain EBCU:", [round(r, 2) for r in ratio])
 claims.check(min(ratio) > 1.0, "up-weighted tokens drift further than without up-weighting", *ratio)
-toks = viz.trace_tokens(t0)
-display(mc.plot_drift({"up-weight": traces["EBCU + up-weight"], "plain EBCU": traces["EBCU"]},
+toks = trace_tokens(t0)
+display(plots.plot_trace_drift({"up-weight": traces["EBCU + up-weight"], "plain EBCU": traces["EBCU"]},
                       tokens=[toks[i] for i in UP], positions=list(UP),
                       title=f"'{prompt}', seed {seed}: up-weight {W} on {[toks[i] for i in UP]}"))
 

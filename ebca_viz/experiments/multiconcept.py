@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 from .. import claims
-from ..plots import plot_effects  # noqa: F401  (notebook 02's mc.plot_effects; new code: ebca_viz.plots)
-from ..plots import plot_trace_drift as plot_drift  # noqa: F401  (notebook 02's mc.plot_drift)
+
 from ..shapes import world
 from ..shapes.benchmark import vae_roundtrip_ok  # noqa: F401  (notebook 08's mc.vae_roundtrip_ok)
 from ..shapes.detect import PAIR_VERDICTS, detect, score_pair
@@ -545,6 +544,6 @@ __all__ = ["Method", "MethodResult", "MulticonceptResult", "default_methods", "m
            "sweep_guidance", "contrast_seeds", "pick_demo_seed", "SeedChoice", "plot_rates",
            "shipped_path", "shipped_fingerprint", "single_items", "measure_single", "pair_results_json",
            "result_from_shipped", "single_from_shipped", "load_shipped", "resample_pair", "Agreement", "compare_live",
-           "SHIPPED_NAME", "SINGLE_METRICS", "plot_effects", "plot_drift", "first_flips",
+           "SHIPPED_NAME", "SINGLE_METRICS", "first_flips",
            "paired_effects", "vae_roundtrip_ok", "plot_examples", "prompt_items", "CATEGORIES", "SHAPE_TOKENS",
            "ARTICLE_TOKENS", "REPORT_N", "REPORT_SEED"]

@@ -88,8 +88,9 @@ def short_caption(s: PanelSettings) -> str:
 def compare_energy_figure(a: Comparison, b: Comparison, labels=("A", "B")):
     """Posterior energy ``E(K;Q) + E(K)`` per cross-attention layer (mean over steps) of two runs in
     two colours: entering each layer (solid, circles) and leaving it (dashed, triangles; EBCA only,
-    SEG does not update the context). Fonts :data:`ebca_viz.viz.FS` (10 pt at the PNG's own size)."""
-    from ..viz import FS, FS_TITLE, _short_layer, new_figure, to_numpy
+    SEG does not update the context). Fonts :data:`ebca_viz.plots.FS` (10 pt at the PNG's own size)."""
+    from ..plots import FS, FS_TITLE, new_figure, to_numpy
+    from ..plots import short_layer as _short_layer
 
     fig = new_figure(figsize=(7.0, 3.0))
     ax = fig.subplots()
@@ -115,7 +116,7 @@ def compare_energy_figure(a: Comparison, b: Comparison, labels=("A", "B")):
 
 def rate_figure(r: SuccessRate, label: str = "method"):
     """Bar chart of the two success rates (in %) with Wilson 95 % whiskers; text at :data:`FS`."""
-    from ..viz import FS, FS_TITLE, new_figure
+    from ..plots import FS, FS_TITLE, new_figure
 
     fig = new_figure(figsize=(4.2, 2.8))
     ax = fig.subplots()
@@ -231,7 +232,7 @@ class HistoryView:
         """Show the run at position ``i`` beside the current (newest) run."""
         import ipywidgets as W
 
-        from ..viz import figure_png
+        from ..plots import figure_png
         from .runs import VanillaCache
 
         a = self.history.select(i)
@@ -292,7 +293,7 @@ class HistoryView:
 
     def _rate_worker(self, s: PanelSettings, n: int) -> None:
         from ..ebca import find_controller
-        from ..viz import figure_png
+        from ..plots import figure_png
 
         p = self.panel
         try:

@@ -271,7 +271,7 @@ class PanelLayout:
     def prompt_tokens(self) -> list:
         """The prompt's tokens as the text encoder sees them: ``["<sot>", "a", "red", ..., "<eot>"]``
         (position = the index ``token_indices`` uses); [] before the tokenizer is known."""
-        from ..viz import token_labels
+        from ..tokens import token_labels
 
         tok = self._tokenizer()
         return [] if tok is None else token_labels(tok, self.w_prompt.value, with_index=False)

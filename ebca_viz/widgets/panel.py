@@ -40,7 +40,7 @@ class EnergyPanel(PanelLayout):
 
     def __init__(self, pipe=None, model: str = "auto", settings: Optional[PanelSettings] = None,
                  device: Optional[str] = None, n_edits: int = 2, cache: Optional[VanillaCache] = None):
-        from ..viz import default_device, pick
+        from ..util import default_device, pick
 
         if model == "auto":
             from ..demo import default_model
@@ -244,7 +244,7 @@ class EnergyPanel(PanelLayout):
 
     def _draw_more(self, res: Optional[Comparison] = None) -> None:
         """Draw the accordion's open figure for the current result (once per result)."""
-        from ..viz import figure_png
+        from ..plots import figure_png
 
         res = res or self.last
         i = self.more.selected_index

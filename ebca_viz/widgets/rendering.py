@@ -46,7 +46,7 @@ def difference_image(a, b, size: int = IMAGE_PX, vmax: float = DIFF_VMAX):
     from matplotlib import colormaps
     from PIL import Image, ImageDraw
 
-    from ..viz import upscale
+    from ..util import upscale
 
     if not vmax > 0:
         raise ValueError(f"vmax must be > 0 (the top of the scale in /255), got {vmax}")
@@ -104,7 +104,7 @@ def descent_counts(trace, kind: str = "posterior", rtol: float = UNCHANGED_RTOL)
     (``down / n``, NaN when ``n`` is 0) and ``down_per_layer`` / ``n_per_layer`` (lists, one per layer)."""
     import numpy as np
 
-    from ..viz import to_numpy
+    from ..plots import to_numpy
 
     b = to_numpy(trace.energies(kind, "before")).astype(np.float64)
     a = to_numpy(trace.energies(kind, "after")).astype(np.float64)
@@ -154,12 +154,13 @@ def plot_layer_energies(vanilla_trace, energy_trace, label: str = "EBCA", kind: 
     labels each layer's share, and a line under the plot says whether the step size ``gammas =
     (gamma_attn, gamma_norm)`` overshoots (:func:`descent_summary`). ``updates=False`` (SEG: no
     context update): one panel with one curve for the run, no descent claim. Text is
-    :data:`ebca_viz.viz.FS` / ``FS_TITLE`` on a :data:`LAYER_FIG_IN`-wide figure drawn
+    :data:`ebca_viz.plots.FS` / ``FS_TITLE`` on a :data:`LAYER_FIG_IN`-wide figure drawn
     :data:`LAYER_PLOT_PX` px wide (:func:`layer_energy_png`): >= 9 pt on screen (:func:`min_text_pt`)."""
     import numpy as np
     from matplotlib.lines import Line2D
 
-    from ..viz import FS, FS_TITLE, _short_layer, new_figure, to_numpy
+    from ..plots import FS, FS_TITLE, new_figure, to_numpy
+    from ..plots import short_layer as _short_layer
 
     v = to_numpy(vanilla_trace.energies(kind, "before")).mean(0)
     b_all = to_numpy(energy_trace.energies(kind, "before"))
@@ -257,7 +258,7 @@ def min_text_pt(fig, display_px: int = LAYER_PLOT_PX) -> float:
 def _png(img, size: int = IMAGE_PX) -> bytes:
     import io
 
-    from ..viz import upscale
+    from ..util import upscale
 
     buf = io.BytesIO()
     upscale(img, size).save(buf, format="PNG")

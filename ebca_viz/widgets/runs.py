@@ -39,14 +39,14 @@ class Comparison:
         return "EBCA" if self.settings.method == "ebca" else "SEG"
 
     def images_figure(self):
-        from ..viz import compare_images
+        from ..plots import compare_images
 
         return compare_images({"vanilla": self.vanilla.image, self.label: self.energy.image}, diff=True)
 
     def energy_figure(self):
         """EBCA: posterior energy entering/leaving every layer (descent) vs vanilla (dashed); SEG: the
         self-attention energy of the blurred vs the unblurred branch per step."""
-        from ..viz import plot_trace_energies, plot_trace_seg
+        from ..plots import plot_trace_energies, plot_trace_seg
 
         if self.settings.method == "ebca":
             return plot_trace_energies(self.energy.trace, reference=self.vanilla.trace,
@@ -55,7 +55,8 @@ class Comparison:
 
     def maps_figure(self):
         """Attention maps of the prompt's words (mean over steps and layers): vanilla row, energy row."""
-        from ..viz import plot_attention_maps, trace_prompt_positions, trace_tokens
+        from ..plots import plot_attention_maps
+        from ..tokens import trace_prompt_positions, trace_tokens
 
         tv, te = self.vanilla.trace, self.energy.trace
         m = torch.stack([tv.maps(aggregate="mean"), te.maps(aggregate="mean")])
