@@ -96,7 +96,9 @@ def grid_hw(num_pixels: int, latent_hw: Optional[tuple[int, int]]) -> tuple[int,
 
 
 class Installation:
-    """Processors swapped in and hooks registered on one UNet, undone exactly once by :meth:`remove`."""
+    """Processors swapped in and hook handles (anything with ``.remove()``) on one UNet, undone exactly
+    once by :meth:`remove` (handles in reverse order, then the processors). Built all-or-nothing by
+    :func:`ebca_viz.denoiser_hook.install`."""
 
     def __init__(self, unet):
         self.unet = unet
@@ -112,40 +114,11 @@ class Installation:
     def add_hooks(self, handles: Iterable) -> None:
         self.handles.extend(handles)
 
-    @classmethod
-    def install(cls, unet, processors: dict, pre_hook, post_hook) -> "Installation":
-        """Swap in ``processors`` and register ``pre_hook`` / ``post_hook`` (with kwargs; the post
-        hook always called) on ``unet``; all or nothing: on any failure the UNet is left as it was."""
-        inst = cls(unet)
-        try:
-            inst.set_processors(processors)
-            inst.add_hooks([
-                unet.register_forward_pre_hook(pre_hook, with_kwargs=True),
-                unet.register_forward_hook(post_hook, with_kwargs=True, always_call=True),
-            ])
-        except BaseException:
-            inst.remove()
-            raise
-        return inst
-
-    def add_guard(self, guard, pipe=None) -> None:
-        """Register a :class:`~ebca_viz.guards.FiniteGuard` (after the controller's hooks); removed with
-        the installation. On failure the whole installation is undone."""
-        from .guards import enabled
-
-        if not enabled():
-            return
-        try:
-            self.add_hooks(guard.register(self.unet, getattr(pipe, "vae", None)))
-        except BaseException:
-            self.remove()
-            raise
-
     def remove(self) -> None:
         if self.removed:
             return
         self.removed = True
-        for h in self.handles:
+        for h in reversed(self.handles):
             h.remove()
         self.unet.set_attn_processor(self.saved)
 

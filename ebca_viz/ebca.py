@@ -10,12 +10,13 @@ and, with editorial prompts (EBCQ), ``O = (O_n + sum_s sigma_s alpha_s O_s) / (1
 
 How it plugs into diffusers: every cross-attention layer gets an
 :class:`EnergyCrossAttnProcessor` (via ``unet.set_attn_processor``); all of them
-share one :class:`EBCAController`, which holds the cascading context. A forward
-pre-hook on the UNet instance resets that context to the prompt embeddings at
-every UNet call (= every sampling step) and advances the step counter; the
-processors ignore the ``encoder_hidden_states`` the blocks hand them (always the
-caller's embeddings) and read the controller's current context instead. The
-caller's tensors are never modified.
+share one :class:`EBCAController`, a *method* of the UNet's one
+:class:`~ebca_viz.denoiser_hook.DenoiserHook`: its ``before_call`` stage resets the
+cascading context to the prompt embeddings at every UNet call (= every sampling step;
+the step index and the CFG layout come parsed in the call); the processors (the
+per-layer stage) ignore the ``encoder_hidden_states`` the blocks hand them (always the
+caller's embeddings) and read the controller's current context instead; ``after_call``
+ends the call. The caller's tensors are never modified.
 """
 from __future__ import annotations
 
@@ -25,23 +26,27 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .attach import (
-    Installation,
-    cross_attention_keys,
-    grid_hw,
-    module_of,
-    resolve_target,
-    unet_call_parts,
-)
+from .attach import Installation, cross_attention_keys, grid_hw, module_of, resolve_target
 from .attn_io import attend, queries, tokens_in, tokens_out
 from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig, config_from
 from .energy import context_update
-from .events import EBCA, SEG, CrossAttnEvent, StepClock, installed, notify, read_cfg
+from .denoiser_hook import DenoiserHook, Participant, install
+from .events import EBCA, SEG, CrossAttnEvent, StepClock, installed, notify
 from .guards import FiniteGuard, guidance_text
 
 
-class EBCAController:
-    """Shared state of one EBCA installation: settings, step counter, cascading contexts, observers."""
+class EBCAController(Participant):
+    """Shared state of one EBCA installation: settings, step counter, cascading contexts, observers.
+
+    A method of the denoiser hook (:mod:`ebca_viz.denoiser_hook`): ``before_call`` prepares the
+    cascade, the processors run it per layer, ``after_call`` ends the call; no ``combine`` (the
+    pipeline's own CFG line is EBCA's). Observers (``observers``) get ``on_forward_start(ctl)``,
+    ``on_cross_attention(event)`` and ``on_forward_end(ctl)``.
+    """
+
+    role, kind, title = "method", EBCA, "energy attention (EBCA)"
+    cannot_run_with = (SEG,)  # SEG appends a branch to the batch; the cascade is sized to the caller's rows
+    cfg_bare_unet = True  # the published code's default for a bare UNet
 
     def __init__(self, config: EBCAConfig, resolved: ResolvedConfig, pipe, unet, edit_embeds: list):
         self.config = config
@@ -51,12 +56,14 @@ class EBCAController:
         self.edit_embeds = edit_embeds  # per edit: (1 or B, N, D)
         self.layer_names = cross_attention_keys(unet)
         self.layer_index = {k: i for i, k in enumerate(self.layer_names)}
+        self.emits = {"on_cross_attention": list(self.layer_names)}
         self.observers: list = []
         self.installation: Optional[Installation] = None
         self.paused = False
         self.managed = False  # True inside `with energy_attention(...)`
-        # run / step state
-        self.clock = StepClock()
+        # run / step state (the clock is the denoiser hook's while installed)
+        self._own_clock = StepClock()
+        self._seen_call = False
         self.num_steps: Optional[int] = None
         self._edit_state: Optional[list] = None  # [uncond (B,N,D) or None, cond_1, ..., cond_S]
         # per-forward state
@@ -79,6 +86,16 @@ class EBCAController:
         parts.append(guidance_text(self.pipe))
         parts.append(f"dtype={self.unet.dtype}")
         return ", ".join(parts)
+
+    @property
+    def cfg_setting(self):
+        return self.config.cfg
+
+    @property
+    def clock(self) -> StepClock:
+        """The step clock of the UNet's denoiser hook (shared by every participant), else a private one."""
+        hook = DenoiserHook.of(self.unet)
+        return hook.clock if hook is not None and self in hook.participants else self._own_clock
 
     @property
     def step(self) -> int:
@@ -118,18 +135,17 @@ class EBCAController:
         self.remove()
 
     # -- hooks ----------------------------------------------------------------------------------
-    def _pre_forward(self, module, args, kwargs):
-        sample, t, ehs = unet_call_parts(args, kwargs)
-        if self.paused:
-            self.in_forward = False
-            return None
+    def before_call(self, call) -> None:
+        """Stage 2 of the denoiser hook: reset the cascade to the call's context (paused calls never get here)."""
+        sample, ehs = call.sample, call.context
         if ehs is None or ehs.ndim != 3:
             raise ValueError("EBCA needs encoder_hidden_states of shape (batch, tokens, dim) in the UNet call")
-        if self.clock.tick(t):  # a new sampling run
+        new_run, self._seen_call = call.new_run or not self._seen_call, True
+        if new_run:  # a new sampling run (or the first call this installation sees)
             self._edit_state = None
             self.num_steps = self._read_num_steps()
             self.rc.check_denominators(self.num_steps, (self.num_steps or 0) + 1)
-        self.cfg_on = read_cfg(self.pipe, self.config.cfg, bare_unet=True)
+        self.cfg_on = call.cfg  # events.read_cfg(pipe, config.cfg, bare_unet=True), decided by the hook
         b2 = ehs.shape[0]
         if self.cfg_on and b2 % 2:
             raise ValueError(
@@ -161,15 +177,14 @@ class EBCAController:
             self._prepare_edits(ehs)
         self.in_forward = True
         notify(self.observers, "on_forward_start", self)
-        return None
 
-    def _post_forward(self, module, args, kwargs, output):
+    def after_call(self, call, output) -> None:
+        """Stage 5: the call is over (also when it raised: ``output`` is None)."""
         was = self.in_forward
         self.in_forward = False
         self.context = None
         if was:
             notify(self.observers, "on_forward_end", self)
-        return None
 
     def _read_num_steps(self) -> Optional[int]:
         if self.config.num_inference_steps is not None:
@@ -350,19 +365,16 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
                       "(call controller.remove() when done, or use `with energy_attention(...)`)", UserWarning,
                       stacklevel=2)
         old.remove()
-    if installed(unet, EBCA, keys) is not None:
-        raise RuntimeError("energy attention is already installed on this UNet; remove it (leave its `with`) first")
-    if installed(unet, SEG) is not None:
-        raise RuntimeError("SEG is installed on this UNet; EBCA and SEG in the same run are not supported")
+    ctl = EBCAController(config, rc, pipe, unet, [])
+    why = DenoiserHook.refusal(unet, ctl)  # before the edit prompts are encoded
+    if why:
+        raise RuntimeError(why)
     edit_embeds = _encode_edit_prompts(pipe, rc)
     for i, e in enumerate(edit_embeds):
         if not bool(torch.isfinite(e).all()):
             raise ValueError(f"edits[{i}] embeddings contain NaN/inf: pass finite embeds (or a prompt)")
-    ctl = EBCAController(config, rc, pipe, unet, edit_embeds)
-    ctl.installation = Installation.install(
-        unet, {k: EnergyCrossAttnProcessor(ctl, k) for k in keys}, ctl._pre_forward, ctl._post_forward
-    )
-    ctl.installation.add_guard(ctl.guard, pipe)
+    ctl.edit_embeds = edit_embeds
+    ctl.installation = install(unet, {k: EnergyCrossAttnProcessor(ctl, k) for k in keys}, [ctl], pipe, ctl.guard)
     return ctl
 
 

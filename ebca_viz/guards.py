@@ -1,7 +1,7 @@
 """Finiteness guards: a NaN or an overflow raises a clear error naming the setting, never a black image.
 
-Installed with every EBCA / SEG installation (:meth:`ebca_viz.attach.Installation.add_guard`), on
-the one UNet instance and the pipeline's VAE decoder, through module hooks only. Three places:
+Installed with every EBCA / SEG installation (:func:`ebca_viz.denoiser_hook.install`), as an observer
+of the one denoiser hook of the UNet and a pre-hook on the pipeline's VAE decoder. Three places:
 
 * the **context cascade** (EBCU): each cross-attention layer hands its updated context to
   :meth:`FiniteGuard.note_context`, which keeps the lazy flag ``isfinite(C_{n+1}).all()`` (a 0-d
@@ -72,17 +72,20 @@ class FiniteGuard:
             f"{self.what}: the context update became NaN/inf at layer {first}, UNet call {self.calls} "
             f"({self.describe()}): the step sizes are too large for this model and dtype; lower them")
 
-    # -- hooks ---------------------------------------------------------------------------------
-    def unet_pre(self, module, args, kwargs):
+    # -- stages of the denoiser hook (ebca_viz.denoiser_hook) ------------------------------------
+    role, kind, during_pause = "observer", "guard", True  # installed after its method: sees the final output
+
+    def before_call(self, call):
         self._flags = []
-        sample = args[0] if args else kwargs.get("sample")
-        if not _finite(sample):
+        if not _finite(call.sample):
             raise NonFiniteError(
                 f"{self.what}: the latents entering UNet call {self.calls} are NaN/inf: the previous step's "
                 f"guided noise prediction overflowed ({self.describe()}); lower the guidance or the strengths")
-        return None
 
-    def unet_post(self, module, args, kwargs, output):
+    def after_call(self, call, output):
+        if output is None:  # the call raised: nothing to check
+            self._flags = []
+            return
         self.calls += 1
         self._check_contexts()
         eps = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
@@ -90,7 +93,6 @@ class FiniteGuard:
             raise NonFiniteError(
                 f"{self.what}: the noise prediction of UNet call {self.calls - 1} is NaN/inf "
                 f"({self.describe()}); lower the strengths")
-        return None
 
     def decoder_pre(self, module, args):
         z = args[0] if args else None
@@ -99,15 +101,13 @@ class FiniteGuard:
                 f"{self.what}: the final latents are NaN/inf ({self.describe()}); lower the guidance or the strengths")
         return None
 
-    def register(self, unet, vae=None) -> list:
-        """Hook handles (the caller removes them). The post hook goes last, so it sees the output
-        after every other hook (SEG's guided prediction)."""
-        handles = [unet.register_forward_pre_hook(self.unet_pre, with_kwargs=True),
-                   unet.register_forward_hook(self.unet_post, with_kwargs=True)]
+    def register_decoder(self, vae=None) -> list:
+        """The hook handle on ``vae.decoder`` (the caller removes it); the UNet checks run as stages of
+        the denoiser hook."""
         dec = getattr(vae, "decoder", None) if vae is not None else None
         if isinstance(dec, torch.nn.Module):
-            handles.append(dec.register_forward_pre_hook(self.decoder_pre))
-        return handles
+            return [dec.register_forward_pre_hook(self.decoder_pre)]
+        return []
 
 
 def guidance_text(pipe) -> str:

@@ -13,11 +13,15 @@ Guidance (``s`` = SEG scale, ``w`` = CFG scale):
 * paper, CFG:           ``eps = eps_ublur + w (eps_c - eps_ublur)``  (the unconditional branch is blurred)
 * no CFG (both):        ``eps = eps_c + s (eps_c - eps_blur) = eps_blur + (s+1)(eps_c - eps_blur)``
 
-How it plugs into a pipeline: a forward pre-hook on the UNet appends the blurred
-branch to the batch (published convention), the :class:`SEGSelfAttnProcessor`
-blurs the queries of the rows the controller marks, and a forward hook folds the
-extra branch back so the pipeline's own CFG arithmetic yields the formula above
-(``eps_c' = eps_c + (s/w)(eps_c - eps_blur)``). Nothing of the pipeline is modified.
+How it plugs into a pipeline: :class:`SEGController` is a *method* of the UNet's one
+:class:`~ebca_viz.denoiser_hook.DenoiserHook`, like a diffusers guider: ``before_call``
+appends the blurred branch to the batch (published convention; ``call.add_branch``), the
+:class:`SEGSelfAttnProcessor` (the per-layer stage) blurs the queries of the rows the
+controller marks, and ``combine`` owns the formula: it computes :func:`seg_combine` from the
+branches and hands back ``call.guided(eps)`` (both CFG halves equal to it, so the pipeline's
+own CFG line returns it unchanged). With the paper's convention and CFG the unconditional half
+is blurred in place and the pipeline's CFG line *is* the formula: ``combine`` returns the rows
+as they are. Nothing of the pipeline is modified.
 """
 from __future__ import annotations
 
@@ -30,10 +34,11 @@ import torch.nn.functional as F
 
 from .attn_io import tokens_in, tokens_out
 from .guards import FiniteGuard, guidance_text
-from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys, unet_call_parts
+from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys
 from .config import SEGConfig, config_from
 from .energy import merge_heads, split_heads
-from .events import EBCA, SEG, SelfAttnEvent, installed, notify, read_cfg
+from .denoiser_hook import DenoiserHook, Participant, install
+from .events import EBCA, SEG, SelfAttnEvent, notify
 
 
 def kernel_size_for(sigma: float) -> int:
@@ -89,20 +94,33 @@ def seg_combine(eps_u, eps_c, eps_blur, guidance_scale: float, seg_scale: float,
     return eps_u + guidance_scale * (eps_c - eps_u) + seg_scale * (eps_c - eps_blur)
 
 
-class SEGController:
-    """State of one SEG installation: which UNet rows are the blurred branch in the current call."""
+class SEGController(Participant):
+    """State of one SEG installation: which UNet rows are the blurred branch in the current call.
+
+    A guidance method of the denoiser hook (:mod:`ebca_viz.denoiser_hook`): ``before_call`` marks
+    (and, published convention, appends) the blurred rows; ``combine`` applies :func:`seg_combine`;
+    ``guidance_terms`` names what its term adds (read by a trace's guidance maps).
+    """
+
+    role, kind, title = "method", SEG, "SEG"
+    cannot_run_with = (EBCA,)
+    cfg_bare_unet = False
 
     def __init__(self, config: SEGConfig, pipe, unet, keys: list):
         self.config = config
         self.pipe = pipe
         self.unet = unet
         self.keys = keys
+        self.emits = {"on_seg_attention": list(keys)}
         self.blur_rows: Optional[slice] = None
         self.latent_hw = None
         self.observers: list = []
         self.installation: Optional[Installation] = None
         self._expanded = None  # (cfg_on, b) while a call has an appended branch
-        self.last_branches: dict = {}
+
+    @property
+    def cfg_setting(self):
+        return self.config.cfg
 
     def remove(self):
         if self.installation is not None:
@@ -114,58 +132,44 @@ class SEGController:
             raise ValueError("SEG with CFG on a bare UNet needs the pipeline's guidance_scale; use a pipeline")
         return float(g)
 
-    def _pre(self, module, args, kwargs):
-        sample, t, ehs = unet_call_parts(args, kwargs)
-        cfg = read_cfg(self.pipe, self.config.cfg, bare_unet=False)
-        self.latent_hw = tuple(sample.shape[-2:])
+    def before_call(self, call) -> None:
+        """Mark the rows to blur: the unconditional half in place (paper, CFG), else a copy of the
+        conditional rows appended as the branch ``"blur"``."""
+        self.blur_rows, self._expanded = None, None
+        cfg, b2 = call.cfg, call.batch
+        self.latent_hw = call.latent_hw
         h, w = self.latent_hw
         if h != w:
             raise ValueError(f"SEG needs square latents (height == width), got {h}x{w} latents")
-        b2 = sample.shape[0]
         if cfg and b2 % 2:
             raise ValueError(f"cfg=True needs an even UNet batch [uncond; cond], got {b2}")
         if self.config.convention == "paper" and cfg:
             self.blur_rows = slice(0, b2 // 2)  # blur the unconditional branch in place
-            self._expanded = None
+            return
+        self.blur_rows = call.add_branch("blur", "cond")
+        self._expanded = (cfg, b2 - call.n_uncond)
+
+    def combine(self, call, eps: torch.Tensor):
+        """The guided prediction for the caller's rows (module docstring); None: the rows as they are."""
+        if self._expanded is None:
             return None
-        b = b2 // 2 if cfg else b2
-        cond = slice(b2 - b, b2)
-
-        def grow(x):
-            if torch.is_tensor(x) and x.ndim > 0 and x.shape[0] == b2:
-                return torch.cat([x, x[cond]])
-            return x
-
-        args = tuple(grow(a) for a in args)
-        kwargs = {k: grow(v) for k, v in kwargs.items()}
-        if isinstance(kwargs.get("added_cond_kwargs"), dict):
-            kwargs["added_cond_kwargs"] = {k: grow(v) for k, v in kwargs["added_cond_kwargs"].items()}
-        self.blur_rows = slice(b2, b2 + b)
-        self._expanded = (cfg, b)
-        return args, kwargs
-
-    def _post(self, module, args, kwargs, output):
-        exp, self._expanded = self._expanded, None
-        self.blur_rows = None
-        if exp is None or output is None:
-            return None
-        cfg, b = exp
-        tup = not hasattr(output, "sample")
-        eps = output[0] if tup else output.sample
-        main, eps_b = eps[:-b], eps[-b:]
-        eps_c = main[-b:]
-        s = self.config.scale
-        self.last_branches = {"eps_cond": eps_c.detach(), "eps_blur": eps_b.detach()}
-        if cfg:
-            w = self._guidance_scale()
-            new_c = eps_c + (s / w) * (eps_c - eps_b)
-            new = torch.cat([main[:-b], new_c])
+        u, c, blur = call.rows["uncond"], call.rows["cond"], call.branches["blur"]
+        if call.n_uncond:
+            eps_hat = seg_combine(eps[u], eps[c], eps[blur], self._guidance_scale(), self.config.scale)
         else:
-            new = eps_c + s * (eps_c - eps_b)
-        if tup:
-            return (new,) + tuple(output[1:])
-        output.sample = new
-        return output
+            eps_hat = seg_combine(None, eps[c], eps[blur], 1.0, self.config.scale)
+        return call.guided(eps_hat)
+
+    def guidance_terms(self, call, eps: torch.Tensor) -> dict:
+        """``{"seg": (s, eps_c - eps_blur)}``: the published term ``s (eps_c - eps_blur)`` as a scale and
+        a difference ``(B, C, h, w)``, from the UNet's rows; {} where SEG has no term of its own."""
+        blur = call.branches.get("blur")
+        if self._expanded is None or blur is None or eps.shape[0] < blur.stop:
+            return {}
+        return {"seg": (float(self.config.scale), eps[call.rows["cond"]] - eps[blur])}
+
+    def after_call(self, call, output) -> None:
+        self.blur_rows, self._expanded = None, None
 
 
 class SEGSelfAttnProcessor:
@@ -231,10 +235,10 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
     config.validate()
     pipe, unet = resolve_target(target)
     keys = seg_layer_keys(unet, config.layers)
-    if installed(unet, SEG) is not None:
-        raise RuntimeError("SEG is already installed on this UNet; leave the other `with` first")
-    if installed(unet, EBCA) is not None:
-        raise RuntimeError("EBCA is installed on this UNet; EBCA and SEG in the same run are not supported")
+    ctl = SEGController(config, pipe, unet, keys)
+    why = DenoiserHook.refusal(unet, ctl)
+    if why:
+        raise RuntimeError(why)
     from .attach import custom_processors
 
     custom = custom_processors(unet, keys)
@@ -244,11 +248,9 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
         k, cls = next(iter(custom.items()))
         warnings.warn(f"SEG replaces {len(custom)} custom self-attention processors ({cls} on {k}) while it is "
                       "installed; they are put back when it leaves", UserWarning, stacklevel=3)
-    ctl = SEGController(config, pipe, unet, keys)
-    ctl.installation = Installation.install(unet, {k: SEGSelfAttnProcessor(ctl, k) for k in keys}, ctl._pre, ctl._post)
     cfg = config
-    ctl.installation.add_guard(FiniteGuard("SEG", lambda: f"scale={cfg.scale:g}, sigma={cfg.sigma:g}, "
-                                                          f"{guidance_text(pipe)}, dtype={unet.dtype}"), pipe)
+    guard = FiniteGuard("SEG", lambda: f"scale={cfg.scale:g}, sigma={cfg.sigma:g}, {guidance_text(pipe)}, dtype={unet.dtype}")
+    ctl.installation = install(unet, {k: SEGSelfAttnProcessor(ctl, k) for k in keys}, [ctl], pipe, guard)
     return ctl
 
 

@@ -10,7 +10,7 @@ LAYERS = [
     {"energy", "schedule", "claims", "data", "errors", "util"},  # errors: validation error types; util: fast mode, device
     {"config"},
     {"attach", "attn_io", "guards"},
-    {"events", "tokens"},  # tokens: readable token labels (of a tokenizer or a trace)
+    {"events", "tokens", "denoiser_hook"},  # tokens: readable token labels; denoiser_hook: the one hook per UNet
     {"ebca", "seg"},
     {"tracing"},
     {"plots", "viz"},  # viz: the old import path of plots / tokens / util, plain re-exports,

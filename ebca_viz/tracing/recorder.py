@@ -40,20 +40,23 @@ the UNet batch (the images; with CFG the second half):
       cfg[y, x] = w * || eps_c[:, y, x] - eps_u[:, y, x] ||_2      (eps = eps_u + w (eps_c - eps_u) [+ SEG])
       seg[y, x] = s * || eps_c[:, y, x] - eps_blur[:, y, x] ||_2   (SEG's published term, with or without CFG)
 
-  read from the UNet's own output (a forward hook placed before SEG folds its extra branch back:
-  no extra UNet call). NaN where a term did not act: no CFG (``guidance_scale <= 1``) has no CFG
+  read from the UNet's own output (the hook's ``observe_output`` stage, before a guidance method
+  combines its branches: no extra UNet call; a method names its term in ``guidance_terms``). NaN where a term did not act: no CFG (``guidance_scale <= 1``) has no CFG
   map; no SEG, or SEG's ``convention="paper"`` with CFG (it blurs the unconditional half in place,
   ``eps = eps_ublur + w (eps_c - eps_ublur)``, so it has no term of its own and the CFG map is
   taken against the blurred ``eps_ublur``), has no SEG map. ``guidance_rescale`` is not applied.
 
-How it attaches (no class is patched, everything is undone on exit, also on errors):
-a forward pre-hook (prepended, so it sees the caller's batch before SEG appends its branch)
-and a forward hook on the UNet instance count steps (the :class:`~ebca_viz.events.StepClock` EBCA uses
-too; the ``step`` axis counts UNet calls, one more than ``num_inference_steps`` with PNDM); if an :class:`~ebca_viz.EBCAController`
-is installed -- before the trace or later inside it -- the trace subscribes as its observer
-and records the cascading contexts; otherwise it puts a
+How it attaches (no class is patched, everything is undone on exit, also on errors): the
+recorder is an *observer* of the UNet's one :class:`~ebca_viz.denoiser_hook.DenoiserHook` and
+never names a method. ``before_call`` reads the parsed call (the caller's batch, step, new run:
+the hook's :class:`~ebca_viz.events.StepClock`; the ``step`` axis counts UNet calls, one more than
+``num_inference_steps`` with PNDM); ``observe_output`` reads the UNet's own rows before a guidance
+method combines them; ``after_call`` stores the step. If an installed method sends
+``on_cross_attention`` events for the recorded layers (its ``emits``) -- installed before the trace or
+later inside it -- the hook subscribes the trace to it and the trace records what the method hands
+out (the cascading contexts of EBCA); otherwise it puts a
 :class:`~ebca_viz.tracing.processor.RecordingCrossAttnProcessor` (plain diffusers attention)
-on the recorded layers (:attr:`Trace.mode` says which of the two the latest call used). A
+on the recorded layers (:attr:`Trace.mode` is that method's ``kind``, or ``"plain"``). A
 forward hook on the pipeline's text encoder reads the token ids for the labels (the call whose
 output is the context's conditional rows). Several sampling runs in one trace continue the
 ``step`` axis (:attr:`Trace.run_starts`); step filters apply within each run.
@@ -74,12 +77,13 @@ from typing import Optional
 
 import torch
 
-from ..attach import _exec_order, cross_attention_keys, module_of, resolve_target, self_attention_keys, unet_call_parts
+from ..attach import _exec_order, cross_attention_keys, resolve_target
 from ..attn_io import layer_keys
+from ..denoiser_hook import DenoiserHook, Participant
 from ..energy import attention_scores
-from ..events import EBCA, SEG, TRACE, StepClock, first_timestep, kind_of, read_cfg, token_words
+from ..events import TRACE, first_timestep, token_words
 from .budget import DEFAULT_BUDGET, Budget, check_budget_args, mib
-from .derived import Trace
+from .derived import GUIDANCE_KINDS, Trace
 from .filters import StepFilter, select_layers, select_quantities
 from .processor import RecordingCrossAttnProcessor
 from .quantities import (
@@ -94,12 +98,14 @@ from .quantities import (
 from .record import NAN_FILLED, Record
 
 
-class Recorder:
+class Recorder(Participant):
     """The observer that fills a :class:`~ebca_viz.tracing.record.Record` while a pipeline samples.
 
     Made by :func:`trace` (which wraps it in a :class:`~ebca_viz.tracing.derived.Trace`); it owns the
     hooks, the recording processors and the subscriptions, and undoes all of them in :meth:`stop`.
     """
+
+    role, kind, title = "observer", TRACE, "a trace"
 
     def __init__(self, pipe, unet, record: Record, steps=None, num_steps: Optional[int] = None,
                  cfg: Optional[bool] = None, guidance_scale: Optional[float] = None):
@@ -120,46 +126,42 @@ class Recorder:
         self._pos = {k: i for i, k in enumerate(record.layers)}
         self._all_index = {k: i for i, k in enumerate(all_keys)}
         # run state
-        self.clock = StepClock()  # .step: within the run; .calls: over all runs
+        self.run_step = -1  # step within the current run (the hook's clock)
+        self.calls = 0  # UNet calls recorded by this trace, over all runs
         self.b2 = 0
         self.latent_hw = None
         self.wants_events = False
         self._selected = None
         self._stage: dict = {}
-        self._seg_ctl = None  # the SEG controller subscribed to ("seg" quantity)
-        self._seg_guide = None  # the SEG controller whose branches the guidance maps read
+        self._methods: tuple = ()  # the methods of the latest call (DenoiserCall.methods)
         self._prompt = None
         # installation
         self._state = "new"
         self._handles: list = []
         self._own: dict = {}  # key -> (our processor, the processor it replaced)
-        self._subscribed: list = []
         self._te_calls: list = []
 
     @property
     def step(self) -> int:
         """Global index of the current UNet call (over all runs of this trace; -1 before the first)."""
-        return self.clock.calls - 1
+        return self.calls - 1
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "Recorder":
         if self._state != "new":
             raise RuntimeError("this trace has already been used; create a new one with ebca_viz.trace(...)")
         unet = self.unet
-        for p in unet.attn_processors.values():
-            if kind_of(p) == TRACE and p.sink is not None:
-                raise RuntimeError("another trace is already recording this UNet; leave its `with` first")
+        hook = DenoiserHook.of(unet)
+        others = [p for p in unet.attn_processors.values() if isinstance(p, RecordingCrossAttnProcessor) and p.sink is not None]
+        if others or (hook is not None and any(isinstance(o, Recorder) for o in hook.participants)):
+            raise RuntimeError("another trace is already recording this UNet; leave its `with` first")
         self._state = "active"
         try:
-            ctl = self._discover()
-            if ctl is None:
+            self._methods = tuple(hook.methods) if hook is not None else ()
+            if self._event_source() is None:
                 self._install_processors()
-            self._handles.append(unet.register_forward_pre_hook(self._pre, with_kwargs=True, prepend=True))
-            self._handles.append(unet.register_forward_hook(self._post, with_kwargs=True, always_call=True))
-            if "guidance" in self.record.quantities:
-                # prepended: it sees the UNet's own output, before SEG's hook folds the blurred branch back
-                # (whichever of the two was installed first)
-                self._handles.append(unet.register_forward_hook(self._guidance_hook, with_kwargs=True, prepend=True))
+            self._update_mode()
+            self._handles.append(DenoiserHook.add(unet, self, self.pipe))
             te = getattr(self.pipe, "text_encoder", None) if self.pipe is not None else None
             if isinstance(te, torch.nn.Module) and getattr(self.pipe, "tokenizer", None) is not None:
                 self._handles.append(te.register_forward_hook(self._te_hook, with_kwargs=True))
@@ -175,12 +177,8 @@ class Recorder:
         self._state = "done"
         self.wants_events = False
         for h in self._handles:
-            h.remove()
+            h.remove()  # the hook also takes the trace out of every method's observers
         self._handles.clear()
-        for ctl in self._subscribed:
-            while self in ctl.observers:
-                ctl.observers.remove(self)
-        self._subscribed.clear()
         if self._own:
             current = dict(self.unet.attn_processors)
             for k, (mine, orig) in self._own.items():
@@ -224,39 +222,19 @@ class Recorder:
         self.unet.set_attn_processor(current)
         self.record.mode = "plain"
 
-    def _discover(self):
-        """Subscribe to EBCA / SEG controllers found on the UNet (they may appear mid-trace)."""
-        ctl = None
-        if not hasattr(self, "_cross_modules"):
-            self._cross_modules = [module_of(self.unet, k) for k in self.record.layers]
-            self._self_modules = [module_of(self.unet, k) for k in self_attention_keys(self.unet)]
-        for m in self._cross_modules:
-            if kind_of(m.processor) == EBCA:
-                ctl = m.processor.ctl
-                break
-        if ctl is not None and self not in ctl.observers:
-            if any(isinstance(o, Recorder) for o in ctl.observers):
-                raise RuntimeError("another trace is already recording this UNet; leave its `with` first")
-            ctl.observers.append(self)
-            self._subscribed.append(ctl)
-        if ctl is not None:
-            self.record.mode = "ebca"
+    def _event_source(self):
+        """The method that sends ``on_cross_attention`` events for the recorded layers, or None."""
+        for m in self._methods:
+            if set(getattr(m, "emits", {}).get("on_cross_attention", ())) & set(self.record.layers):
+                return m
+        return None
+
+    def _update_mode(self) -> None:
+        src = self._event_source()
+        if src is not None:
+            self.record.mode = src.kind
         elif self._own:
             self.record.mode = "plain"
-        seg = None
-        if "seg" in self.record.quantities or "guidance" in self.record.quantities:
-            for m in self._self_modules:
-                if kind_of(m.processor) == SEG:
-                    seg = m.processor.ctl
-                    break
-        self._seg_guide = seg
-        if "seg" not in self.record.quantities:
-            seg = None
-        if seg is not None and self not in seg.observers:
-            seg.observers.append(self)
-            self._subscribed.append(seg)
-        self._seg_ctl = seg
-        return ctl
 
     # -- hooks ---------------------------------------------------------------------------------
     def _te_hook(self, module, args, kwargs, output):
@@ -270,21 +248,21 @@ class Recorder:
         if torch.is_tensor(ids) and cands:
             self._te_calls = (self._te_calls + [(ids.detach().cpu(), cands)])[-8:]
 
-    def _pre(self, module, args, kwargs):
+    def before_call(self, call) -> None:
+        """Stage 1 of the denoiser hook: the caller's batch, before any method adds a branch."""
         self.wants_events = False
         self._stage = {}
-        sample, t, ehs = unet_call_parts(args, kwargs)
-        ctl = self._discover()
-        if ctl is not None and ctl.paused:
-            return None
+        self._methods = call.methods
+        self._update_mode()
+        sample, t, ehs = call.sample, call.timestep, call.context
         if not torch.is_tensor(ehs) or ehs.ndim != 3 or not torch.is_tensor(sample) or sample.ndim != 4:
-            return None
-        new_run = self.clock.tick(t)
+            return
+        new_run = call.new_run or self.calls == 0  # the first call this trace sees starts a run
+        self.run_step, self.calls = call.step, self.calls + 1
         self.record.timesteps.append(first_timestep(t))
         b2 = ehs.shape[0]
-        # the controller's own decision where one is installed (its explicit cfg=, else the pipeline's)
-        setting = self.cfg if self.cfg is not None or ctl is None else ctl.config.cfg
-        cfg = read_cfg(self.pipe, setting, bare_unet=ctl is not None)
+        # an explicit trace(cfg=) for the recorded rows, else the hook's decision (the method's, else the pipeline's)
+        cfg = self.cfg if self.cfg is not None else call.cfg
         if cfg and b2 % 2:
             raise ValueError(f"trace: cfg=True needs an even UNet batch [uncond; cond], got {b2}; pass cfg=False to trace()")
         self.b2, self.record.n_uncond = b2, (b2 // 2 if cfg else 0)
@@ -292,10 +270,9 @@ class Recorder:
         B, N, D = b2 - self.record.n_uncond, ehs.shape[1], ehs.shape[2]
         if new_run:
             self._start_run(ehs, (B, N, D, self.latent_hw))
-        if self._selected is not None and self.clock.step not in self._selected:
-            return None
+        if self._selected is not None and self.run_step not in self._selected:
+            return
         self._begin_step(ehs)
-        return None
 
     def _start_run(self, ehs, shape):
         self.record.run_starts.append(self.step)
@@ -337,9 +314,11 @@ class Recorder:
                 self.record.sums = {"sum": torch.zeros(shp, device=dev), "count": torch.zeros(len(self.record.layers), device=dev)}
 
     def _seg_layer_keys(self):
-        if self._seg_ctl is None:
+        """Self-attention layers some method sends ``on_seg_attention`` events for ("seg" quantity)."""
+        if "seg" not in self.record.quantities:
             return []
-        return sorted(self._seg_ctl.keys, key=_exec_order)
+        keys = [k for m in self._methods for k in getattr(m, "emits", {}).get("on_seg_attention", ())]
+        return sorted(dict.fromkeys(keys), key=_exec_order)
 
     def _begin_step(self, ehs):
         B, N, D, _ = self.record.shape
@@ -364,13 +343,13 @@ class Recorder:
         # after a drop nothing more is stored (not even into the running sums): the record is a prefix
         self.wants_events = bool(stage) or (bool(self.record.sums) and not self.record.budget.full)
 
-    def _post(self, module, args, kwargs, output):
+    def after_call(self, call, output) -> None:
+        """Stage 6: store the step (nothing when the call raised)."""
         stage, self._stage = self._stage, {}
         was, self.wants_events = self.wants_events, False
         if not was or output is None or not stage:
-            return None
+            return
         self.record.add_step(self.step, stage)
-        return None
 
     def _cfg_scale(self) -> Optional[float]:
         """``w`` of the CFG map: ``guidance_scale=`` given to :func:`trace`, else the pipeline's (per call)."""
@@ -380,27 +359,25 @@ class Recorder:
         return float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) else None
 
     @torch.no_grad()
-    def _guidance_hook(self, module, args, kwargs, output):
-        """Fill this step's ``guidance`` item from the UNet's output rows ``[eps_u; eps_c (; eps_blur)]``
-        (module docstring); reads only, returns nothing, so the output is unchanged."""
+    def observe_output(self, call, eps) -> None:
+        """Stage 3: fill this step's ``guidance`` item from the UNet's own rows ``[eps_u; eps_c; branches]``
+        (module docstring), before a guidance method combines them; reads only. The CFG map is the
+        pipeline's term; every other map is a term a method names in ``guidance_terms(call, eps)`` as
+        ``{kind: (scale, difference)}`` (kinds outside ``GUIDANCE_KINDS`` are not stored)."""
         g = self._stage.get("guidance")
-        if g is None or output is None:
-            return None
-        eps = output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", None)
-        if not torch.is_tensor(eps) or eps.ndim != 4:
-            return None
+        if g is None or not torch.is_tensor(eps) or eps.ndim != 4:
+            return
         nu, b2 = self.record.n_uncond, self.b2
-        B = b2 - nu
         cond = eps[nu:b2].float()
         if nu:
             w = self._cfg_scale()
             if w is not None:
                 g[0] = w * torch.linalg.vector_norm(cond - eps[:nu].float(), dim=1)
-        seg = self._seg_guide
-        # SEG's published branch: appended by its pre-hook this call and not folded back yet
-        if seg is not None and seg._expanded is not None and eps.shape[0] == b2 + B and seg._expanded[1] == B:
-            g[1] = float(seg.config.scale) * torch.linalg.vector_norm(cond - eps[b2:].float(), dim=1)
-        return None
+        for m in call.methods:
+            terms = getattr(m, "guidance_terms", None)
+            for kind, (scale, diff) in (terms(call, eps) if terms is not None else {}).items():
+                if kind in GUIDANCE_KINDS and kind != "cfg" and diff.shape == cond.shape:
+                    g[GUIDANCE_KINDS.index(kind)] = scale * torch.linalg.vector_norm(diff.float(), dim=1)
 
     def _read_tokens(self, ehs):
         """Token labels of the conditional rows, from the text-encoder call whose output they are."""
@@ -421,7 +398,7 @@ class Recorder:
                     self.record.token_labels = [token_words(tok, row.tolist()) for row in ids]
                     return
 
-    # -- observer interface (EBCAController, SEGController, own processors) -----------------------
+    # -- events (from the methods the hook subscribed this trace to, or from its own processors) ----
     @torch.no_grad()
     def on_cross_attention(self, ev) -> None:
         if not self.wants_events:
@@ -519,7 +496,8 @@ class Recorder:
         D = self.unet.config.cross_attention_dim
         D = D[0] if isinstance(D, (tuple, list)) else D
         if seg_layers is None:
-            self._discover_seg_only()
+            hook = DenoiserHook.of(self.unet)
+            self._methods = tuple(hook.methods) if hook is not None and self._state == "new" else self._methods
             seg_layers = len(self._seg_layer_keys())
         grid = self.record.map_grid or resolve_map_grid(None, [predicted_grid(self.unet, k, (lh, lw)) for k in self.record.layers])
         saved, self.record.map_grid = self.record.map_grid, grid
@@ -530,14 +508,6 @@ class Recorder:
             return self.record.bytes_for(n, batch, tokens, D, seg_layers, latent_hw=(lh, lw))
         finally:
             self.record.map_grid = saved
-
-    def _discover_seg_only(self):
-        if self._seg_ctl is None and "seg" in self.record.quantities:
-            for k in self_attention_keys(self.unet):
-                p = module_of(self.unet, k).processor
-                if kind_of(p) == SEG:
-                    self._seg_ctl = p.ctl
-                    return
 
 
 def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype=torch.float16,

@@ -1,0 +1,317 @@
+r"""One hook per denoiser: each UNet call is parsed once and handed to the installed participants.
+
+In the spirit of diffusers' ``hooks/`` (one ``HookRegistry`` per module, ``ModelHook`` stages) and
+``guiders/`` (a guider owns its combination formula), written for an *unmodified* pipeline: the
+pipeline still applies its own CFG line ``eps = eps_u + w (eps_c - eps_u)`` to what the UNet returns.
+
+::
+
+    unet(sample, t, encoder_hidden_states, ...)         (called by the pipeline)
+      DenoiserHook._pre       the one forward pre-hook of ebca_viz on this UNet
+        parse once -> DenoiserCall: sample, timestep, context, step / new_run (events.StepClock),
+                      cfg (events.read_cfg) and the rows {"uncond": [0, n), "cond": [n, B2)}
+        1. observer.before_call(call)        installation order; they see the caller's batch
+        2. method.before_call(call)          installation order; may add a branch (call.add_branch)
+      forward: attention processors = the methods' per-layer stage; they send
+               events.CrossAttnEvent / SelfAttnEvent to method.observers (every hook observer
+               with on_cross_attention / on_seg_attention is subscribed there automatically)
+      DenoiserHook._post      the one forward hook (always called, also on errors)
+        3. observer.observe_output(call, eps)   eps = every row the UNet computed, branches included
+        4. method.combine(call, eps)            at most one method per call: returns the caller's rows
+        5. method.after_call(call, out)         reverse installation order
+        6. observer.after_call(call, out)       installation order (a guard, installed last, sees the end)
+
+Participants are duck-typed (subclassing :class:`Participant` gives the defaults); every stage is
+optional. A participant declares ``role`` (``"method"`` or ``"observer"``), ``kind`` (its name),
+``title`` (for messages) and what it cannot run with (``cannot_run_with``, or an override of
+:meth:`Participant.conflicts_with`): the hook refuses an incompatible pair when the second one is
+added, so no method checks for another by name. A method that changes the batch (adds a branch)
+must say how the output folds back in ``combine``; when it returns a single guided prediction
+``eps_hat`` it hands back :meth:`DenoiserCall.guided` ``(eps_hat)``.
+
+While a method reports ``paused`` (EBCA's ``ctl.pause()``, e.g. DDIM inversion) the calls are not
+counted and only participants with ``during_pause = True`` (the finiteness guard) see them.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .attach import unet_call_parts
+from .events import StepClock, read_cfg
+
+_ATTR = "_ebca_viz_denoiser_hook"
+EVENT_METHODS = ("on_cross_attention", "on_seg_attention")  # what observers get through method.observers
+
+
+class Participant:
+    """Defaults of the participant protocol (all stages optional; see the module docstring)."""
+
+    role = "observer"  # or "method"
+    kind = "participant"
+    title = "a participant"
+    cannot_run_with: tuple = ()  # kinds this one refuses to share a UNet with
+    unique = True  # one of this kind per UNet
+    during_pause = False
+    cfg_setting: Optional[bool] = None  # methods: explicit cfg=, None = the pipeline's flag
+    cfg_bare_unet: Optional[bool] = None  # methods: default for a bare UNet (None: no opinion)
+    #: event name -> layer keys for which this method sends that event (e.g. {"on_cross_attention": keys})
+    emits: dict = {}
+
+    def conflicts_with(self, other) -> Optional[str]:
+        """Why this participant cannot share the UNet with ``other`` (None: it can)."""
+        if self.unique and getattr(other, "kind", None) == self.kind:
+            return f"{self.title} is already installed on this UNet; remove it (leave its `with`) first"
+        if getattr(other, "kind", None) in self.cannot_run_with or self.kind in getattr(other, "cannot_run_with", ()):
+            return (f"{other.title} is installed on this UNet; {self.title} and {other.title} in the same run are "
+                    "not supported")
+        return None
+
+
+class DenoiserCall:
+    """One UNet call as every participant sees it (made by the hook; read-only for observers).
+
+    Shapes: ``B2`` = the caller's batch (``[uncond; cond]`` with CFG), ``B`` = images.
+    ``args`` / ``kwargs`` are the call's arguments as they will reach ``forward`` (a method adding
+    a branch rewrites them); ``sample`` / ``timestep`` / ``context`` are the caller's.
+    """
+
+    def __init__(self, pipe, args: tuple, kwargs: dict, step: int, new_run: bool, calls: int, cfg: bool,
+                 paused: bool, methods: tuple):
+        self.pipe = pipe
+        self.args, self.kwargs = args, kwargs
+        self.sample, self.timestep, self.context = unet_call_parts(args, kwargs)  # (B2,C,h,w), t, (B2,N,D)
+        self.step, self.new_run, self.calls = step, new_run, calls
+        self.cfg, self.paused, self.methods = cfg, paused, methods
+        s = self.sample
+        self.batch = int(s.shape[0]) if torch.is_tensor(s) and s.ndim > 0 else 0  # B2
+        self.n_uncond = self.batch // 2 if cfg else 0
+        self.latent_hw = tuple(s.shape[-2:]) if torch.is_tensor(s) and s.ndim == 4 else None
+        self.rows = {"uncond": slice(0, self.n_uncond), "cond": slice(self.n_uncond, self.batch)}
+        self.branches: dict = {}  # name -> rows appended by a method this call
+
+    @property
+    def total_rows(self) -> int:
+        return self.batch + sum(r.stop - r.start for r in self.branches.values())
+
+    def add_branch(self, name: str, source: str = "cond") -> slice:
+        """Append a copy of rows ``source`` to every batch-sized tensor of the call (sample, timestep,
+        context, ``added_cond_kwargs``); returns the new rows. The method's ``combine`` folds them back."""
+        b2, src = self.total_rows, self.rows.get(source) or self.branches[source]
+
+        def grow(x):
+            if torch.is_tensor(x) and x.ndim > 0 and x.shape[0] == b2:
+                return torch.cat([x, x[src]])
+            return x
+
+        self.args = tuple(grow(a) for a in self.args)
+        self.kwargs = {k: grow(v) for k, v in self.kwargs.items()}
+        if isinstance(self.kwargs.get("added_cond_kwargs"), dict):
+            self.kwargs["added_cond_kwargs"] = {k: grow(v) for k, v in self.kwargs["added_cond_kwargs"].items()}
+        rows = slice(b2, b2 + (src.stop - src.start))
+        self.branches[name] = rows
+        return rows
+
+    def guided(self, eps_hat: torch.Tensor) -> torch.Tensor:
+        """The caller's rows that make the pipeline's CFG line yield ``eps_hat (B, C, h, w)``: with CFG
+        ``[eps_hat; eps_hat]`` (``eps_hat + w (eps_hat - eps_hat) = eps_hat`` exactly), else ``eps_hat``."""
+        return torch.cat([eps_hat, eps_hat]) if self.n_uncond else eps_hat
+
+
+def _output_eps(output):
+    if output is None:
+        return None, None
+    if isinstance(output, (tuple, list)):
+        return output[0], "tuple"
+    return getattr(output, "sample", output), ("sample" if hasattr(output, "sample") else "tensor")
+
+
+def _with_eps(output, how, eps):
+    if how == "tuple":
+        return (eps,) + tuple(output[1:])
+    if how == "sample":
+        output.sample = eps
+        return output
+    return eps
+
+
+class DenoiserHook:
+    """The registry of participants of one UNet and its two module hooks (see the module docstring)."""
+
+    def __init__(self, unet, pipe=None):
+        self.unet, self.pipe = unet, pipe
+        self.participants: list = []
+        self.clock = StepClock()
+        self.call: Optional[DenoiserCall] = None
+        self._handles = [unet.register_forward_pre_hook(self._pre, with_kwargs=True),
+                         unet.register_forward_hook(self._post, with_kwargs=True, always_call=True)]
+
+    # -- registry --------------------------------------------------------------------------------
+    @staticmethod
+    def of(unet) -> Optional["DenoiserHook"]:
+        """The hook installed on ``unet``, or None."""
+        return unet.__dict__.get(_ATTR)
+
+    @property
+    def methods(self) -> list:
+        return [p for p in self.participants if getattr(p, "role", "observer") == "method"]
+
+    @property
+    def observers(self) -> list:
+        return [p for p in self.participants if getattr(p, "role", "observer") != "method"]
+
+    @staticmethod
+    def refusal(unet, participant) -> Optional[str]:
+        """Why ``participant`` cannot join the participants already on ``unet`` (None: it can)."""
+        hook = DenoiserHook.of(unet)
+        for other in (hook.participants if hook is not None else ()):
+            for a, b in ((participant, other), (other, participant)):
+                f = getattr(a, "conflicts_with", None)
+                why = f(b) if f is not None else None
+                if why:
+                    return why
+        return None
+
+    @classmethod
+    def add(cls, unet, participant, pipe=None) -> "_Handle":
+        """Register ``participant`` on ``unet`` (creating the hook on first use); returns a handle whose
+        ``remove()`` takes it out again (and the hook, with its last participant). Raises RuntimeError
+        when a participant refuses the company (:meth:`Participant.conflicts_with`)."""
+        why = cls.refusal(unet, participant)
+        if why:
+            raise RuntimeError(why)
+        hook = cls.of(unet)
+        if hook is None:
+            hook = cls(unet, pipe)
+            unet.__dict__[_ATTR] = hook
+        elif hook.pipe is None:
+            hook.pipe = pipe
+        hook.participants.append(participant)
+        hook._subscribe()
+        return _Handle(hook, participant)
+
+    def _discard(self, participant) -> None:
+        if participant in self.participants:
+            self.participants.remove(participant)
+        for m in self.methods:  # an observer leaves every method's list
+            obs = getattr(m, "observers", None)
+            while isinstance(obs, list) and participant in obs:
+                obs.remove(participant)
+        obs = getattr(participant, "observers", None)  # a method lets go of the hook's observers
+        if getattr(participant, "role", None) == "method" and isinstance(obs, list):
+            for o in self.observers:
+                while o in obs:
+                    obs.remove(o)
+        if not self.participants:
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+            if self.unet.__dict__.get(_ATTR) is self:
+                del self.unet.__dict__[_ATTR]
+
+    def _subscribe(self) -> None:
+        """Every hook observer with an event method is in every method's ``observers`` list."""
+        for m in self.methods:
+            obs = getattr(m, "observers", None)
+            if not isinstance(obs, list):
+                continue
+            for o in self.observers:
+                if any(hasattr(o, e) for e in EVENT_METHODS) and o not in obs:
+                    obs.append(o)
+
+    # -- the two module hooks --------------------------------------------------------------------
+    def _cfg(self) -> bool:
+        for m in self.methods:
+            if getattr(m, "cfg_bare_unet", None) is not None:
+                return read_cfg(self.pipe, getattr(m, "cfg_setting", None), bare_unet=m.cfg_bare_unet)
+        return read_cfg(self.pipe, None, bare_unet=False)
+
+    def _pre(self, module, args, kwargs):
+        self.call = None
+        methods = tuple(self.methods)
+        paused = any(getattr(m, "paused", False) for m in methods)
+        if paused:
+            step, new_run = self.clock.step, False
+        else:
+            new_run = self.clock.tick(unet_call_parts(args, kwargs)[1])
+            step = self.clock.step
+        call = DenoiserCall(self.pipe, args, kwargs, step, new_run, self.clock.calls, self._cfg(), paused, methods)
+        self.call = call
+        for p in self._active(self.observers, call) + self._active(list(methods), call):
+            f = getattr(p, "before_call", None)
+            if f is not None:
+                f(call)
+        if call.args is args and call.kwargs is kwargs:
+            return None
+        return call.args, call.kwargs
+
+    def _active(self, ps, call) -> list:
+        return [p for p in ps if not call.paused or getattr(p, "during_pause", False)]
+
+    def _post(self, module, args, kwargs, output):
+        call, self.call = self.call, None
+        if call is None:
+            return None
+        eps, how = _output_eps(output)
+        observers, methods = self._active(self.observers, call), self._active(list(call.methods), call)
+        if torch.is_tensor(eps):
+            for o in observers:
+                f = getattr(o, "observe_output", None)
+                if f is not None:
+                    f(call, eps)
+            out = None
+            for m in methods:
+                f = getattr(m, "combine", None)
+                if f is not None:
+                    out = f(call, eps)
+                    break
+            if out is None and call.branches:
+                out = eps[: call.batch]
+            if out is not None:
+                output = _with_eps(output, how, out)
+                eps = out
+        for p in list(reversed(methods)) + observers:
+            f = getattr(p, "after_call", None)
+            if f is not None:
+                f(call, output if torch.is_tensor(eps) else None)
+        return output
+
+
+class _Handle:
+    def __init__(self, hook: DenoiserHook, participant):
+        self.hook, self.participant = hook, participant
+
+    def remove(self) -> None:
+        if self.hook is not None:
+            self.hook._discard(self.participant)
+            self.hook = None
+
+
+def install(unet, processors: dict, participants: list, pipe=None, guard=None):
+    """Swap in ``processors`` and register ``participants`` (then ``guard``, a
+    :class:`~ebca_viz.guards.FiniteGuard`, unless guards are disabled) on the one hook of ``unet``;
+    all or nothing: on any failure the UNet is left as it was. Returns the
+    :class:`~ebca_viz.attach.Installation` whose ``remove()`` undoes everything."""
+    from .attach import Installation
+    from .guards import enabled
+
+    inst = Installation(unet)
+    try:
+        for p in participants:  # refuse before anything changes
+            why = DenoiserHook.refusal(unet, p)
+            if why:
+                raise RuntimeError(why)
+        inst.set_processors(processors)
+        for p in participants:
+            inst.add_hooks([DenoiserHook.add(unet, p, pipe)])
+        if guard is not None and enabled():
+            inst.add_hooks([DenoiserHook.add(unet, guard, pipe)])
+            inst.add_hooks(guard.register_decoder(getattr(pipe, "vae", None)))
+    except BaseException:
+        inst.remove()
+        raise
+    return inst
+
+
+__all__ = ["DenoiserCall", "DenoiserHook", "Participant", "install"]
