@@ -23,8 +23,10 @@ pipeline still applies its own CFG line ``eps = eps_u + w (eps_c - eps_u)`` to w
 
 Participants are duck-typed (subclassing :class:`Participant` gives the defaults); every stage is
 optional. A participant declares ``role`` (``"method"`` or ``"observer"``), ``kind`` (its name),
-``title`` (for messages) and what it cannot run with (``cannot_run_with``, or an override of
-:meth:`Participant.conflicts_with`): the hook refuses an incompatible pair when the second one is
+``title`` (for messages) and what it needs: ``adds_branch`` / ``needs_caller_batch`` (a method that
+appends rows cannot share a call with one whose per-layer state is sized to the caller's rows), a
+``combine`` stage (one per call), ``cannot_run_with`` (kinds), or its own
+:meth:`Participant.conflicts_with`. The hook refuses an incompatible pair when the second one is
 added, so no method checks for another by name. A method that changes the batch (adds a branch)
 must say how the output folds back in ``combine``; when it returns a single guided prediction
 ``eps_hat`` it hands back :meth:`DenoiserCall.guided` ``(eps_hat)``.
@@ -53,6 +55,8 @@ class Participant:
     title = "a participant"
     cannot_run_with: tuple = ()  # kinds this one refuses to share a UNet with
     unique = True  # one of this kind per UNet
+    adds_branch = False  # methods: before_call may append rows to the batch (call.add_branch)
+    needs_caller_batch = False  # methods: per-layer state sized to the caller's rows (no branch may be added)
     during_pause = False
     cfg_setting: Optional[bool] = None  # methods: explicit cfg=, None = the pipeline's flag
     cfg_bare_unet: Optional[bool] = None  # methods: default for a bare UNet (None: no opinion)
@@ -66,6 +70,15 @@ class Participant:
         if getattr(other, "kind", None) in self.cannot_run_with or self.kind in getattr(other, "cannot_run_with", ()):
             return (f"{other.title} is installed on this UNet; {self.title} and {other.title} in the same run are "
                     "not supported")
+        if self.role == "method" and getattr(other, "role", None) == "method":
+            if callable(getattr(self, "combine", None)) and callable(getattr(other, "combine", None)):
+                return (f"{other.title} is installed on this UNet; {self.title} and {other.title} both combine the "
+                        "guided prediction (one guidance method per call); leave its `with` first")
+            for a, b in ((self, other), (other, self)):
+                if getattr(a, "adds_branch", False) and getattr(b, "needs_caller_batch", False):
+                    return (f"{other.title} is installed on this UNet; {a.title} adds a branch to the UNet batch and "
+                            f"{b.title} needs the caller's batch: {self.title} and {other.title} in the same run are "
+                            "not supported")
         return None
 
 

@@ -31,7 +31,7 @@ from .attn_io import attend, queries, tokens_in, tokens_out
 from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig, config_from
 from .energy import context_update
 from .denoiser_hook import DenoiserHook, Participant, install
-from .events import EBCA, SEG, CrossAttnEvent, StepClock, installed, notify
+from .events import EBCA, CrossAttnEvent, StepClock, installed, notify
 from .guards import FiniteGuard, guidance_text
 
 
@@ -45,7 +45,7 @@ class EBCAController(Participant):
     """
 
     role, kind, title = "method", EBCA, "energy attention (EBCA)"
-    cannot_run_with = (SEG,)  # SEG appends a branch to the batch; the cascade is sized to the caller's rows
+    needs_caller_batch = True  # the cascading context is sized to the caller's rows
     cfg_bare_unet = True  # the published code's default for a bare UNet
 
     def __init__(self, config: EBCAConfig, resolved: ResolvedConfig, pipe, unet, edit_embeds: list):

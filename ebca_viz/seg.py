@@ -38,7 +38,7 @@ from .attach import Installation, block_of, grid_hw, resolve_target, self_attent
 from .config import SEGConfig, config_from
 from .energy import merge_heads, split_heads
 from .denoiser_hook import DenoiserHook, Participant, install
-from .events import EBCA, SEG, SelfAttnEvent, notify
+from .events import SEG, SelfAttnEvent, notify
 
 
 def kernel_size_for(sigma: float) -> int:
@@ -103,7 +103,7 @@ class SEGController(Participant):
     """
 
     role, kind, title = "method", SEG, "SEG"
-    cannot_run_with = (EBCA,)
+    adds_branch = True  # the blurred branch (published convention)
     cfg_bare_unet = False
 
     def __init__(self, config: SEGConfig, pipe, unet, keys: list):
