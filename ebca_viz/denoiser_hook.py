@@ -235,9 +235,12 @@ class DenoiserHook:
 
     # -- the two module hooks --------------------------------------------------------------------
     def _cfg(self) -> bool:
+        """``[uncond; cond]``? The first method with an opinion decides (events.read_cfg with its explicit
+        ``cfg_setting`` and its bare-UNet default); with none, the pipeline's flag, else False."""
         for m in self.methods:
             if getattr(m, "cfg_bare_unet", None) is not None:
-                return read_cfg(self.pipe, getattr(m, "cfg_setting", None), bare_unet=m.cfg_bare_unet)
+                pipe = getattr(m, "pipe", self.pipe)  # the pipeline the method was installed on (None: a bare UNet)
+                return read_cfg(pipe, getattr(m, "cfg_setting", None), bare_unet=m.cfg_bare_unet)
         return read_cfg(self.pipe, None, bare_unet=False)
 
     def _pre(self, module, args, kwargs):
