@@ -152,9 +152,10 @@ def _with_eps(output, how, eps):
 class DenoiserHook:
     """The registry of participants of one UNet and its two module hooks (see the module docstring)."""
 
-    def __init__(self, unet, pipe=None):
-        self.unet, self.pipe = unet, pipe
+    def __init__(self, unet):
+        self.unet = unet
         self.participants: list = []
+        self._pipes: dict = {}  # id(participant) -> the pipeline it was installed with, or None
         self.clock = StepClock()
         self.call: Optional[DenoiserCall] = None
         self._handles = [unet.register_forward_pre_hook(self._pre, with_kwargs=True),
@@ -165,6 +166,11 @@ class DenoiserHook:
     def of(unet) -> Optional["DenoiserHook"]:
         """The hook installed on ``unet``, or None."""
         return unet.__dict__.get(_ATTR)
+
+    @property
+    def pipe(self):
+        """The pipeline of the first participant installed on one (None: bare-UNet participants only)."""
+        return next((self._pipes.get(id(p)) for p in self.participants if self._pipes.get(id(p)) is not None), None)
 
     @property
     def methods(self) -> list:
@@ -196,17 +202,17 @@ class DenoiserHook:
             raise RuntimeError(why)
         hook = cls.of(unet)
         if hook is None:
-            hook = cls(unet, pipe)
+            hook = cls(unet)
             unet.__dict__[_ATTR] = hook
-        elif hook.pipe is None:
-            hook.pipe = pipe
         hook.participants.append(participant)
+        hook._pipes[id(participant)] = pipe
         hook._subscribe()
         return _Handle(hook, participant)
 
     def _discard(self, participant) -> None:
         if participant in self.participants:
             self.participants.remove(participant)
+        self._pipes.pop(id(participant), None)
         for m in self.methods:  # an observer leaves every method's list
             obs = getattr(m, "observers", None)
             while isinstance(obs, list) and participant in obs:
@@ -239,7 +245,7 @@ class DenoiserHook:
         ``cfg_setting`` and its bare-UNet default); with none, the pipeline's flag, else False."""
         for m in self.methods:
             if getattr(m, "cfg_bare_unet", None) is not None:
-                pipe = getattr(m, "pipe", self.pipe)  # the pipeline the method was installed on (None: a bare UNet)
+                pipe = self._pipes.get(id(m))  # the pipeline the method was installed on (None: a bare UNet)
                 return read_cfg(pipe, getattr(m, "cfg_setting", None), bare_unet=m.cfg_bare_unet)
         return read_cfg(self.pipe, None, bare_unet=False)
 
