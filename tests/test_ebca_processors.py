@@ -66,7 +66,7 @@ def test_context_cascades_and_resets_every_call_and_caller_tensor_is_untouched()
 
     with ev.energy_attention(unet, gamma_attn=0.2, gamma_norm=0.1) as ctl:
         ctl.observers.append(Obs())
-        a = _unet(unet, x, c)
+        _unet(unet, x, c)
         _unet(unet, x, c, t=400)  # next step: the context restarts from c
     torch.testing.assert_close(c, c0, atol=0, rtol=0)
     n = len(cross_attention_keys(unet))

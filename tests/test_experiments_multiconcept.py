@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from ebca_viz import claims
 from ebca_viz.experiments import multiconcept as mc
 from ebca_viz.models.shapes_world import weights_available
 from ebca_viz.shapes.regime import SHAPES

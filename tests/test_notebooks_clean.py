@@ -1,7 +1,5 @@
 """Committed notebooks carry no outputs, and match their jupytext sources (``notebooks/NN_*.py``, the
 source of truth: edit the ``.py``, then ``jupytext --sync notebooks/[0-9]*.py``)."""
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat

@@ -6,7 +6,6 @@ import torch
 import ebca_viz as ev
 from ebca_viz.config import token_positions
 from ebca_viz.models.clip_bpe import N_MERGES, VOCAB_SIZE, write_clip_vocab
-from layout_models import BPE_GZ
 
 EOT, BANG = "<|endoftext|>", "!"
 

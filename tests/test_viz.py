@@ -215,7 +215,6 @@ def test_trace_energy_plot_counts_unet_calls(tiny_pipe):
 def test_sample_traced_is_the_one_helper_and_viz_loads_no_model(tiny_pipe):
     """notebook.sample_traced: vanilla records with its own processors, ebca= under the controller
     (observers subscribed), both at once refused; viz itself imports no model code."""
-    import subprocess
 
     import ebca_viz as ev
     from ebca_viz.notebook import sample_traced

@@ -263,9 +263,10 @@ def readme_lines(reports: dict) -> str:
     for world, rep in reports.items():
         rates = "; ".join(f"{m} {100 * rep.rate(m).p:.1f} % [{100 * rep.rate(m).lo:.1f}, {100 * rep.rate(m).hi:.1f}]"
                           for m in rep.pairs.methods)
-        d = rep.diff("EBCU")
-        out.append(f"* **{world}** (n = {rep.pairs.n} per method): {rates}. EBCU − vanilla "
-                   f"{100 * d.value:+.1f} pts [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]: {direction(d)}.")
+        d, dm = rep.diff("EBCU"), rep.diff("EBCU", "vanilla", "missing")
+        out.append(f"* **{world}** (n = {rep.pairs.n} per method), both objects present: {rates}. EBCU − vanilla "
+                   f"{100 * d.value:+.1f} pts [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]: {direction(d)} (the primary test); "
+                   f"an object missing: EBCU − vanilla {100 * dm.value:+.1f} pts [{100 * dm.lo:+.1f}, {100 * dm.hi:+.1f}].")
     return "\n".join(out)
 
 
