@@ -258,14 +258,33 @@ class ResolvedConfig:
 
         return dataclasses.replace(self, token_indices=pos)
 
+    def schedules(self) -> dict:
+        """Every schedule of the config by its parameter name (``gamma_attn``, ``edits[0].alpha``, ...)."""
+        out = {"gamma_attn": self.gamma_attn, "gamma_norm": self.gamma_norm}
+        for i, e in enumerate(self.edits):
+            out.update({f"edits[{i}].alpha": e.alpha, f"edits[{i}].gamma_attn": e.gamma_attn,
+                        f"edits[{i}].gamma_norm": e.gamma_norm})
+        return out
+
     def needs_num_steps(self) -> bool:
-        scheds = [self.gamma_attn, self.gamma_norm]
-        for e in self.edits:
-            scheds += [e.alpha, e.gamma_attn, e.gamma_norm]
-        return any(s.needs_num_steps() for s in scheds)
+        return any(s.needs_num_steps() for s in self.schedules().values())
+
+    def check_lengths(self, num_steps: Optional[int]) -> None:
+        """Per-step lists must hold one value per step of a ``num_steps`` run (checked before sampling;
+        a longer list is fine, its tail unused). ``num_steps`` None (unknown): nothing to check yet."""
+        if num_steps is None:
+            return
+        for name, s in self.schedules().items():
+            if s.kind == "steps" and len(s.values) < num_steps:
+                raise EbcaVizError(
+                    f"{name} is a per-step schedule (a list) of {len(s.values)} values, but the run has {num_steps} steps "
+                    f"(num_inference_steps): give one value per step ({num_steps} values), or a number, or "
+                    f"ebca_viz.Schedule.window(value, start=, stop=) to switch it on for part of the run")
 
     def check_denominators(self, num_steps: Optional[int], steps: int) -> None:
-        """``1 + sum_s sigma_s alpha_s`` must not vanish at any step (a user error, not a NaN image)."""
+        """Per-step lists cover the run (:meth:`check_lengths`), and ``1 + sum_s sigma_s alpha_s`` does
+        not vanish at any step (a user error, not a NaN image)."""
+        self.check_lengths(num_steps)
         if not self.edits:
             return
         for i in range(steps):

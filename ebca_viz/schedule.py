@@ -85,7 +85,8 @@ class Schedule:
             if step >= n:
                 want = f"{num_steps} (one per denoising step)" if num_steps else "one per denoising step"
                 raise ValueError(
-                    f"per-step schedule has {n} values but sampling reached step {step}: give {want}"
+                    f"per-step schedule has {n} values but sampling reached step {step}: give {want}, "
+                    "or use ebca_viz.Schedule.window(value, start=, stop=)"
                 )
             return self.values[step]
         if num_steps is None:

@@ -36,6 +36,7 @@ from .attn_io import tokens_in, tokens_out
 from .guards import FiniteGuard, guidance_text
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys
 from .config import SEGConfig, config_from
+from .errors import EbcaVizError
 from .energy import merge_heads, split_heads
 from .denoiser_hook import DenoiserHook, Participant, install
 from .events import SEG, SelfAttnEvent, notify
@@ -242,12 +243,13 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
     from .attach import custom_processors
 
     custom = custom_processors(unet, keys)
-    if custom:
-        import warnings
-
+    if custom:  # refused, like the trace does for cross-attention: the image would not be your processor's
         k, cls = next(iter(custom.items()))
-        warnings.warn(f"SEG replaces {len(custom)} custom self-attention processors ({cls} on {k}) while it is "
-                      "installed; they are put back when it leaves", UserWarning, stacklevel=3)
+        raise EbcaVizError(
+            f"SEG: {len(custom)} self-attention layers run a custom processor ({cls} on {k}); SEG would replace "
+            "it, so the guided image would not be the one your processor makes. Apply SEG to a UNet with "
+            "diffusers' processors (unet.set_default_attn_processor()), or choose other layers with "
+            "SEGConfig(layers=[...]) (self-attention keys without a custom processor)")
     cfg = config
     guard = FiniteGuard("SEG", lambda: f"scale={cfg.scale:g}, sigma={cfg.sigma:g}, {guidance_text(pipe)}, dtype={unet.dtype}")
     ctl.installation = install(unet, {k: SEGSelfAttnProcessor(ctl, k) for k in keys}, [ctl], pipe, guard)

@@ -143,9 +143,10 @@ def test_trace_refuses_to_replace_custom_processors(tiny_pipe):
             with ev.trace(tiny_pipe):
                 pass
         assert all(type(p).__name__ == "MyProcessor" for p in tiny_pipe.unet.attn_processors.values())
-        with pytest.warns(UserWarning, match="SEG replaces .* custom self-attention processors"):
+        with pytest.raises(ValueError, match="SEG: .* run a custom processor \\(MyProcessor"):
             with ev.smoothed_energy_guidance(tiny_pipe, ev.SEGConfig(scale=1.0, sigma=2.0)):
                 pass
+        assert all(type(p).__name__ == "MyProcessor" for p in tiny_pipe.unet.attn_processors.values())
     finally:
         tiny_pipe.unet.set_attn_processor(before)
 

@@ -80,15 +80,21 @@ def _folder_class(folder: Path):
 
 
 def _check_safetensors(folder: Path) -> None:
-    """Refuse folders whose weights are pickle ``.bin`` files only (loading them would unpickle)."""
-    st = list(folder.rglob("*.safetensors"))
-    bins = [f for f in folder.rglob("*.bin") if f.name != "training_args.bin"]
-    if bins and not st:
+    """Refuse folders where some weights are pickle ``.bin`` files only (loading them would unpickle).
+
+    Checked per component folder (``unet/``, ``text_encoder/``, ...): a ``.bin`` file whose folder holds
+    no ``.safetensors`` is refused, naming the files, even when other components are safetensors (with
+    ``use_safetensors=True`` diffusers would then fail with an unrelated "not found" error)."""
+    bins = sorted(f for f in folder.rglob("*.bin")
+                  if f.name != "training_args.bin" and not any(f.parent.glob("*.safetensors")))
+    if bins:
+        names = ", ".join(str(f.relative_to(folder)) for f in bins[:4]) + (", ..." if len(bins) > 4 else "")
         raise EbcaVizError(
-            f"{folder} holds only pickle weights ({bins[0].relative_to(folder)}, ...); ebca_viz loads safetensors "
-            "only. If you trust these files, convert them once: python -c \"from diffusers import DiffusionPipeline "
-            f"as P; P.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}-safetensors', "
-            "safe_serialization=True)\"")
+            f"{folder}: these weights are only pickle weights ({names}), no safetensors beside them: ebca_viz refuses pickled "
+            "weights (it never unpickles a file, which could run code) and does not download a replacement. If "
+            "you trust these files, convert them once to safetensors: python -c \"from diffusers import "
+            f"DiffusionPipeline as P; P.from_pretrained('{folder}', use_safetensors=False).save_pretrained("
+            f"'{folder}-safetensors', safe_serialization=True)\" then load_pipeline('{folder}-safetensors')")
 
 
 def _dtype_kwarg() -> str:
@@ -163,6 +169,12 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
             local_files_only=offline or local.exists(), **kwargs,
         )
     except (OSError, ValueError, EnvironmentError) as e:
+        if local.exists():
+            raise EbcaVizError(
+                f"could not load the folder {str(local)!r} as a diffusers pipeline: {type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300]}. A loadable folder holds model_index.json and one folder per "
+                "component with safetensors weights, as written by pipe.save_pretrained(out, safe_serialization=True)"
+            ) from e
         raise FileNotFoundError(
             f"could not load {name!r} ({repo}): the weights are neither in the local Hugging Face cache nor "
             f"reachable{' (HF_HUB_OFFLINE is set)' if offline else ''}. Download them once on a machine with "
