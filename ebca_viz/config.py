@@ -114,7 +114,10 @@ class EBCAConfig:
             positions (0 = start-of-text) in the conditional half. Words (``["shirt"]``) are
             resolved with the pipeline's own tokenizer(s) against ``prompt`` before sampling
             (:func:`token_positions`); a word that is not in the prompt or splits into several
-            tokens is a clear error.
+            tokens is a clear error. A position past the prompt's end-of-text (padding) is
+            refused before the first step when the pipeline encodes the prompt (its text encoder's
+            token ids are read); a bare UNet, or a pipeline given ``prompt_embeds``, has no token
+            ids, so there only positions past the context length are refused.
         prompt: the prompt the run samples, needed only to resolve words in ``token_indices``.
         query_mask: inpainting mask ``(H, W)``, ``(1|B, 1, H, W)``; 1 where the
             text should act. Resized to each layer's grid (bilinear, align_corners).

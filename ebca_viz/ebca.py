@@ -31,6 +31,7 @@ from .attn_io import attend, queries, tokens_in, tokens_out
 from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig, config_from
 from .energy import context_update
 from .denoiser_hook import DenoiserHook, Participant, install
+from .errors import EbcaVizError
 from .events import EBCA, CrossAttnEvent, StepClock, installed, notify
 from .guards import FiniteGuard, guidance_text
 
@@ -66,6 +67,7 @@ class EBCAController(Participant):
         self._seen_call = False
         self.num_steps: Optional[int] = None
         self._edit_state: Optional[list] = None  # [uncond (B,N,D) or None, cond_1, ..., cond_S]
+        self._text_ends: list = []  # end-of-text positions of the prompts encoded since the last run began
         # per-forward state
         self.in_forward = False
         self.context: Optional[torch.Tensor] = None
@@ -145,6 +147,7 @@ class EBCAController(Participant):
             self._edit_state = None
             self.num_steps = self._read_num_steps()
             self.rc.check_denominators(self.num_steps, (self.num_steps or 0) + 1)
+            self._check_padding()
         self.cfg_on = call.cfg  # events.read_cfg(pipe, config.cfg, bare_unet=True), decided by the hook
         b2 = ehs.shape[0]
         if self.cfg_on and b2 % 2:
@@ -185,6 +188,43 @@ class EBCAController(Participant):
         self.context = None
         if was:
             notify(self.observers, "on_forward_end", self)
+
+    def watch_text_encoders(self) -> list:
+        """Forward pre-hooks on the pipeline's text encoder(s) that note where each encoded prompt's
+        end-of-text token is (from its token ids), so that :meth:`_check_padding` can refuse token
+        positions on padding. Returns the hook handles (removed with the installation)."""
+        handles = []
+        if self.pipe is None or not self.rc.token_indices:
+            return handles
+        for enc_name, tok_name in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+            enc, tok = getattr(self.pipe, enc_name, None), getattr(self.pipe, tok_name, None)
+            eos = getattr(tok, "eos_token_id", None)
+            if not isinstance(enc, torch.nn.Module) or eos is None:
+                continue
+
+            def note(module, args, kwargs, eos=eos):
+                ids = args[0] if args else kwargs.get("input_ids")
+                if torch.is_tensor(ids) and ids.ndim == 2:
+                    for row in ids.tolist():
+                        if eos in row[1:]:  # a truncated prompt without end-of-text has no padding
+                            self._text_ends.append(row.index(eos, 1))
+
+            handles.append(enc.register_forward_pre_hook(note, with_kwargs=True))
+        return handles
+
+    def _check_padding(self) -> None:
+        """Refuse ``token_indices`` past the end-of-text of every prompt encoded for this run (padding)."""
+        ends, self._text_ends = self._text_ends, []
+        ti = [i for i in (self.rc.token_indices or []) if isinstance(i, int)]
+        if not ends or not ti:
+            return
+        end = max(ends)  # lenient: the longest prompt of the batch (the negative prompt included)
+        bad = [i for i in ti if i > end]
+        if bad:
+            raise EbcaVizError(
+                f"token_indices {bad} point at padding: the prompt's last word is at position {end - 1} (0 = "
+                f"start-of-text, {end} = end-of-text); give positions 1..{end - 1}, or words with "
+                "EBCAConfig(token_indices=['word'], prompt=...) resolved by the pipeline's tokenizer")
 
     def _read_num_steps(self) -> Optional[int]:
         if self.config.num_inference_steps is not None:
@@ -375,6 +415,7 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
             raise ValueError(f"edits[{i}] embeddings contain NaN/inf: pass finite embeds (or a prompt)")
     ctl.edit_embeds = edit_embeds
     ctl.installation = install(unet, {k: EnergyCrossAttnProcessor(ctl, k) for k in keys}, [ctl], pipe, ctl.guard)
+    ctl.installation.add_hooks(ctl.watch_text_encoders())  # padding positions refused at the first step
     return ctl
 
 
