@@ -288,7 +288,6 @@ class Recorder(Participant):
         T = self.num_steps
         if T is None and self.pipe is not None:
             T = getattr(getattr(self.pipe, "scheduler", None), "num_inference_steps", None)
-        self._run_T = T
         self._selected = self._steps_filter.resolve(T)
         B, N, D, latent = shape
         if self.record.map_grid is None:
