@@ -2,7 +2,7 @@
 ``ebca_viz.tracing``), one file per job:
 
 * :mod:`~ebca_viz.tracing.recorder` -- the observer: hooks, recording processor, what is recorded;
-* :mod:`~ebca_viz.tracing.record` -- the stored tensors, under :mod:`~ebca_viz.tracing.budget`;
+* :mod:`~ebca_viz.tracing.storage` -- the stored tensors, under :mod:`~ebca_viz.tracing.budget`;
 * :mod:`~ebca_viz.tracing.filters` -- which layers, steps and quantities;
 * :mod:`~ebca_viz.tracing.quantities` -- what one layer call yields (energies, maps on a common grid);
 * :mod:`~ebca_viz.tracing.derived` -- :class:`Trace`: maps, energies, context norms, drift, trajectories,
