@@ -80,7 +80,7 @@ import torch
 from ..attach import _exec_order, cross_attention_keys, resolve_target
 from ..attn_io import layer_keys
 from ..denoiser_hook import DenoiserHook, Participant
-from ..energy import attention_scores
+from ..energy import attention_scores, layer_energies, self_attention_energy
 from ..events import TRACE, first_timestep, token_words
 from .budget import DEFAULT_BUDGET, Budget, check_budget_args, mib
 from .derived import GUIDANCE_KINDS, Trace
@@ -88,11 +88,9 @@ from .filters import StepFilter, select_layers, select_quantities
 from .processor import RecordingCrossAttnProcessor
 from .quantities import (
     check_map_grid,
-    layer_energies,
     predicted_grid,
     resize_map,
     resolve_map_grid,
-    self_attention_energy,
     unet_calls,
 )
 from .storage import NAN_FILLED, TraceStorage
