@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     pipe = load_pipeline("shapes-world")
     pipe.set_progress_bar_config(disable=True)
     steps = a.steps or SHAPES.steps
-    r = mc.measure(pipe, mc.default_methods(SHAPES), n=a.n, seed_base=a.seed, steps=steps, guidance=SHAPES.guidance)
+    r = mc.measure_methods(pipe, mc.default_methods(SHAPES), n=a.n, seed_base=a.seed, steps=steps, guidance=SHAPES.guidance)
     head = (f"Shapes world, report split (circle/triangle and square/triangle prompts), n = {r.n} per method, "
             f"seeds {a.seed}..{a.seed + r.n - 1}, DDIM {steps} steps, CFG {SHAPES.guidance:g}, regime "
             f"`{json.dumps(SHAPES.to_json())}`, ebca_viz {ebca_viz.__version__}, {r.seconds:.0f} s.")

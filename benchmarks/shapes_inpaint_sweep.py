@@ -59,7 +59,7 @@ def markdown(state: dict) -> str:
         lines.append(f"| {r['setting']} | {r['design']} | {r['prompt'] if r['control'] == '-' else r['control'] + ' (control)'} "
                      f"| {r['jump_length']}/{r['jump_n_sample']} | {r['guidance']:g} | {_rate(r['follows'])} | "
                      f"{_rate(r['kept'])} | {r['mae_out']['mean']:.3g} | {r['seconds']:.0f} |")
-    lines += ["", f"Chosen: `{json.dumps(state['chosen'])}` (the defaults of `experiments.inpainting.measure` / "
+    lines += ["", f"Chosen: `{json.dumps(state['chosen'])}` (the defaults of `experiments.inpainting.measure_inpainting` / "
               "`make_cases`; notebook 06 reports on the separate seed-0 scenes)."]
     return "\n".join(lines) + "\n"
 

@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     fp = mc.shipped_fingerprint(pipe, SHAPES, n_pair=a.n_pair, n_single=a.n_single, vae_n=a.vae_n, methods=methods)
     fp["command"] = "python benchmarks/shapes_multiconcept.py " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.time()
-    pair = mc.measure(pipe, methods, n=a.n_pair, seed_base=mc.REPORT_SEED, steps=SHAPES.steps,
+    pair = mc.measure_methods(pipe, methods, n=a.n_pair, seed_base=mc.REPORT_SEED, steps=SHAPES.steps,
                       guidance=SHAPES.guidance, batch=48, progress=True)
     print(pair.table(), flush=True)
     from ebca_viz.config import EBCAConfig

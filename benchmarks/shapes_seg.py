@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/shapes_seg.py [--n 32] [--steps 25]
 
-Runs :func:`ebca_viz.experiments.seg.measure` for :func:`ebca_viz.experiments.seg.notebook_settings` (a sigma
+Runs :func:`ebca_viz.experiments.seg.measure_seg` for :func:`ebca_viz.experiments.seg.notebook_settings` (a sigma
 sweep at the default scale and a scale sweep at the default sigma, without CFG and at the model's CFG,
 each against SEG off on the same latents) on the ``n`` two-object report prompts (seeds 0..n-1) and writes
 ``docs/shapes_seg.json`` atomically with its fingerprint (:mod:`ebca_viz.experiments.shipped`). The
@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
 
     pipe, _ = load_model("shapes-world", verbose=False)
     t0 = time.perf_counter()
-    study = seg.measure(pipe, seg.notebook_settings(a.guidance)["all"], n=a.n, split="report", seed_base=0, steps=a.steps)
+    study = seg.measure_seg(pipe, seg.notebook_settings(a.guidance)["all"], n=a.n, split="report", seed_base=0, steps=a.steps)
     results = seg.study_json(study)
     fp = dict(seg.shipped_fingerprint(shipped.weights_sha256(pipe), a.n, a.steps, a.guidance),
               code=shipped.code_version(ROOT), threads=torch.get_num_threads())

@@ -21,6 +21,9 @@ the tests), heads concatenated to ``(B, N, H d)``:
 * norm term      ``R = softmax_j(c |k_j|^2) k_j`` with ``c = 1`` (published code) or ``1/2`` (paper):
   paper: ``R = dE(K)/dK``; published: ``R = 1/2 d lse_j(|k_j|^2) / dK``
 * update         ``dK = gamma_attn A - gamma_norm R``,  ``dC = dK W_k``  (chain rule through ``K = C W_k^T``)
+
+What a trace records per layer call: :func:`layer_energies` (all four from the scores the layer already
+computed, ``(4, B)``) and :func:`self_attention_energy` (the self-attention energy SEG blurs).
 """
 from __future__ import annotations
 
@@ -128,3 +131,38 @@ def context_update(
     if d_k is None:
         return torch.zeros(k_cat.shape[:-1] + (w_k.shape[1],), dtype=k_cat.dtype, device=k_cat.device)
     return torch.matmul(d_k, w_k.to(d_k.dtype))
+
+
+# -- per-layer energies as a trace records them (from the scores the layer already computed) --
+
+def layer_energies(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+    """``q (B,H,P,d)``, ``k (B,H,N,d)``, ``S (B,H,P,N)`` -> ``(4, B)``: E(Q;K), E(K;Q), E(K), posterior.
+
+    The definitions above (fp32), from scores already computed: what a trace records per layer call
+    (:meth:`ebca_viz.tracing.recorder.Recorder.on_cross_attention`).
+    """
+    s = scores.float()
+    eq = -torch.logsumexp(s, dim=-1).sum(-1)  # (B, H)
+    ek = -torch.logsumexp(s, dim=-2).sum(-1)
+    if alpha:
+        eq = eq + 0.5 * alpha * q.float().pow(2).sum(dim=(-1, -2))
+        ek = ek + 0.5 * alpha * k.float().pow(2).sum(dim=(-1, -2))
+    eq, ek = eq.mean(1), ek.mean(1)
+    prior = torch.logsumexp(0.5 * merge_heads(k.float()).pow(2).sum(-1), dim=-1)
+    return torch.stack([eq, ek, prior, ek + prior])
+
+
+def self_attention_energy(q: torch.Tensor, k: torch.Tensor, scale: float, max_elems: int = 2**24) -> torch.Tensor:
+    """``E = -sum_i lse_j(beta q_i . k_j)``, heads averaged: ``(B,H,P,d), (B,H,P,d) -> (B,)``.
+
+    Computed in query chunks so that no more than ``max_elems`` scores exist at once
+    (a 64x64 self-attention layer would otherwise need a 4096 x 4096 matrix per head).
+    """
+    b, h, p, _ = q.shape
+    chunk = max(1, max_elems // max(1, b * h * k.shape[2]))
+    total = torch.zeros(b, h, dtype=torch.float32, device=q.device)
+    kt = k.float().transpose(-1, -2)
+    for i in range(0, p, chunk):
+        s = torch.matmul(q[:, :, i : i + chunk].float(), kt) * scale
+        total -= torch.logsumexp(s, dim=-1).sum(-1)
+    return total.mean(1)

@@ -168,7 +168,7 @@ if SHAPES:
     K = pick(6, 3)
     seeds = [neg.settings["seeds"][i] for i in has_sq[:K]]
     r_live = ebcq.negation(pipe, CH["alpha"], seeds=seeds, steps=SH_STEPS, guidance=CFG) if CH["start"] == 0 else \
-        ebcq.measure(pipe, ebcq.NEG_PROMPT, [ev.Edit(prompt=ebcq.NEG_EDIT, alpha=CH["alpha"], direction=-1, start=CH["start"])],
+        ebcq.measure_edits(pipe, ebcq.NEG_PROMPT, [ev.Edit(prompt=ebcq.NEG_EDIT, alpha=CH["alpha"], direction=-1, start=CH["start"])],
                      ebcq.NEG_PREDICATES, seeds=seeds, steps=SH_STEPS, guidance=CFG)
     agree = shipped.verdict_agreement([neg.keys[i] for i in has_sq[:K]] + [neg.base_keys[i] for i in has_sq[:K]],
                                       [ebcq.keys_of(d) for d in r_live.detections + r_live.base_detections])

@@ -109,7 +109,7 @@ if SHAPES:
 # %%
 if SHAPES:
     K = pick(6, 3)
-    live = ebcq.synthetic_edit(pipe, R.edit_start, n=K, steps=SH_STEPS, guidance=CFG)
+    live = ebcq.measure_synthetic_edit(pipe, R.edit_start, n=K, steps=SH_STEPS, guidance=CFG)
     agree = shipped.verdict_agreement(at.keys[:K] + at.base_keys[:K],
                                       [ebcq.keys_of(d) for d in live.detections + live.base_detections])
     print(f"live verdicts equal to the shipped ones (same seeds): {agree}")

@@ -93,8 +93,7 @@ claims.check(exact, "with paste-back the known pixels are the source's, exactly"
 
 # %%
 print(f"inpainting prompt: '{PROMPT}', seed {seed}, {KW['num_inference_steps']} steps, CFG {CFG:g}")
-from ebca_viz.experiments.seg import readable  # every text at >= 10 pt
-readable(plots.compare_images(panels, size=2.3))
+plots.readable(plots.compare_images(panels, size=2.3))
 
 # %% [markdown]
 # ## Measured: the known region is kept, the masked region follows the prompt
@@ -154,7 +153,7 @@ else:
 # %%
 if SHAPES_WORLD:
     K = pick(3, 2)
-    L = xi.measure(pipe, cases=M.cases[:K], steps=KW["num_inference_steps"], guidance=CFG, gammas=(),
+    L = xi.measure_inpainting(pipe, cases=M.cases[:K], steps=KW["num_inference_steps"], guidance=CFG, gammas=(),
                    controls=("other",), jump_length=5, jump_n_sample=2)
     for name in ("no update (gamma 0)", xi.OTHER):
         agree = shipped.verdict_agreement(M.conditions[name].verdicts[:K], L.conditions[name].verdicts)

@@ -126,7 +126,7 @@ if SHAPES:
     print(f"docs/shapes_seg.json: {study.n} seeds x {len(study.results)} runs, {study.steps} steps "
           f"({study.seconds:.0f} s when it was made), digest {F['digest'][:12]}...")
 else:  # your model: a few seeds live (the detector scores shapes only)
-    study = X.measure(pipe, NS["all"], n=pick(4, 2), split="report", seed_base=0, steps=STEPS)
+    study = X.measure_seg(pipe, NS["all"], n=pick(4, 2), split="report", seed_base=0, steps=STEPS)
 display(Markdown(study.table()))
 
 # %% [markdown]
@@ -284,7 +284,7 @@ print(f"'{PROMPT}', seed 0, SEG sigma {X.fmt_sigma(SIG_TRACE)}, s = {S_DEF:g}, l
 print("per-step gap E_blur - E_unblurred:", np.round(gap.numpy(), 3))
 claims.check(bool((gap > 0).float().mean() >= 0.8), "the blurred branch has the higher energy at most steps",
              float((gap > 0).float().mean()))
-display(X.readable(plots.plot_trace_seg(tr, title=f"SEG sigma {X.fmt_sigma(SIG_TRACE)}, s = {S_DEF:g}: self-attention energy per step")))
+display(plots.readable(plots.plot_trace_seg(tr, title=f"SEG sigma {X.fmt_sigma(SIG_TRACE)}, s = {S_DEF:g}: self-attention energy per step")))
 
 # %% [markdown]
 # ## Where guidance acts (one trace)

@@ -23,7 +23,7 @@ def test_measure_pairs_seeds_and_reuses_the_base(shapes):
     assert r0.n == 2 and r0.images.shape == r0.base.shape == (2, 32, 32, 3)
     assert set(r0.rates) == set(ebcq.NEG_PREDICATES) and r0.change.n == 2
     # alpha 0 with the base reused: the same images, a zero paired difference
-    none = ebcq.measure(shapes, ebcq.NEG_PROMPT, [ev.Edit(prompt="a blue square", alpha=0.0, direction=-1)],
+    none = ebcq.measure_edits(shapes, ebcq.NEG_PROMPT, [ev.Edit(prompt="a blue square", alpha=0.0, direction=-1)],
                         ebcq.NEG_PREDICATES, n=2, steps=3, base=(r0.base, r0.base_detections))
     assert np.array_equal(none.images, r0.base) and none.change.value == 0
     assert all(m.value == 0 for m in none.paired.values())
@@ -35,11 +35,11 @@ def test_measure_pairs_seeds_and_reuses_the_base(shapes):
 
 def test_bad_inputs_fail_before_sampling():
     with pytest.raises(ValueError, match="n must be"):
-        ebcq.measure(None, "x", [], {"a": ebcq.has("red", "circle")}, n=1)
+        ebcq.measure_edits(None, "x", [], {"a": ebcq.has("red", "circle")}, n=1)
     with pytest.raises(ValueError, match="predicates is empty"):
-        ebcq.measure(None, "x", [], {}, n=4)
+        ebcq.measure_edits(None, "x", [], {}, n=4)
     with pytest.raises(ValueError, match="EBCQ denominator"):
-        ebcq.measure(None, "x", [ev.Edit(prompt="y", alpha=1.0, direction=-1)], {"a": ebcq.has("red", "circle")}, n=4)
+        ebcq.measure_edits(None, "x", [ev.Edit(prompt="y", alpha=1.0, direction=-1)], {"a": ebcq.has("red", "circle")}, n=4)
 
 
 def test_series_draws_the_unedited_samples_once(shapes):

@@ -61,7 +61,7 @@ def test_outside_error_and_follows():
 
 
 def test_measure_end_to_end_on_the_tiny_pipeline(tiny_pipe):
-    r = xi.measure(tiny_pipe, n=2, steps=2, guidance=3.0, gammas=(0.1,), jump_length=1, jump_n_sample=1)
+    r = xi.measure_inpainting(tiny_pipe, n=2, steps=2, guidance=3.0, gammas=(0.1,), jump_length=1, jump_n_sample=1)
     assert list(r.conditions) == ["no update (gamma 0)", "masked EBCU (gamma 0.1)", xi.CONTROL, xi.OTHER]
     for c in r.conditions.values():
         assert c.mae_out.value == 0.0 and c.max_out == 0.0  # paste-back: the known pixels are the source's
@@ -73,9 +73,9 @@ def test_measure_end_to_end_on_the_tiny_pipeline(tiny_pipe):
     fig = xi.plot_examples(r, xi.OTHER, k=2)
     assert len(fig.axes) == 9  # 4 rows x 2 scenes + the colour bar of the difference maps
     with pytest.raises(ValueError, match="controls must be"):
-        xi.measure(tiny_pipe, n=1, steps=1, controls=("negative",))
+        xi.measure_inpainting(tiny_pipe, n=1, steps=1, controls=("negative",))
     with pytest.raises(ValueError, match="cases must be"):
-        xi.measure(tiny_pipe, cases=xi.make_cases(1, size=32))
+        xi.measure_inpainting(tiny_pipe, cases=xi.make_cases(1, size=32))
 
 
 def test_report_scenes_follow_the_prompt_on_shapes_world(shapes):
@@ -83,7 +83,7 @@ def test_report_scenes_follow_the_prompt_on_shapes_world(shapes):
     CFG 3, RePaint 5/2): the prompted object is found inside the mask in a majority of them, more
     often than under the empty prompt, the known object is kept and the known pixels are the source's."""
     cases = xi.make_cases(4, seed=xi.REPORT_SEED)
-    r = xi.measure(shapes, steps=25, guidance=3.0, gammas=(), jump_length=5, jump_n_sample=2, controls=("empty",),
+    r = xi.measure_inpainting(shapes, steps=25, guidance=3.0, gammas=(), jump_length=5, jump_n_sample=2, controls=("empty",),
                    cases=cases)
     base, ctrl = r.conditions["no update (gamma 0)"], r.conditions[xi.CONTROL]
     assert base.follows.k >= 3 and base.follows.k > ctrl.follows.k, (base.follows, ctrl.follows)

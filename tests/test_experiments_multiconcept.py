@@ -14,7 +14,7 @@ def test_categories_partition_and_paired_reference(shapes):
 
     methods = [mc.Method("vanilla"), mc.Method("vanilla again"),
                mc.Method("EBCU", EBCAConfig(gamma_attn=SHAPES.gamma_attn, gamma_norm=SHAPES.gamma_norm))]
-    r = mc.measure(shapes, methods, n=6, steps=4, guidance=SHAPES.guidance, progress=False)
+    r = mc.measure_methods(shapes, methods, n=6, steps=4, guidance=SHAPES.guidance, progress=False)
     for m in r.methods.values():
         # each image is in exactly one of the four categories or unsure
         assert sum(m.rates[k].k for k in mc.PAIR_VERDICTS) == 6
@@ -40,9 +40,9 @@ def test_ebcq_objects_builds_per_image_edits(shapes):
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="n must be"):
-        mc.measure(None, [mc.Method("vanilla")], n=1)
+        mc.measure_methods(None, [mc.Method("vanilla")], n=1)
     with pytest.raises(ValueError, match="methods is empty"):
-        mc.measure(None, [], n=4)
+        mc.measure_methods(None, [], n=4)
 
 
 def test_sweep_result_agrees_with_regime():
@@ -78,7 +78,7 @@ def test_published_failure_table_reproduces(shapes):
         "the table was made with other settings: re-run benchmarks/shapes_failure_types.py"
     k = 12
     methods = [m for m in mc.default_methods(SHAPES) if m.name in ("vanilla", "EBCU")]
-    r = mc.measure(shapes, methods, n=k, seed_base=d["seed"], steps=d["steps"], guidance=d["guidance"], progress=False)
+    r = mc.measure_methods(shapes, methods, n=k, seed_base=d["seed"], steps=d["steps"], guidance=d["guidance"], progress=False)
     for m in methods:
         same = np.mean([a == b for a, b in zip(r.methods[m.name].verdicts, d["verdicts"][m.name][:k])])
         assert same >= 10 / 12, f"{m.name}: only {same:.0%} of the first {k} verdicts reproduce"

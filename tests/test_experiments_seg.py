@@ -82,7 +82,7 @@ def test_layer_grids_match_what_the_processors_see(shapes_pipe):
 def test_measure_change_energy_and_scores(shapes_pipe):
     tiny = X.SEGSetting(3.0, 0.1, ("mid",), 3.0)  # 1-tap kernel: the blurred branch equals the conditional one
     strong = X.SEGSetting(10.0, math.inf, ("down", "mid", "up"), 1.0)
-    st = X.measure(shapes_pipe, [tiny, strong], n=4, steps=4, batch=4)
+    st = X.measure_seg(shapes_pipe, [tiny, strong], n=4, steps=4, batch=4)
     assert list(st.results) == [tiny.baseline(), tiny, strong.baseline(), strong]
     assert st[tiny].change.value < 0.01 and st[tiny].changed.k == 0
     assert st[strong].change.value > 1.0  # grey levels, mean over the 4 images
@@ -98,9 +98,9 @@ def test_measure_change_energy_and_scores(shapes_pipe):
     with pytest.raises(KeyError, match="not measured"):
         st[X.SEGSetting(1.0)]
     with pytest.raises(ValueError, match="n must be"):
-        X.measure(shapes_pipe, [tiny], n=1)
+        X.measure_seg(shapes_pipe, [tiny], n=1)
     with pytest.raises(ValueError, match="settings"):
-        X.measure(shapes_pipe, [], n=4)
+        X.measure_seg(shapes_pipe, [], n=4)
 
 
 def test_plots_return_figures():

@@ -85,7 +85,7 @@ def test_inpainting_shipped_round_trip(tiny_pipe, tmp_path):
 
 def test_seg_study_json_round_trip(shapes):
     s = X.SEGSetting(3.0, 1.0, ("mid",), 3.0)
-    study = X.measure(shapes, [s], n=2, steps=2)
+    study = X.measure_seg(shapes, [s], n=2, steps=2)
     back = X.study_from_json(json.loads(json.dumps(X.study_json(study))))
     assert back.table() == study.table()
     assert back[s].energy_gap.value == pytest.approx(study[s].energy_gap.value)

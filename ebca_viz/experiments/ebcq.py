@@ -84,7 +84,7 @@ def _centre(d) -> np.ndarray:
     return np.array([(x0 + x1) / 2, (y0 + y1) / 2])
 
 
-def measure(pipe, prompt: str, edits: Sequence, predicates: dict, n: int = 32, seed_base: int = REPORT_SEED,
+def measure_edits(pipe, prompt: str, edits: Sequence, predicates: dict, n: int = 32, seed_base: int = REPORT_SEED,
             steps: int = 25, guidance: float = 3.0, name: Optional[str] = None, base=None,
             seeds: Optional[Sequence[int]] = None) -> EditResult:
     """Sample ``prompt`` on seeds ``seed_base .. seed_base+n-1`` (or the explicit ``seeds``) with ``edits``
@@ -140,18 +140,18 @@ SYN_PREDICATES = {"blue circle": top_is("blue", "circle"), "still a circle": top
 def conjunction(pipe, alpha: float, **kw) -> EditResult:
     from ..config import Edit
 
-    return measure(pipe, CONJ_PROMPT, [Edit(prompt=CONJ_EDIT, alpha=alpha, direction=+1)], CONJ_PREDICATES,
+    return measure_edits(pipe, CONJ_PROMPT, [Edit(prompt=CONJ_EDIT, alpha=alpha, direction=+1)], CONJ_PREDICATES,
                    name=f"+ '{CONJ_EDIT}' x {alpha:g}", **kw)
 
 
 def negation(pipe, alpha: float, **kw) -> EditResult:
     from ..config import Edit
 
-    return measure(pipe, NEG_PROMPT, [Edit(prompt=NEG_EDIT, alpha=alpha, direction=-1)], NEG_PREDICATES,
+    return measure_edits(pipe, NEG_PROMPT, [Edit(prompt=NEG_EDIT, alpha=alpha, direction=-1)], NEG_PREDICATES,
                    name=f"- '{NEG_EDIT}' x {alpha:g}", **kw)
 
 
-def synthetic_edit(pipe, start: float, alpha: float = 1.5, neg_alpha: float = 0.5, **kw) -> EditResult:
+def measure_synthetic_edit(pipe, start: float, alpha: float = 1.5, neg_alpha: float = 0.5, **kw) -> EditResult:
     """``+ 'a blue circle' x alpha`` and ``- 'a red circle' x neg_alpha`` (the published real-edit form),
     both from ``start``."""
     from ..config import Edit
@@ -159,7 +159,7 @@ def synthetic_edit(pipe, start: float, alpha: float = 1.5, neg_alpha: float = 0.
     edits = [Edit(prompt=SYN_TARGET, alpha=alpha, direction=+1, start=start)]
     if neg_alpha:
         edits.append(Edit(prompt=SYN_SOURCE, alpha=neg_alpha, direction=-1, start=start))
-    return measure(pipe, SYN_PROMPT, edits, SYN_PREDICATES,
+    return measure_edits(pipe, SYN_PROMPT, edits, SYN_PREDICATES,
                    name=f"start {start:g}: +blue x {alpha:g}, -red x {neg_alpha:g}", **kw)
 
 
@@ -189,7 +189,7 @@ def sweep_alpha(pipe, alphas=(0.3, 0.6, 0.9), conj_alphas=(0.5, 1.0, 2.0), n: in
 def sweep_start(pipe, starts=(0.0, 0.2, 0.4, 0.6), n: int = 32, steps: int = 25, guidance: float = 3.0) -> dict:
     """Synthetic editing: the latest start (best preservation) whose edit still works in >= 70 % of seeds."""
     kw = dict(n=n, seed_base=TUNE_SEED, steps=steps, guidance=guidance)
-    res = series(synthetic_edit, pipe, starts, **kw)
+    res = series(measure_synthetic_edit, pipe, starts, **kw)
     ok = [r for r in res if r.rates["blue circle"].p >= 0.7] or res
     best = max(ok, key=lambda r: (r.settings["edits"][0]["start"]))
     return {"rows": [r.row() for r in res], "chosen": {"edit_start": float(best.settings["edits"][0]["start"])},
@@ -512,7 +512,7 @@ def run_shipped(pipe, n: int = 32, n_tune: int = 32, steps: int = 25, guidance: 
         t = time.perf_counter()
         tune, base = [], None
         for a, st in NEG_TUNE_GRID:
-            r = measure(pipe, NEG_PROMPT, [Edit(prompt=NEG_EDIT, alpha=a, direction=-1, start=st)], NEG_PREDICATES,
+            r = measure_edits(pipe, NEG_PROMPT, [Edit(prompt=NEG_EDIT, alpha=a, direction=-1, start=st)], NEG_PREDICATES,
                         n=n_tune, seed_base=TUNE_SEED, steps=steps, guidance=guidance, base=base,
                         name=f"NOT '{NEG_EDIT}' x {a:g} from {st:g}")
             base = (r.base, r.base_detections)
@@ -525,13 +525,13 @@ def run_shipped(pipe, n: int = 32, n_tune: int = 32, steps: int = 25, guidance: 
                                 for k in ("gone", "removed", "replaced", "count_change")}))
             log(f"neg tune alpha {a:g} start {st:g}: removed {nr.get('removed')}, replaced {nr.get('replaced')}")
         chosen = choose_negation(tune)
-        rep = measure(pipe, NEG_PROMPT, [Edit(prompt=NEG_EDIT, alpha=chosen["alpha"], direction=-1, start=chosen["start"])],
+        rep = measure_edits(pipe, NEG_PROMPT, [Edit(prompt=NEG_EDIT, alpha=chosen["alpha"], direction=-1, start=chosen["start"])],
                       NEG_PREDICATES, name=f"NOT '{NEG_EDIT}' x {chosen['alpha']:g} from {chosen['start']:g}", **kw)
         out["neg"] = dict(tune=tune, chosen=chosen, rule=NEG_RULE, report=result_json(rep))
         log(f"neg: {time.perf_counter() - t:.0f} s; chosen {chosen}")
     if "syn" in sections:
         t = time.perf_counter()
-        out["syn"] = [result_json(r) for r in series(synthetic_edit, pipe, list(SYN_STARTS), **kw)]
+        out["syn"] = [result_json(r) for r in series(measure_synthetic_edit, pipe, list(SYN_STARTS), **kw)]
         log(f"syn: {time.perf_counter() - t:.0f} s")
     return out
 
@@ -544,7 +544,7 @@ def load_shipped(pipe=None, path=None, steps: Optional[int] = None, guidance: Op
     return shipped.load_for_run(SHIPPED_PATH, path, pipe, steps=steps, guidance=guidance)
 
 
-__all__ = ["plot_step_maps", "attention_inside", "step_rows", "EditResult", "ShippedRow", "measure", "negation_outcomes", "negation_rates", "rate_of", "rest_kept", "choose_negation", "keys_of",
-           "result_json", "run_shipped", "load_shipped", "shipped_fingerprint", "plot_seed_series", "settings_label", "has", "top_is", "not_", "verdict", "conjunction", "negation", "synthetic_edit",
+__all__ = ["plot_step_maps", "attention_inside", "step_rows", "EditResult", "ShippedRow", "measure_edits", "negation_outcomes", "negation_rates", "rate_of", "rest_kept", "choose_negation", "keys_of",
+           "result_json", "run_shipped", "load_shipped", "shipped_fingerprint", "plot_seed_series", "settings_label", "has", "top_is", "not_", "verdict", "conjunction", "negation", "measure_synthetic_edit",
            "series", "sweep_alpha", "sweep_start", "plot_pairs", "plot_rates", "CONJ_PREDICATES", "NEG_PREDICATES",
            "SYN_PREDICATES"]

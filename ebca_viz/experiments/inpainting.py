@@ -203,7 +203,7 @@ def _run_condition(pipe, cases, name, prompts, gamma, steps, guidance, jump_leng
                      claims.rate(av) if av is not None else None, av)
 
 
-def measure(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gammas=(0.025,), jump_length: int = 5,
+def measure_inpainting(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gammas=(0.025,), jump_length: int = 5,
             jump_n_sample: int = 2, seed: int = REPORT_SEED, paste_feather=None, design: str = "side-full",
             prompt: str = "scene", controls=CONTROLS, cases=None) -> InpaintResult:
     """Run every condition on the same :func:`make_cases` scenes (see the module docstring).
@@ -240,7 +240,7 @@ def measure(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gammas=(0
 
 
 def sweep_inpaint(pipe, n: int = 16, steps: int = 25, seed: int = TUNE_SEED) -> dict:
-    """The tuning sweep behind :func:`measure`'s defaults, on tuning scenes (``seed`` 100, disjoint
+    """The tuning sweep behind :func:`measure_inpainting`'s defaults, on tuning scenes (``seed`` 100, disjoint
     from the report scenes, seed 0). Rows: prompt following per scene design x prompt style, then
     RePaint resampling and CFG at the chosen design, and the two controls. Choice rule: the design x
     prompt with the highest ``follows`` rate; resampling (5/2) and CFG (3, the model's regime) are
@@ -389,7 +389,7 @@ def demo_panels(runs: dict, fontsize_note: bool = True):
 
 
 def report_lines(M: "InpaintResult", g_list) -> list:
-    """The measured numbers of :func:`measure` (or :func:`load_shipped`) as printable lines."""
+    """The measured numbers of :func:`measure_inpainting` (or :func:`load_shipped`) as printable lines."""
     N = len(M.cases)
     out = [f"{N} report scenes (seed {M.settings['seed']}), {M.settings['steps']} steps, CFG {M.settings['guidance']:g}, "
            f"RePaint {M.settings['jump_length']}/{M.settings['jump_n_sample']}",
@@ -442,12 +442,12 @@ def _cond_json(c: Condition) -> dict:
 
 
 def run_shipped(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0, gammas=REPORT_GAMMAS, log=print) -> dict:
-    """Notebook 06's measurement at full size (:func:`measure` on ``n`` report scenes), as JSON with
+    """Notebook 06's measurement at full size (:func:`measure_inpainting` on ``n`` report scenes), as JSON with
     per-scene verdicts and errors."""
     import time
 
     t = time.perf_counter()
-    M = measure(pipe, n=n, steps=steps, guidance=guidance, gammas=gammas, jump_length=5, jump_n_sample=2, seed=REPORT_SEED)
+    M = measure_inpainting(pipe, n=n, steps=steps, guidance=guidance, gammas=gammas, jump_length=5, jump_n_sample=2, seed=REPORT_SEED)
     base = M.conditions["no update (gamma 0)"]
     conds = {}
     for name, c in M.conditions.items():
@@ -516,6 +516,6 @@ def plot_repaint_energies(tr, call_steps, reference=None, kind: str = "posterior
     return fig
 
 
-__all__ = ["Case", "make_cases", "sweep_inpaint", "OTHER", "DESIGNS", "PROMPTS", "CONTROLS", "outside_error", "follows", "Condition", "InpaintResult", "measure",
+__all__ = ["Case", "make_cases", "sweep_inpaint", "OTHER", "DESIGNS", "PROMPTS", "CONTROLS", "outside_error", "follows", "Condition", "InpaintResult", "measure_inpainting",
            "plot_examples", "plot_repaint_energies", "CONTROL", "run_pair", "demo_panels", "report_lines", "ebcu_null_lines",
            "run_shipped", "load_shipped", "shipped_fingerprint", "DEMO_GAMMAS", "REPORT_GAMMAS"]

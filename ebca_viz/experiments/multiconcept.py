@@ -165,7 +165,7 @@ def _sample(pipe, method: Method, items, prompts, seeds, steps, guidance, batch)
     return np.concatenate(out)
 
 
-def measure(pipe, methods: list, n: int = 96, split: str = "report", seed_base: int = 0, steps: int = 25,
+def measure_methods(pipe, methods: list, n: int = 96, split: str = "report", seed_base: int = 0, steps: int = 25,
             guidance: float = 3.0, batch: int = 48, progress: bool = True) -> MulticonceptResult:
     """Sample ``n`` two-object prompts of ``split`` with every method on the same latents and score them.
 
@@ -213,7 +213,7 @@ def sweep_gammas(pipe, grid, n: int = 96, guidance: float = 3.0, steps: int = 25
         if upweight is not None:
             kw.update(token_indices=SHAPE_TOKENS, token_upweight=[upweight] * 2)
         methods.append(Method(f"ga={ga:g} gn={gn:g}" + (f" up={upweight:g}" if upweight else ""), EBCAConfig(**kw)))
-    r = measure(pipe, methods, n=n, split=split, seed_base=seed_base, steps=steps, guidance=guidance)
+    r = measure_methods(pipe, methods, n=n, split=split, seed_base=seed_base, steps=steps, guidance=guidance)
     return [dict(setting=m.name, guidance=guidance, **{k: v for k, v in m.row().items() if k != "method"})
             for m in r.methods.values()]
 
@@ -222,7 +222,7 @@ def sweep_guidance(pipe, values, n: int = 96, steps: int = 25, seed_base: int = 
     """Vanilla both-right rate per CFG scale on the tuning split (the model's own best CFG)."""
     rows = []
     for g in values:
-        r = measure(pipe, [Method("vanilla")], n=n, split=split, seed_base=seed_base, steps=steps, guidance=g,
+        r = measure_methods(pipe, [Method("vanilla")], n=n, split=split, seed_base=seed_base, steps=steps, guidance=g,
                     progress=False)
         rows.append(dict(setting=f"CFG {g:g}", guidance=g, **{k: v for k, v in
                                                               r.methods["vanilla"].row().items() if k != "method"}))
@@ -335,7 +335,7 @@ def measure_single(pipe, configs: dict, n: int, seed_base: int = 0, steps: int =
 
 
 def pair_results_json(result: MulticonceptResult, split: str = "report", seed_base: int = REPORT_SEED) -> dict:
-    """The raw per-sample outcomes of :func:`measure` (verdicts, extra flags, mean |diff| to vanilla)."""
+    """The raw per-sample outcomes of :func:`measure_methods` (verdicts, extra flags, mean |diff| to vanilla)."""
     base = next(iter(result.methods.values())).images.astype(np.float32)
     methods = {}
     for name, m in result.methods.items():
@@ -408,7 +408,7 @@ def resample_pair(pipe, data: dict, methods: list, n: int, batch: int = 48) -> M
         raise ValueError(f"resample_pair: methods {missing} are not in the shipped file (it has {list(p['methods'])})")
     if not 2 <= n <= p["n"]:
         raise ValueError(f"resample_pair: n must be in 2..{p['n']} (the shipped n), got {n}")
-    return measure(pipe, methods, n=n, split=p["split"], seed_base=int(p["seed_base"]), steps=int(p["steps"]),
+    return measure_methods(pipe, methods, n=n, split=p["split"], seed_base=int(p["seed_base"]), steps=int(p["steps"]),
                    guidance=float(p["guidance"]), batch=batch, progress=False)
 
 
@@ -540,7 +540,7 @@ def first_flips(verdicts_a: list, verdicts_b: list, k: int = 4) -> list:
     return [i for i, (a, b) in enumerate(zip(verdicts_a, verdicts_b)) if a != b][:k]
 
 
-__all__ = ["Method", "MethodResult", "MulticonceptResult", "default_methods", "measure", "sweep_gammas",
+__all__ = ["Method", "MethodResult", "MulticonceptResult", "default_methods", "measure_methods", "sweep_gammas",
            "sweep_guidance", "contrast_seeds", "pick_demo_seed", "SeedChoice", "plot_rates",
            "shipped_path", "shipped_fingerprint", "single_items", "measure_single", "pair_results_json",
            "result_from_shipped", "single_from_shipped", "load_shipped", "resample_pair", "Agreement", "compare_live",

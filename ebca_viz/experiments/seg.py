@@ -297,7 +297,7 @@ def _score(setting, items, images, energies, base: Optional[SettingResult]) -> S
     return res
 
 
-def measure(pipe, settings: Sequence[SEGSetting], n: int = 32, split: str = "report", seed_base: int = 0,
+def measure_seg(pipe, settings: Sequence[SEGSetting], n: int = 32, split: str = "report", seed_base: int = 0,
             steps: int = 25, batch: int = 32, energies: bool = True, progress: bool = False) -> SEGStudy:
     """Sample ``n`` two-object prompts of ``split`` with every setting (and each one's ``s = 0``
     baseline at the same CFG) on the same latents; score, compare to the baseline, read energies."""
@@ -332,7 +332,7 @@ def sweep_seg(pipe, scales=(1.0, 3.0, 10.0), sigmas=(1.0, INF), layer_sets=(("mi
     """The small sweep behind :data:`SHAPES_SEG`, on the tuning split and its own seeds (not the
     notebook's): one row per setting, ``{"setting", "n", metric: Rate json, "change", "*_vs_base"}``."""
     settings = [SEGSetting(s, sg, tuple(ls), g) for g in guidances for ls in layer_sets for sg in sigmas for s in scales]
-    study = measure(pipe, settings, n=n, split=split, seed_base=seed_base, steps=steps, batch=batch, energies=False)
+    study = measure_seg(pipe, settings, n=n, split=split, seed_base=seed_base, steps=steps, batch=batch, energies=False)
     return study.rows()
 
 
@@ -439,21 +439,6 @@ def plot_seed_grid(rows: dict, seeds, base_key=None, diff_gain: float = 4.0, tit
         cb = fig.colorbar(shown, cax=cax)
         cb.set_label(f"|diff| x {diff_gain:g}, grey levels", fontsize=fontsize)
         cb.ax.tick_params(labelsize=fontsize)
-    return fig
-
-
-def readable(fig, min_size: float = 10.0):
-    """Raise every text of ``fig`` (titles, labels, ticks, legends) to at least ``min_size`` points and
-    redo its layout; returns ``fig`` (for figures drawn elsewhere with small fonts)."""
-    from matplotlib.text import Text
-
-    for t in fig.findobj(Text):
-        if t.get_fontsize() < min_size:
-            t.set_fontsize(min_size)
-    try:
-        fig.tight_layout()
-    except Exception:  # a figure with a manual layout keeps it
-        pass
     return fig
 
 

@@ -2,7 +2,9 @@ r"""Every figure of ebca_viz: pure functions of recorded data (arrays, traces, i
 :class:`matplotlib.figure.Figure` built without pyplot (``Figure()`` on an Agg canvas: nothing stays open,
 no backend is switched; Jupyter renders it through :meth:`~ebca_viz.plots.base.ExplainerFigure._repr_png_`).
 
-One module per kind of figure:
+One module per kind of figure, each with its figures read from a :class:`~ebca_viz.tracing.Trace`
+(``plot_trace_*``: maps, guidance maps and map animations in ``maps``; energies and SEG energies in
+``energy``; contexts and drift in ``trajectories``):
 
 * :mod:`~ebca_viz.plots.base` -- the figure, text sizes (:data:`FS`), array and layout helpers (:func:`readable`);
 * :mod:`~ebca_viz.plots.maps` -- attention maps (token x row grids) and their animation;
@@ -11,7 +13,6 @@ One module per kind of figure:
 * :mod:`~ebca_viz.plots.trajectories` -- context norms, drift and PCA paths;
 * :mod:`~ebca_viz.plots.comparisons` -- images side by side with their difference, grids;
 * :mod:`~ebca_viz.plots.rates` -- rates and paired effects with their intervals, histograms against N(0, 1);
-* :mod:`~ebca_viz.plots.trace` -- the same figures read from a :class:`~ebca_viz.tracing.Trace`.
 
 Dimension names: ``S`` sampling steps (0 = noisiest), ``L`` cross-attention layers (execution order),
 ``N`` tokens (0 = start-of-text), ``h, w`` a layer's latent grid, ``D`` context dimension, ``R`` rows of a
@@ -77,18 +78,10 @@ from .rates import (  # noqa: F401
     plot_effects,
     plot_histograms_vs_normal,
 )
-from .trace import (  # noqa: F401
-    plot_trace_drift,
-    TRACE_STEP_LABEL,
-    plot_trace_maps,
-    plot_trace_energies,
-    trace_context_path,
-    plot_trace_contexts,
-    plot_trace_seg,
-    GUIDANCE_UNITS,
-    plot_guidance,
-    animate_trace,
-)
+from .base import TRACE_STEP_LABEL  # noqa: F401
+from .maps import plot_trace_maps, animate_trace, GUIDANCE_UNITS, plot_guidance  # noqa: F401
+from .energy import plot_trace_energies, plot_trace_seg  # noqa: F401
+from .trajectories import trace_context_path, plot_trace_contexts, plot_trace_drift  # noqa: F401
 
 __all__ = [
     "short_layer",

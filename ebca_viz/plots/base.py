@@ -286,4 +286,8 @@ def add_colorbar(fig, label: str, vmin: float = 0.0, vmax: float = 1.0, cmap: st
     return fig
 
 
-__all__ = ['ExplainerFigure', 'FS', 'FS_TITLE', 'MAX_WIDTH_IN', 'wrap_titles', 'new_figure', 'figure_png', 'save_figure', 'to_numpy', 'image_array', 'resize_map', 'stack_maps', 'readable', 'add_colorbar', 'short_layer', 'close_figure', 'layer_ticks', 'panel_grid', 'legends_to_spare']
+#: x-axis label of every per-step figure read from a trace
+TRACE_STEP_LABEL = "recorded UNet call (0 = noisiest)"
+
+
+__all__ = ['ExplainerFigure', 'FS', 'FS_TITLE', 'MAX_WIDTH_IN', 'wrap_titles', 'new_figure', 'figure_png', 'save_figure', 'to_numpy', 'image_array', 'resize_map', 'stack_maps', 'readable', 'add_colorbar', 'short_layer', 'close_figure', 'layer_ticks', 'panel_grid', 'legends_to_spare', 'TRACE_STEP_LABEL']

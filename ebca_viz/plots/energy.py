@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from .. import claims
-from .base import FS, FS_TITLE, ExplainerFigure, image_array, layer_ticks, legends_to_spare, new_figure, panel_grid, short_layer, to_numpy
+from .base import FS, FS_TITLE, TRACE_STEP_LABEL, ExplainerFigure, image_array, layer_ticks, legends_to_spare, new_figure, panel_grid, short_layer, to_numpy
 
 
 def plot_energy_curves(before, after=None, reference=None, layer_names: Optional[Sequence[str]] = None,
@@ -346,4 +346,34 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
     return fig
 
 
-__all__ = ['plot_energy_curves', 'plot_energy_heatmap', 'plot_descent', 'plot_gradient_check', 'plot_seg_energy', 'KINDS', 'LABELS', 'COLORS', 'trace_energy_terms', 'update_counts', 'plot_energy_terms']
+# -- read from a recording (ebca_viz.trace) ----------------------------------------
+
+def plot_trace_energies(tr, reference=None, kind: str = "posterior", **kw) -> ExplainerFigure:
+    """:func:`plot_energy_curves` of a trace: energy ``kind`` entering (``before``) and leaving
+    (``after``) every layer; ``reference``: a vanilla trace of the same run (dashed)."""
+    b, a = tr.energies(kind, "before"), tr.energies(kind, "after")
+    ref = None if reference is None else reference.energies(kind, "before")
+    labels = {"posterior": "E(K;Q) + E(K)", "context": "E(K;Q)", "prior": "E(K)", "query": "E(Q;K)"}
+    kw.setdefault("energy_label", labels.get(kind, kind))
+    kw.setdefault("step_label", TRACE_STEP_LABEL)
+    return plot_energy_curves(b, a, reference=ref, layer_names=tr.layers, **kw)
+
+
+def plot_trace_seg(tr, title: str = "SEG: self-attention energy per step") -> ExplainerFigure:
+    """Blurred vs reference (unblurred) self-attention energy per step, mean over SEG layers."""
+    bl = to_numpy(tr.seg_energies("blurred")).mean(-1)
+    ref = to_numpy(tr.seg_energies("reference")).mean(-1)
+    fig = new_figure(figsize=(6, 3.4))
+    ax = fig.subplots()
+    ax.plot(np.arange(len(bl)), bl, "o-", ms=3, label="blurred branch")
+    ax.plot(np.arange(len(ref)), ref, "s--", ms=3, label="reference (unblurred)")
+    ax.set_xlabel(TRACE_STEP_LABEL)
+    ax.set_ylabel("sum -lse(Q K^T)")
+    ax.set_title(title, fontsize=FS)
+    ax.legend(fontsize=FS)
+    fig.tight_layout()
+    return fig
+
+
+
+__all__ = ['plot_energy_curves', 'plot_energy_heatmap', 'plot_descent', 'plot_gradient_check', 'plot_seg_energy', 'KINDS', 'LABELS', 'COLORS', 'trace_energy_terms', 'update_counts', 'plot_energy_terms', 'plot_trace_energies', 'plot_trace_seg']

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..tokens import trace_prompt_positions, trace_tokens
 from .base import FS, FS_TITLE, ExplainerFigure, new_figure, to_numpy
 
 
@@ -91,4 +92,58 @@ def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = N
     return fig
 
 
-__all__ = ['pca_2d', 'plot_context_trajectories']
+# -- read from a recording (ebca_viz.trace) ----------------------------------------
+
+def trace_context_path(tr, step: int = -1, image: int = 0):
+    """``(L+1, N, D)``: the prompt embedding of ``step`` then the context after every layer
+    (needs ``quantities`` with ``"contexts"``)."""
+    i = tr.steps.index(tr.steps[step]) if step < 0 else tr.steps.index(step)
+    c = tr.contexts(image=image)[i].float()
+    p = tr.prompt_embeds(image=image)[i].float()
+    return np.concatenate([to_numpy(p)[None], to_numpy(c)])
+
+
+def plot_trace_contexts(tr, step: int = -1, token=None, **kw) -> ExplainerFigure:
+    """:func:`plot_context_trajectories` of one recorded step: with ``"contexts"`` recorded all three
+    panels (norms, drift, PCA paths); else norms and drift from ``"context_norms"``."""
+    idx = tr.token_index(token) if token is not None else trace_prompt_positions(tr, include_sot=False)
+    toks = trace_tokens(tr)
+    labels = [toks[i] for i in idx]
+    if "contexts" in tr.quantities:
+        c = trace_context_path(tr, step)[:, idx]
+        return plot_context_trajectories(c, tokens=labels, **kw)
+    i = step if step < 0 else tr.steps.index(step)
+    nb = to_numpy(tr.context_norms("before"))[i]  # (L, N)
+    na = to_numpy(tr.context_norms("after"))[i]
+    d = to_numpy(tr.drift())[i]
+    norms = np.concatenate([nb[:1], na])[:, idx]
+    drift = np.concatenate([np.zeros_like(d[:1]), d])[:, idx]
+    return plot_context_trajectories(norms=norms, drift=drift, tokens=labels, **kw)
+
+
+def plot_trace_drift(traces: dict, tokens: list, positions: list, title: Optional[str] = None, width: float = 8.0,
+               fontsize: float = 10):
+    """Per-token drift ``|c_j - c_j^0|`` through the layers (mean over recorded steps), one line style per
+    run: ``traces`` ``{label: Trace}`` (each recorded ``"context_norms"`` or ``"contexts"``);
+    ``positions`` the token positions to draw, ``tokens`` their labels."""
+    fig = new_figure(figsize=(width, 3.6))
+    ax = fig.subplots()
+    styles = ["-", "--", ":", "-."]
+    for s, (label, tr) in enumerate(traces.items()):
+        d = to_numpy(tr.drift()).mean(0)  # (L, N): mean over steps
+        for k, j in enumerate(positions):
+            ax.plot(np.arange(1, d.shape[0] + 1), d[:, j], styles[s % 4], color=f"C{k % 10}", lw=1.6,
+                    label=f"{tokens[k]} ({label})")
+    ax.set_xlabel("cross-attention layer", fontsize=fontsize)
+    ax.set_ylabel("drift |c_j - c_j^0| (mean over steps)", fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize)
+    ax.legend(fontsize=fontsize - 1 if fontsize > 10 else fontsize, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False)
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+    fig.tight_layout()
+    return fig
+
+
+
+__all__ = ['pca_2d', 'plot_context_trajectories', 'trace_context_path', 'plot_trace_contexts', 'plot_trace_drift']

@@ -2,9 +2,9 @@
 ``ebca_viz.tracing``), one file per job:
 
 * :mod:`~ebca_viz.tracing.recorder` -- the observer: hooks, recording processor, what is recorded;
-* :mod:`~ebca_viz.tracing.record` -- the stored tensors, under :mod:`~ebca_viz.tracing.budget`;
+* :mod:`~ebca_viz.tracing.storage` -- the stored tensors, under :mod:`~ebca_viz.tracing.budget`;
 * :mod:`~ebca_viz.tracing.filters` -- which layers, steps and quantities;
-* :mod:`~ebca_viz.tracing.quantities` -- what one layer call yields (energies, maps on a common grid);
+* :mod:`~ebca_viz.tracing.quantities` -- maps on a common grid (a layer call's energies are :mod:`ebca_viz.energy`'s);
 * :mod:`~ebca_viz.tracing.derived` -- :class:`Trace`: maps, energies, context norms, drift, trajectories,
   guidance maps (:meth:`Trace.guidance`: where CFG and SEG act, per step and latent pixel);
 * :mod:`~ebca_viz.tracing.files` -- save / load a record (safetensors + JSON); :func:`load_trace` is in ``derived``;
@@ -14,7 +14,7 @@ from .budget import TraceBudgetError
 from .derived import Trace, load_trace
 from .files import TraceFileError
 from .filters import QUANTITIES
-from .quantities import layer_energies, self_attention_energy
+from ..energy import layer_energies, self_attention_energy
 from .recorder import Recorder, estimate_bytes, trace
 
 __all__ = ["Trace", "Recorder", "trace", "load_trace", "TraceFileError", "estimate_bytes", "TraceBudgetError",

@@ -1,5 +1,5 @@
 r"""A trace as its reader sees it: derived quantities (maps, energies, context norms, drift,
-trajectories, SEG energies, guidance maps) over a :class:`~ebca_viz.tracing.record.Record`.
+trajectories, SEG energies, guidance maps) over a :class:`~ebca_viz.tracing.storage.TraceStorage`.
 
 Named dimensions of the accessors (each returns a plain CPU tensor in this order):
 ``step`` (recorded UNet calls, :attr:`Trace.steps`), ``layer`` (recorded cross-attention layers in
@@ -17,7 +17,7 @@ import torch
 from .budget import mib
 from .files import load_record, save_trace
 from .filters import select_layers
-from .record import Record
+from .storage import TraceStorage
 
 ENERGY_KINDS = ("query", "context", "prior", "posterior")
 GUIDANCE_KINDS = ("cfg", "seg")
@@ -36,9 +36,9 @@ class Trace:
     during and after the ``with`` block and on a loaded trace.
     """
 
-    def __init__(self, record: Record, recorder=None):
-        if not isinstance(record, Record):
-            raise TypeError(f"Trace(record): record must be an ebca_viz.tracing.record.Record, got {type(record).__name__}; "
+    def __init__(self, record: TraceStorage, recorder=None):
+        if not isinstance(record, TraceStorage):
+            raise TypeError(f"Trace(record): record must be an ebca_viz.tracing.storage.TraceStorage, got {type(record).__name__}; "
                             "make a trace with ebca_viz.trace(pipe) or ebca_viz.load_trace(path)")
         self.record = record
         self.recorder = recorder

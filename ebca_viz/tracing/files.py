@@ -2,7 +2,7 @@ r"""A trace on disk: one ``.safetensors`` file, the stacked tensors plus a JSON 
 
 :func:`save_trace` writes atomically (a temporary file in the same folder, then a rename);
 :func:`load_trace` refuses anything it did not write and builds the trace through the same
-constructors as recording (:class:`~ebca_viz.tracing.record.Record`, then
+constructors as recording (:class:`~ebca_viz.tracing.storage.TraceStorage`, then
 :class:`~ebca_viz.tracing.derived.Trace`).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .budget import Budget
-from .record import Record
+from .storage import TraceStorage
 
 FORMAT = "ebca_viz.trace/2"
 #: formats this version reads: /1 (before the guidance maps: no ``guidance`` tensor, no ``latent_hw``) and /2
@@ -23,7 +23,7 @@ READABLE = ("ebca_viz.trace/1", FORMAT)
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def trace_meta(rec: Record) -> dict:
+def trace_meta(rec: TraceStorage) -> dict:
     """The JSON header of a record."""
     return {
         "format": FORMAT,
@@ -51,7 +51,7 @@ def trace_meta(rec: Record) -> dict:
     }
 
 
-def save_trace(rec: Record, path) -> None:
+def save_trace(rec: TraceStorage, path) -> None:
     """Write ``rec`` to ``path`` (``.safetensors``), atomically."""
     from safetensors.torch import save_file
 
@@ -158,8 +158,8 @@ def _check_tensors(path, m: dict, tensors: dict) -> None:
         raise TraceFileError(f"{path}: {S} steps but {len(m['step_timesteps'])} step timesteps in the header")
 
 
-def load_record(path) -> Record:
-    """Read the :class:`Record` of a trace file written by :meth:`Trace.save`
+def load_record(path) -> TraceStorage:
+    """Read the :class:`TraceStorage` of a trace file written by :meth:`Trace.save`
     (:func:`ebca_viz.tracing.derived.load_trace` wraps it in a :class:`Trace`).
 
     Refuses with :class:`TraceFileError` (naming the file and what is wrong) anything else: a
@@ -200,7 +200,7 @@ def load_record(path) -> Record:
                              "header and data disagree")
     _check_tensors(path, m, tensors)
     budget = Budget(m["budget_bytes"], m["on_budget"])
-    rec = Record(m["layers"], m["quantities"], None if m["map_grid"] is None else tuple(m["map_grid"]),
+    rec = TraceStorage(m["layers"], m["quantities"], None if m["map_grid"] is None else tuple(m["map_grid"]),
                  _DTYPES[m["dtype"]], budget, m["alpha"])
     rec.restore(m, tensors)
     return rec

@@ -1,46 +1,13 @@
-r"""What one layer call yields, computed while recording: the energies of a cross-attention call, the
-self-attention energy SEG blurs, and attention maps brought to one common grid (with the grid each
-layer will have and the number of UNet calls a run makes, for projecting a trace's size)."""
+r"""What one layer call yields besides its energies: attention maps brought to one common grid (with the
+grid each layer will have and the number of UNet calls a run makes, for projecting a trace's size). The
+energies a trace records are :func:`ebca_viz.energy.layer_energies` and
+:func:`ebca_viz.energy.self_attention_energy`, next to their equations."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..energy import merge_heads
-
 MAP_GRID_CAP = 32  # default common grid: the largest recorded layer grid, at most 32 per side
-
-
-def layer_energies(q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
-    """``q (B,H,P,d)``, ``k (B,H,N,d)``, ``S (B,H,P,N)`` -> ``(4, B)``: E(Q;K), E(K;Q), E(K), posterior.
-
-    Same definitions as :mod:`ebca_viz.energy` (fp32), from scores already computed.
-    """
-    s = scores.float()
-    eq = -torch.logsumexp(s, dim=-1).sum(-1)  # (B, H)
-    ek = -torch.logsumexp(s, dim=-2).sum(-1)
-    if alpha:
-        eq = eq + 0.5 * alpha * q.float().pow(2).sum(dim=(-1, -2))
-        ek = ek + 0.5 * alpha * k.float().pow(2).sum(dim=(-1, -2))
-    eq, ek = eq.mean(1), ek.mean(1)
-    prior = torch.logsumexp(0.5 * merge_heads(k.float()).pow(2).sum(-1), dim=-1)
-    return torch.stack([eq, ek, prior, ek + prior])
-
-
-def self_attention_energy(q: torch.Tensor, k: torch.Tensor, scale: float, max_elems: int = 2**24) -> torch.Tensor:
-    """``E = -sum_i lse_j(beta q_i . k_j)``, heads averaged: ``(B,H,P,d), (B,H,P,d) -> (B,)``.
-
-    Computed in query chunks so that no more than ``max_elems`` scores exist at once
-    (a 64x64 self-attention layer would otherwise need a 4096 x 4096 matrix per head).
-    """
-    b, h, p, _ = q.shape
-    chunk = max(1, max_elems // max(1, b * h * k.shape[2]))
-    total = torch.zeros(b, h, dtype=torch.float32, device=q.device)
-    kt = k.float().transpose(-1, -2)
-    for i in range(0, p, chunk):
-        s = torch.matmul(q[:, :, i : i + chunk].float(), kt) * scale
-        total -= torch.logsumexp(s, dim=-1).sum(-1)
-    return total.mean(1)
 
 
 def resize_map(m: torch.Tensor, grid: tuple) -> torch.Tensor:

@@ -80,7 +80,7 @@ import torch
 from ..attach import _exec_order, cross_attention_keys, resolve_target
 from ..attn_io import layer_keys
 from ..denoiser_hook import DenoiserHook, Participant
-from ..energy import attention_scores
+from ..energy import attention_scores, layer_energies, self_attention_energy
 from ..events import TRACE, first_timestep, token_words
 from .budget import DEFAULT_BUDGET, Budget, check_budget_args, mib
 from .derived import GUIDANCE_KINDS, Trace
@@ -88,18 +88,16 @@ from .filters import StepFilter, select_layers, select_quantities
 from .processor import RecordingCrossAttnProcessor
 from .quantities import (
     check_map_grid,
-    layer_energies,
     predicted_grid,
     resize_map,
     resolve_map_grid,
-    self_attention_energy,
     unet_calls,
 )
-from .record import NAN_FILLED, Record
+from .storage import NAN_FILLED, TraceStorage
 
 
 class Recorder(Participant):
-    """The observer that fills a :class:`~ebca_viz.tracing.record.Record` while a pipeline samples.
+    """The observer that fills a :class:`~ebca_viz.tracing.storage.TraceStorage` while a pipeline samples.
 
     Made by :func:`trace` (which wraps it in a :class:`~ebca_viz.tracing.derived.Trace`); it owns the
     hooks, the recording processors and the subscriptions, and undoes all of them in :meth:`stop`.
@@ -107,7 +105,7 @@ class Recorder(Participant):
 
     role, kind, title = "observer", TRACE, "a trace"
 
-    def __init__(self, pipe, unet, record: Record, steps=None, num_steps: Optional[int] = None,
+    def __init__(self, pipe, unet, record: TraceStorage, steps=None, num_steps: Optional[int] = None,
                  cfg: Optional[bool] = None, guidance_scale: Optional[float] = None):
         self.pipe, self.unet, self.record = pipe, unet, record
         self._steps_filter = StepFilter(steps)
@@ -288,7 +286,6 @@ class Recorder(Participant):
         T = self.num_steps
         if T is None and self.pipe is not None:
             T = getattr(getattr(self.pipe, "scheduler", None), "num_inference_steps", None)
-        self._run_T = T
         self._selected = self._steps_filter.resolve(T)
         B, N, D, latent = shape
         if self.record.map_grid is None:
@@ -543,7 +540,7 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
         raise TypeError(f"dtype must be a floating torch dtype such as torch.float16, got {dtype!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number (docs/method.md uses 0), got {alpha!r}")
-    record = Record(select_layers(all_keys, layers), select_quantities(quantities), check_map_grid(map_grid), dtype,
+    record = TraceStorage(select_layers(all_keys, layers), select_quantities(quantities), check_map_grid(map_grid), dtype,
                     Budget(check_budget_args(budget_bytes, on_budget), on_budget), float(alpha))
     return Trace(record, Recorder(pipe, unet, record, steps, num_steps, cfg, guidance_scale))
 

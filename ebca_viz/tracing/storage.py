@@ -1,10 +1,10 @@
 r"""What a trace holds: the stored tensors of the recorded UNet calls, under a byte budget.
 
-A :class:`Record` is filled step by step by the recorder (:mod:`ebca_viz.tracing.recorder`) or
+A :class:`TraceStorage` is filled step by step by the recorder (:mod:`ebca_viz.tracing.recorder`) or
 at once from a file (:mod:`ebca_viz.tracing.files`); either way it is built by the same
 constructor. While recording, each step's items live in a per-step dict; when recording ends they
-are stacked once (:meth:`Record.consolidate`) and the per-step copies are freed, so the record holds
-each value once and :attr:`Record.nbytes` is what the budget reserved.
+are stacked once (:meth:`TraceStorage.consolidate`) and the per-step copies are freed, so the record holds
+each value once and :attr:`TraceStorage.nbytes` is what the budget reserved.
 
 Stored items (``S`` recorded steps, ``L`` layers, ``B`` images, ``N`` tokens, ``D`` context width,
 ``(H, W)`` = :attr:`map_grid`), fp32 unless said otherwise:
@@ -32,7 +32,7 @@ from .budget import DEFAULT_BUDGET, Budget
 NAN_FILLED = ("energies", "norms", "seg", "guidance")  # items whose unrecorded entries read NaN (the rest 0)
 
 
-class Record:
+class TraceStorage:
     """The stored part of a trace: settings, run metadata and tensors, with its :class:`Budget`."""
 
     def __init__(self, layers, quantities, map_grid: Optional[tuple] = None, dtype=torch.float16,
