@@ -125,12 +125,14 @@ def vae_roundtrip(pipe, n: int = 500, seed: int = 777) -> dict:
     return _rate(vae_roundtrip_ok(pipe, n, seed))
 
 
-def make_config(ga, gn, upweight=None):
+def make_config(ga, gn, upweight=None, tokens=SHAPE_TOKENS):
+    """EBCU at ``(ga, gn)``; with ``upweight``, on the object nouns ``tokens`` (two-object prompts: 3 and 7;
+    single-object prompts "a red circle": 3 only, position 7 would be padding, which EBCU refuses)."""
     from ..config import EBCAConfig
 
     if upweight is None:
         return EBCAConfig(gamma_attn=ga, gamma_norm=gn)
-    return EBCAConfig(gamma_attn=ga, gamma_norm=gn, token_indices=SHAPE_TOKENS, token_upweight=[upweight] * 2)
+    return EBCAConfig(gamma_attn=ga, gamma_norm=gn, token_indices=list(tokens), token_upweight=[upweight] * len(tokens))
 
 
 def save_grid(images, path, cols: int = 16, scale: int = 3) -> None:
@@ -265,6 +267,8 @@ def main(argv=None) -> dict:
         items, prompts, seeds = prompt_set(pairs, a.n, a.report_seed)
         base = None
         for name, cfg in methods.items():
+            if not two and cfg is not None and cfg.token_indices:  # single objects: the one noun (position 3)
+                cfg = make_config(ga, gn, up, tokens=SHAPE_TOKENS[:1])
             ims = sample(pipe, prompts, seeds, config=cfg, **kw)
             sc = score_images(items, ims, two)
             report[key][name] = summarize(sc, base)
