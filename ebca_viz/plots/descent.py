@@ -11,6 +11,20 @@ from .. import claims
 from .base import FS, FS_TITLE, layer_ticks, legends_to_spare, new_figure, panel_grid, short_layer, to_numpy
 
 
+
+def _sweep_arrays(gammas, changes, first_order, run_gamma):
+    """The step-size sweep's inputs as arrays ``(g (G,), changes (S, L, B, G), first_order (S, L, B))``,
+    checked: shapes agree and ``run_gamma`` (the run's ``gamma_attn``) is positive."""
+    g = to_numpy(gammas).ravel()
+    ch, fo = to_numpy(changes), to_numpy(first_order)
+    if ch.ndim != 4 or ch.shape[-1] != g.size:
+        raise ValueError(f"changes must be (S, L, B, G) with G = len(gammas) = {g.size}, got shape {ch.shape}")
+    if fo.shape != ch.shape[:3]:
+        raise ValueError(f"first_order must be (S, L, B) = {ch.shape[:3]}, got shape {fo.shape}")
+    if not run_gamma or run_gamma <= 0:
+        raise ValueError(f"run_gamma must be the run's positive gamma_attn, got {run_gamma!r}")
+    return g, ch, fo
+
 def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps: Optional[Sequence[int]] = None,
                      title: str = "did each update lower E(K;Q) + E(K)?", ncols: Optional[int] = None):
     """Where the updates lowered the posterior energy.
@@ -100,14 +114,7 @@ def plot_step_size(gammas, changes, first_order, run_gamma: float, layer_names: 
     1 while the linearisation holds, below 0 where the step overshoots; (rate) share of updates that
     lowered the energy with its Wilson 95 % interval, against ``g``.
     """
-    g = to_numpy(gammas).ravel()
-    ch, fo = to_numpy(changes), to_numpy(first_order)
-    if ch.ndim != 4 or ch.shape[-1] != g.size:
-        raise ValueError(f"changes must be (S, L, B, G) with G = len(gammas) = {g.size}, got shape {ch.shape}")
-    if fo.shape != ch.shape[:3]:
-        raise ValueError(f"first_order must be (S, L, B) = {ch.shape[:3]}, got shape {fo.shape}")
-    if not run_gamma or run_gamma <= 0:
-        raise ValueError(f"run_gamma must be the run's positive gamma_attn, got {run_gamma!r}")
+    g, ch, fo = _sweep_arrays(gammas, changes, first_order, run_gamma)
     S, L, B, G = ch.shape
     slope = fo / run_gamma  # dE/dgamma at 0
     (a1, a2, a3), fig = panel_grid(3, ncols, (5.0, 4.3))
@@ -228,14 +235,7 @@ def plot_gamma_sweep(gammas, changes, first_order, run_gamma: float, level: floa
     (``1`` = the full predicted drop, ``0`` = no gain, below ``0`` = the update went uphill): median and
     quartiles over all updates. Right: share of updates with a drop ``> 0``, Wilson 95 % band.
     """
-    g = to_numpy(gammas).ravel()
-    ch, fo = to_numpy(changes), to_numpy(first_order)
-    if ch.ndim != 4 or ch.shape[-1] != g.size:
-        raise ValueError(f"changes must be (S, L, B, G) with G = len(gammas) = {g.size}, got shape {ch.shape}")
-    if fo.shape != ch.shape[:3]:
-        raise ValueError(f"first_order must be (S, L, B) = {ch.shape[:3]}, got shape {fo.shape}")
-    if not run_gamma or run_gamma <= 0:
-        raise ValueError(f"run_gamma must be the run's positive gamma_attn, got {run_gamma!r}")
+    g, ch, fo = _sweep_arrays(gammas, changes, first_order, run_gamma)
     flat = ch.reshape(-1, g.size)
     pred = (fo.reshape(-1, 1) / run_gamma) * g  # first-order change at each gamma (negative)
     ok = np.isfinite(flat).all(1) & np.isfinite(pred).all(1) & (pred[:, 0] < 0)
