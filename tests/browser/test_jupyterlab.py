@@ -241,6 +241,24 @@ def _run(page, n: int, timeout: float = 120, check_stale: bool = False) -> None:
     assert not page.locator("button.ebca-sample").is_disabled()
 
 
+def _open_playground(page, base, token, name, before_run=None):
+    """Open the playground notebook in ``page``, wait for its kernel, run every cell and wait until the
+    panel is visible and the cells are done (``before_run(page)`` runs after the kernel starts). Returns
+    the panel's locator."""
+    page.goto(f"{base}/lab/tree/{name}?token={token}", timeout=60_000)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
+    _wait(lambda: _kernel_idle(page), 60, "the kernel to start")
+    if before_run is not None:
+        before_run(page)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    panel = page.locator(".ebca-panel")
+    panel.wait_for(state="visible", timeout=120_000)
+    _wait(lambda: page.locator(".jp-OutputArea-output img").count() >= 4 and _kernel_idle(page), 180,
+          "all cells to finish", page)
+    return panel
+
+
 def test_panel_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
 
@@ -255,15 +273,7 @@ def test_panel_in_jupyterlab(lab):
             # JupyterLab's default layout (file browser open) 1280 px wide: the notebook's default width
             # for a new user; tall, so that the whole panel is on screen for the screenshots
             page = browser.new_page(viewport={"width": 1280, "height": 2100})
-            page.goto(f"{base}/lab/tree/{name}?token={token}", timeout=60_000)
-            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
-            _wait(lambda: _kernel_idle(page), 60, "the kernel to start")
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            panel = page.locator(".ebca-panel")
-            panel.wait_for(state="visible", timeout=120_000)
-            _wait(lambda: page.locator(".jp-OutputArea-output img").count() >= 4 and _kernel_idle(page), 180,
-                  "all cells to finish", page)
+            panel = _open_playground(page, base, token, name)
             panel.scroll_into_view_if_needed()
 
             # before the first run: placeholders, not broken images; nothing truncated

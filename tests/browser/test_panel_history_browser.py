@@ -12,6 +12,7 @@ from test_jupyterlab import (  # noqa: F401  (lab: the module-scoped JupyterLab 
     CHROMIUM_ARGS,
     _check_dom,
     _kernel_idle,
+    _open_playground,
     _run,
     _shot,
     _type,
@@ -29,15 +30,7 @@ def test_panel_history_and_rate_in_jupyterlab(lab):  # noqa: F811
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 2600})
-            page.goto(f"{base}/lab/tree/{name}?token={token}", timeout=60_000)
-            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
-            _wait(lambda: _kernel_idle(page), 60, "the kernel to start")
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            panel = page.locator(".ebca-panel")
-            panel.wait_for(state="visible", timeout=120_000)
-            _wait(lambda: page.locator(".jp-OutputArea-output img").count() >= 4 and _kernel_idle(page), 180,
-                  "all cells to finish", page)
+            panel = _open_playground(page, base, token, name)
             panel.scroll_into_view_if_needed()
             strip = page.locator(".ebca-history")
             assert "no run yet" in strip.inner_text()

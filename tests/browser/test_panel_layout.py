@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from test_jupyterlab import CHROMIUM, CHROMIUM_ARGS, _check_dom, _kernel_idle, _run, _shot, _wait, lab  # noqa: F401
+from test_jupyterlab import CHROMIUM, CHROMIUM_ARGS, _check_dom, _kernel_idle, _open_playground, _run, _shot, _wait, lab  # noqa: F401
 
 _SCROLLS_JS = """(root) => {
   const out = [];
@@ -66,18 +66,13 @@ def _image_widths(page) -> dict:
 def _open(browser, base, token, name, width, scale):
     ctx = browser.new_context(viewport={"width": width, "height": 1800}, device_scale_factor=scale)
     page = ctx.new_page()
-    page.goto(f"{base}/lab/tree/{name}?token={token}", timeout=60_000)
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
-    _wait(lambda: _kernel_idle(page), 60, "the kernel to start")
-    # the file browser open in the left sidebar (JupyterLab's default; made sure of)
-    page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
-    _wait(lambda: page.evaluate("() => !window.jupyterapp.shell.leftCollapsed")
-          and page.locator(".jp-FileBrowser").is_visible(), 20, "the file browser to be open")
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.locator(".ebca-panel").wait_for(state="visible", timeout=120_000)
-    _wait(lambda: page.locator(".jp-OutputArea-output img").count() >= 4 and _kernel_idle(page), 180,
-          "all cells to finish", page)
+
+    def file_browser_open(page):  # the file browser open in the left sidebar (JupyterLab's default; made sure of)
+        page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+        _wait(lambda: page.evaluate("() => !window.jupyterapp.shell.leftCollapsed")
+              and page.locator(".jp-FileBrowser").is_visible(), 20, "the file browser to be open")
+
+    _open_playground(page, base, token, name, before_run=file_browser_open)
     return ctx, page
 
 
