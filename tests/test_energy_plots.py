@@ -1,5 +1,4 @@
 """Per-update energies, the step-size sweep and the energy figures (ebca_viz.energy_steps / plots)."""
-import math
 import sys
 
 import numpy as np
@@ -13,13 +12,11 @@ from ebca_viz.config import EBCAConfig
 from ebca_viz.ebca import energy_attention
 from ebca_viz import trace
 
+from energy_layers import random_layer  # noqa: E402
 
-def _layer(B=2, H=4, P=16, N=7, d=8, D=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, H, P, d, generator=g, dtype=torch.float64)
-    c = torch.randn(B, N, D, generator=g, dtype=torch.float64)
-    w_k = torch.randn(H * d, D, generator=g, dtype=torch.float64) / math.sqrt(D)
-    return q, c, w_k, 1 / math.sqrt(d), H
+
+def _layer(B=2, **kw):
+    return random_layer(B=B, **kw)
 
 
 def _posterior(q, c, w_k, H, beta):

@@ -1,5 +1,4 @@
 """The tour's descent-first helpers: repeated updates, the 95 % step-size rule, its figures, the demo-seed rule."""
-import math
 
 import numpy as np
 import pytest
@@ -11,13 +10,11 @@ from ebca_viz import plots as EP
 from ebca_viz import energy_steps as ES
 from ebca_viz.tour import DemoChoice, verdict_text
 
+from energy_layers import random_layer  # noqa: E402
 
-def _layer(B=1, H=4, P=16, N=7, d=8, D=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, H, P, d, generator=g, dtype=torch.float64)
-    c = torch.randn(B, N, D, generator=g, dtype=torch.float64)
-    w_k = torch.randn(H * d, D, generator=g, dtype=torch.float64) / math.sqrt(D)
-    return q, c, w_k, 1 / math.sqrt(d), H
+
+def _layer(B=1, **kw):
+    return random_layer(B=B, **kw)
 
 
 def test_repeated_updates_start_at_the_context_and_follow_context_update():
