@@ -37,11 +37,11 @@ PANEL_NEG_RULE = ("on the tuning seeds, among the (alpha, start) of the grid tha
 
 
 def choose(rows) -> dict:
-    """:data:`PANEL_NEG_RULE` over rows ``{"alpha", "start", "gone": Rate json, "rest_kept": Rate json}``."""
-    p = lambda d: 0.0 if d is None else d["p"]  # noqa: E731
-    eligible = [r for r in rows if p(r.get("rest_kept")) >= 0.5] or list(rows)
-    best = min(eligible, key=lambda r: (-p(r.get("gone")), -p(r.get("rest_kept")), r["alpha"]))
-    return {"alpha": best["alpha"], "start": best["start"]}
+    """:data:`PANEL_NEG_RULE`: the EBCQ benchmark's rule (:func:`ebca_viz.experiments.ebcq.choose_negation`)
+    with the metric "gone" instead of "removed"."""
+    from ebca_viz.experiments.ebcq import choose_negation
+
+    return choose_negation(rows, metric="gone")
 
 
 def main(argv=None) -> dict:

@@ -424,13 +424,16 @@ def rate_of(d: Optional[dict]) -> Optional[claims.Rate]:
     return None if d is None else claims.Rate(int(d["k"]), int(d["n"]))
 
 
-def choose_negation(rows: Sequence[dict]) -> dict:
-    """:data:`NEG_RULE` over rows ``{"alpha", "start", "removed": Rate json, "replaced": Rate json}``."""
+def choose_negation(rows: Sequence[dict], metric: str = "removed") -> dict:
+    """:data:`NEG_RULE` over rows ``{"alpha", "start", "removed": Rate json, "rest_kept": Rate json, ...}``:
+    the highest ``metric`` rate among the settings that keep the rest of the scene on at least
+    :data:`NEG_MIN_REST_KEPT` of the seeds; ties: higher rest kept, then smaller alpha. (The panel's rule,
+    ``benchmarks/panel_negation.py``, is the same with ``metric="gone"``.)"""
     if not rows:
         raise ValueError("choose_negation: no rows")
     p = lambda d: 0.0 if d is None else d["p"]  # noqa: E731  (no unedited image had the target)
     eligible = [r for r in rows if p(r.get("rest_kept")) >= NEG_MIN_REST_KEPT] or list(rows)
-    best = min(eligible, key=lambda r: (-p(r["removed"]), -p(r.get("rest_kept")), r["alpha"]))
+    best = min(eligible, key=lambda r: (-p(r[metric]), -p(r.get("rest_kept")), r["alpha"]))
     return {"alpha": best["alpha"], "start": best["start"]}
 
 
