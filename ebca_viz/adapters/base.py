@@ -148,6 +148,24 @@ class DenoiserAdapter:
         return eps if torch.is_tensor(eps) and eps.ndim == 4 else None
 
     # -- text --------------------------------------------------------------------------------------
+    text_embedder_name: Optional[str] = None  # the module that maps the text encoders' states to the stream width
+
+    def text_embedder(self) -> Optional[torch.nn.Module]:
+        """The module whose output is the text stream the first block sees (None: the UNet's context as given)."""
+        return getattr(self.model, self.text_embedder_name) if self.text_embedder_name else None
+
+    def text_width(self, context_width: int) -> int:
+        """Width ``D`` of the text states the attention layers see (the context's own width for a UNet)."""
+        emb = self.text_embedder()
+        if emb is None:
+            return int(context_width)
+        lins = [m for m in emb.modules() if isinstance(m, torch.nn.Linear)]
+        return int(lins[-1].out_features) if lins else int(context_width)
+
+    def default_text_length(self, pipe=None) -> int:
+        """Text positions of a call with the pipeline's default ``max_sequence_length``."""
+        return 77
+
     def text_segments(self, pipe=None, n_text: Optional[int] = None) -> list[TextSegment]:
         raise NotImplementedError
 
