@@ -137,3 +137,17 @@ def test_flux_budget_formula_on_a_full_size_layout():
     assert FLUX_1024 == dict(layout, layers=57, steps=28)
     assert FLUX_1024_DEFAULT_BYTES == default_trace_bytes(**FLUX_1024) == 189_032_660 <= DEFAULT_BUDGET
     assert math.isclose(FLUX_1024_DEFAULT_BYTES / 2**20, 180.28, abs_tol=0.01)
+
+
+def test_pixart_energies_use_the_unmasked_keys(pipes):
+    """PixArt masks T5's padding out of its cross-attention: the energies are over the prompt's keys only."""
+    pipe = pipes["pixart"]
+    with ev.trace(pipe, layers=[0]) as tr:
+        _sample(pipe, "pixart", steps=1)
+    e = tr.energies(kind="context", when="before")
+    assert e.shape == (1, 1) and abs(e.item()) < 1e3  # 12 masked keys would add ~12 x 10^4
+    with ev.trace(pipe, layers=[0]) as tr2:
+        torch.manual_seed(0)
+        pipe("a red circle", num_inference_steps=1, height=16, width=24, max_sequence_length=4, output_type="latent",
+             use_resolution_binning=False)  # exactly the prompt and </s>: nothing masked
+    assert tr2.tokens == ["a", "red", "circle", "</s>"] and math.isfinite(tr2.energies().item())

@@ -19,7 +19,8 @@ from .base import DenoiserAdapter, TextSegment
 class PixArtAdapter(DenoiserAdapter):
     family = "pixart"
     model_class = "PixArtTransformer2DModel"
-    call_args = ("hidden_states", "encoder_hidden_states", "timestep", "added_cond_kwargs")
+    call_args = ("hidden_states", "encoder_hidden_states", "timestep", "added_cond_kwargs", "cross_attention_kwargs",
+                 "attention_mask", "encoder_attention_mask")  # encoder_attention_mask (B2, N): 1 = a token, 0 = T5 padding
 
     def layer_kind(self, key, attn):
         return "cross" if key.split(".")[-2] == "attn2" else "self"

@@ -143,6 +143,7 @@ class Recorder(Participant):
         self._own: dict = {}  # key -> (our processor, the processor it replaced)
         self._te_calls: list = []
         self._te_by_attr: dict = {}  # DiT: tokenizer attribute -> [(ids, [hidden states])] of its text encoder
+        self._key_mask = None  # (B, N) bool: the text keys a masked cross-attention attends to (PixArt)
         self.n_text = 0  # text positions of the current call (Flux's single-stream blocks: the first n_text)
         self._rows = slice(0, 0)
         self._block_in: dict = {}  # DiT: block path -> the text stream it received this call
@@ -256,19 +257,10 @@ class Recorder(Participant):
                 if isinstance(te, torch.nn.Module) and getattr(pipe, attr, None) is not None:
                     self._handles.append(te.register_forward_hook(
                         lambda m, a, k, o, attr=attr: self._te_hook_attr(attr, a, k, o), with_kwargs=True))
-        emb = ad.text_embedder()
-        if emb is not None:
-            self._handles.append(emb.register_forward_hook(lambda m, a, o: self._text_embedded(o)))
-        for key in self.record.layers:
-            if self.kinds[key] == "cross":
-                continue
-            path = ".".join(key.split(".")[:2])
-            block = self.unet.get_submodule(path)
-            self._handles.append(block.register_forward_pre_hook(
-                lambda m, a, k, path=path: self._block_pre(path, a, k), with_kwargs=True))
-            self._handles.append(block.register_forward_hook(
-                lambda m, a, k, o, key=key, path=path: self._block_post(key, path, o), with_kwargs=True))
-            module_of(self.unet, key)  # the layer exists (a clear error here rather than mid-run)
+        keys = [k for k in self.record.layers if self.kinds[k] != "cross"]
+        for k in keys:
+            module_of(self.unet, k)  # the layer exists (a clear error here rather than mid-run)
+        self._handles.extend(ad.tap_text_stream(keys, self._text_embedded, self._block_pre, self._block_post))
 
     def _te_hook_attr(self, attr, args, kwargs, output):
         ids = args[0] if args else kwargs.get("input_ids")
@@ -289,17 +281,16 @@ class Recorder(Participant):
         if pe is not None and pe.shape == out[self._rows].shape:
             pe.copy_(out[self._rows])
 
-    def _block_pre(self, path, args, kwargs) -> None:
+    def _block_pre(self, key, ehs) -> None:
         if self.wants_events:
-            ehs = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
-            self._block_in[path] = ehs
+            self._block_in[key] = ehs
 
     @torch.no_grad()
-    def _block_post(self, key, path, output) -> None:
+    def _block_post(self, key, output) -> None:
         """Send the block's event: the image->text block of its attention (held by the processor) with the
         text stream the block received and passed on (SD3's last block passes none on: ``out = in``)."""
         mine = self._own.get(key, (None,))[0]
-        cin = self._block_in.pop(path, None)
+        cin = self._block_in.pop(key, None)
         if not self.wants_events or mine is None or mine.pending is None or not torch.is_tensor(cin):
             return
         q, k, sc, probs = mine.pending
@@ -400,6 +391,9 @@ class Recorder(Participant):
         self.latent_hw = tuple(call.latent_hw)
         self._parts = call.parts
         self.n_text = int(ehs.shape[1])
+        km = call.extras.get("encoder_attention_mask")  # PixArt: the keys its cross-attention masks out
+        self._key_mask = (km[self._rows].bool() if torch.is_tensor(km) and km.ndim == 2 and km.shape[0] == b2
+                          and not bool(km.bool().all()) else None)
         B, N, D = b2 - self.record.n_uncond, ehs.shape[1], self.adapter.text_width(ehs.shape[2])
         if new_run:
             self._start_run(ehs, (B, N, D, self.latent_hw))
@@ -568,7 +562,12 @@ class Recorder(Participant):
                 st["layer_maps"][li] = m.to(self.record.dtype)
         if "energies" in st:
             q, k = ev.query[rows], ev.key[rows]
-            before = layer_energies(q, k, ev.scores[rows], self.record.alpha)
+            km = self._key_mask if self.kinds.get(ev.name) == "cross" else None
+            if km is not None and km.shape == (q.shape[0], k.shape[2]):  # energies over the keys the layer attends to
+                before = torch.stack([layer_energies(q[b : b + 1], k[b : b + 1, :, km[b]], ev.scores[rows][b : b + 1, ..., km[b]],
+                                                     self.record.alpha)[:, 0] for b in range(q.shape[0])], dim=1)
+            else:
+                before = layer_energies(q, k, ev.scores[rows], self.record.alpha)
             if ev.context_out is ev.context_in or self.kinds.get(ev.name, "cross") != "cross":
                 after = before
             else:
