@@ -83,6 +83,10 @@ def test_words_by_segment_and_padding(pipes):
     assert sd3.tokens[:5] == ["<|startoftext|>", "a", "red", "circle", "<|endoftext|>"] and sd3.tokens[77:81] == ["a", "red", "circle", "</s>"]
     assert sd3.padding[4] is False and all(sd3.padding[5:77]) and sd3.padding[80] is False and all(sd3.padding[81:])
     assert sd3.token_index("red") == [2, 78]
+    from ebca_viz.tokens import trace_prompt_positions
+
+    assert trace_prompt_positions(sd3) == [1, 2, 3, 77, 78, 79] and trace_prompt_positions(px) == [0, 1, 2]
+    assert trace_prompt_positions(fx, include_eot=True) == [0, 1, 2, 3]
     assert sd3.maps(token="red").shape == (2, 4, 6)
     with pytest.raises(EbcaVizError, match=r"'xyzzy'.*clip segment \(tokenizer.*t5 segment \(tokenizer_3, T5Tokenizer: splits"):
         sd3.token_index("xyzzy")
