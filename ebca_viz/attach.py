@@ -48,6 +48,16 @@ def resolve_target(target) -> tuple[Optional[object], torch.nn.Module]:
     return target, unet
 
 
+def resolve_denoiser(target):
+    """``(pipeline or None, denoiser, adapter)`` for any pipeline or denoiser an adapter knows (UNet, PixArt,
+    SD3, Flux: :mod:`ebca_viz.adapters`); an unknown denoiser is refused naming its class and the supported ones.
+    (:func:`resolve_target` stays UNet-only for the methods that have no DiT path yet.)"""
+    from .adapters import adapter_for
+
+    ad = adapter_for(target)
+    return ad.pipe, ad.model, ad
+
+
 def module_of(unet: torch.nn.Module, key: str) -> torch.nn.Module:
     """The ``Attention`` module behind a processor key."""
     return unet.get_submodule(key[: -len(".processor")] if key.endswith(".processor") else key)
