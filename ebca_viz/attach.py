@@ -14,6 +14,8 @@ from typing import Iterable, Optional
 
 import torch
 
+from .adapters.unet import unet_exec_order
+
 
 _COMPILED = ("{what} is a torch.compile'd module: install on the uncompiled UNet (pipe.unet = pipe.unet._orig_mod), "
              "and compile inside the `with` if you want speed (processors and hooks must exist before compiling)")
@@ -74,11 +76,7 @@ def self_attention_keys(unet) -> list[str]:
     return sorted(keys, key=_exec_order)
 
 
-def _exec_order(key: str):
-    part = key.split(".")
-    block = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}.get(part[0], 3)
-    nums = [int(p) for p in part if p.isdigit()]
-    return (block, nums, key)
+_exec_order = unet_exec_order  # the UNet adapter's execution order (down, mid, up)
 
 
 def block_of(key: str) -> str:
