@@ -96,3 +96,14 @@ def test_resolve_denoiser_and_the_hook_on_a_transformer(pipes):
         h.remove()
     assert seen == [(0, True, 1, (8, 12), (4, 6), (2, 93, 64)), (1, True, 1, (8, 12), (4, 6), (2, 93, 64))]
     assert DenoiserHook.of(model) is None
+
+
+def test_trace_refuses_an_unknown_dit_naming_it():
+    import ebca_viz as ev
+
+    class HunyuanLikePipeline:
+        transformer = torch.nn.Linear(2, 2)
+
+    with pytest.raises(EbcaVizTypeError, match="HunyuanLikePipeline's denoiser is a Linear; ebca_viz has adapters for "
+                                               "UNet2DConditionModel, PixArtTransformer2DModel"):
+        ev.trace(HunyuanLikePipeline())
