@@ -96,6 +96,7 @@ class DiTRecording:
         labels = [[None] * N for _ in range(B)]
         for seg in segs:
             tok = getattr(pipe, seg.tokenizer_attr, None)
+            self.tokenizers[seg.tokenizer_attr] = tok  # the ones that named the labels (for the trace's messages)
             part = cond[:, seg.start : seg.start + seg.length]
             found = False
             for ids, cands in reversed(calls.get(seg.tokenizer_attr, [])):

@@ -143,6 +143,7 @@ class Recorder(DiTRecording, Participant):
         self._handles: list = []
         self._own: dict = {}  # key -> (our processor, the processor it replaced)
         self._te_calls: list = []
+        self.tokenizers: dict = {}  # DiT: tokenizer attribute -> the tokenizer that labelled its segment
         self._te_by_attr: dict = {}  # DiT: tokenizer attribute -> [(ids, [hidden states])] of its text encoder
         self._key_mask = None  # (B, N) bool: the text keys a masked cross-attention attends to (PixArt)
         self.n_text = 0  # text positions of the current call (Flux's single-stream blocks: the first n_text)
