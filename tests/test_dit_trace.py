@@ -159,3 +159,16 @@ def test_pixart_energies_use_the_unmasked_keys(pipes):
         pipe("a red circle", num_inference_steps=1, height=16, width=24, max_sequence_length=4, output_type="latent",
              use_resolution_binning=False)  # exactly the prompt and </s>: nothing masked
     assert tr2.tokens == ["a", "red", "circle", "</s>"] and math.isfinite(tr2.energies().item())
+
+
+def test_sd35_layout_dual_attention_and_qk_norm():
+    """SD3.5's transformer: RMS q/k norms and an image-only attn2 in the first blocks (medium's layout)."""
+    pipe = tiny_sd3_pipeline(dual_attention_layers=(0,), qk_norm="rms_norm")
+    from ebca_viz.adapters import adapter_for
+
+    assert [li.kind for li in adapter_for(pipe).layers()] == ["joint", "self", "joint"]
+    ref = _sample(pipe, "sd3", steps=1)
+    with ev.trace(pipe) as tr:
+        out = _sample(pipe, "sd3", steps=1)
+    assert torch.equal(out, ref) and tr.layers == ["transformer_blocks.0.attn.processor", "transformer_blocks.1.attn.processor"]
+    assert tr.maps(token="circle").shape == (2, 4, 6)
