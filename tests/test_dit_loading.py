@@ -30,8 +30,11 @@ def test_names_and_classes():
     for name, cls in DIT_PIPELINES.items():
         assert _pipeline_class(name).__name__ == cls
     assert _pipeline_class("someone/my-flux-finetune").__name__ == "FluxPipeline"
+    from ebca_viz.models.hub import model_kind
+
     for name, cls in CLASSES.items():
-        assert type(load_pipeline(name)).__name__ == cls
+        pipe = load_pipeline(name)
+        assert type(pipe).__name__ == cls and model_kind(pipe) == name
 
 
 @pytest.mark.parametrize("name", list(CLASSES))

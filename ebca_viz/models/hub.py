@@ -272,7 +272,9 @@ def model_kind(pipe) -> str:
     * ``"shapes-world"``: the shipped toy model (the package's small tokenizer and the shapes UNet);
     * ``"tiny"``, ``"tiny-inpainting"``, ``"tiny-sdxl"``: random-weight models on the package's small tokenizer;
     * ``"sd"``: anything else, i.e. a Stable Diffusion checkpoint with its own tokenizer (SD 1.x/2.x/XL,
-      inpainting; real or random weights in a user's folder).
+      inpainting; real or random weights in a user's folder);
+    * a diffusion transformer: ``"tiny-pixart"``, ``"tiny-sd3"``, ``"tiny-flux"`` (built in code: the package's
+      T5 tokenizer) or its family ``"pixart"``, ``"sd3"``, ``"flux"`` (:mod:`ebca_viz.adapters`).
     """
     import json
 
@@ -280,6 +282,14 @@ def model_kind(pipe) -> str:
 
     tok = getattr(pipe, "tokenizer", None)
     unet = getattr(pipe, "unet", None)
+    if unet is None and getattr(pipe, "transformer", None) is not None:
+        from ..adapters import adapter_for
+        from .tiny_dit import t5_tokenizer
+
+        fam = adapter_for(pipe).family
+        t5 = next((t for t in (getattr(pipe, a, None) for a in ("tokenizer_3", "tokenizer_2", "tokenizer"))
+                   if t is not None and type(t).__name__.startswith("T5")), None)
+        return f"tiny-{fam}" if t5 is not None and t5.get_vocab() == t5_tokenizer().get_vocab() else fam
     if tok is None or unet is None:
         raise EbcaVizTypeError(f"model_kind needs a diffusers pipeline with a tokenizer and a UNet, got "
                                f"{type(pipe).__name__}")
