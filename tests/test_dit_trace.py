@@ -112,6 +112,16 @@ def test_sd3_word_missing_from_one_tokenizer_is_reported(pipes):
         assert tr.token_index("red") == [2, 78]
 
 
+def test_layer_kinds_select_layers(pipes):
+    pipe = pipes["flux"]
+    with ev.trace(pipe, layers="single") as tr:
+        _sample(pipe, "flux", steps=1)
+    assert tr.layers == ["single_transformer_blocks.0.attn.processor", "single_transformer_blocks.1.attn.processor"]
+    assert tr.maps(layers="single", aggregate="layer").shape == (2, 16, 4, 6)
+    with pytest.raises(ValueError, match="'joint' matches no cross-attention layer"):
+        tr.maps(layers="joint")
+
+
 def test_flux_true_cfg_records_the_cond_calls_only(pipes):
     pipe = pipes["flux"]
     with ev.trace(pipe) as tr:

@@ -142,7 +142,7 @@ class Trace:
     def _layer_idx(self, layers) -> list:
         if layers is None:
             return list(range(len(self.layers)))
-        return [self.layers.index(k) for k in select_layers(self.layers, layers)]
+        return [self.layers.index(k) for k in select_layers(self.layers, layers, self.record.layer_kinds)]
 
     def _step_idx(self, steps) -> list:
         if steps is None:

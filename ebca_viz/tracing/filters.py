@@ -8,7 +8,9 @@ that names the parameter.
   e.g. ``down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor``), shell globs
   over them (``"up_blocks.1.*"``), block names ``"down" | "mid" | "up"``, or ints
   (positions in execution order, negative from the end). ``None`` or ``"all"``: every
-  cross-attention layer. The result is always in execution order.
+  cross-attention layer. The result is always in execution order. On a diffusion transformer the
+  layers are those whose queries see text, and a layer kind selects them: ``"cross"`` (PixArt),
+  ``"joint"`` (SD3, Flux double-stream), ``"single"`` (Flux single-stream).
 * **steps** -- sampling-step indices ``i = 0`` (noisiest) .. ``T-1`` within one run:
   ints (negative from the end), ``range`` / ``slice`` objects, floats in ``[0, 1]``
   (the step ``min(T-1, floor(f T))``), or a pair of floats ``(a, b)`` (the window
@@ -59,8 +61,12 @@ def select_quantities(quantities) -> tuple:
     return tuple(q for q in QUANTITIES if q in qs)
 
 
-def select_layers(all_keys: Sequence[str], layers) -> list:
-    """Processor keys chosen by ``layers`` (see module docstring), in execution order."""
+LAYER_KINDS = ("cross", "joint", "single")
+
+
+def select_layers(all_keys: Sequence[str], layers, kinds: Optional[dict] = None) -> list:
+    """Processor keys chosen by ``layers`` (see module docstring), in execution order; ``kinds``: key -> layer
+    kind (:mod:`ebca_viz.adapters`), for the kind names."""
     if layers is None or layers == "all":
         return list(all_keys)
     if isinstance(layers, (str, int)):
@@ -77,6 +83,8 @@ def select_layers(all_keys: Sequence[str], layers) -> list:
             continue
         if spec in ("down", "mid", "up"):
             hit = [k for k in all_keys if block_of(k) == spec]
+        elif spec in LAYER_KINDS and kinds:
+            hit = [k for k in all_keys if kinds.get(k) == spec]
         elif any(ch in spec for ch in "*?["):
             hit = [k for k in all_keys if fnmatch.fnmatchcase(k, spec)]
         else:
@@ -84,7 +92,7 @@ def select_layers(all_keys: Sequence[str], layers) -> list:
         if not hit:
             raise ValueError(
                 f"layers: {spec!r} matches no cross-attention layer of this UNet; use processor keys "
-                f"(e.g. {example!r}), globs, 'down'/'mid'/'up' or ints"
+                f"(e.g. {example!r}), globs, 'down'/'mid'/'up', a layer kind {LAYER_KINDS} or ints"
             )
         chosen.update(hit)
     return [k for k in all_keys if k in chosen]

@@ -585,7 +585,7 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
         raise TypeError(f"dtype must be a floating torch dtype such as torch.float16, got {dtype!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number (docs/method.md uses 0), got {alpha!r}")
-    record = TraceStorage(select_layers(all_keys, layers), select_quantities(quantities), check_map_grid(map_grid), dtype,
+    record = TraceStorage(select_layers(all_keys, layers, adapter.kinds()), select_quantities(quantities), check_map_grid(map_grid), dtype,
                     Budget(check_budget_args(budget_bytes, on_budget), on_budget), float(alpha))
     record.family = adapter.family
     record.layer_kinds = {k: adapter.kinds()[k] for k in record.layers}
