@@ -140,7 +140,8 @@ def layout(rng: np.random.Generator, pairs, size: int = IMAGE_SIZE, tries: int =
         if all(_boxes_apart(a.box, b.box, GAP * k) for a, b in itertools.combinations(specs, 2)):
             return specs
         hi = max(lo, hi * 0.97)  # crowded: shrink and try again
-    raise InvalidSetting(f"could not place {pairs} without overlap in {size}x{size}")
+    raise InvalidSetting(f"layout: could not place pairs={pairs} without overlap in size={size} ({size}x{size} px) after "
+                         f"tries={tries}; fix: a larger size, fewer pairs or more tries")
 
 
 def random_pairs(rng: np.random.Generator, p_two: float = 0.5) -> list:
