@@ -31,7 +31,7 @@ from .attn_io import attend, queries, tokens_in, tokens_out
 from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig, config_from
 from .energy import context_update
 from .denoiser_hook import DenoiserHook, Participant, install
-from .errors import EbcaVizError
+from .errors import InvalidSetting, StateError, UnsupportedModel
 from .events import EBCA, CrossAttnEvent, StepClock, installed, notify
 from .guards import FiniteGuard, guidance_text
 
@@ -141,7 +141,7 @@ class EBCAController(Participant):
         """Stage 2 of the denoiser hook: reset the cascade to the call's context (paused calls never get here)."""
         sample, ehs = call.sample, call.context
         if ehs is None or ehs.ndim != 3:
-            raise ValueError("EBCA needs encoder_hidden_states of shape (batch, tokens, dim) in the UNet call")
+            raise InvalidSetting("EBCA needs encoder_hidden_states of shape (batch, tokens, dim) in the UNet call")
         new_run, self._seen_call = call.new_run or not self._seen_call, True
         if new_run:  # a new sampling run (or the first call this installation sees)
             self._edit_state = None
@@ -151,7 +151,7 @@ class EBCAController(Participant):
         self.cfg_on = call.cfg  # events.read_cfg(pipe, config.cfg, bare_unet=True), decided by the hook
         b2 = ehs.shape[0]
         if self.cfg_on and b2 % 2:
-            raise ValueError(
+            raise InvalidSetting(
                 f"cfg=True needs an even UNet batch [uncond; cond], got {b2}; pass cfg=False to EBCAConfig "
                 "when the UNet is called without classifier-free guidance"
             )
@@ -159,7 +159,7 @@ class EBCAController(Participant):
         self.latent_hw = tuple(sample.shape[-2:]) if sample is not None and sample.ndim == 4 else None
         ti = self.rc.token_indices
         if ti and max(ti) >= ehs.shape[1]:
-            raise ValueError(
+            raise InvalidSetting(
                 f"token_indices {ti} out of range: the context has {ehs.shape[1]} tokens (valid: 0..{ehs.shape[1] - 1})"
             )
         s, n = self.step, self.num_steps
@@ -221,7 +221,7 @@ class EBCAController(Participant):
         end = max(ends)  # lenient: the longest prompt of the batch (the negative prompt included)
         bad = [i for i in ti if i > end]
         if bad:
-            raise EbcaVizError(
+            raise InvalidSetting(
                 f"token_indices {bad} point at padding: the prompt's last word is at position {end - 1} (0 = "
                 f"start-of-text, {end} = end-of-text); give positions 1..{end - 1}, or words with "
                 "EBCAConfig(token_indices=['word'], prompt=...) resolved by the pipeline's tokenizer")
@@ -232,7 +232,7 @@ class EBCAController(Participant):
         sched = getattr(self.pipe, "scheduler", None) if self.pipe is not None else None
         n = getattr(sched, "num_inference_steps", None)
         if n is None and self.rc.needs_num_steps():
-            raise ValueError(
+            raise InvalidSetting(
                 "start/stop schedules need the run length: pass num_inference_steps to EBCAConfig "
                 "(a bare UNet has no scheduler to read it from)"
             )
@@ -248,9 +248,9 @@ class EBCAController(Participant):
         for i, e in enumerate(self.edit_embeds):
             e = e.to(device=ehs.device, dtype=ehs.dtype)
             if e.shape[1:] != ehs.shape[1:]:
-                raise ValueError(f"edits[{i}] embeddings have shape {tuple(e.shape[1:])}, the prompt's {tuple(ehs.shape[1:])}")
+                raise InvalidSetting(f"edits[{i}] embeddings have shape {tuple(e.shape[1:])}, the prompt's {tuple(ehs.shape[1:])}")
             if e.shape[0] not in (1, b):
-                raise ValueError(f"edits[{i}] embeddings have batch {e.shape[0]}; the UNet batch holds {b} images (use 1 or {b})")
+                raise InvalidSetting(f"edits[{i}] embeddings have batch {e.shape[0]}; the UNet batch holds {b} images (use 1 or {b})")
             state.append(e.expand(b, -1, -1).clone())
         self._edit_state = state
 
@@ -285,11 +285,11 @@ class EnergyCrossAttnProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         ctl = self.ctl
         if encoder_hidden_states is None:
-            raise ValueError(f"{self.name}: EnergyCrossAttnProcessor was called without a context (self-attention?)")
+            raise InvalidSetting(f"{self.name}: EnergyCrossAttnProcessor was called without a context (self-attention?)")
         active = ctl.in_forward
         ctx = ctl.context if active else encoder_hidden_states
         if active and ctx.shape != encoder_hidden_states.shape:
-            raise RuntimeError(f"{self.name}: the cascading context {tuple(ctx.shape)} does not match the layer's input")
+            raise RuntimeError(f"{self.name}: the cascading context {tuple(ctx.shape)} does not match the layer's input")  # internal invariant
         t = tokens_in(attn, hidden_states, temb, attention_mask, n_keys=ctx.shape[1])
         b2, P, _ = t.x.shape
         q = queries(attn, t.x)
@@ -320,7 +320,7 @@ class EnergyCrossAttnProcessor:
                         updates.append((s, d))
                         ctl.guard.note_context(f"{self.name} (edits[{s}])", d)
                 if abs(den) < MIN_EBCQ_DENOMINATOR:
-                    raise ValueError(f"edits: the EBCQ denominator 1 + sum(direction*alpha) = {den:.3g} at step "
+                    raise InvalidSetting(f"edits: the EBCQ denominator 1 + sum(direction*alpha) = {den:.3g} at step "
                                      f"{ctl.step} is within {MIN_EBCQ_DENOMINATOR} of 0; change an edit's alpha or direction")
                 out = num / den
                 if updates:
@@ -362,7 +362,7 @@ class EnergyCrossAttnProcessor:
         if m.shape[0] not in (1, b2):
             b = m.shape[0]
             if b2 % b:
-                raise ValueError(f"query_mask has batch {b}, not 1 or a divisor of the UNet batch {b2}")
+                raise InvalidSetting(f"query_mask has batch {b}, not 1 or a divisor of the UNet batch {b2}")
             m = m.repeat(b2 // b, 1, 1, 1)  # [uncond; cond] halves see the same per-image mask
         return m
 
@@ -374,7 +374,7 @@ def _encode_edit_prompts(pipe, rc: ResolvedConfig) -> list:
             embeds.append(e.embeds.detach())
             continue
         if pipe is None or not hasattr(pipe, "encode_prompt"):
-            raise ValueError(f"edits[{i}] gives a prompt, but a bare UNet has no text encoder: pass embeds= instead")
+            raise InvalidSetting(f"edits[{i}] gives a prompt, but a bare UNet has no text encoder: pass embeds= instead")
         with torch.no_grad():  # keywords: SDXL's second positional argument is prompt_2
             out = pipe.encode_prompt(prompt=e.prompt, device=pipe._execution_device, num_images_per_prompt=1,
                                      do_classifier_free_guidance=False)
@@ -395,7 +395,7 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
     rc = rc.with_words_resolved(pipe)  # token_indices given as words: their positions in config.prompt
     keys = cross_attention_keys(unet)
     if not keys:
-        raise TypeError("unsupported architecture: this UNet has no cross-attention layers")
+        raise UnsupportedModel("unsupported architecture: this UNet has no cross-attention layers")
     old = find_controller(unet)
     if old is not None and not old.managed:
         # re-running a notebook cell that called apply_energy_attention without `with`: replace it
@@ -408,11 +408,11 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
     ctl = EBCAController(config, rc, pipe, unet, [])
     why = DenoiserHook.refusal(unet, ctl)  # before the edit prompts are encoded
     if why:
-        raise RuntimeError(why)
+        raise StateError(why)
     edit_embeds = _encode_edit_prompts(pipe, rc)
     for i, e in enumerate(edit_embeds):
         if not bool(torch.isfinite(e).all()):
-            raise ValueError(f"edits[{i}] embeddings contain NaN/inf: pass finite embeds (or a prompt)")
+            raise InvalidSetting(f"edits[{i}] embeddings contain NaN/inf: pass finite embeds (or a prompt)")
     ctl.edit_embeds = edit_embeds
     ctl.installation = install(unet, {k: EnergyCrossAttnProcessor(ctl, k) for k in keys}, [ctl], pipe, ctl.guard)
     ctl.installation.add_hooks(ctl.watch_text_encoders())  # padding positions refused at the first step

@@ -28,6 +28,7 @@ computed, ``(4, B)``) and :func:`self_attention_energy` (the self-attention ener
 from __future__ import annotations
 
 import torch
+from .errors import InvalidSetting
 
 PRIOR_FORMS = ("published", "paper")
 
@@ -92,7 +93,7 @@ def norm_term(k_cat: torch.Tensor, prior_form: str = "published") -> torch.Tenso
     if prior_form == "paper":
         sq = 0.5 * sq
     elif prior_form != "published":
-        raise ValueError(f"prior_form must be one of {PRIOR_FORMS}, got {prior_form!r}")
+        raise InvalidSetting(f"prior_form must be one of {PRIOR_FORMS}, got {prior_form!r}")
     return k_cat * sq.softmax(dim=-1).unsqueeze(-1)
 
 

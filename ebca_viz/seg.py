@@ -36,7 +36,7 @@ from .attn_io import tokens_in, tokens_out
 from .guards import FiniteGuard, guidance_text
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys
 from .config import SEGConfig, config_from
-from .errors import EbcaVizError
+from .errors import InvalidSetting, StateError
 from .energy import merge_heads, split_heads
 from .denoiser_hook import DenoiserHook, Participant, install
 from .events import SEG, SelfAttnEvent, notify
@@ -71,7 +71,7 @@ def blur_queries(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> 
     b, heads, P, d = q.shape
     h, w = grid
     if h != w:
-        raise ValueError(
+        raise InvalidSetting(
             f"SEG blurs square grids only (as the published code); this layer's grid is {h}x{w}: "
             "use square height == width"
         )
@@ -130,7 +130,7 @@ class SEGController(Participant):
     def _guidance_scale(self) -> float:
         g = getattr(self.pipe, "guidance_scale", None) if self.pipe is not None else None
         if g is None:
-            raise ValueError("SEG with CFG on a bare UNet needs the pipeline's guidance_scale; use a pipeline")
+            raise InvalidSetting("SEG with CFG on a bare UNet needs the pipeline's guidance_scale; use a pipeline")
         return float(g)
 
     def before_call(self, call) -> None:
@@ -141,9 +141,9 @@ class SEGController(Participant):
         self.latent_hw = call.latent_hw
         h, w = self.latent_hw
         if h != w:
-            raise ValueError(f"SEG needs square latents (height == width), got {h}x{w} latents")
+            raise InvalidSetting(f"SEG needs square latents (height == width), got {h}x{w} latents")
         if cfg and b2 % 2:
-            raise ValueError(f"cfg=True needs an even UNet batch [uncond; cond], got {b2}")
+            raise InvalidSetting(f"cfg=True needs an even UNet batch [uncond; cond], got {b2}")
         if self.config.convention == "paper" and cfg:
             self.blur_rows = slice(0, b2 // 2)  # blur the unconditional branch in place
             return
@@ -185,7 +185,7 @@ class SEGSelfAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         if encoder_hidden_states is not None:
-            raise ValueError(f"{self.name}: SEG applies to self-attention layers only")
+            raise InvalidSetting(f"{self.name}: SEG applies to self-attention layers only")
         t = tokens_in(attn, hidden_states, temb, attention_mask)
         x, attention_mask, P = t.x, t.mask, t.x.shape[1]
         q = split_heads(attn.to_q(x), attn.heads)
@@ -221,12 +221,12 @@ def seg_layer_keys(unet, layers) -> list:
         elif spec in all_keys:
             chosen.append(spec)
         else:
-            raise ValueError(
+            raise InvalidSetting(
                 f"layers: {spec!r} is neither 'down', 'mid', 'up' nor a self-attention processor key "
                 f"(e.g. {all_keys[0] if all_keys else 'none available'})"
             )
     if not chosen:
-        raise ValueError(f"layers {list(layers)} select no self-attention layer of this UNet")
+        raise InvalidSetting(f"layers {list(layers)} select no self-attention layer of this UNet")
     return list(dict.fromkeys(chosen))
 
 
@@ -239,13 +239,13 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
     ctl = SEGController(config, pipe, unet, keys)
     why = DenoiserHook.refusal(unet, ctl)
     if why:
-        raise RuntimeError(why)
+        raise StateError(why)
     from .attach import custom_processors
 
     custom = custom_processors(unet, keys)
     if custom:  # refused, like the trace does for cross-attention: the image would not be your processor's
         k, cls = next(iter(custom.items()))
-        raise EbcaVizError(
+        raise InvalidSetting(
             f"SEG: {len(custom)} self-attention layers run a custom processor ({cls} on {k}); SEG would replace "
             "it, so the guided image would not be the one your processor makes. Apply SEG to a UNet with "
             "diffusers' processors (unet.set_default_attn_processor()), or choose other layers with "

@@ -6,6 +6,7 @@ from typing import Optional
 
 from .events import prompt_token_labels
 from .events import token_labels as event_token_labels
+from .errors import InvalidSetting
 
 
 def token_labels(tokenizer_or_pipe, prompt: str, n: Optional[int] = None, with_index: bool = True) -> list:
@@ -33,7 +34,7 @@ def trace_prompt_positions(tr, include_sot: bool = False, include_eot: bool = Fa
     """Positions of the prompt's words in a trace (up to the first end-of-text)."""
     toks = tr.tokens
     if toks is None:
-        raise ValueError("this trace has no token labels (bare UNet?): pass token positions explicitly")
+        raise InvalidSetting("this trace has no token labels (bare UNet?): pass token positions explicitly")
     end = toks.index("<|endoftext|>", 1) if "<|endoftext|>" in toks[1:] else len(toks)
     idx = list(range(0 if include_sot else 1, end))
     if include_eot and end < len(toks):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import EbcaVizError, EbcaVizTypeError
+from ..errors import InvalidSetting, InvalidType, MissingFile, RefusedFile, UnsupportedModel
 
 HUB_IDS = {
     "sd14": "CompVis/stable-diffusion-v1-4",
@@ -37,10 +37,10 @@ def check_dtype(dtype):
     if isinstance(dtype, str):
         key = dtype.lower().replace("torch.", "")
         if key not in _DTYPE_NAMES:
-            raise EbcaVizError(f"dtype {dtype!r} is not a floating dtype name; use one of {sorted(_DTYPE_NAMES)}")
+            raise InvalidSetting(f"dtype {dtype!r} is not a floating dtype name; use one of {sorted(_DTYPE_NAMES)}")
         return _DTYPE_NAMES[key]
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise EbcaVizError(f"dtype must be a floating torch dtype (torch.float32, torch.float16, torch.bfloat16), "
+        raise InvalidSetting(f"dtype must be a floating torch dtype (torch.float32, torch.float16, torch.bfloat16), "
                          f"got {dtype!r}")
     return dtype
 
@@ -50,15 +50,15 @@ def check_device(device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise EbcaVizError(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:0' ({e})") from None
+        raise InvalidSetting(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:0' ({e})") from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise EbcaVizError(f"device {device!r}: this machine has no CUDA device; use device='cpu'")
+            raise InvalidSetting(f"device {device!r}: this machine has no CUDA device; use device='cpu'")
         if dev.index is not None and dev.index >= n:
-            raise EbcaVizError(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+            raise InvalidSetting(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
     elif dev.type not in ("cpu", "mps", "xpu"):
-        raise EbcaVizError(f"device {device!r}: unsupported device type {dev.type!r}; use 'cpu' or 'cuda'")
+        raise InvalidSetting(f"device {device!r}: unsupported device type {dev.type!r}; use 'cpu' or 'cuda'")
     return dev
 
 
@@ -74,7 +74,7 @@ def _folder_class(folder: Path):
     name = json.loads(index.read_text()).get("_class_name")
     cls = getattr(diffusers, str(name), None)
     if cls is None:
-        raise EbcaVizError(f"{folder}: model_index.json names the pipeline class {name!r}, which this diffusers "
+        raise UnsupportedModel(f"{folder}: model_index.json names the pipeline class {name!r}, which this diffusers "
                          "does not have")
     return cls
 
@@ -89,7 +89,7 @@ def _check_safetensors(folder: Path) -> None:
                   if f.name != "training_args.bin" and not any(f.parent.glob("*.safetensors")))
     if bins:
         names = ", ".join(str(f.relative_to(folder)) for f in bins[:4]) + (", ..." if len(bins) > 4 else "")
-        raise EbcaVizError(
+        raise RefusedFile(
             f"{folder}: these weights are only pickle weights ({names}), no safetensors beside them: ebca_viz refuses pickled "
             "weights (it never unpickles a file, which could run code) and does not download a replacement. If "
             "you trust these files, convert them once to safetensors: python -c \"from diffusers import "
@@ -127,7 +127,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
       local folder: ``from_pretrained`` (fp16 on CUDA by default).
     """
     if not isinstance(name, str):
-        raise EbcaVizTypeError(f"name must be a string (one of {available_models()}, a hub id or a folder)")
+        raise InvalidType(f"name must be a string (one of {available_models()}, a hub id or a folder)")
     dtype = check_dtype(dtype)
     device = check_device(device)
     if name in ("tiny", "tiny-inpainting"):
@@ -149,7 +149,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
             world_folder(name)  # raises: unknown world, listing the worlds that ship
         from .worlds import shipped_worlds
 
-        raise EbcaVizError(f"unknown model or world {name!r}: the worlds that ship: {shipped_worlds()}; other "
+        raise InvalidSetting(f"unknown model or world {name!r}: the worlds that ship: {shipped_worlds()}; other "
                            f"offline models: {[m for m in OFFLINE if m not in WORLDS]}; hub names: {list(HUB_IDS)}; "
                            "or a hub id 'org/name' or a local folder")
     repo = HUB_IDS.get(name, name)
@@ -170,12 +170,12 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
         )
     except (OSError, ValueError, EnvironmentError) as e:
         if local.exists():
-            raise EbcaVizError(
+            raise InvalidSetting(
                 f"could not load the folder {str(local)!r} as a diffusers pipeline: {type(e).__name__}: "
                 f"{str(e).splitlines()[0][:300]}. A loadable folder holds model_index.json and one folder per "
                 "component with safetensors weights, as written by pipe.save_pretrained(out, safe_serialization=True)"
             ) from e
-        raise FileNotFoundError(
+        raise MissingFile(
             f"could not load {name!r} ({repo}): the weights are neither in the local Hugging Face cache nor "
             f"reachable{' (HF_HUB_OFFLINE is set)' if offline else ''}. Download them once on a machine with "
             f"network access (`huggingface-cli download {repo}`), or pass a local folder; offline models: "
@@ -199,7 +199,7 @@ def model_kind(pipe) -> str:
     tok = getattr(pipe, "tokenizer", None)
     unet = getattr(pipe, "unet", None)
     if tok is None or unet is None:
-        raise EbcaVizTypeError(f"model_kind needs a diffusers pipeline with a tokenizer and a UNet, got "
+        raise InvalidType(f"model_kind needs a diffusers pipeline with a tokenizer and a UNet, got "
                                f"{type(pipe).__name__}")
     shipped = json.loads((TOKENIZER_DIR / "vocab.json").read_text(encoding="utf-8"))
     if len(tok) != len(shipped) or tok.get_vocab() != shipped:
