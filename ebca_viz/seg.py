@@ -51,11 +51,12 @@ def kernel_size_for(sigma: float) -> int:
 def gaussian_blur_2d(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
     """Separable-equivalent 2-D Gaussian blur of ``x (B, C, h, w)`` with reflect padding.
 
-    The kernel is capped by the grid as in the published code: ``min(k, w - (w % 2 - 1))``
-    (``w`` = last dim), so a kernel never needs more padding than reflection allows.
+    The kernel is capped by the grid as in the published code: ``min(k, m - (m % 2 - 1))``
+    (``m = min(h, w)``; the published code blurs square grids, ``m = w``), so a kernel never needs
+    more padding than reflection allows, also on a non-square grid.
     """
-    width = x.shape[-1]
-    kernel_size = min(kernel_size, width - (width % 2 - 1))
+    m = min(x.shape[-2:])
+    kernel_size = min(kernel_size, m - (m % 2 - 1))
     half = (kernel_size - 1) * 0.5
     t = torch.linspace(-half, half, steps=kernel_size)
     pdf = torch.exp(-0.5 * (t / sigma).pow(2))
