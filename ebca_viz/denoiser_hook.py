@@ -41,6 +41,17 @@ from typing import Optional
 import torch
 
 from .attach import unet_call_parts
+
+
+def call_parts(model, args: tuple, kwargs: dict):
+    """``(sample, timestep, context)`` of one denoiser call, read by the model's adapter (UNet: positional
+    ``sample, timestep, encoder_hidden_states``; DiTs: ``hidden_states``, ... by keyword)."""
+    from .adapters import ADAPTERS, adapter_for
+
+    if model is None or not any(type(model).__name__ == a.model_class for a in ADAPTERS[1:]):
+        return unet_call_parts(args, kwargs)
+    p = adapter_for(model).parse_call(args, kwargs)
+    return p["sample"], p["timestep"], p["context"]
 from .events import StepClock, read_cfg
 
 _ATTR = "_ebca_viz_denoiser_hook"
@@ -91,10 +102,10 @@ class DenoiserCall:
     """
 
     def __init__(self, pipe, args: tuple, kwargs: dict, step: int, new_run: bool, calls: int, cfg: bool,
-                 paused: bool, methods: tuple):
+                 paused: bool, methods: tuple, model=None):
         self.pipe = pipe
         self.args, self.kwargs = args, kwargs
-        self.sample, self.timestep, self.context = unet_call_parts(args, kwargs)  # (B2,C,h,w), t, (B2,N,D)
+        self.sample, self.timestep, self.context = call_parts(model, args, kwargs)  # (B2,C,h,w), t, (B2,N,D)
         self.step, self.new_run, self.calls = step, new_run, calls
         self.cfg, self.paused, self.methods = cfg, paused, methods
         s = self.sample
@@ -256,9 +267,10 @@ class DenoiserHook:
         if paused:
             step, new_run = self.clock.step, False
         else:
-            new_run = self.clock.tick(unet_call_parts(args, kwargs)[1])
+            new_run = self.clock.tick(call_parts(self.unet, args, kwargs)[1])
             step = self.clock.step
-        call = DenoiserCall(self.pipe, args, kwargs, step, new_run, self.clock.calls, self._cfg(), paused, methods)
+        call = DenoiserCall(self.pipe, args, kwargs, step, new_run, self.clock.calls, self._cfg(), paused, methods,
+                            self.unet)
         self.call = call
         for p in self._active(self.observers, call) + self._active(list(methods), call):
             f = getattr(p, "before_call", None)

@@ -235,6 +235,11 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
     """Install SEG on a pipeline (or a bare UNet with ``cfg=False``); returns the controller."""
     config = config_from(SEGConfig, config, kwargs)
     config.validate()
+    from .seg_dit import apply_seg_dit, dit_adapter
+
+    adapter = dit_adapter(target)
+    if adapter is not None:  # PixArt, SD3, Flux: the image-token queries of the chosen blocks (seg_dit.py)
+        return apply_seg_dit(adapter, config)
     pipe, unet = resolve_target(target)
     keys = seg_layer_keys(unet, config.layers)
     ctl = SEGController(config, pipe, unet, keys)

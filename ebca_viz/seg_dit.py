@@ -101,6 +101,17 @@ class DiTSEGController(SEGController):
         self._pending = None  # Flux true CFG: (timestep, Delta) from the conditional call
         self._last_t = None
         self._second = False  # this call repeats the previous call's timestep (Flux: the uncond call)
+        self.adapter = None
+
+    @property
+    def cfg_setting(self):
+        """``SEGConfig.cfg``, else the family's CFG layout for the call under way (PixArt keeps its decision in a
+        local of the pipeline's ``__call__``; Flux's true CFG is two calls, never ``[uncond; cond]`` rows)."""
+        if self.config.cfg is not None:
+            return False if self.family == "flux" else self.config.cfg
+        if self.adapter is None or self.pipe is None:
+            return None
+        return bool(self.adapter.cfg_layout(self.pipe)["cfg"])
 
     def _timestep(self, call) -> Optional[float]:
         t = call.timestep
@@ -303,3 +314,56 @@ def seg_dit_keys(model, layers, layer_kinds: dict) -> list:
 
 __all__ = ["DiTSEGController", "SEGDiTSelfAttnProcessor", "SEGJointAttnProcessor", "SEGFluxAttnProcessor",
            "blur_grid", "blur_image_rows", "seg_dit_keys"]
+
+
+def dit_adapter(target):
+    """The adapter of a DiT pipeline / denoiser (PixArt, SD3, Flux), or None for anything else (UNets and
+    unknown targets keep their own path and messages)."""
+    from .adapters import adapter_for
+
+    try:
+        ad = adapter_for(target)
+    except Exception:
+        return None
+    return ad if ad.family in FAMILIES else None
+
+
+def apply_seg_dit(adapter, config: SEGConfig) -> DiTSEGController:
+    """Install SEG on a DiT (``adapter`` from :func:`dit_adapter`); returns the controller (``remove()`` undoes it)."""
+    from .attach import custom_processors
+    from .denoiser_hook import DenoiserHook, install
+    from .guards import FiniteGuard, guidance_text
+
+    pipe, model, family = adapter.pipe, adapter.model, adapter.family
+    if family == "flux" and config.convention == "paper" and config.cfg is None:
+        raise EbcaVizError(
+            "SEGConfig(convention='paper') on Flux needs cfg=True (true CFG: the pipeline called with "
+            "negative_prompt= and true_cfg_scale > 1, the unconditional call is blurred in place) or cfg=False "
+            "(no true CFG: an extra blurred branch); Flux's CFG is not visible from its transformer calls")
+    keys = seg_dit_keys(model, config.layers, adapter.kinds())
+
+    def grid_of(call):
+        g = adapter.latent_grid(call.sample, adapter.parse_call(call.args, call.kwargs))
+        if g is None:
+            raise EbcaVizError(f"SEG: cannot read the image-token grid of this {type(model).__name__} call")
+        return g
+
+    ctl = DiTSEGController(config, pipe, model, keys, family, grid_of)
+    ctl.adapter = adapter
+    why = DenoiserHook.refusal(model, ctl)
+    if why:
+        raise RuntimeError(why)
+    custom = custom_processors(model, keys)
+    if custom:
+        k, cls = next(iter(custom.items()))
+        raise EbcaVizError(
+            f"SEG: {len(custom)} attention layers run a custom processor ({cls} on {k}); SEG would replace it, so "
+            f"the guided image would not be the one your processor makes. Use diffusers' processors "
+            f"(transformer.set_default_attn_processor() where the family has one) or choose other layers with "
+            "SEGConfig(layers=[...])")
+    cfg = config
+    guard = FiniteGuard("SEG", lambda: f"scale={cfg.scale:g}, sigma={cfg.sigma:g}, {guidance_text(pipe)}, "
+                                       f"dtype={model.dtype}")
+    proc = PROCESSORS[family]
+    ctl.installation = install(model, {k: proc(ctl, k) for k in keys}, [ctl], pipe, guard)
+    return ctl
