@@ -29,7 +29,7 @@ prompt) calls the transformer twice per step, conditional first: the first call 
 and returns ``eps_c + Delta``; the second call at the same timestep (the unconditional one) gets
 ``eps_u + Delta`` added, so ``eps_u + w (eps_c - eps_u) + Delta`` again, ``Delta = s (eps_c - eps_blur)``.
 Paper convention with CFG: the unconditional rows are blurred in place (no extra branch; on Flux
-this needs ``cfg=True`` so that the second call of a step is the one blurred).
+the second call of a step, the unconditional one, is blurred).
 
 Cost: one extra branch (the conditional rows once more) per denoiser call, the floor of SEG's
 published form; zero with the paper convention and CFG.
@@ -98,8 +98,7 @@ class DiTSEGController(SEGController):
         self.grid_of = grid_of  # DenoiserCall -> (h, w) image-token grid
         self.grid: Optional[tuple] = None
         self.calls = 0  # denoiser forwards seen (with the branch they ran as one forward each)
-        self._pending = None  # Flux true CFG: (timestep, Delta) from the conditional call
-        self._last_t = None
+        self._pending = None  # Flux true CFG: Delta from the conditional call of the step
         self._second = False  # this call repeats the previous call's timestep (Flux: the uncond call)
         self.adapter = None
 
@@ -113,25 +112,28 @@ class DiTSEGController(SEGController):
             return None
         return bool(self.adapter.cfg_layout(self.pipe)["cfg"])
 
-    def _timestep(self, call) -> Optional[float]:
-        t = call.timestep
-        if torch.is_tensor(t):
-            return float(t.flatten()[0]) if t.numel() else None
-        return None if t is None else float(t)
+    def _true_cfg(self) -> bool:
+        """Flux called with true CFG (two calls per step): ``SEGConfig.cfg=True``, or the pipeline's own
+        ``do_true_cfg`` read by the adapter (``style == "separate"``)."""
+        if self.family != "flux":
+            return False
+        if self.config.cfg is not None:
+            return bool(self.config.cfg)
+        return self.adapter is not None and self.pipe is not None and \
+            self.adapter.cfg_layout(self.pipe)["style"] == "separate"
 
     def before_call(self, call) -> None:
         self.blur_rows, self._expanded = None, None
         self.calls += 1
         self.grid = tuple(self.grid_of(call))
-        t = self._timestep(call)
-        self._second = self.family == "flux" and t is not None and t == self._last_t
-        self._last_t = t
+        # Flux true CFG: the denoiser hook marks the second (unconditional) call of a step (adapter.call_role)
+        self._second = self.family == "flux" and getattr(call, "role", "cond") == "uncond"
         if not self._second:
             self._pending = None
         cfg, b2 = call.cfg, call.batch
         if cfg and b2 % 2:
             raise EbcaVizError(f"SEG: cfg=True needs an even batch [uncond; cond], got {b2} rows")
-        if self.config.convention == "paper" and (cfg or (self.family == "flux" and self.config.cfg)):
+        if self.config.convention == "paper" and (cfg or self._true_cfg()):
             if self.family == "flux" and not cfg:  # true CFG: the second call of a step is the unconditional one
                 self.blur_rows = slice(0, b2) if self._second else None
             else:
@@ -335,15 +337,11 @@ def apply_seg_dit(adapter, config: SEGConfig) -> DiTSEGController:
     from .guards import FiniteGuard, guidance_text
 
     pipe, model, family = adapter.pipe, adapter.model, adapter.family
-    if family == "flux" and config.convention == "paper" and config.cfg is None:
-        raise EbcaVizError(
-            "SEGConfig(convention='paper') on Flux needs cfg=True (true CFG: the pipeline called with "
-            "negative_prompt= and true_cfg_scale > 1, the unconditional call is blurred in place) or cfg=False "
-            "(no true CFG: an extra blurred branch); Flux's CFG is not visible from its transformer calls")
     keys = seg_dit_keys(model, config.layers, adapter.kinds())
 
     def grid_of(call):
-        g = adapter.latent_grid(call.sample, adapter.parse_call(call.args, call.kwargs))
+        g = getattr(call, "token_grid", None) or adapter.latent_grid(call.sample, adapter.parse_call(call.args,
+                                                                                                  call.kwargs))
         if g is None:
             raise EbcaVizError(f"SEG: cannot read the image-token grid of this {type(model).__name__} call")
         return g

@@ -263,14 +263,21 @@ def test_flux_true_cfg_combination():
     assert delta.abs().max() > 1e-4
 
 
-def test_paper_convention_with_cfg_adds_no_rows():
-    from ebca_viz.models.tiny_dit import tiny_pixart_pipeline
+@pytest.mark.parametrize("family, kw, rows_paper", [
+    ("pixart", dict(max_sequence_length=8, guidance_scale=4.0, use_resolution_binning=False), [2, 2]),
+    ("flux", dict(max_sequence_length=8, negative_prompt="blue", true_cfg_scale=3.0), [1, 1, 1, 1]),
+])
+def test_paper_convention_with_cfg_adds_no_rows(family, kw, rows_paper):
+    """Paper convention with CFG: the unconditional rows (Flux true CFG: the second call of a step) are blurred
+    in place, no branch; the pipeline's CFG line is the formula."""
+    from ebca_viz.models import tiny_dit
 
-    pipe = tiny_pixart_pipeline(0)
-    kw = dict(max_sequence_length=8, guidance_scale=4.0, use_resolution_binning=False)
-    base, _, _ = _run(pipe, **kw)
-    out, rows, _ = _run(pipe, ev.SEGConfig(scale=S, sigma=1.0, layers=[0], convention="paper"), **kw)
-    assert rows == [2, 2] and (out - base).abs().max() > 1e-4
+    pipe = tiny_dit.TINY_DIT[f"tiny-{family}"](0)
+    base, _, raw0 = _run(pipe, **kw)
+    out, rows, raw = _run(pipe, ev.SEGConfig(scale=S, sigma=1.0, layers=[0], convention="paper"), **kw)
+    assert rows == rows_paper and (out - base).abs().max() > 1e-4
+    if family == "flux":  # the conditional call is untouched, the unconditional one blurred
+        assert torch.equal(raw[0], raw0[0]) and (raw[1] - raw0[1]).abs().max() > 1e-4
 
 
 def test_layer_choice_errors():
@@ -286,5 +293,3 @@ def test_layer_choice_errors():
     ctl = ev.apply_seg(tiny_flux_pipeline(0), ev.SEGConfig(layers=["single_transformer_blocks.1.attn.processor", 0]))
     assert ctl.keys == ["single_transformer_blocks.1.attn.processor", "transformer_blocks.0.attn.processor"]
     ctl.remove()
-    with pytest.raises(EbcaVizError, match="cfg=True"):
-        ev.apply_seg(tiny_flux_pipeline(0), ev.SEGConfig(convention="paper"))

@@ -148,6 +148,49 @@ class DenoiserAdapter:
         return eps if torch.is_tensor(eps) and eps.ndim == 4 else None
 
     # -- text --------------------------------------------------------------------------------------
+    text_embedder_name: Optional[str] = None  # the module that maps the text encoders' states to the stream width
+
+    def text_embedder(self) -> Optional[torch.nn.Module]:
+        """The module whose output is the text stream the first block sees (None: the UNet's context as given)."""
+        return getattr(self.model, self.text_embedder_name) if self.text_embedder_name else None
+
+    def text_width(self, context_width: int) -> int:
+        """Width ``D`` of the text states the attention layers see (the context's own width for a UNet)."""
+        emb = self.text_embedder()
+        if emb is None:
+            return int(context_width)
+        lins = [m for m in emb.modules() if isinstance(m, torch.nn.Linear)]
+        return int(lins[-1].out_features) if lins else int(context_width)
+
+    def block_of(self, key: str) -> str:
+        """The block module path of a layer key: ``"transformer_blocks.3.attn.processor"`` -> ``"transformer_blocks.3"``."""
+        return ".".join(key.split(".")[:2])
+
+    def tap_text_stream(self, keys, on_embedded, on_block_in, on_block_out) -> list:
+        """Module hooks that report a DiT's text stream (what the trace's trajectories read); returns their handles.
+
+        ``on_embedded(states (B2, N, D))``: the text embedder's output, the stream the first block receives;
+        ``on_block_in(key, states)`` / ``on_block_out(key, output)``: around the block of each layer ``key``
+        (joint / single-stream blocks take ``encoder_hidden_states`` and return ``(encoder_hidden_states,
+        hidden_states)``; SD3's last block returns ``None`` as its text)."""
+        handles = []
+        emb = self.text_embedder()
+        if emb is not None:
+            handles.append(emb.register_forward_hook(lambda m, a, o: on_embedded(o)))
+        for key in keys:
+            block = self.model.get_submodule(self.block_of(key))
+
+            def pre(m, args, kwargs, key=key):
+                on_block_in(key, kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None))
+
+            handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(block.register_forward_hook(lambda m, a, k, o, key=key: on_block_out(key, o), with_kwargs=True))
+        return handles
+
+    def default_text_length(self, pipe=None) -> int:
+        """Text positions of a call with the pipeline's default ``max_sequence_length``."""
+        return 77
+
     def text_segments(self, pipe=None, n_text: Optional[int] = None) -> list[TextSegment]:
         raise NotImplementedError
 

@@ -32,6 +32,11 @@ class FluxAdapter(DenoiserAdapter):
         nums = [int(p) for p in key.split(".") if p.isdigit()]
         return (1 if key.startswith("single_") else 0, nums, key)
 
+    text_embedder_name = "context_embedder"
+
+    def default_text_length(self, pipe=None):
+        return 512
+
     def latent_grid(self, sample, parts=None):
         ids = (parts or {}).get("extras", {}).get("img_ids")
         if torch.is_tensor(ids) and ids.shape[-1] >= 3:

@@ -24,6 +24,11 @@ class SD3Adapter(DenoiserAdapter):
     def layer_kind(self, key, attn):
         return "joint" if key.split(".")[-2] == "attn" and getattr(attn, "add_k_proj", None) is not None else "self"
 
+    text_embedder_name = "context_embedder"
+
+    def default_text_length(self, pipe=None):
+        return self.clip_length(pipe) + 256
+
     def latent_grid(self, sample, parts=None):
         if sample is None or sample.ndim != 4:
             return None
