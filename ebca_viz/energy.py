@@ -27,7 +27,10 @@ computed, ``(4, B)``) and :func:`self_attention_energy` (the self-attention ener
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 PRIOR_FORMS = ("published", "paper")
 
@@ -176,3 +179,30 @@ def self_attention_energy(q: torch.Tensor, k: torch.Tensor, scale: float, max_el
         s = torch.matmul(q[:, :, i : i + chunk].float(), kt) * scale
         total -= torch.logsumexp(s, dim=-1).sum(-1)
     return total.mean(1)
+
+
+# -- SEG: the Gaussian that smooths the self-attention energy (seg.py, seg_dit.py) --
+
+def kernel_size_for(sigma: float) -> int:
+    """Published rule: ``ceil(6 sigma) + 1``, made odd."""
+    c = math.ceil(6 * sigma)
+    return c + 1 - c % 2
+
+
+def gaussian_blur_2d(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """Separable-equivalent 2-D Gaussian blur of ``x (B, C, h, w)`` with reflect padding.
+
+    The kernel is capped by the grid as in the published code: ``min(k, m - (m % 2 - 1))``
+    (``m = min(h, w)``; the published code blurs square grids, ``m = w``), so a kernel never needs
+    more padding than reflection allows, also on a non-square grid.
+    """
+    m = min(x.shape[-2:])
+    kernel_size = min(kernel_size, m - (m % 2 - 1))
+    half = (kernel_size - 1) * 0.5
+    t = torch.linspace(-half, half, steps=kernel_size)
+    pdf = torch.exp(-0.5 * (t / sigma).pow(2))
+    k1 = (pdf / pdf.sum()).to(device=x.device, dtype=x.dtype)
+    k2 = torch.outer(k1, k1).expand(x.shape[-3], 1, kernel_size, kernel_size)
+    p = kernel_size // 2
+    x = F.pad(x, [p, p, p, p], mode="reflect")
+    return F.conv2d(x, k2, groups=x.shape[-3])

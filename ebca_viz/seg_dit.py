@@ -1,7 +1,7 @@
 r"""Smoothed Energy Guidance on diffusion transformers (PixArt, SD3, Flux): the image-token queries
 of the chosen blocks are blurred on the 2-D patch grid, nothing else.
 
-Same energy argument as the UNet SEG (:mod:`ebca_viz.seg`): blurring the attention logits over the
+Same energy argument as the UNet SEG (``ebca_viz/seg.py``): blurring the attention logits over the
 spatial query axis equals blurring the queries that form them, ``(G Q') K'^T = G (Q' K'^T)``, so
 the queries blurred are ``Q'``, exactly as they enter the logits (after the layer's ``norm_q`` and,
 on Flux, after the rotary embedding)::
@@ -36,7 +36,6 @@ published form; zero with the paper convention and CFG.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -44,10 +43,10 @@ import torch.nn.functional as F
 
 from .attn_io import tokens_in, tokens_out
 from .config import SEGConfig
-from .energy import merge_heads, split_heads
+from .denoiser_hook import Participant
+from .energy import gaussian_blur_2d, kernel_size_for, merge_heads, split_heads
 from .errors import EbcaVizError
 from .events import SEG, SelfAttnEvent, notify
-from .seg import SEGController, gaussian_blur_2d, kernel_size_for
 
 FAMILIES = ("pixart", "sd3", "flux")
 
@@ -55,7 +54,7 @@ FAMILIES = ("pixart", "sd3", "flux")
 def blur_grid(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> torch.Tensor:
     """``q (b, H, P, d)`` with ``P = h w`` tokens in row-major grid order -> blurred ``(b, H, P, d)``.
 
-    Per channel 2-D Gaussian (:func:`ebca_viz.seg.gaussian_blur_2d`: reflect padding, the kernel capped by
+    Per channel 2-D Gaussian (:func:`ebca_viz.energy.gaussian_blur_2d`: reflect padding, the kernel capped by
     ``min(h, w)``) or, ``infinite``, the mean over the grid. Non-square grids are blurred as they are."""
     b, heads, P, d = q.shape
     h, w = grid
@@ -88,12 +87,22 @@ def blur_image_rows(q: torch.Tensor, rows: slice, start: int, grid: tuple, confi
     return out, sel
 
 
-class DiTSEGController(SEGController):
+class DiTSEGController(Participant):
     """SEG's guidance stage on a DiT (module docstring): marks the blurred rows and the patch grid of
-    each call, and folds the branch back so that the pipeline's own CFG line yields the formula."""
+    each call, and folds the branch back so that the pipeline's own CFG line yields the formula.
+    Same participant as the UNet's :class:`ebca_viz.seg.SEGController` (kind ``"seg"``, one extra branch)."""
+
+    role, kind, title = "method", SEG, "SEG"
+    adds_branch = True  # the blurred branch (published convention)
+    cfg_bare_unet = False
 
     def __init__(self, config: SEGConfig, pipe, model, keys: list, family: str, grid_of):
-        super().__init__(config, pipe, model, keys)
+        self.config, self.pipe, self.unet, self.keys = config, pipe, model, keys
+        self.emits = {"on_seg_attention": list(keys)}
+        self.blur_rows: Optional[slice] = None
+        self.observers: list = []
+        self.installation = None
+        self._expanded = None  # (cfg_on, b) while a call has an appended branch
         self.family = family
         self.grid_of = grid_of  # DenoiserCall -> (h, w) image-token grid
         self.grid: Optional[tuple] = None
@@ -160,6 +169,21 @@ class DiTSEGController(SEGController):
         if call.n_uncond:
             return torch.cat([eps[call.rows["uncond"]] + delta, c + delta])
         return c + delta
+
+
+    def guidance_terms(self, call, eps: torch.Tensor) -> dict:
+        """``{"seg": (s, eps_c - eps_blur)}`` from the denoiser's rows (read by a trace); {} without a branch."""
+        blur = call.branches.get("blur")
+        if self._expanded is None or blur is None or eps.shape[0] < blur.stop:
+            return {}
+        return {"seg": (float(self.config.scale), eps[call.rows["cond"]] - eps[blur])}
+
+    def after_call(self, call, output) -> None:
+        self.blur_rows, self._expanded = None, None
+
+    def remove(self):
+        if self.installation is not None:
+            self.installation.remove()
 
 
 def _event(ctl, name, attn, q, k, rows, unblurred):
