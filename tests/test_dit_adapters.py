@@ -73,3 +73,37 @@ def test_t5_tokenizer_words_and_padding():
     assert tok.convert_ids_to_tokens(ids) == ["▁a", "▁red", "▁zebra", "</s>", "<pad>", "<pad>", "<pad>", "<pad>"]
     assert tok.pad_token_id == 0 and tok.eos_token_id == 1
     assert len(tok("xyzzy").input_ids) > 2  # an unknown word splits into letters
+
+
+def test_resolve_denoiser_and_the_hook_on_a_transformer(pipes):
+    from ebca_viz.attach import resolve_denoiser
+    from ebca_viz.denoiser_hook import DenoiserHook, Participant
+
+    pipe, model, ad = resolve_denoiser(pipes["sd3"])
+    assert pipe is pipes["sd3"] and model is pipe.transformer and ad.family == "sd3"
+    seen = []
+
+    class Spy(Participant):
+        kind = "spy"
+
+        def before_call(self, call):
+            seen.append((call.step, call.cfg, call.n_uncond, call.latent_hw, call.token_grid, tuple(call.context.shape)))
+
+    h = DenoiserHook.add(model, Spy(), pipe)
+    try:
+        pipe("a red circle", num_inference_steps=2, height=16, width=24, max_sequence_length=16, output_type="latent")
+    finally:
+        h.remove()
+    assert seen == [(0, True, 1, (8, 12), (4, 6), (2, 93, 64)), (1, True, 1, (8, 12), (4, 6), (2, 93, 64))]
+    assert DenoiserHook.of(model) is None
+
+
+def test_trace_refuses_an_unknown_dit_naming_it():
+    import ebca_viz as ev
+
+    class HunyuanLikePipeline:
+        transformer = torch.nn.Linear(2, 2)
+
+    with pytest.raises(EbcaVizTypeError, match="HunyuanLikePipeline's denoiser is a Linear; ebca_viz has adapters for "
+                                               "UNet2DConditionModel, PixArtTransformer2DModel"):
+        ev.trace(HunyuanLikePipeline())

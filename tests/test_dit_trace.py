@@ -95,12 +95,16 @@ def test_words_by_segment_and_padding(pipes):
 def test_sd3_word_missing_from_one_tokenizer_is_reported(pipes):
     from transformers import T5Tokenizer
 
-    pipe = tiny_sd3_pipeline()
+    pipe = pipes["sd3"]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    kept = pipe.tokenizer_3
     pipe.tokenizer_3 = T5Tokenizer(vocab=[("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0), ("▁a", -1.0), ("▁red", -1.0)]
                                    + [(c, -8.0) for c in letters], extra_ids=0)
-    with ev.trace(pipe) as tr:
-        _sample(pipe, "sd3", steps=1)
+    try:
+        with ev.trace(pipe) as tr:
+            _sample(pipe, "sd3", steps=1)
+    finally:
+        pipe.tokenizer_3 = kept
     with pytest.warns(UserWarning, match=r"'circle'.*t5 segment \(tokenizer_3, T5Tokenizer: splits it into \['c', 'i'"):
         assert tr.token_index("circle") == [3]
     with warnings.catch_warnings():
@@ -108,8 +112,8 @@ def test_sd3_word_missing_from_one_tokenizer_is_reported(pipes):
         assert tr.token_index("red") == [2, 78]
 
 
-def test_flux_true_cfg_records_the_cond_calls_only():
-    pipe = tiny_flux_pipeline()
+def test_flux_true_cfg_records_the_cond_calls_only(pipes):
+    pipe = pipes["flux"]
     with ev.trace(pipe) as tr:
         _sample(pipe, "flux", steps=2, negative_prompt="blue", true_cfg_scale=2.0)
     assert tr.steps == [0, 1] and len(tr.timesteps) == 2 and tr.tokens[:2] == ["a", "red"]
@@ -125,16 +129,16 @@ def test_flux_guidance_distilled_and_save_load(tmp_path):
     assert torch.equal(tr2.maps(token="red"), tr.maps(token="red"))
 
 
-def test_flux_budget_formula_on_a_full_size_layout():
-    """FLUX.1's 1024 x 1024 layout (64 x 64 image tokens, 512 T5 positions) with random weights and 2 of its 57
+def test_flux_budget_formula_on_a_full_size_layout(pipes):
+    """FLUX.1's 1024 x 1024 layout (64 x 64 image tokens, 512 T5 positions) with random weights and 3 of its 57
     layers: the stored bytes equal the budget formula, which then states the full default trace."""
-    pipe = tiny_flux_pipeline(num_layers=1, num_single_layers=1)
+    pipe = pipes["flux"]
     tr = ev.trace(pipe)
     est = tr.estimate_bytes(num_steps=2, height=256, width=256, tokens=512)  # VAE factor 2 here: 256 px -> 64 x 64 tokens
     with tr:
         torch.manual_seed(0)
         pipe("a red circle", num_inference_steps=2, height=256, width=256, max_sequence_length=512, output_type="latent")
-    layout = dict(layers=2, tokens=512, map_grid=(32, 32), steps=2, latent_hw=(64, 64), images=1)
+    layout = dict(layers=3, tokens=512, map_grid=(32, 32), steps=2, latent_hw=(64, 64), images=1)
     assert tr.map_grid == (32, 32) and tr.latent_hw == (64, 64) and len(tr.tokens) == 512
     stored = sum(t.numel() * t.element_size() for t in tr.record.stacked().values())
     assert tr.nbytes == stored == est == default_trace_bytes(**layout)

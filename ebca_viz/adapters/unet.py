@@ -11,6 +11,14 @@ from typing import Optional
 from .base import DenoiserAdapter, TextSegment
 
 
+def unet_exec_order(key: str):
+    """Sort key of a UNet processor key in execution order: down, mid, up blocks, then by their indices."""
+    part = key.split(".")
+    block = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}.get(part[0], 3)
+    nums = [int(p) for p in part if p.isdigit()]
+    return (block, nums, key)
+
+
 class UNetAdapter(DenoiserAdapter):
     family = "unet"
     model_class = "UNet2DConditionModel"
@@ -20,9 +28,7 @@ class UNetAdapter(DenoiserAdapter):
         return "cross" if getattr(attn, "is_cross_attention", False) else "self"
 
     def exec_order(self, key):
-        from ..attach import _exec_order
-
-        return _exec_order(key)
+        return unet_exec_order(key)
 
     def latent_grid(self, sample, parts=None):
         return tuple(int(x) for x in sample.shape[-2:]) if sample is not None and sample.ndim == 4 else None

@@ -200,10 +200,10 @@ class Trace:
             found = [i for i in range(a, min(a + seg["length"], len(toks))) if not pad[i] and toks[i].lower() == t.lower()]
             (hits if found else missing).append(found[0] if found else seg)
         if missing:
-            pipe = getattr(self.recorder, "pipe", None)
+            toks_of = getattr(self.recorder, "tokenizers", None) or {}  # those that labelled the run
 
             def split(seg):
-                tok = getattr(pipe, seg["tokenizer"], None) if pipe is not None else None
+                tok = toks_of.get(seg["tokenizer"])
                 if tok is None:
                     return f"{seg['name']} segment ({seg['tokenizer']})"
                 pieces = [p for p in (w.replace("</w>", "").lstrip("▁") for w in tok.tokenize(t)) if p]

@@ -86,6 +86,7 @@ from ..events import TRACE, first_timestep, token_words
 from .budget import DEFAULT_BUDGET, Budget, check_budget_args, mib
 from .derived import GUIDANCE_KINDS, Trace
 from .filters import StepFilter, select_layers, select_quantities
+from .dit_recording import DiTRecording
 from .processor import RecordingCrossAttnProcessor, RecordingJointAttnProcessor
 from .quantities import (
     check_map_grid,
@@ -96,7 +97,7 @@ from .quantities import (
 from .storage import NAN_FILLED, TraceStorage
 
 
-class Recorder(Participant):
+class Recorder(DiTRecording, Participant):
     """The observer that fills a :class:`~ebca_viz.tracing.storage.TraceStorage` while a pipeline samples.
 
     Made by :func:`trace` (which wraps it in a :class:`~ebca_viz.tracing.derived.Trace`); it owns the
@@ -142,6 +143,7 @@ class Recorder(Participant):
         self._handles: list = []
         self._own: dict = {}  # key -> (our processor, the processor it replaced)
         self._te_calls: list = []
+        self.tokenizers: dict = {}  # DiT: tokenizer attribute -> the tokenizer that labelled its segment
         self._te_by_attr: dict = {}  # DiT: tokenizer attribute -> [(ids, [hidden states])] of its text encoder
         self._key_mask = None  # (B, N) bool: the text keys a masked cross-attention attends to (PixArt)
         self.n_text = 0  # text positions of the current call (Flux's single-stream blocks: the first n_text)
@@ -243,104 +245,6 @@ class Recorder(Participant):
         self.unet.set_attn_processor(current)
         self.record.mode = "plain"
 
-    # -- diffusion transformers ------------------------------------------------------------------
-    def _install_dit_hooks(self) -> None:
-        """Hooks of a DiT trace: each text encoder behind a text segment (token ids and states, for the labels),
-        the text embedder (the text stream the first block sees: the drift's reference), and the blocks of the
-        recorded joint / single-stream layers (their text stream in and out: the trajectories)."""
-        from ..adapters import module_of
-
-        pipe, ad = self.pipe, self.adapter
-        if pipe is not None:
-            for attr in ("tokenizer", "tokenizer_2", "tokenizer_3"):
-                te = ad.text_encoder_for(pipe, attr)
-                if isinstance(te, torch.nn.Module) and getattr(pipe, attr, None) is not None:
-                    self._handles.append(te.register_forward_hook(
-                        lambda m, a, k, o, attr=attr: self._te_hook_attr(attr, a, k, o), with_kwargs=True))
-        keys = [k for k in self.record.layers if self.kinds[k] != "cross"]
-        for k in keys:
-            module_of(self.unet, k)  # the layer exists (a clear error here rather than mid-run)
-        self._handles.extend(ad.tap_text_stream(keys, self._text_embedded, self._block_pre, self._block_post))
-
-    def _te_hook_attr(self, attr, args, kwargs, output):
-        ids = args[0] if args else kwargs.get("input_ids")
-        last = output[0] if isinstance(output, (tuple, list)) else getattr(output, "last_hidden_state", None)
-        hidden = getattr(output, "hidden_states", None) if not isinstance(output, (tuple, list)) else None
-        cands = [last] + ([hidden[-2]] if isinstance(hidden, (tuple, list)) and len(hidden) > 1 else [])
-        cands = [h.detach() for h in cands if torch.is_tensor(h) and h.ndim == 3]
-        if torch.is_tensor(ids) and cands:
-            self._te_by_attr[attr] = (self._te_by_attr.get(attr, []) + [(ids.detach().cpu(), cands)])[-8:]
-
-    @torch.no_grad()
-    def _text_embedded(self, out) -> None:
-        """The text stream the first block receives (B2, N, D): the reference of the drift, and ``prompt_embeds``."""
-        if not self.wants_events or not torch.is_tensor(out) or out.ndim != 3:
-            return
-        self._prompt = out[self._rows].float()
-        pe = self._stage.get("prompt_embeds")
-        if pe is not None and pe.shape == out[self._rows].shape:
-            pe.copy_(out[self._rows])
-
-    def _block_pre(self, key, ehs) -> None:
-        if self.wants_events:
-            self._block_in[key] = ehs
-
-    @torch.no_grad()
-    def _block_post(self, key, output) -> None:
-        """Send the block's event: the image->text block of its attention (held by the processor) with the
-        text stream the block received and passed on (SD3's last block passes none on: ``out = in``)."""
-        mine = self._own.get(key, (None,))[0]
-        cin = self._block_in.pop(key, None)
-        if not self.wants_events or mine is None or mine.pending is None or not torch.is_tensor(cin):
-            return
-        q, k, sc, probs = mine.pending
-        mine.pending = None
-        cout = output[0] if isinstance(output, (tuple, list)) else None
-        if not torch.is_tensor(cout) or cout.shape != cin.shape:
-            cout = cin
-        from ..adapters import module_of
-        from ..events import CrossAttnEvent
-
-        self.on_cross_attention(CrossAttnEvent(
-            name=key, layer=mine.layer, step=self.step, attn=module_of(self.unet, key), query=q, key=k, scores=sc,
-            probs=probs, context_in=cin, context_out=cout, grid=self.adapter.layer_grid(key, self.latent_hw),
-            n_uncond=self.record.n_uncond, controller=None))
-
-    def _read_dit_tokens(self, ehs) -> None:
-        """Token labels of the conditional rows, segment by segment, each by its own tokenizer: the text
-        encoder call whose states are that segment of the call's text (``ehs (B2, N, D_text)``)."""
-        calls, self._te_by_attr = self._te_by_attr, {}
-        pipe = self.pipe
-        if pipe is None:
-            return
-        cond = ehs[self.record.n_uncond : self.b2]
-        B, N = cond.shape[0], cond.shape[1]
-        segs = self.adapter.text_segments(pipe, N)
-        labels = [[None] * N for _ in range(B)]
-        for seg in segs:
-            tok = getattr(pipe, seg.tokenizer_attr, None)
-            part = cond[:, seg.start : seg.start + seg.length]
-            found = False
-            for ids, cands in reversed(calls.get(seg.tokenizer_attr, [])):
-                for hs in cands:
-                    p, d = hs.shape[0], hs.shape[-1]
-                    if hs.shape[1] != seg.length or d > part.shape[-1] or B % p:
-                        continue
-                    ref = hs.to(device=part.device, dtype=part.dtype).repeat_interleave(B // p, dim=0)
-                    if torch.allclose(ref, part[..., :d], rtol=1e-3, atol=1e-4):
-                        rows = ids.repeat_interleave(B // p, dim=0)
-                        for b in range(B):
-                            labels[b][seg.start : seg.start + seg.length] = [
-                                w[1:] if w.startswith("▁") and len(w) > 1 else w  # T5's word-start mark
-                                for w in token_words(tok, rows[b].tolist())]
-                        found = True
-                        break
-                if found:
-                    break
-        self.record.text_segments = [dict(name=s.name, start=s.start, length=s.length, tokenizer=s.tokenizer_attr) for s in segs]
-        if all(x is not None for row in labels for x in row):
-            self.record.token_labels = labels
-
     def _event_source(self):
         """The method that sends ``on_cross_attention`` events for the recorded layers, or None."""
         for m in self._methods:
@@ -391,9 +295,7 @@ class Recorder(Participant):
         self.latent_hw = tuple(call.latent_hw)
         self._parts = call.parts
         self.n_text = int(ehs.shape[1])
-        km = call.extras.get("encoder_attention_mask")  # PixArt: the keys its cross-attention masks out
-        self._key_mask = (km[self._rows].bool() if torch.is_tensor(km) and km.ndim == 2 and km.shape[0] == b2
-                          and not bool(km.bool().all()) else None)
+        self._key_mask = self._read_key_mask(call, b2)
         B, N, D = b2 - self.record.n_uncond, ehs.shape[1], self.adapter.text_width(ehs.shape[2])
         if new_run:
             self._start_run(ehs, (B, N, D, self.latent_hw))
@@ -562,12 +464,7 @@ class Recorder(Participant):
                 st["layer_maps"][li] = m.to(self.record.dtype)
         if "energies" in st:
             q, k = ev.query[rows], ev.key[rows]
-            km = self._key_mask if self.kinds.get(ev.name) == "cross" else None
-            if km is not None and km.shape == (q.shape[0], k.shape[2]):  # energies over the keys the layer attends to
-                before = torch.stack([layer_energies(q[b : b + 1], k[b : b + 1, :, km[b]], ev.scores[rows][b : b + 1, ..., km[b]],
-                                                     self.record.alpha)[:, 0] for b in range(q.shape[0])], dim=1)
-            else:
-                before = layer_energies(q, k, ev.scores[rows], self.record.alpha)
+            before = self._energies_before(ev, q, k, ev.scores[rows])
             if ev.context_out is ev.context_in or self.kinds.get(ev.name, "cross") != "cross":
                 after = before
             else:
@@ -635,16 +532,10 @@ class Recorder(Participant):
         lh = -(-height // f) if height else s[0]
         lw = -(-width // f) if width else s[1]
         if tokens is None:
-            if self.dit:
-                tokens = self.adapter.default_text_length(self.pipe)
-            else:
-                tok = getattr(self.pipe, "tokenizer", None) if self.pipe is not None else None
-                tokens = getattr(tok, "model_max_length", 77) or 77
-        if self.dit:
-            D = self.adapter.text_width(0)
-        else:
-            D = self.unet.config.cross_attention_dim
-            D = D[0] if isinstance(D, (tuple, list)) else D
+            tok = getattr(self.pipe, "tokenizer", None) if self.pipe is not None else None
+            tokens = self.adapter.default_text_length(self.pipe) if self.dit else (getattr(tok, "model_max_length", 77) or 77)
+        D = self.unet.config.cross_attention_dim if not self.dit else self.adapter.text_width(0)
+        D = D[0] if isinstance(D, (tuple, list)) else D
         if seg_layers is None:
             hook = DenoiserHook.of(self.unet)
             self._methods = tuple(hook.methods) if hook is not None and self._state == "new" else self._methods
