@@ -15,6 +15,8 @@ from typing import Iterable, Optional
 import torch
 from .errors import InvalidSetting, UnsupportedModel
 
+from .adapters.unet import unet_exec_order
+
 
 _COMPILED = ("{what} is a torch.compile'd module: install on the uncompiled UNet (pipe.unet = pipe.unet._orig_mod), "
              "and compile inside the `with` if you want speed (processors and hooks must exist before compiling)")
@@ -49,6 +51,16 @@ def resolve_target(target) -> tuple[Optional[object], torch.nn.Module]:
     return target, unet
 
 
+def resolve_denoiser(target):
+    """``(pipeline or None, denoiser, adapter)`` for any pipeline or denoiser an adapter knows (UNet, PixArt,
+    SD3, Flux: :mod:`ebca_viz.adapters`); an unknown denoiser is refused naming its class and the supported ones.
+    (:func:`resolve_target` stays UNet-only for the methods that have no DiT path yet.)"""
+    from .adapters import adapter_for
+
+    ad = adapter_for(target)
+    return ad.pipe, ad.model, ad
+
+
 def module_of(unet: torch.nn.Module, key: str) -> torch.nn.Module:
     """The ``Attention`` module behind a processor key."""
     return unet.get_submodule(key[: -len(".processor")] if key.endswith(".processor") else key)
@@ -65,11 +77,7 @@ def self_attention_keys(unet) -> list[str]:
     return sorted(keys, key=_exec_order)
 
 
-def _exec_order(key: str):
-    part = key.split(".")
-    block = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}.get(part[0], 3)
-    nums = [int(p) for p in part if p.isdigit()]
-    return (block, nums, key)
+_exec_order = unet_exec_order  # the UNet adapter's execution order (down, mid, up)
 
 
 def block_of(key: str) -> str:

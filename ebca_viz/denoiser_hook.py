@@ -40,7 +40,7 @@ from typing import Optional
 
 import torch
 
-from .attach import unet_call_parts
+from .adapters import adapter_for
 from .events import StepClock, read_cfg
 from .errors import StateError
 
@@ -92,16 +92,22 @@ class DenoiserCall:
     """
 
     def __init__(self, pipe, args: tuple, kwargs: dict, step: int, new_run: bool, calls: int, cfg: bool,
-                 paused: bool, methods: tuple):
+                 paused: bool, methods: tuple, adapter=None, parts: Optional[dict] = None, role: str = "cond"):
         self.pipe = pipe
         self.args, self.kwargs = args, kwargs
-        self.sample, self.timestep, self.context = unet_call_parts(args, kwargs)  # (B2,C,h,w), t, (B2,N,D)
+        self.adapter = adapter if adapter is not None else adapter_for(pipe)
+        self.parts = parts if parts is not None else self.adapter.parse_call(args, kwargs)
+        # UNet: sample (B2,C,h,w); PixArt / SD3: hidden_states (B2,C,H,W); Flux: packed (B2,P,4C). context (B2,N,D)
+        self.sample, self.timestep, self.context = self.parts["sample"], self.parts["timestep"], self.parts["context"]
+        self.extras = self.parts.get("extras", {})  # pooled_projections, img_ids, guidance, added_cond_kwargs ...
+        self.role = role  # "cond" (or a [uncond; cond] batch); "uncond": the second call of Flux's true CFG
         self.step, self.new_run, self.calls = step, new_run, calls
         self.cfg, self.paused, self.methods = cfg, paused, methods
         s = self.sample
         self.batch = int(s.shape[0]) if torch.is_tensor(s) and s.ndim > 0 else 0  # B2
         self.n_uncond = self.batch // 2 if cfg else 0
-        self.latent_hw = tuple(s.shape[-2:]) if torch.is_tensor(s) and s.ndim == 4 else None
+        self.latent_hw = self.adapter.latent_hw(self.parts)  # grid of the denoiser's output (guidance maps)
+        self.token_grid = self.adapter.latent_grid(s, self.parts) if torch.is_tensor(s) else None  # image tokens
         self.rows = {"uncond": slice(0, self.n_uncond), "cond": slice(self.n_uncond, self.batch)}
         self.branches: dict = {}  # name -> rows appended by a method this call
 
@@ -119,8 +125,10 @@ class DenoiserCall:
                 return torch.cat([x, x[src]])
             return x
 
-        self.args = tuple(grow(a) for a in self.args)
-        self.kwargs = {k: grow(v) for k, v in self.kwargs.items()}
+        fixed = ("img_ids", "txt_ids")  # Flux's position ids: per token, not per row
+        names = self.adapter.call_args
+        self.args = tuple(a if i < len(names) and names[i] in fixed else grow(a) for i, a in enumerate(self.args))
+        self.kwargs = {k: v if k in fixed else grow(v) for k, v in self.kwargs.items()}
         if isinstance(self.kwargs.get("added_cond_kwargs"), dict):
             self.kwargs["added_cond_kwargs"] = {k: grow(v) for k, v in self.kwargs["added_cond_kwargs"].items()}
         rows = slice(b2, b2 + (src.stop - src.start))
@@ -154,7 +162,8 @@ class DenoiserHook:
     """The registry of participants of one UNet and its two module hooks (see the module docstring)."""
 
     def __init__(self, unet):
-        self.unet = unet
+        self.unet = unet  # the denoiser: pipe.unet or pipe.transformer
+        self.adapter = adapter_for(unet)
         self.participants: list = []
         self._pipes: dict = {}  # id(participant) -> the pipeline it was installed with, or None
         self.clock = StepClock()
@@ -248,18 +257,26 @@ class DenoiserHook:
             if getattr(m, "cfg_bare_unet", None) is not None:
                 pipe = self._pipes.get(id(m))  # the pipeline the method was installed on (None: a bare UNet)
                 return read_cfg(pipe, getattr(m, "cfg_setting", None), bare_unet=m.cfg_bare_unet)
-        return read_cfg(self.pipe, None, bare_unet=False)
+        pipe = self.pipe
+        if pipe is not None and not hasattr(pipe, "do_classifier_free_guidance"):  # PixArt: a local of __call__
+            return bool(self.adapter.cfg_layout(pipe)["cfg"])
+        return read_cfg(pipe, None, bare_unet=False)
 
     def _pre(self, module, args, kwargs):
         self.call = None
         methods = tuple(self.methods)
         paused = any(getattr(m, "paused", False) for m in methods)
-        if paused:
+        ad = self.adapter
+        ad.pipe = self.pipe
+        parts = ad.parse_call(args, kwargs)
+        role = "cond" if paused else ad.call_role(parts, self.clock._last_t)
+        if paused or role == "uncond":  # Flux true CFG: the uncond call of a step is not a new step
             step, new_run = self.clock.step, False
         else:
-            new_run = self.clock.tick(unet_call_parts(args, kwargs)[1])
+            new_run = self.clock.tick(parts["timestep"])
             step = self.clock.step
-        call = DenoiserCall(self.pipe, args, kwargs, step, new_run, self.clock.calls, self._cfg(), paused, methods)
+        call = DenoiserCall(self.pipe, args, kwargs, step, new_run, self.clock.calls, self._cfg(), paused, methods,
+                            adapter=ad, parts=parts, role=role)
         self.call = call
         for p in self._active(self.observers, call) + self._active(list(methods), call):
             f = getattr(p, "before_call", None)

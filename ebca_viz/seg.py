@@ -26,7 +26,6 @@ as they are. Nothing of the pipeline is modified.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Optional
 
 import torch
@@ -37,33 +36,9 @@ from .guards import FiniteGuard, guidance_text
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys
 from .config import SEGConfig, config_from
 from .errors import InvalidSetting, StateError
-from .energy import merge_heads, split_heads
+from .energy import gaussian_blur_2d, kernel_size_for, merge_heads, split_heads  # noqa: F401 (re-exported)
 from .denoiser_hook import DenoiserHook, Participant, install
 from .events import SEG, SelfAttnEvent, notify
-
-
-def kernel_size_for(sigma: float) -> int:
-    """Published rule: ``ceil(6 sigma) + 1``, made odd."""
-    c = math.ceil(6 * sigma)
-    return c + 1 - c % 2
-
-
-def gaussian_blur_2d(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
-    """Separable-equivalent 2-D Gaussian blur of ``x (B, C, h, w)`` with reflect padding.
-
-    The kernel is capped by the grid as in the published code: ``min(k, w - (w % 2 - 1))``
-    (``w`` = last dim), so a kernel never needs more padding than reflection allows.
-    """
-    width = x.shape[-1]
-    kernel_size = min(kernel_size, width - (width % 2 - 1))
-    half = (kernel_size - 1) * 0.5
-    t = torch.linspace(-half, half, steps=kernel_size)
-    pdf = torch.exp(-0.5 * (t / sigma).pow(2))
-    k1 = (pdf / pdf.sum()).to(device=x.device, dtype=x.dtype)
-    k2 = torch.outer(k1, k1).expand(x.shape[-3], 1, kernel_size, kernel_size)
-    p = kernel_size // 2
-    x = F.pad(x, [p, p, p, p], mode="reflect")
-    return F.conv2d(x, k2, groups=x.shape[-3])
 
 
 def blur_queries(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> torch.Tensor:
@@ -234,6 +209,11 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
     """Install SEG on a pipeline (or a bare UNet with ``cfg=False``); returns the controller."""
     config = config_from(SEGConfig, config, kwargs)
     config.validate()
+    from .seg_dit import apply_seg_dit, dit_adapter
+
+    adapter = dit_adapter(target)
+    if adapter is not None:  # PixArt, SD3, Flux: the image-token queries of the chosen blocks (seg_dit.py)
+        return apply_seg_dit(adapter, config)
     pipe, unet = resolve_target(target)
     keys = seg_layer_keys(unet, config.layers)
     ctl = SEGController(config, pipe, unet, keys)

@@ -35,6 +35,11 @@ def trace_prompt_positions(tr, include_sot: bool = False, include_eot: bool = Fa
     toks = tr.tokens
     if toks is None:
         raise InvalidSetting("this trace has no token labels (bare UNet?): pass token positions explicitly")
+    if getattr(getattr(tr, "record", None), "text_segments", None):  # a DiT: every segment's words, no padding
+        ends = ("<|endoftext|>", "</s>")
+        return [i for i, (w, p) in enumerate(zip(toks, tr.padding)) if not p and (
+            (w not in ends and w != "<|startoftext|>") or (include_sot and w == "<|startoftext|>")
+            or (include_eot and w in ends))]
     end = toks.index("<|endoftext|>", 1) if "<|endoftext|>" in toks[1:] else len(toks)
     idx = list(range(0 if include_sot else 1, end))
     if include_eot and end < len(toks):

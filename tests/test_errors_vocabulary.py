@@ -43,6 +43,10 @@ def _resolve(path: Path, name: str):
     """The object ``name`` (a dotted name) refers to in the module of ``path``."""
     mod = importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
     obj = mod
+    if "." not in name and not hasattr(mod, name):
+        import builtins
+
+        return getattr(builtins, name, None)
     for part in name.split("."):
         obj = getattr(obj, part, None)
         if obj is None:

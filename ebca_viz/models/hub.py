@@ -18,8 +18,18 @@ HUB_IDS = {
     "sd21-base": "stabilityai/stable-diffusion-2-1-base",
     "sd15-inpainting": "stable-diffusion-v1-5/stable-diffusion-inpainting",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+    # diffusion transformers (ebca_viz.adapters: PixArt, SD3, Flux)
+    "sd35-medium": "stabilityai/stable-diffusion-3.5-medium",
+    "sd35-large": "stabilityai/stable-diffusion-3.5-large",
+    "flux-schnell": "black-forest-labs/FLUX.1-schnell",
+    "flux-dev": "black-forest-labs/FLUX.1-dev",
+    "pixart-sigma": "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
 }
-OFFLINE = ("tiny", "tiny-inpainting", "tiny-sdxl", "shapes-world", "neglect-world")
+#: the pipeline class of each DiT hub name (a folder's model_index.json decides for a folder)
+DIT_PIPELINES = {"sd35-medium": "StableDiffusion3Pipeline", "sd35-large": "StableDiffusion3Pipeline",
+                 "flux-schnell": "FluxPipeline", "flux-dev": "FluxPipeline", "pixart-sigma": "PixArtSigmaPipeline"}
+OFFLINE = ("tiny", "tiny-inpainting", "tiny-sdxl", "tiny-pixart", "tiny-sd3", "tiny-flux", "shapes-world",
+           "neglect-world")
 
 
 def available_models() -> list[str]:
@@ -79,6 +89,58 @@ def _folder_class(folder: Path):
     return cls
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "tokenizer_config.json")
+_SCHEDULER_FILES = ("scheduler_config.json",)
+
+
+def check_folder_complete(folder: Path) -> None:
+    """Refuse a pipeline folder with parts missing, naming every one: each component that ``model_index.json``
+    lists (and does not set to null) needs its folder with a config, and a model needs its safetensors weights
+    (one file or a sharded set with its ``*.safetensors.index.json``)."""
+    import json
+
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return
+    spec = json.loads(index.read_text())
+    missing = []
+    for name, val in spec.items():
+        if name.startswith("_") or not isinstance(val, (list, tuple)) or len(val) != 2 or val[0] is None or val[1] is None:
+            continue
+        lib, cls = val
+        sub = folder / name
+        if not sub.is_dir():
+            missing.append(f"{name}/ ({lib}.{cls}): the folder is missing")
+            continue
+        files = {f.name for f in sub.iterdir()}
+        if "Tokenizer" in cls:
+            if not files & set(_TOKENIZER_FILES):
+                missing.append(f"{name}/ ({cls}): no tokenizer files (one of {list(_TOKENIZER_FILES)})")
+        elif "Scheduler" in cls:
+            if not files & set(_SCHEDULER_FILES):
+                missing.append(f"{name}/ ({cls}): no scheduler_config.json")
+        elif "Processor" in cls or "FeatureExtractor" in cls:
+            continue
+        else:
+            if "config.json" not in files:
+                missing.append(f"{name}/ ({cls}): no config.json")
+            shards = [json.loads((sub / f).read_text()).get("weight_map", {}) for f in files
+                      if f.endswith(".safetensors.index.json")]
+            need = {v for m in shards for v in m.values()}
+            if need:
+                absent = sorted(need - files)
+                if absent:
+                    missing.append(f"{name}/ ({cls}): {len(absent)} of its {len(need)} weight shards are missing "
+                                   f"({', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''})")
+            elif not any(f.endswith(".safetensors") for f in files):
+                missing.append(f"{name}/ ({cls}): no safetensors weights")
+    if missing:
+        raise MissingFile(f"{folder}: the pipeline folder is incomplete ({spec.get('_class_name')} per its "
+                           f"model_index.json): " + "; ".join(missing) + ". Download the missing parts again "
+                           "(huggingface-cli download <hub id> --local-dir <folder>) or save the pipeline with "
+                           "pipe.save_pretrained(folder, safe_serialization=True)")
+
+
 def _check_safetensors(folder: Path) -> None:
     """Refuse folders where some weights are pickle ``.bin`` files only (loading them would unpickle).
 
@@ -109,6 +171,16 @@ def _pipeline_class(name_or_id: str):
     import diffusers
 
     s = name_or_id.lower()
+    if name_or_id in DIT_PIPELINES:
+        return getattr(diffusers, DIT_PIPELINES[name_or_id])
+    if "flux" in s:
+        return diffusers.FluxPipeline
+    if "stable-diffusion-3" in s or "sd3" in s:
+        return diffusers.StableDiffusion3Pipeline
+    if "pixart-sigma" in s:
+        return diffusers.PixArtSigmaPipeline
+    if "pixart" in s:
+        return diffusers.PixArtAlphaPipeline
     if "inpaint" in s:
         return diffusers.StableDiffusionInpaintPipeline
     if "xl" in s:
@@ -123,8 +195,12 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
     * ``"tiny"``, ``"tiny-inpainting"``, ``"tiny-sdxl"``: random-weight pipelines built in code (tests).
     * ``"shapes-world"``, ``"neglect-world"``: the toy worlds trained and shipped with the package
       (:mod:`.worlds`); another name ending in ``-world`` is refused, listing the worlds that ship.
-    * ``"sd14"``, ``"sd15"``, ``"sd21-base"``, ``"sd15-inpainting"``, ``"sdxl"``, any hub id or a
-      local folder: ``from_pretrained`` (fp16 on CUDA by default).
+    * ``"tiny-pixart"``, ``"tiny-sd3"``, ``"tiny-flux"``: random-weight diffusion transformers built in code
+      (:mod:`.tiny_dit`).
+    * ``"sd14"``, ``"sd15"``, ``"sd21-base"``, ``"sd15-inpainting"``, ``"sdxl"``, ``"sd35-medium"``,
+      ``"sd35-large"``, ``"flux-schnell"``, ``"flux-dev"``, ``"pixart-sigma"`` (:data:`HUB_IDS`), any hub id
+      or a local folder: ``from_pretrained`` (fp16 on CUDA by default), safetensors only. A folder's pipeline
+      class is the one its ``model_index.json`` names; a folder with parts missing is refused, naming them.
     """
     if not isinstance(name, str):
         raise InvalidType(f"name must be a string (one of {available_models()}, a hub id or a folder)")
@@ -139,6 +215,11 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
         from .tiny import tiny_sdxl_pipeline
 
         pipe = tiny_sdxl_pipeline().to(device)
+        return pipe if dtype in (None, torch.float32) else pipe.to(dtype=dtype)
+    if name in ("tiny-pixart", "tiny-sd3", "tiny-flux"):
+        from .tiny_dit import TINY_DIT
+
+        pipe = TINY_DIT[name]().to(device)
         return pipe if dtype in (None, torch.float32) else pipe.to(dtype=dtype)
     from .worlds import WORLDS, load_world, world_folder
 
@@ -158,6 +239,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
     local = Path(repo).expanduser()
     if local.exists():  # a folder: its model_index.json says which pipeline, never its name
         _check_safetensors(local)
+        check_folder_complete(local)
         cls = _folder_class(local) or _pipeline_class(repo)
     else:
         cls = _pipeline_class(repo)

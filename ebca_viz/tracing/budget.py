@@ -21,6 +21,34 @@ ON_BUDGET = ("error", "drop")
 DEFAULT_BUDGET = 256 * 2**20  # 256 MiB
 
 
+def default_trace_bytes(layers: int, tokens: int, map_grid: tuple, steps: int, latent_hw: tuple,
+                        images: int = 1) -> int:
+    r"""Host bytes of a trace with the default quantities (``maps, energies, context_norms, guidance``; no SEG),
+    ``L`` = ``layers`` recorded text layers, ``N`` = ``tokens``, ``G = H W`` = the map grid, ``S`` = ``steps``
+    recorded denoiser calls, ``B`` = ``images``, ``(h, w)`` = ``latent_hw`` (the grid of the guidance maps), all fp32::
+
+        fixed    = 4 L (B N G + 1)                                   per-layer map sums + counts
+        per step = 4 (2 B h w  +  8 L B  +  3 L B N  +  B N G  +  1)  guidance, energies, norms, step map sum + count
+        total    = fixed + S * per step
+
+    (the same sum as :meth:`ebca_viz.tracing.storage.TraceStorage.bytes_for`; ``tests/test_dit_trace.py``
+    checks it against what a trace stores).
+    """
+    L, N, B, G = int(layers), int(tokens), int(images), math.prod(map_grid)
+    h, w = latent_hw
+    fixed = 4 * L * (B * N * G + 1)
+    per_step = 4 * (2 * B * h * w + 8 * L * B + 3 * L * B * N + B * N * G + 1)
+    return fixed + int(steps) * per_step
+
+
+#: FLUX.1 (dev or schnell layout) at 1024 x 1024, 28 steps, one image, the default trace: every one of its
+#: 19 double-stream + 38 single-stream layers, the 512 T5 positions, the token grid 64 x 64 (VAE factor 8,
+#: 2x2 packing) and the maps on the default 32 x 32 grid. The layer maps and contexts are off by default.
+FLUX_1024 = dict(layers=19 + 38, tokens=512, map_grid=(32, 32), steps=28, latent_hw=(64, 64), images=1)
+#: its size: 189,032,660 bytes = 180.3 MiB, under the default budget (256 MiB)
+FLUX_1024_DEFAULT_BYTES = default_trace_bytes(**FLUX_1024)
+
+
 class TraceBudgetError(StateError):
     """A trace would exceed its ``budget_bytes``."""
 

@@ -157,13 +157,80 @@ class Trace:
             idx.append(self.steps.index(s))
         return idx
 
+    @property
+    def text_segments(self) -> list:
+        """The text positions by segment: ``[{"name", "start", "length", "tokenizer"}]`` (``tokenizer``: the
+        pipeline attribute that names them). A UNet trace: one ``"clip"`` segment over every position."""
+        segs = self.record.text_segments
+        if segs:
+            return [dict(s) for s in segs]
+        n = len(self.tokens) if self.tokens else 0
+        return [{"name": "clip", "start": 0, "length": n, "tokenizer": "tokenizer"}]
+
+    @property
+    def padding(self) -> Optional[list]:
+        """Per position (image 0): True where it is padding -- T5's ``<pad>``, and in a CLIP segment every
+        position after its first end-of-text (CLIP pads with end-of-text). None without token labels."""
+        toks = self.tokens
+        if toks is None:
+            return None
+        pad = [False] * len(toks)
+        for seg in self.text_segments:
+            a, n = seg["start"], seg["length"]
+            seen_end = False
+            for i in range(a, min(a + n, len(toks))):
+                w = toks[i]
+                if w == "<pad>" or seen_end:
+                    pad[i] = True
+                if w == "<|endoftext|>":
+                    seen_end = True
+        return pad
+
+    def _word_positions(self, t: str) -> list:
+        """A word's positions in a segmented (DiT) trace: its first non-padding position in every text segment
+        that has it. A word no segment has: an error that says, per tokenizer, how that tokenizer splits it;
+        one that some segments lack: a warning naming them."""
+        import warnings
+
+
+        toks, pad = self.tokens, self.padding
+        hits, missing = [], []
+        for seg in self.text_segments:
+            a = seg["start"]
+            found = [i for i in range(a, min(a + seg["length"], len(toks))) if not pad[i] and toks[i].lower() == t.lower()]
+            (hits if found else missing).append(found[0] if found else seg)
+        if missing:
+            toks_of = getattr(self.recorder, "tokenizers", None) or {}  # those that labelled the run
+
+            def split(seg):
+                tok = toks_of.get(seg["tokenizer"])
+                if tok is None:
+                    return f"{seg['name']} segment ({seg['tokenizer']})"
+                pieces = [p for p in (w.replace("</w>", "").lstrip("▁") for w in tok.tokenize(t)) if p]
+                return f"{seg['name']} segment ({seg['tokenizer']}, {type(tok).__name__}: splits it into {pieces})"
+
+            why = "; ".join(split(seg) for seg in missing)
+            if not hits:
+                words = [w for w, p in zip(toks, pad) if not p]
+                raise InvalidSetting(f"token={t!r} is not a token of this prompt in any text segment: {why}. The prompt's "
+                                   f"tokens are {words}; pass a word as its tokenizer splits it, or positions (ints)")
+            warnings.warn(f"token={t!r} is not a single token in the {why}; using the segment(s) that have it",
+                          UserWarning, stacklevel=4)
+        return hits
+
     def token_index(self, token) -> list:
-        """Positions for ``token``: an int, a word (matched against :attr:`tokens`), or a list of them."""
+        """Positions for ``token``: an int, a word (matched against :attr:`tokens`), or a list of them.
+
+        In a DiT trace with several text segments (SD3: CLIP then T5) a word gives one position per segment
+        that has it (each segment labelled by its own tokenizer; padding never matches)."""
         if token is None:
             return None
         items = token if isinstance(token, (list, tuple)) else [token]
         out = []
         for t in items:
+            if isinstance(t, str) and self.record.text_segments and self.tokens is not None:
+                out.extend(self._word_positions(t))
+                continue
             if isinstance(t, str):
                 labels = [x.lower() for x in (self.tokens or [])]
                 if self.tokens is None:

@@ -49,6 +49,9 @@ def trace_meta(rec: TraceStorage) -> dict:
         "images": rec.images,
         "n_uncond": rec.n_uncond,
         "latent_hw": None if rec.latent_hw is None else list(rec.latent_hw),
+        "family": rec.family,
+        "layer_kinds": dict(rec.layer_kinds),
+        "text_segments": rec.text_segments,
     }
 
 
@@ -106,7 +109,8 @@ def _read_header(path: Path) -> None:
         start = head + f.read(56)
     if size == 0:
         raise TraceFileError(f"{path} is empty (0 bytes): the file was not written completely")
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+    # a pickle starts with 0x80; a safetensors header length may too (its low byte), so only when it cannot be one
+    if (head[:1] == b"\x80" and (len(head) < 8 or int.from_bytes(head, "little") > size - 8)) or head[:4] == b"PK\x03\x04":
         raise TraceFileError(f"{path} looks like a pickle / torch.save file; ebca_viz reads only safetensors "
                              "traces (Trace.save) and never unpickles")
     if len(head) < 8:

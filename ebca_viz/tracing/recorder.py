@@ -77,7 +77,8 @@ from typing import Optional
 
 import torch
 
-from ..attach import _exec_order, cross_attention_keys, resolve_target
+from ..adapters import adapter_for, denoiser_of
+from ..attach import _exec_order
 from ..attn_io import layer_keys
 from ..denoiser_hook import DenoiserHook, Participant
 from ..energy import attention_scores, layer_energies, self_attention_energy
@@ -85,10 +86,10 @@ from ..events import TRACE, first_timestep, token_words
 from .budget import DEFAULT_BUDGET, Budget, check_budget_args, mib
 from .derived import GUIDANCE_KINDS, Trace
 from .filters import StepFilter, select_layers, select_quantities
-from .processor import RecordingCrossAttnProcessor
+from .dit_recording import DiTRecording
+from .processor import RecordingCrossAttnProcessor, RecordingJointAttnProcessor
 from .quantities import (
     check_map_grid,
-    predicted_grid,
     resize_map,
     resolve_map_grid,
     unet_calls,
@@ -97,7 +98,7 @@ from .storage import NAN_FILLED, TraceStorage
 from ..errors import InvalidSetting, InvalidType, StateError, UnsupportedModel
 
 
-class Recorder(Participant):
+class Recorder(DiTRecording, Participant):
     """The observer that fills a :class:`~ebca_viz.tracing.storage.TraceStorage` while a pipeline samples.
 
     Made by :func:`trace` (which wraps it in a :class:`~ebca_viz.tracing.derived.Trace`); it owns the
@@ -107,8 +108,10 @@ class Recorder(Participant):
     role, kind, title = "observer", TRACE, "a trace"
 
     def __init__(self, pipe, unet, record: TraceStorage, steps=None, num_steps: Optional[int] = None,
-                 cfg: Optional[bool] = None, guidance_scale: Optional[float] = None):
-        self.pipe, self.unet, self.record = pipe, unet, record
+                 cfg: Optional[bool] = None, guidance_scale: Optional[float] = None, adapter=None):
+        self.pipe, self.unet, self.record = pipe, unet, record  # unet: the denoiser (pipe.unet or pipe.transformer)
+        self.adapter = adapter if adapter is not None else adapter_for(pipe if pipe is not None else unet)
+        self.dit = self.adapter.family != "unet"
         self._steps_filter = StepFilter(steps)
         self.steps_spec = steps
         if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
@@ -121,7 +124,9 @@ class Recorder(Participant):
                                            or not math.isfinite(guidance_scale)):
             raise InvalidSetting(f"guidance_scale must be None (the pipeline's) or a finite number, got {guidance_scale!r}")
         self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
-        all_keys = cross_attention_keys(unet)
+        text_layers = self.adapter.text_layers()
+        all_keys = [li.key for li in text_layers]
+        self.kinds = {li.key: li.kind for li in text_layers}
         self._pos = {k: i for i, k in enumerate(record.layers)}
         self._all_index = {k: i for i, k in enumerate(all_keys)}
         # run state
@@ -139,6 +144,12 @@ class Recorder(Participant):
         self._handles: list = []
         self._own: dict = {}  # key -> (our processor, the processor it replaced)
         self._te_calls: list = []
+        self.tokenizers: dict = {}  # DiT: tokenizer attribute -> the tokenizer that labelled its segment
+        self._te_by_attr: dict = {}  # DiT: tokenizer attribute -> [(ids, [hidden states])] of its text encoder
+        self._key_mask = None  # (B, N) bool: the text keys a masked cross-attention attends to (PixArt)
+        self.n_text = 0  # text positions of the current call (Flux's single-stream blocks: the first n_text)
+        self._rows = slice(0, 0)
+        self._block_in: dict = {}  # DiT: block path -> the text stream it received this call
 
     @property
     def step(self) -> int:
@@ -151,7 +162,8 @@ class Recorder(Participant):
             raise StateError("this trace has already been used; create a new one with ebca_viz.trace(...)")
         unet = self.unet
         hook = DenoiserHook.of(unet)
-        others = [p for p in unet.attn_processors.values() if isinstance(p, RecordingCrossAttnProcessor) and p.sink is not None]
+        others = [p for p in unet.attn_processors.values()
+                  if isinstance(p, (RecordingCrossAttnProcessor, RecordingJointAttnProcessor)) and p.sink is not None]
         if others or (hook is not None and any(isinstance(o, Recorder) for o in hook.participants)):
             raise StateError("another trace is already recording this UNet; leave its `with` first")
         self._state = "active"
@@ -161,9 +173,12 @@ class Recorder(Participant):
                 self._install_processors()
             self._update_mode()
             self._handles.append(DenoiserHook.add(unet, self, self.pipe))
-            te = getattr(self.pipe, "text_encoder", None) if self.pipe is not None else None
-            if isinstance(te, torch.nn.Module) and getattr(self.pipe, "tokenizer", None) is not None:
-                self._handles.append(te.register_forward_hook(self._te_hook, with_kwargs=True))
+            if self.dit:
+                self._install_dit_hooks()
+            else:
+                te = getattr(self.pipe, "text_encoder", None) if self.pipe is not None else None
+                if isinstance(te, torch.nn.Module) and getattr(self.pipe, "tokenizer", None) is not None:
+                    self._handles.append(te.register_forward_hook(self._te_hook, with_kwargs=True))
         except BaseException:
             self.stop()
             raise
@@ -181,12 +196,16 @@ class Recorder(Participant):
         if self._own:
             current = dict(self.unet.attn_processors)
             for k, (mine, orig) in self._own.items():
-                mine.sink = None  # inert if someone else still holds it
+                mine.sink = None
+                if hasattr(mine, "pending"):
+                    mine.pending = None  # inert if someone else still holds it
                 if current.get(k) is mine:
                     current[k] = orig
             self.unet.set_attn_processor(current)
             self._own.clear()
         self._te_calls.clear()
+        self._te_by_attr.clear()
+        self._block_in.clear()
         self._stage.clear()
         nothing = not self.record.per_step and (not self.record.sums or float(self.record.sums["count"].sum()) == 0)
         self.record.consolidate()
@@ -216,7 +235,13 @@ class Recorder(Participant):
                 "with diffusers' processors (unet.set_default_attn_processor()), or inside ebca_viz.energy_attention")
         current = dict(self.unet.attn_processors)
         for k in self.record.layers:
-            self._own[k] = (RecordingCrossAttnProcessor(self, k, self._all_index[k]), current[k])
+            kind = self.kinds[k]
+            if kind == "cross":
+                mine = RecordingCrossAttnProcessor(self, k, self._all_index[k])
+            else:
+                layout = "sd3" if self.adapter.family == "sd3" else ("single" if kind == "single" else "flux")
+                mine = RecordingJointAttnProcessor(self, k, self._all_index[k], layout)
+            self._own[k] = (mine, current[k])
         current.update({k: v[0] for k, v in self._own.items()})
         self.unet.set_attn_processor(current)
         self.record.mode = "plain"
@@ -254,7 +279,9 @@ class Recorder(Participant):
         self._methods = call.methods
         self._update_mode()
         sample, t, ehs = call.sample, call.timestep, call.context
-        if not torch.is_tensor(ehs) or ehs.ndim != 3 or not torch.is_tensor(sample) or sample.ndim != 4:
+        if getattr(call, "role", "cond") == "uncond":  # Flux true CFG: the negative prompt's call is not recorded
+            return
+        if not torch.is_tensor(ehs) or ehs.ndim != 3 or not torch.is_tensor(sample) or call.latent_hw is None:
             return
         new_run = call.new_run or self.calls == 0  # the first call this trace sees starts a run
         self.run_step, self.calls = call.step, self.calls + 1
@@ -265,8 +292,12 @@ class Recorder(Participant):
         if cfg and b2 % 2:
             raise InvalidSetting(f"trace: cfg=True needs an even UNet batch [uncond; cond], got {b2}; pass cfg=False to trace()")
         self.b2, self.record.n_uncond = b2, (b2 // 2 if cfg else 0)
-        self.latent_hw = tuple(sample.shape[-2:])
-        B, N, D = b2 - self.record.n_uncond, ehs.shape[1], ehs.shape[2]
+        self._rows = slice(self.record.n_uncond, b2)
+        self.latent_hw = tuple(call.latent_hw)
+        self._parts = call.parts
+        self.n_text = int(ehs.shape[1])
+        self._key_mask = self._read_key_mask(call, b2)
+        B, N, D = b2 - self.record.n_uncond, ehs.shape[1], self.adapter.text_width(ehs.shape[2])
         if new_run:
             self._start_run(ehs, (B, N, D, self.latent_hw))
         if self._selected is not None and self.run_step not in self._selected:
@@ -290,8 +321,11 @@ class Recorder(Participant):
         self._selected = self._steps_filter.resolve(T)
         B, N, D, latent = shape
         if self.record.map_grid is None:
-            self.record.map_grid = resolve_map_grid(None, [predicted_grid(self.unet, k, latent) for k in self.record.layers])
-        self._read_tokens(ehs)
+            self.record.map_grid = resolve_map_grid(None, [self.adapter.layer_grid(k, latent) for k in self.record.layers])
+        if self.dit:
+            self._read_dit_tokens(ehs)
+        else:
+            self._read_tokens(ehs)
         if T is not None:
             calls = T
             if self.num_steps is None:  # the scheduler's own timesteps: PNDM calls the UNet T + 1 times
@@ -334,9 +368,10 @@ class Recorder(Participant):
             for item, (shape, dt) in items.items():
                 fill = float("nan") if item in NAN_FILLED else 0.0
                 stage[item] = torch.full(shape, fill, dtype=dt, device=dev)
-        if "prompt_embeds" in stage:
-            stage["prompt_embeds"].copy_(ehs[self.record.n_uncond : self.b2])
-        self._prompt = ehs[self.record.n_uncond : self.b2].float()
+        if not self.dit:  # a DiT's text stream is read where its embedder makes it (_text_embedded)
+            if "prompt_embeds" in stage:
+                stage["prompt_embeds"].copy_(ehs[self.record.n_uncond : self.b2])
+            self._prompt = ehs[self.record.n_uncond : self.b2].float()
         self._stage = stage
         # after a drop nothing more is stored (not even into the running sums): the record is a prefix
         self.wants_events = bool(stage) or (bool(self.record.sums) and not self.record.budget.full)
@@ -354,6 +389,10 @@ class Recorder(Participant):
         if self.guidance_scale is not None:
             return self.guidance_scale
         w = getattr(self.pipe, "guidance_scale", None) if self.pipe is not None else None
+        if w is None and self.pipe is not None:  # PixArt keeps it as a local of its __call__
+            from ..adapters import pipeline_local
+
+            w = pipeline_local(self.pipe, "guidance_scale")
         return float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) else None
 
     @torch.no_grad()
@@ -363,7 +402,8 @@ class Recorder(Participant):
         pipeline's term; every other map is a term a method names in ``guidance_terms(call, eps)`` as
         ``{kind: (scale, difference)}`` (kinds outside ``GUIDANCE_KINDS`` are not stored)."""
         g = self._stage.get("guidance")
-        if g is None or not torch.is_tensor(eps) or eps.ndim != 4:
+        eps = self.adapter.eps_grid(eps, call.parts) if torch.is_tensor(eps) else None
+        if g is None or eps is None or tuple(eps.shape[-2:]) != tuple(g.shape[-2:]):
             return
         nu, b2 = self.record.n_uncond, self.b2
         cond = eps[nu:b2].float()
@@ -425,8 +465,8 @@ class Recorder(Participant):
                 st["layer_maps"][li] = m.to(self.record.dtype)
         if "energies" in st:
             q, k = ev.query[rows], ev.key[rows]
-            before = layer_energies(q, k, ev.scores[rows], self.record.alpha)
-            if ev.context_out is ev.context_in:
+            before = self._energies_before(ev, q, k, ev.scores[rows])
+            if ev.context_out is ev.context_in or self.kinds.get(ev.name, "cross") != "cross":
                 after = before
             else:
                 k2 = layer_keys(ev.attn, ev.context_out[rows].to(ev.context_in.dtype))
@@ -484,20 +524,24 @@ class Recorder(Participant):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if nm == "seg_layers" else 1)):
                 raise InvalidSetting(f"{nm} must be a positive int (or None for the default), got {v!r}")
         f = getattr(self.pipe, "vae_scale_factor", 1) if self.pipe is not None else 1
-        s = self.unet.config.sample_size
+        if self.adapter.family == "flux":  # latents packed 2x2 into tokens: the token grid is the output grid
+            f *= 2
+        s = getattr(self.unet.config, "sample_size", None)
+        if s is None and not (height and width):
+            raise InvalidSetting(f"estimate_bytes: a {type(self.unet).__name__} has no default size; pass height= and width=")
         s = s if isinstance(s, (tuple, list)) else (s, s)
         lh = -(-height // f) if height else s[0]
         lw = -(-width // f) if width else s[1]
         if tokens is None:
             tok = getattr(self.pipe, "tokenizer", None) if self.pipe is not None else None
-            tokens = getattr(tok, "model_max_length", 77) or 77
-        D = self.unet.config.cross_attention_dim
+            tokens = self.adapter.default_text_length(self.pipe) if self.dit else (getattr(tok, "model_max_length", 77) or 77)
+        D = self.unet.config.cross_attention_dim if not self.dit else self.adapter.text_width(0)
         D = D[0] if isinstance(D, (tuple, list)) else D
         if seg_layers is None:
             hook = DenoiserHook.of(self.unet)
             self._methods = tuple(hook.methods) if hook is not None and self._state == "new" else self._methods
             seg_layers = len(self._seg_layer_keys())
-        grid = self.record.map_grid or resolve_map_grid(None, [predicted_grid(self.unet, k, (lh, lw)) for k in self.record.layers])
+        grid = self.record.map_grid or resolve_map_grid(None, [self.adapter.layer_grid(k, (lh, lw)) for k in self.record.layers])
         saved, self.record.map_grid = self.record.map_grid, grid
         try:
             sel = self._steps_filter.resolve(num_steps)
@@ -533,8 +577,9 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
         guidance_scale: ``w`` of the CFG guidance map; default: the pipeline's ``guidance_scale`` of each
             call (a bare UNet with ``cfg=True`` and no ``guidance_scale`` records no CFG map).
     """
-    pipe, unet = resolve_target(target)
-    all_keys = cross_attention_keys(unet)
+    adapter = adapter_for(target)
+    pipe, unet = denoiser_of(target)
+    all_keys = [li.key for li in adapter.text_layers()]
     if not all_keys:
         raise UnsupportedModel("unsupported architecture: this UNet has no cross-attention layers")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -543,7 +588,9 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
         raise InvalidSetting(f"alpha must be a finite number (docs/method.md uses 0), got {alpha!r}")
     record = TraceStorage(select_layers(all_keys, layers), select_quantities(quantities), check_map_grid(map_grid), dtype,
                     Budget(check_budget_args(budget_bytes, on_budget), on_budget), float(alpha))
-    return Trace(record, Recorder(pipe, unet, record, steps, num_steps, cfg, guidance_scale))
+    record.family = adapter.family
+    record.layer_kinds = {k: adapter.kinds()[k] for k in record.layers}
+    return Trace(record, Recorder(pipe, unet, record, steps, num_steps, cfg, guidance_scale, adapter=adapter))
 
 
 def estimate_bytes(target, num_steps: int = 50, height: Optional[int] = None, width: Optional[int] = None,

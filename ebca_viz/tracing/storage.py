@@ -51,6 +51,9 @@ class TraceStorage:
         self.run_starts: list = []  # global step at which each run started
         self.token_labels: Optional[list] = None  # per image: list of N labels
         self.mode: Optional[str] = None  # "ebca" (observer of a controller) or "plain" (own processors)
+        self.family: str = "unet"  # the denoiser family (ebca_viz.adapters): "unet" | "pixart" | "sd3" | "flux"
+        self.layer_kinds: dict = {}  # layer -> "cross" | "joint" | "single"
+        self.text_segments: Optional[list] = None  # DiT: [{"name", "start", "length", "tokenizer"}] of the text positions
         self.n_uncond = 0
         self.shape: Optional[tuple] = None  # (B, N, D, latent_hw) of the runs
         self.images: Optional[int] = None  # B
@@ -130,6 +133,9 @@ class TraceStorage:
         self.n_uncond = meta["n_uncond"]
         self.images = meta["images"]
         self.latent_hw = None if meta.get("latent_hw") is None else tuple(meta["latent_hw"])
+        self.family = meta.get("family", "unet")
+        self.layer_kinds = dict(meta.get("layer_kinds") or {})
+        self.text_segments = meta.get("text_segments")
         self.budget.used = meta["used_bytes"]
         self.budget.dropped = meta["dropped"]
         self._steps = list(meta["steps"])
