@@ -13,6 +13,7 @@ import math
 from typing import Iterable, Optional
 
 import torch
+from .errors import InvalidSetting, UnsupportedModel
 
 from .adapters.unet import unet_exec_order
 
@@ -26,24 +27,24 @@ def resolve_target(target) -> tuple[Optional[object], torch.nn.Module]:
     from diffusers import UNet2DConditionModel
 
     if isinstance(getattr(target, "_orig_mod", None), UNet2DConditionModel):
-        raise TypeError(_COMPILED.format(what="the UNet"))
+        raise UnsupportedModel(_COMPILED.format(what="the UNet"))
     if isinstance(target, UNet2DConditionModel):
         return None, target
     unet = getattr(target, "unet", None)
     if isinstance(getattr(unet, "_orig_mod", None), UNet2DConditionModel):
-        raise TypeError(_COMPILED.format(what="pipe.unet"))
+        raise UnsupportedModel(_COMPILED.format(what="pipe.unet"))
     if unet is None:
         kind = type(target).__name__
         if getattr(target, "transformer", None) is not None:
-            raise TypeError(
+            raise UnsupportedModel(
                 f"unsupported architecture: {kind} is a transformer (DiT/MMDiT) pipeline; ebca_viz works on "
                 "UNet2DConditionModel-based pipelines (Stable Diffusion 1.x, 2.x, XL)"
             )
-        raise TypeError(
+        raise UnsupportedModel(
             f"pipe must be a diffusers Stable Diffusion pipeline (with .unet) or a UNet2DConditionModel, got {kind}"
         )
     if not isinstance(unet, UNet2DConditionModel):
-        raise TypeError(
+        raise UnsupportedModel(
             f"unsupported architecture: pipe.unet is a {type(unet).__name__}; ebca_viz needs a "
             "UNet2DConditionModel (Stable Diffusion 1.x, 2.x, XL)"
         )
@@ -100,7 +101,7 @@ def grid_hw(num_pixels: int, latent_hw: Optional[tuple[int, int]]) -> tuple[int,
     s = math.isqrt(num_pixels)
     if s * s == num_pixels:
         return s, s
-    raise ValueError(f"cannot infer the spatial grid of a layer with {num_pixels} queries")
+    raise InvalidSetting(f"cannot infer the spatial grid of a layer with {num_pixels} queries")
 
 
 class Installation:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from .errors import InvalidSetting
 
 Z95 = 1.959963984540054
 
@@ -60,9 +61,9 @@ class Rate:
 
     def __post_init__(self):
         if self.n <= 0:
-            raise ValueError("a rate needs n >= 1 samples")
+            raise InvalidSetting("a rate needs n >= 1 samples")
         if not 0 <= self.k <= self.n:
-            raise ValueError(f"k = {self.k} successes out of n = {self.n}")
+            raise InvalidSetting(f"k = {self.k} successes out of n = {self.n}")
 
     @property
     def p(self) -> float:
@@ -141,9 +142,9 @@ def mean(values: Sequence) -> Mean:
     """:class:`Mean` of the finite values given; a non-finite value is an error (it would hide a bug)."""
     x = np.asarray(values, np.float64).ravel()
     if x.size == 0:
-        raise ValueError("mean of no values")
+        raise InvalidSetting("mean of no values")
     if not np.isfinite(x).all():
-        raise ValueError(f"{int((~np.isfinite(x)).sum())} of {x.size} values are not finite")
+        raise InvalidSetting(f"{int((~np.isfinite(x)).sum())} of {x.size} values are not finite")
     return Mean(float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0, int(x.size))
 
 
@@ -151,7 +152,7 @@ def paired_diff(a: Sequence, b: Sequence) -> Mean:
     """Mean of ``a_i - b_i`` (same seeds) with its 95 % interval."""
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"paired samples differ in length: {a.size} vs {b.size}")
+        raise InvalidSetting(f"paired samples differ in length: {a.size} vs {b.size}")
     m = mean(a - b)
     if np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all():  # rates: the difference lies in [-1, 1]
         m = Mean(m.value, m.sd, m.n, bounds=(-1.0, 1.0))
@@ -180,7 +181,7 @@ def check(condition: bool, claim: str, *numbers, quiet: bool | None = None) -> N
     unless ``quiet`` (default: the module flag :data:`QUIET`)."""
     shown = "; ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in numbers)
     if not bool(condition):
-        raise ClaimError(f"claim no longer holds: {claim}" + (f" (measured: {shown})" if shown else ""))
+        raise ClaimError(f"claim no longer holds: {claim}" + (f" (measured: {shown})" if shown else ""))  # internal invariant: the docs no longer match the numbers
     CHECK_LOG.append((claim, shown))
     if not (QUIET if quiet is None else quiet):
         print(f"check passed: {claim}")

@@ -51,12 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from .errors import is_user_error
+    from .errors import EbcaVizError
 
     try:
         return int(_function(args.command, 1)(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        if not is_user_error(e):  # raised inside a library or by a failing operation: a bug, keep the traceback
-            raise
-        print(f"error: {e}", file=sys.stderr)  # the package's own validation: one clear line
+    except EbcaVizError as e:  # the package's own errors (ebca_viz.errors): one clear line, exit code 2
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    # anything else (a library's error, a bug) propagates and Python prints its traceback

@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .energy import PRIOR_FORMS
-from .errors import EbcaVizError, EbcaVizTypeError
+from .errors import InvalidSetting, InvalidType
 from .schedule import Schedule, ScheduleLike, as_schedule
 
 EDIT_CONTEXT_MODES = ("accumulate", "reset")
@@ -38,7 +38,7 @@ SEG_CONVENTIONS = ("published", "paper")
 def _direction(d, name: str) -> int:
     table = {1: 1, -1: -1, "+": 1, "-": -1, "conjunction": 1, "negation": -1, "and": 1, "not": -1}
     if isinstance(d, bool) or not isinstance(d, (int, float, str)) or d not in table:
-        raise EbcaVizError(f"{name} must be +1 / 'conjunction' or -1 / 'negation', got {d!r}")
+        raise InvalidSetting(f"{name} must be +1 / 'conjunction' or -1 / 'negation', got {d!r}")
     return table[d]
 
 
@@ -70,13 +70,13 @@ class Edit:
     def resolved(self, i: int) -> "ResolvedEdit":
         name = f"edits[{i}]"
         if (self.prompt is None) == (self.embeds is None):
-            raise EbcaVizError(f"{name}: give exactly one of prompt= (text) or embeds= (a tensor)")
+            raise InvalidSetting(f"{name}: give exactly one of prompt= (text) or embeds= (a tensor)")
         if self.prompt is not None and not isinstance(self.prompt, str):
-            raise EbcaVizTypeError(f"{name}.prompt must be a string, got {type(self.prompt).__name__}")
+            raise InvalidType(f"{name}.prompt must be a string, got {type(self.prompt).__name__}")
         if self.embeds is not None and (not torch.is_tensor(self.embeds) or self.embeds.ndim != 3):
-            raise EbcaVizError(f"{name}.embeds must be a (1 or B, N, D) tensor")
+            raise InvalidSetting(f"{name}.embeds must be a (1 or B, N, D) tensor")
         if not (isinstance(self.start, (int, float)) and 0.0 <= self.start <= 1.0):
-            raise EbcaVizError(f"{name}.start is a fraction of the run in [0, 1], got {self.start!r}")
+            raise InvalidSetting(f"{name}.start is a fraction of the run in [0, 1], got {self.start!r}")
 
         def sched(x, what, nonneg=True):
             if isinstance(x, (int, float)) and not isinstance(x, bool) and self.start > 0:
@@ -156,83 +156,83 @@ class EBCAConfig:
         ga = as_schedule(self.gamma_attn, "gamma_attn")
         gn = as_schedule(self.gamma_norm, "gamma_norm")
         if self.prior_form not in PRIOR_FORMS:
-            raise EbcaVizError(f"prior_form must be one of {PRIOR_FORMS}, got {self.prior_form!r}")
+            raise InvalidSetting(f"prior_form must be one of {PRIOR_FORMS}, got {self.prior_form!r}")
         if self.edit_context not in EDIT_CONTEXT_MODES:
-            raise EbcaVizError(f"edit_context must be one of {EDIT_CONTEXT_MODES}, got {self.edit_context!r}")
+            raise InvalidSetting(f"edit_context must be one of {EDIT_CONTEXT_MODES}, got {self.edit_context!r}")
         if not isinstance(self.update_uncond, bool):
-            raise EbcaVizTypeError("update_uncond must be True or False")
+            raise InvalidType("update_uncond must be True or False")
         if self.cfg is not None and not isinstance(self.cfg, bool):
-            raise EbcaVizTypeError("cfg must be None (auto), True or False")
+            raise InvalidType("cfg must be None (auto), True or False")
         if self.num_inference_steps is not None and (
             isinstance(self.num_inference_steps, bool)
             or not isinstance(self.num_inference_steps, int)
             or self.num_inference_steps < 1
         ):
-            raise EbcaVizError(f"num_inference_steps must be a positive int, got {self.num_inference_steps!r}")
+            raise InvalidSetting(f"num_inference_steps must be a positive int, got {self.num_inference_steps!r}")
         ti, tw = self.token_indices, self.token_upweight
         if (ti is None) != (tw is None):
-            raise EbcaVizError("token_indices and token_upweight go together: give both or neither")
+            raise InvalidSetting("token_indices and token_upweight go together: give both or neither")
         if ti is not None:
             # a scalar is one index / one weight for every index (documented)
             for x in ([ti] if isinstance(ti, str) else ti if isinstance(ti, (list, tuple)) else []):
                 if isinstance(x, str) and x.strip().isdigit():  # "5": a position typed as text, not a word
-                    raise EbcaVizTypeError(f"token_indices must be an int or a list of ints and words; {x!r} is a "
+                    raise InvalidType(f"token_indices must be an int or a list of ints and words; {x!r} is a "
                                            f"number written as a string: pass {int(x)}")
             ti = [ti] if isinstance(ti, (int, str)) and not isinstance(ti, bool) else ti
             if isinstance(tw, (int, float)) and not isinstance(tw, bool):
                 tw = [tw] * len(ti) if hasattr(ti, "__len__") else tw
             if isinstance(ti, bytes) or not hasattr(ti, "__iter__"):
-                raise EbcaVizTypeError(f"token_indices must be an int, a word or a list of them, got {ti!r}")
+                raise InvalidType(f"token_indices must be an int, a word or a list of them, got {ti!r}")
             if isinstance(tw, (str, bytes)) or not hasattr(tw, "__iter__"):
-                raise EbcaVizTypeError(f"token_upweight must be a number or a list of numbers, got {tw!r}")
+                raise InvalidType(f"token_upweight must be a number or a list of numbers, got {tw!r}")
             ti, tw = list(ti), list(tw)
             if len(ti) != len(tw):
-                raise EbcaVizError(
+                raise InvalidSetting(
                     f"token_indices has {len(ti)} entries but token_upweight has {len(tw)}: give one weight per index"
                 )
             for i in ti:
                 if isinstance(i, str):
                     if not i.strip():
-                        raise EbcaVizError("token_indices: an empty word; give a word of the prompt or a position")
+                        raise InvalidSetting("token_indices: an empty word; give a word of the prompt or a position")
                     continue
                 if isinstance(i, bool) or not isinstance(i, int) or i < 0:
-                    raise EbcaVizError(f"token_indices must be non-negative ints (0 = start-of-text) or words of the "
+                    raise InvalidSetting(f"token_indices must be non-negative ints (0 = start-of-text) or words of the "
                                        f"prompt, got {i!r}")
             words = [i for i in ti if isinstance(i, str)]
             if words and self.prompt is None:
-                raise EbcaVizError(
+                raise InvalidSetting(
                     f"token_indices gives words {words}: also give prompt= (the prompt you sample) so that they are "
                     "resolved with the pipeline's tokenizer, or pass positions from "
                     "ebca_viz.config.token_positions(pipe, prompt, words)")
             if self.prompt is not None and not isinstance(self.prompt, str):
-                raise EbcaVizTypeError(f"prompt must be a string, got {type(self.prompt).__name__}")
+                raise InvalidType(f"prompt must be a string, got {type(self.prompt).__name__}")
             dup = sorted({i for i in ti if ti.count(i) > 1})
             if dup:
-                raise EbcaVizError(f"token_indices lists {dup} more than once (their weights would multiply): "
+                raise InvalidSetting(f"token_indices lists {dup} more than once (their weights would multiply): "
                                  "give each index once with its combined weight")
             for w in tw:
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                    raise EbcaVizError(f"token_upweight must be finite numbers >= 0, got {w!r}")
+                    raise InvalidSetting(f"token_upweight must be finite numbers >= 0, got {w!r}")
         m = self.query_mask
         if m is not None:
             if not torch.is_tensor(m) or m.ndim not in (2, 4) or (m.ndim == 4 and m.shape[1] != 1):
-                raise EbcaVizError("query_mask must be a tensor of shape (H, W) or (1 or B, 1, H, W)")
+                raise InvalidSetting("query_mask must be a tensor of shape (H, W) or (1 or B, 1, H, W)")
             if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
-                raise EbcaVizError("query_mask values must lie in [0, 1] (1 = where the text acts)")
+                raise InvalidSetting("query_mask values must lie in [0, 1] (1 = where the text acts)")
             if m.ndim == 2:
                 m = m[None, None]
         if isinstance(self.edits, Edit):
-            raise EbcaVizTypeError("edits must be a list of Edit, e.g. edits=[Edit(prompt='...')]")
+            raise InvalidType("edits must be a list of Edit, e.g. edits=[Edit(prompt='...')]")
         if self.edits is None:  # documented: None = no editorial prompts
             self.edits = []
         if isinstance(self.edits, (str, bytes)) or not hasattr(self.edits, "__iter__"):
-            raise EbcaVizTypeError(f"edits must be a list of Edit, got {type(self.edits).__name__}")
+            raise InvalidType(f"edits must be a list of Edit, got {type(self.edits).__name__}")
         edits = [e.resolved(i) if isinstance(e, Edit) else _not_edit(i, e) for i, e in enumerate(self.edits)]
         return ResolvedConfig(self, ga, gn, ti, tw, m, edits)
 
 
 def _not_edit(i, e):
-    raise EbcaVizTypeError(f"edits[{i}] must be an ebca_viz.Edit, got {type(e).__name__}")
+    raise InvalidType(f"edits[{i}] must be an ebca_viz.Edit, got {type(e).__name__}")
 
 
 @dataclass
@@ -251,12 +251,12 @@ class ResolvedConfig:
         if not ti or not any(isinstance(i, str) for i in ti):
             return self
         if pipe is None:
-            raise EbcaVizError(f"token_indices gives words {[i for i in ti if isinstance(i, str)]}, but a bare UNet has "
+            raise InvalidSetting(f"token_indices gives words {[i for i in ti if isinstance(i, str)]}, but a bare UNet has "
                                "no tokenizer: give token positions (ints)")
         pos = token_positions(pipe, self.source.prompt, ti)
         dup = sorted({i for i in pos if pos.count(i) > 1})
         if dup:
-            raise EbcaVizError(f"token_indices {ti} name position(s) {dup} more than once (as {pos}): give each once")
+            raise InvalidSetting(f"token_indices {ti} name position(s) {dup} more than once (as {pos}): give each once")
         import dataclasses
 
         return dataclasses.replace(self, token_indices=pos)
@@ -279,7 +279,7 @@ class ResolvedConfig:
             return
         for name, s in self.schedules().items():
             if s.kind == "steps" and len(s.values) < num_steps:
-                raise EbcaVizError(
+                raise InvalidSetting(
                     f"{name} is a per-step schedule (a list) of {len(s.values)} values, but the run has {num_steps} steps "
                     f"(num_inference_steps): give one value per step ({num_steps} values), or a number, or "
                     f"ebca_viz.Schedule.window(value, start=, stop=) to switch it on for part of the run")
@@ -294,7 +294,7 @@ class ResolvedConfig:
             den = 1.0 + sum(e.sign * e.alpha(i, num_steps) for e in self.edits)
             if abs(den) < MIN_EBCQ_DENOMINATOR:
                 terms = " + ".join(f"({e.sign:+d})*{e.alpha(i, num_steps):g}" for e in self.edits)
-                raise EbcaVizError(
+                raise InvalidSetting(
                     f"edits: the EBCQ denominator 1 + {terms} = {den:.3g} at step {i} is within "
                     f"{MIN_EBCQ_DENOMINATOR} of 0 ("
                     + ("a division by zero" if abs(den) < 1e-12 else f"it would amplify the edit {1 / abs(den):.3g}x")
@@ -317,11 +317,11 @@ def token_positions(pipe, prompt: str, words) -> list:
     SDXL's two tokenizers must agree. ``token_positions(pipe, "A cat wearing a shirt", "shirt") == [5]``.
     """
     if not isinstance(prompt, str):
-        raise EbcaVizTypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        raise InvalidType(f"prompt must be a string, got {type(prompt).__name__}")
     items = [words] if isinstance(words, (str, int)) and not isinstance(words, bool) else list(words)
     toks = _tokenizers(pipe)
     if any(isinstance(w, str) for w in items) and not toks:
-        raise EbcaVizError("token words need the pipeline's tokenizer; this target has none: give positions (ints)")
+        raise InvalidSetting("token words need the pipeline's tokenizer; this target has none: give positions (ints)")
     out = []
     for w in items:
         if not isinstance(w, str):
@@ -331,7 +331,7 @@ def token_positions(pipe, prompt: str, words) -> list:
         for tok in toks:
             found.append(_word_position(tok, prompt, w))
         if len(set(found)) > 1:
-            raise EbcaVizError(f"token_indices: {w!r} is at positions {found} for the pipeline's two tokenizers: "
+            raise InvalidSetting(f"token_indices: {w!r} is at positions {found} for the pipeline's two tokenizers: "
                                "give the position you mean")
         out.append(found[0])
     return out
@@ -348,17 +348,17 @@ def _word_position(tok, prompt: str, word: str) -> int:
         piece_ids = tok.convert_tokens_to_ids(pieces)
         at = [i for i in range(len(ids) - len(pieces) + 1) if ids[i:i + len(pieces)] == piece_ids]
         where = f" at positions {list(range(at[0], at[0] + len(pieces)))}" if at else ""
-        raise EbcaVizError(f"token_indices: {word!r} splits into {len(pieces)} tokens {pieces}{where}; up-weight one "
+        raise InvalidSetting(f"token_indices: {word!r} splits into {len(pieces)} tokens {pieces}{where}; up-weight one "
                            f"token by its position (the prompt's tokens: {listing})")
     pid = tok.convert_tokens_to_ids(pieces[0])
     hits = [i for i, x in enumerate(ids) if x == pid]
     if not hits:
         if pid in full:
-            raise EbcaVizError(f"token_indices: {word!r} is token {full.index(pid)} of the prompt, past the tokenizer's "
+            raise InvalidSetting(f"token_indices: {word!r} is token {full.index(pid)} of the prompt, past the tokenizer's "
                                f"{tok.model_max_length}-token limit (the text encoder never sees it): shorten the prompt")
-        raise EbcaVizError(f"token_indices: {word!r} is not a word of the prompt {prompt!r} (its tokens: {listing})")
+        raise InvalidSetting(f"token_indices: {word!r} is not a word of the prompt {prompt!r} (its tokens: {listing})")
     if len(hits) > 1:
-        raise EbcaVizError(f"token_indices: {word!r} appears {len(hits)} times in the prompt, at positions {hits}: "
+        raise InvalidSetting(f"token_indices: {word!r} appears {len(hits)} times in the prompt, at positions {hits}: "
                            "give the position you mean")
     return hits[0]
 
@@ -391,22 +391,22 @@ class SEGConfig:
         for nm in ("scale", "sigma", "inf_threshold"):
             v = getattr(self, nm)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-                raise EbcaVizTypeError(f"{nm} must be a number, got {v!r}")
+                raise InvalidType(f"{nm} must be a number, got {v!r}")
         if self.scale < 0 or math.isinf(self.scale):
-            raise EbcaVizError(f"scale must be a finite number >= 0, got {self.scale}")
+            raise InvalidSetting(f"scale must be a finite number >= 0, got {self.scale}")
         if self.sigma <= 0:
-            raise EbcaVizError(f"sigma must be > 0 (use math.inf for the exact spatial mean), got {self.sigma}")
+            raise InvalidSetting(f"sigma must be > 0 (use math.inf for the exact spatial mean), got {self.sigma}")
         if self.convention not in SEG_CONVENTIONS:
-            raise EbcaVizError(f"convention must be one of {SEG_CONVENTIONS}, got {self.convention!r}")
+            raise InvalidSetting(f"convention must be one of {SEG_CONVENTIONS}, got {self.convention!r}")
         if self.inf_threshold <= 0:
-            raise EbcaVizError(f"inf_threshold must be > 0 (sigmas above it mean 'blur to the spatial mean'), "
+            raise InvalidSetting(f"inf_threshold must be > 0 (sigmas above it mean 'blur to the spatial mean'), "
                              f"got {self.inf_threshold}")
         if isinstance(self.layers, str) or self.layers is None or not hasattr(self.layers, "__len__"):
-            raise EbcaVizTypeError(f"layers must be a list, e.g. layers=['mid'] or a list of processor keys, got {self.layers!r}")
+            raise InvalidType(f"layers must be a list, e.g. layers=['mid'] or a list of processor keys, got {self.layers!r}")
         if len(self.layers) == 0:
-            raise EbcaVizError("layers is empty: name at least one of 'down', 'mid', 'up' or a processor key")
+            raise InvalidSetting("layers is empty: name at least one of 'down', 'mid', 'up' or a processor key")
         if self.cfg is not None and not isinstance(self.cfg, bool):
-            raise EbcaVizTypeError("cfg must be None (auto), True or False")
+            raise InvalidType("cfg must be None (auto), True or False")
         return self
 
     @property
@@ -419,7 +419,7 @@ def config_from(cls, config, kwargs: dict):
     if config is None:
         return cls(**kwargs)
     if kwargs:
-        raise TypeError("pass either config= or keyword settings, not both")
+        raise InvalidType("pass either config= or keyword settings, not both")
     if not isinstance(config, cls):
-        raise TypeError(f"config must be an ebca_viz.{cls.__name__}, got {type(config).__name__}")
+        raise InvalidType(f"config must be an ebca_viz.{cls.__name__}, got {type(config).__name__}")
     return config

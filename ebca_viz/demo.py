@@ -31,6 +31,7 @@ from .config import EBCAConfig
 from .energy_steps import UpdateRecorder
 from .notebook import default_model, sample_traced  # default_model: re-exported here for callers
 from .util import upscale
+from .errors import InvalidSetting
 
 DEFAULT_PROMPT = "a red circle and a blue square"
 
@@ -83,7 +84,7 @@ def run_demo(model: str = "auto", prompt: str = DEFAULT_PROMPT, seed: int | None
     from .shapes.regime import regime_for
 
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        raise InvalidSetting(f"steps must be a positive integer, got {steps!r}")
     name = default_model() if model == "auto" else model
     reg = regime_for(name)
     gamma_attn = reg.gamma_attn if gamma_attn is None else gamma_attn

@@ -42,6 +42,7 @@ import torch
 
 from .adapters import adapter_for
 from .events import StepClock, read_cfg
+from .errors import StateError
 
 _ATTR = "_ebca_viz_denoiser_hook"
 EVENT_METHODS = ("on_cross_attention", "on_seg_attention")  # what observers get through method.observers
@@ -208,7 +209,7 @@ class DenoiserHook:
         when a participant refuses the company (:meth:`Participant.conflicts_with`)."""
         why = cls.refusal(unet, participant)
         if why:
-            raise RuntimeError(why)
+            raise StateError(why)
         hook = cls.of(unet)
         if hook is None:
             hook = cls(unet)
@@ -340,7 +341,7 @@ def install(unet, processors: dict, participants: list, pipe=None, guard=None):
         for p in participants:  # refuse before anything changes
             why = DenoiserHook.refusal(unet, p)
             if why:
-                raise RuntimeError(why)
+                raise StateError(why)
         inst.set_processors(processors)
         for p in participants:
             inst.add_hooks([DenoiserHook.add(unet, p, pipe)])

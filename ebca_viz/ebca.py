@@ -31,7 +31,7 @@ from .attn_io import attend, queries, tokens_in, tokens_out
 from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig, config_from
 from .energy import context_update
 from .denoiser_hook import DenoiserHook, Participant, install
-from .errors import EbcaVizError
+from .errors import InvalidSetting, StateError, UnsupportedModel
 from .events import EBCA, CrossAttnEvent, StepClock, installed, notify
 from .guards import FiniteGuard, guidance_text
 
@@ -76,6 +76,13 @@ class EBCAController(Participant):
         self.latent_hw: Optional[tuple] = None
         self.now: dict = {}
         self.guard = FiniteGuard("EBCA", self.describe)
+        # diffusion transformers with SD's cross-attention form (PixArt): the layers attend to a projection of
+        # the denoiser's text input (caption_projection), so the cascade starts at the first layer's context
+        self.adapter = None
+        self.lazy_context = False
+        self.project = None  # raw text states (B, N, D_text) -> the layers' context (B, N, D)
+        self.edit_masks: list = []  # per edit: (1, N) T5 attention mask of its prompt, or None
+        self._call_ehs = None
 
     def describe(self) -> str:
         """The settings a non-finite value is blamed on (for :class:`~ebca_viz.guards.NonFiniteError`)."""
@@ -91,7 +98,11 @@ class EBCAController(Participant):
 
     @property
     def cfg_setting(self):
-        return self.config.cfg
+        """``EBCAConfig.cfg``; else on a DiT the family's CFG layout of the call under way (PixArt keeps it in a
+        local of its pipeline's ``__call__``); else None (the pipeline's flag / the bare-UNet default)."""
+        if self.config.cfg is not None or self.adapter is None or self.pipe is None:
+            return self.config.cfg
+        return bool(self.adapter.cfg_layout(self.pipe)["cfg"])
 
     @property
     def clock(self) -> StepClock:
@@ -141,7 +152,7 @@ class EBCAController(Participant):
         """Stage 2 of the denoiser hook: reset the cascade to the call's context (paused calls never get here)."""
         sample, ehs = call.sample, call.context
         if ehs is None or ehs.ndim != 3:
-            raise ValueError("EBCA needs encoder_hidden_states of shape (batch, tokens, dim) in the UNet call")
+            raise InvalidSetting("EBCA needs encoder_hidden_states of shape (batch, tokens, dim) in the UNet call")
         new_run, self._seen_call = call.new_run or not self._seen_call, True
         if new_run:  # a new sampling run (or the first call this installation sees)
             self._edit_state = None
@@ -151,7 +162,7 @@ class EBCAController(Participant):
         self.cfg_on = call.cfg  # events.read_cfg(pipe, config.cfg, bare_unet=True), decided by the hook
         b2 = ehs.shape[0]
         if self.cfg_on and b2 % 2:
-            raise ValueError(
+            raise InvalidSetting(
                 f"cfg=True needs an even UNet batch [uncond; cond], got {b2}; pass cfg=False to EBCAConfig "
                 "when the UNet is called without classifier-free guidance"
             )
@@ -159,7 +170,7 @@ class EBCAController(Participant):
         self.latent_hw = tuple(sample.shape[-2:]) if sample is not None and sample.ndim == 4 else None
         ti = self.rc.token_indices
         if ti and max(ti) >= ehs.shape[1]:
-            raise ValueError(
+            raise InvalidSetting(
                 f"token_indices {ti} out of range: the context has {ehs.shape[1]} tokens (valid: 0..{ehs.shape[1] - 1})"
             )
         s, n = self.step, self.num_steps
@@ -168,24 +179,31 @@ class EBCAController(Participant):
             "gamma_norm": self.rc.gamma_norm(s, n),
             "edits": [(e.alpha(s, n), e.gamma_attn(s, n), e.gamma_norm(s, n)) for e in self.rc.edits],
         }
-        # the cascade runs in fp32 (fp16 overflows at large step sizes); each layer attends with its own dtype
-        self.context = ehs if ehs.dtype in (torch.float32, torch.float64) else ehs.float()
         self._token_weight = None
         if ti:
             w = torch.ones(b2, ehs.shape[1], 1, dtype=ehs.dtype, device=ehs.device)
             for i, u in zip(ti, self.rc.token_upweight):
                 w[self.n_uncond :, i] = w[self.n_uncond :, i] * u
             self._token_weight = w
-        if self.rc.edits:
-            self._prepare_edits(ehs)
+        self.context, self._call_ehs = None, ehs
+        if not self.lazy_context:
+            self.start_context(ehs)
         self.in_forward = True
         notify(self.observers, "on_forward_start", self)
+
+    def start_context(self, ctx: torch.Tensor) -> None:
+        """Start the cascade of this call at ``ctx`` (B2, N, D): the call's ``encoder_hidden_states`` (UNet),
+        or what the first cross-attention layer receives (PixArt: ``caption_projection`` of the T5 states)."""
+        # the cascade runs in fp32 (fp16 overflows at large step sizes); each layer attends with its own dtype
+        self.context = ctx if ctx.dtype in (torch.float32, torch.float64) else ctx.float()
+        if self.rc.edits:
+            self._prepare_edits(self.context)
 
     def after_call(self, call, output) -> None:
         """Stage 5: the call is over (also when it raised: ``output`` is None)."""
         was = self.in_forward
         self.in_forward = False
-        self.context = None
+        self.context, self._call_ehs = None, None
         if was:
             notify(self.observers, "on_forward_end", self)
 
@@ -221,7 +239,7 @@ class EBCAController(Participant):
         end = max(ends)  # lenient: the longest prompt of the batch (the negative prompt included)
         bad = [i for i in ti if i > end]
         if bad:
-            raise EbcaVizError(
+            raise InvalidSetting(
                 f"token_indices {bad} point at padding: the prompt's last word is at position {end - 1} (0 = "
                 f"start-of-text, {end} = end-of-text); give positions 1..{end - 1}, or words with "
                 "EBCAConfig(token_indices=['word'], prompt=...) resolved by the pipeline's tokenizer")
@@ -232,7 +250,7 @@ class EBCAController(Participant):
         sched = getattr(self.pipe, "scheduler", None) if self.pipe is not None else None
         n = getattr(sched, "num_inference_steps", None)
         if n is None and self.rc.needs_num_steps():
-            raise ValueError(
+            raise InvalidSetting(
                 "start/stop schedules need the run length: pass num_inference_steps to EBCAConfig "
                 "(a bare UNet has no scheduler to read it from)"
             )
@@ -246,13 +264,27 @@ class EBCAController(Participant):
         b = b2 - n
         state = [ehs[:n].clone() if n else None]
         for i, e in enumerate(self.edit_embeds):
+            if self.project is not None:  # PixArt: T5 states of the edit prompt, cut to the call's length, projected
+                with torch.no_grad():
+                    e = self.project(e[:, : ehs.shape[1]].to(device=ehs.device, dtype=self.adapter.model.dtype))
             e = e.to(device=ehs.device, dtype=ehs.dtype)
             if e.shape[1:] != ehs.shape[1:]:
-                raise ValueError(f"edits[{i}] embeddings have shape {tuple(e.shape[1:])}, the prompt's {tuple(ehs.shape[1:])}")
+                raise InvalidSetting(f"edits[{i}] embeddings have shape {tuple(e.shape[1:])}, the prompt's {tuple(ehs.shape[1:])}")
             if e.shape[0] not in (1, b):
-                raise ValueError(f"edits[{i}] embeddings have batch {e.shape[0]}; the UNet batch holds {b} images (use 1 or {b})")
+                raise InvalidSetting(f"edits[{i}] embeddings have batch {e.shape[0]}; the UNet batch holds {b} images (use 1 or {b})")
             state.append(e.expand(b, -1, -1).clone())
         self._edit_state = state
+
+    def edit_mask(self, s: int, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """Additive key mask ``(B2, H, 1, N)`` for edit ``s``: the call's own rows for the unconditional slot,
+        the edit prompt's T5 padding for its conditional rows (PixArt); ``mask`` unchanged otherwise."""
+        m = self.edit_masks[s] if s < len(self.edit_masks) else None
+        if mask is None or m is None:
+            return mask
+        n, N = self.n_uncond, mask.shape[-1]
+        m = m[:, :N].to(device=mask.device)
+        bias = ((1 - m.to(mask.dtype)) * -10000.0)[:, None, None, :].expand(mask.shape[0] - n, *mask.shape[1:])
+        return torch.cat([mask[:n], bias])
 
     def edit_context(self, s: int) -> torch.Tensor:
         """Current context of edit ``s`` for the whole UNet batch: ``[uncond slot; edit_s]`` ``(B2, N, D)``."""
@@ -285,11 +317,13 @@ class EnergyCrossAttnProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         ctl = self.ctl
         if encoder_hidden_states is None:
-            raise ValueError(f"{self.name}: EnergyCrossAttnProcessor was called without a context (self-attention?)")
+            raise InvalidSetting(f"{self.name}: EnergyCrossAttnProcessor was called without a context (self-attention?)")
         active = ctl.in_forward
+        if active and ctl.context is None:  # PixArt: the cascade starts at the first layer's (projected) context
+            ctl.start_context(encoder_hidden_states)
         ctx = ctl.context if active else encoder_hidden_states
         if active and ctx.shape != encoder_hidden_states.shape:
-            raise RuntimeError(f"{self.name}: the cascading context {tuple(ctx.shape)} does not match the layer's input")
+            raise RuntimeError(f"{self.name}: the cascading context {tuple(ctx.shape)} does not match the layer's input")  # internal invariant
         t = tokens_in(attn, hidden_states, temb, attention_mask, n_keys=ctx.shape[1])
         b2, P, _ = t.x.shape
         q = queries(attn, t.x)
@@ -299,6 +333,8 @@ class EnergyCrossAttnProcessor:
         new_ctx = ctx
         if active:
             now, n = ctl.now, ctl.n_uncond
+            # a key mask (PixArt's T5 padding): the energies run over the attended tokens only
+            valid = None if t.mask is None else (t.mask[:, 0, 0, :] > -1.0)
             w_k = attn.to_k.weight.detach()
             grid = None
             # ---- EBCQ: compose the editorial outputs, update the editorial contexts ----------
@@ -307,20 +343,23 @@ class EnergyCrossAttnProcessor:
                 for s, (e, (alpha, ga, gn)) in enumerate(zip(ctl.rc.edits, now["edits"])):
                     if alpha == 0.0 and ga == 0.0 and gn == 0.0:
                         continue
-                    out_s, k_s, s_s, _ = attend(attn, q, ctl.edit_context(s), t.mask)
+                    mask_s = ctl.edit_mask(s, t.mask)
+                    out_s, k_s, s_s, _ = attend(attn, q, ctl.edit_context(s), mask_s)
+                    valid_s = None if mask_s is None else (mask_s[:, 0, 0, :] > -1.0)
                     if alpha != 0.0:
                         num = num + (e.sign * alpha) * out_s
                         den += e.sign * alpha
                     if ga != 0.0 or gn != 0.0:
                         if half:
                             d = context_update(s_s.float(), q.float(), k_s.float(), w_k.float(), ga, gn,
-                                               prior_form=ctl.config.prior_form)
+                                               prior_form=ctl.config.prior_form, key_valid=valid_s)
                         else:
-                            d = context_update(s_s, q, k_s, w_k, ga, gn, prior_form=ctl.config.prior_form)
+                            d = context_update(s_s, q, k_s, w_k, ga, gn, prior_form=ctl.config.prior_form,
+                                               key_valid=valid_s)
                         updates.append((s, d))
                         ctl.guard.note_context(f"{self.name} (edits[{s}])", d)
                 if abs(den) < MIN_EBCQ_DENOMINATOR:
-                    raise ValueError(f"edits: the EBCQ denominator 1 + sum(direction*alpha) = {den:.3g} at step "
+                    raise InvalidSetting(f"edits: the EBCQ denominator 1 + sum(direction*alpha) = {den:.3g} at step "
                                      f"{ctl.step} is within {MIN_EBCQ_DENOMINATOR} of 0; change an edit's alpha or direction")
                 out = num / den
                 if updates:
@@ -334,11 +373,12 @@ class EnergyCrossAttnProcessor:
                     qm = q * self._layer_mask(ctl.rc.query_mask, grid, b2, q)
                 if half:
                     d = context_update(scores.float(), qm.float(), k.float(), w_k.float(), ga, gn,
-                                       prior_form=ctl.config.prior_form, token_weight=ctl._token_weight)
+                                       prior_form=ctl.config.prior_form, token_weight=ctl._token_weight,
+                                       key_valid=valid)
                 else:
                     d = context_update(
-                        scores, qm, k, w_k, ga, gn, prior_form=ctl.config.prior_form, token_weight=ctl._token_weight
-                    )
+                        scores, qm, k, w_k, ga, gn, prior_form=ctl.config.prior_form, token_weight=ctl._token_weight,
+                        key_valid=valid)
                 if n and not ctl.config.update_uncond:
                     d[:n] = 0
                 new_ctx = ctx + d.to(ctx.dtype)
@@ -362,23 +402,29 @@ class EnergyCrossAttnProcessor:
         if m.shape[0] not in (1, b2):
             b = m.shape[0]
             if b2 % b:
-                raise ValueError(f"query_mask has batch {b}, not 1 or a divisor of the UNet batch {b2}")
+                raise InvalidSetting(f"query_mask has batch {b}, not 1 or a divisor of the UNet batch {b2}")
             m = m.repeat(b2 // b, 1, 1, 1)  # [uncond; cond] halves see the same per-image mask
         return m
 
 
-def _encode_edit_prompts(pipe, rc: ResolvedConfig) -> list:
+def _encode_edit_prompts(pipe, rc: ResolvedConfig, masks: Optional[list] = None) -> list:
+    """Edit prompts' text states as the denoiser takes them; ``masks`` (PixArt) receives each prompt's T5
+    attention mask (None for given embeds)."""
     embeds = []
     for i, e in enumerate(rc.edits):
         if e.embeds is not None:
             embeds.append(e.embeds.detach())
+            if masks is not None:
+                masks.append(None)
             continue
         if pipe is None or not hasattr(pipe, "encode_prompt"):
-            raise ValueError(f"edits[{i}] gives a prompt, but a bare UNet has no text encoder: pass embeds= instead")
+            raise InvalidSetting(f"edits[{i}] gives a prompt, but a bare UNet has no text encoder: pass embeds= instead")
         with torch.no_grad():  # keywords: SDXL's second positional argument is prompt_2
             out = pipe.encode_prompt(prompt=e.prompt, device=pipe._execution_device, num_images_per_prompt=1,
                                      do_classifier_free_guidance=False)
         embeds.append(out[0].detach())  # SDXL: both encoders' hidden states, the cross-attention context
+        if masks is not None:
+            masks.append(out[1].detach())  # PixArt: (prompt_embeds, prompt_attention_mask, ...)
     return embeds
 
 
@@ -391,11 +437,15 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
     """
     config = config_from(EBCAConfig, config, kwargs)
     rc = config.validate()
-    pipe, unet = resolve_target(target)
+    adapter = _dit_adapter(target)
+    if adapter is not None:
+        pipe, unet = adapter.pipe, adapter.model
+    else:
+        pipe, unet = resolve_target(target)
     rc = rc.with_words_resolved(pipe)  # token_indices given as words: their positions in config.prompt
     keys = cross_attention_keys(unet)
     if not keys:
-        raise TypeError("unsupported architecture: this UNet has no cross-attention layers")
+        raise UnsupportedModel("unsupported architecture: this UNet has no cross-attention layers")
     old = find_controller(unet)
     if old is not None and not old.managed:
         # re-running a notebook cell that called apply_energy_attention without `with`: replace it
@@ -406,17 +456,50 @@ def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs
                       stacklevel=2)
         old.remove()
     ctl = EBCAController(config, rc, pipe, unet, [])
+    if adapter is not None:  # PixArt: the cascade starts at caption_projection(T5 states), masked T5 padding
+        ctl.adapter, ctl.lazy_context, ctl.project = adapter, True, _pixart_projection(unet)
     why = DenoiserHook.refusal(unet, ctl)  # before the edit prompts are encoded
     if why:
-        raise RuntimeError(why)
-    edit_embeds = _encode_edit_prompts(pipe, rc)
+        raise StateError(why)
+    edit_embeds = _encode_edit_prompts(pipe, rc, ctl.edit_masks if adapter is not None else None)
     for i, e in enumerate(edit_embeds):
         if not bool(torch.isfinite(e).all()):
-            raise ValueError(f"edits[{i}] embeddings contain NaN/inf: pass finite embeds (or a prompt)")
+            raise InvalidSetting(f"edits[{i}] embeddings contain NaN/inf: pass finite embeds (or a prompt)")
     ctl.edit_embeds = edit_embeds
     ctl.installation = install(unet, {k: EnergyCrossAttnProcessor(ctl, k) for k in keys}, [ctl], pipe, ctl.guard)
     ctl.installation.add_hooks(ctl.watch_text_encoders())  # padding positions refused at the first step
     return ctl
+
+
+JOINT_REFUSAL = (
+    "energy attention (EBCU/EBCQ) on {family}: {cls} has no cross-attention whose context the update could "
+    "cascade. Its text tokens are a stream of their own: each joint block projects them to queries, keys and "
+    "values (add_q_proj / add_k_proj / add_v_proj), attends over [image; text] in one softmax and updates the "
+    "text stream itself (to_add_out, its feed-forward), so the next block's keys are not C W_k^T of a context "
+    "the update could replace -- the Bayesian context update's C_(n+1) = C_n + dK W_k has no C_n there. "
+    "ebca_viz applies EBCU/EBCQ to denoisers with SD-style cross-attention: Stable Diffusion UNets and PixArt "
+    "(attn2 over the T5 caption); SEG and traces do run on {family}")
+
+
+def _dit_adapter(target):
+    """The adapter of a DiT target (PixArt), None for UNets / unknown targets; SD3 and Flux are refused."""
+    from .adapters import adapter_for
+
+    try:
+        ad = adapter_for(target)
+    except Exception:
+        return None
+    if ad.family in ("sd3", "flux"):
+        raise UnsupportedModel(JOINT_REFUSAL.format(family={"sd3": "SD3", "flux": "Flux"}[ad.family],
+                                                cls=type(ad.model).__name__))
+    return ad if ad.family == "pixart" else None
+
+
+def _pixart_projection(model):
+    """PixArt's own map from T5 states to the cross-attention context: ``caption_projection``, ``(B, N, D_t5) ->
+    (B, N, D)`` (the transformer's forward applies it before the blocks; identity when it has none)."""
+    proj = getattr(model, "caption_projection", None)
+    return proj if proj is not None else (lambda e: e)
 
 
 @contextlib.contextmanager

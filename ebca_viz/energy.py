@@ -27,7 +27,11 @@ computed, ``(4, B)``) and :func:`self_attention_energy` (the self-attention ener
 """
 from __future__ import annotations
 
+import math
+
 import torch
+from .errors import InvalidSetting
+import torch.nn.functional as F
 
 PRIOR_FORMS = ("published", "paper")
 
@@ -86,13 +90,18 @@ def attention_term(scores: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return merge_heads(torch.matmul(probs, q))
 
 
-def norm_term(k_cat: torch.Tensor, prior_form: str = "published") -> torch.Tensor:
-    """``R = softmax_j(c |k_j|^2) k_j``: ``(B,N,H d) -> (B,N,H d)``; ``c = 1`` published, ``1/2`` paper."""
+def norm_term(k_cat: torch.Tensor, prior_form: str = "published", key_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``R = softmax_j(c |k_j|^2) k_j``: ``(B,N,H d) -> (B,N,H d)``; ``c = 1`` published, ``1/2`` paper.
+
+    ``key_valid`` ``(B, N)`` bool: the softmax runs over the tokens the layer attends to only (PixArt's
+    T5 padding is masked out of its cross-attention), ``R_j = 0`` elsewhere."""
     sq = (k_cat * k_cat).sum(-1)  # |k_j|^2, (B, N)
     if prior_form == "paper":
         sq = 0.5 * sq
     elif prior_form != "published":
-        raise ValueError(f"prior_form must be one of {PRIOR_FORMS}, got {prior_form!r}")
+        raise InvalidSetting(f"prior_form must be one of {PRIOR_FORMS}, got {prior_form!r}")
+    if key_valid is not None:
+        sq = sq.masked_fill(~key_valid, float("-inf"))
     return k_cat * sq.softmax(dim=-1).unsqueeze(-1)
 
 
@@ -106,6 +115,7 @@ def context_update(
     *,
     prior_form: str = "published",
     token_weight: torch.Tensor | None = None,
+    key_valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One Bayesian context update, mapped to context space.
 
@@ -115,6 +125,8 @@ def context_update(
         k: keys ``(B,H,N,d)``.
         w_k: ``attn.to_k.weight`` ``(H d, D_ctx)`` (detached).
         token_weight: optional ``(B, N, 1)`` multiplier of the attention term (token up-weighting).
+        key_valid: optional ``(B, N)`` bool, the tokens the layer attends to (a key mask, PixArt's T5
+            padding): the energies are sums / log-sum-exps over these tokens only, ``dC_j = 0`` elsewhere.
 
     Returns:
         ``dC = (gamma_attn * w * A - gamma_norm * R) W_k``: ``(B, N, D_ctx)``.
@@ -126,10 +138,12 @@ def context_update(
         if token_weight is not None:
             d_k = d_k * token_weight.to(d_k.dtype)
     if gamma_norm != 0.0:
-        r = norm_term(k_cat, prior_form) * gamma_norm
+        r = norm_term(k_cat, prior_form, key_valid) * gamma_norm
         d_k = -r if d_k is None else d_k - r
     if d_k is None:
         return torch.zeros(k_cat.shape[:-1] + (w_k.shape[1],), dtype=k_cat.dtype, device=k_cat.device)
+    if key_valid is not None:
+        d_k = d_k * key_valid.unsqueeze(-1).to(d_k.dtype)
     return torch.matmul(d_k, w_k.to(d_k.dtype))
 
 
@@ -166,3 +180,30 @@ def self_attention_energy(q: torch.Tensor, k: torch.Tensor, scale: float, max_el
         s = torch.matmul(q[:, :, i : i + chunk].float(), kt) * scale
         total -= torch.logsumexp(s, dim=-1).sum(-1)
     return total.mean(1)
+
+
+# -- SEG: the Gaussian that smooths the self-attention energy (seg.py, seg_dit.py) --
+
+def kernel_size_for(sigma: float) -> int:
+    """Published rule: ``ceil(6 sigma) + 1``, made odd."""
+    c = math.ceil(6 * sigma)
+    return c + 1 - c % 2
+
+
+def gaussian_blur_2d(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """Separable-equivalent 2-D Gaussian blur of ``x (B, C, h, w)`` with reflect padding.
+
+    The kernel is capped by the grid as in the published code: ``min(k, m - (m % 2 - 1))``
+    (``m = min(h, w)``; the published code blurs square grids, ``m = w``), so a kernel never needs
+    more padding than reflection allows, also on a non-square grid.
+    """
+    m = min(x.shape[-2:])
+    kernel_size = min(kernel_size, m - (m % 2 - 1))
+    half = (kernel_size - 1) * 0.5
+    t = torch.linspace(-half, half, steps=kernel_size)
+    pdf = torch.exp(-0.5 * (t / sigma).pow(2))
+    k1 = (pdf / pdf.sum()).to(device=x.device, dtype=x.dtype)
+    k2 = torch.outer(k1, k1).expand(x.shape[-3], 1, kernel_size, kernel_size)
+    p = kernel_size // 2
+    x = F.pad(x, [p, p, p, p], mode="reflect")
+    return F.conv2d(x, k2, groups=x.shape[-3])

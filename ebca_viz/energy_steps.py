@@ -38,6 +38,7 @@ import torch
 
 from . import claims
 from .energy import attention_scores, attention_term, context_energy, merge_heads, norm_term, prior_energy, split_heads
+from .errors import InvalidSetting
 
 KINDS = ("context", "prior", "posterior")
 #: default step-size factors (x the run's gammas); 1.0 is the run itself
@@ -96,7 +97,7 @@ class UpdateRecorder:
     def __init__(self, scales: Sequence[float] = DEFAULT_SCALES):
         s = np.asarray(scales, np.float64)
         if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)) or np.any(s <= 0):
-            raise ValueError(f"scales must be a non-empty list of positive step-size factors, got {scales!r}")
+            raise InvalidSetting(f"scales must be a non-empty list of positive step-size factors, got {scales!r}")
         self.scales = s
         self._rows: dict = {}  # (step, layer) -> dict of (3, B) / (3, B, G) arrays
         self._prompt = None
@@ -130,7 +131,7 @@ class UpdateRecorder:
 
     def record(self) -> "UpdateRecord":
         if not self._rows:
-            raise ValueError("no context update was recorded: run sampling with nonzero gamma_attn/gamma_norm "
+            raise InvalidSetting("no context update was recorded: run sampling with nonzero gamma_attn/gamma_norm "
                              "inside `with energy_attention(...)` after appending this recorder to ctl.observers")
         steps = sorted({s for s, _ in self._rows})
         L = len(self.layer_names) or 1 + max(l for _, l in self._rows)
@@ -170,7 +171,7 @@ class UpdateRecord:
 
     def _kind(self, kind):
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+            raise InvalidSetting(f"kind must be one of {KINDS}, got {kind!r}")
         return kind
 
     @property
@@ -216,7 +217,7 @@ class UpdateRecord:
         """Index of ``scale`` in :attr:`scales` (ValueError when it was not swept)."""
         hit = np.flatnonzero(np.isclose(self.scales, scale, rtol=1e-9, atol=0))
         if hit.size == 0:
-            raise ValueError(f"scale {scale!r} was not swept; swept factors: {self.scales.tolist()}")
+            raise InvalidSetting(f"scale {scale!r} was not swept; swept factors: {self.scales.tolist()}")
         return int(hit[0])
 
     def first_order_ratio(self, kind: str = "posterior") -> np.ndarray:
@@ -248,10 +249,10 @@ def record_updates(pipe, prompts, config, seeds: Sequence[int] = (0,), steps: in
 
     seeds = list(seeds)
     if not seeds:
-        raise ValueError("seeds must hold at least one seed")
+        raise InvalidSetting("seeds must hold at least one seed")
     prompts = [prompts] * len(seeds) if isinstance(prompts, str) else list(prompts)
     if len(prompts) != len(seeds):
-        raise ValueError(f"prompts: give one string or one prompt per seed ({len(seeds)}), got {len(prompts)}")
+        raise InvalidSetting(f"prompts: give one string or one prompt per seed ({len(seeds)}), got {len(prompts)}")
     rec = UpdateRecorder(scales)
     f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     hw = pipe.unet.config.sample_size
@@ -308,7 +309,7 @@ def repeated_updates(q: torch.Tensor, c: torch.Tensor, w_k: torch.Tensor, heads:
     from .energy import context_update
 
     if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        raise InvalidSetting(f"n_steps must be >= 1, got {n_steps}")
     q, c, w_k = q.double(), c.double(), w_k.double()
     out = []
     for t in range(n_steps + 1):
@@ -330,13 +331,13 @@ def tuning_updates(pipe, config, n: int = 8, steps: int = 25, guidance_scale: fl
     from .experiments.multiconcept import prompt_items
 
     if n < 1:
-        raise ValueError(f"n must be >= 1 seed, got {n}")
+        raise InvalidSetting(f"n must be >= 1 seed, got {n}")
     ga = float(config.gamma_attn)
     if ga <= 0:
-        raise ValueError(f"config.gamma_attn must be > 0 to record updates, got {ga}")
+        raise InvalidSetting(f"config.gamma_attn must be > 0 to record updates, got {ga}")
     g = np.asarray(gammas, np.float64)
     if g.ndim != 1 or g.size == 0 or np.any(g <= 0):
-        raise ValueError(f"gammas must be a non-empty list of positive step sizes, got {gammas!r}")
+        raise InvalidSetting(f"gammas must be a non-empty list of positive step sizes, got {gammas!r}")
     _, prompts, seeds = prompt_items("tune", n, seed_base)
     images, rec = record_updates(pipe, prompts, config, seeds=seeds, steps=steps, guidance_scale=guidance_scale,
                                  scales=g / ga)
@@ -350,9 +351,9 @@ def largest_descending_gamma(gammas: Sequence[float], rates: Sequence, level: fl
     Returns ``(index, gamma)``, or ``(None, None)`` when no swept gamma reaches ``level``."""
     g = [float(x) for x in gammas]
     if len(g) != len(rates):
-        raise ValueError(f"gammas ({len(g)}) and rates ({len(rates)}) differ in length")
+        raise InvalidSetting(f"gammas ({len(g)}) and rates ({len(rates)}) differ in length")
     if not 0 < level <= 1:
-        raise ValueError(f"level must be in (0, 1], got {level}")
+        raise InvalidSetting(f"level must be in (0, 1], got {level}")
     ok = [i for i in range(len(g)) if rates[i].p >= level]
     if not ok:
         return None, None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from .errors import InvalidSetting
 
 
 DEFAULT_PROMPT = "a red circle and a blue square"
@@ -33,7 +34,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
     from .notebook import capture_attention, load_model, sample_traced
 
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        raise InvalidSetting(f"steps must be a positive integer, got {steps!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pipe, name = load_model("shapes-world" if model == "auto" else model, device=device, verbose=verbose)
@@ -78,7 +79,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
                      quantities=["maps", "energies", "context_norms", "contexts"])
     change = float(np.abs(np.asarray(van, np.float32) - np.asarray(ebcu, np.float32)).mean())
     if change <= 1.0 and R.name != "tiny":  # the random test model draws noise either way
-        raise ValueError(f"gallery: vanilla and EBCU images are (nearly) identical at seed {seed} "
+        raise InvalidSetting(f"gallery: vanilla and EBCU images are (nearly) identical at seed {seed} "
                          f"(mean |diff| {change:.2f}/255): pick another --seed")
     save(plots.compare_images({f"vanilla (CFG {cfg_scale:g}){verdict(van)}": van,
                              f"EBCU {R.gamma_attn}/{R.gamma_norm}{verdict(ebcu)}": ebcu}, diff=True, size=2.2),
@@ -120,7 +121,7 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
             "command": f"python -m ebca_viz gallery --out {out} --model {model} --steps {steps}"}
     (out / "gallery.json").write_text(json.dumps(meta, indent=2) + "\n")
     if too_big:
-        raise ValueError(f"gallery files over {max_kb} KB: {too_big}")
+        raise InvalidSetting(f"gallery files over {max_kb} KB: {too_big}")
     if verbose:
         print(f"wrote {len(written)} files to {out}/ (model {name})")
     return meta

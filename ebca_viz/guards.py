@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from .errors import NonFinite
 
 
 _ENABLED = [True]
@@ -40,7 +41,7 @@ def enabled() -> bool:
     return _ENABLED[0]
 
 
-class NonFiniteError(ValueError):
+class NonFiniteError(NonFinite):
     """A tensor of the sampling loop became NaN or infinite; the message names the setting."""
 
 

@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .util import default_device, fast_mode, pick
+from .errors import InvalidSetting
 
 
 def default_model() -> str:
@@ -87,7 +88,7 @@ def capture_attention(pipe, prompt: str, step: int = 0, layer: int = 0, seed: in
         ctl.observers.append(_Grab())
         pipe(prompt, num_inference_steps=max(num_inference_steps, step + 1), guidance_scale=guidance_scale, generator=g)
     if not got:
-        raise ValueError(f"layer {layer} / step {step} was not reached (the UNet has {len(_cross_keys(pipe))} layers)")
+        raise InvalidSetting(f"layer {layer} / step {step} was not reached (the UNet has {len(_cross_keys(pipe))} layers)")
     return got
 
 
@@ -117,7 +118,7 @@ def sample_traced(pipe, prompt: str, seed: int = 0, steps: int = 25, guidance_sc
     from .tracing import trace
 
     if ebca is not None and seg is not None:
-        raise ValueError("sample_traced: pass ebca= or seg=, not both (EBCA and SEG in one run are not supported)")
+        raise InvalidSetting("sample_traced: pass ebca= or seg=, not both (EBCA and SEG in one run are not supported)")
     from .models import model_kind
 
     if model_kind(pipe) == "shapes-world":  # a shipped world (shapes / neglect): refuse words it never saw
@@ -125,7 +126,7 @@ def sample_traced(pipe, prompt: str, seed: int = 0, steps: int = 25, guidance_sc
 
         check_prompt("shapes-world", prompt)
     if observers and ebca is None:
-        raise ValueError("sample_traced: observers= subscribe to the EBCA controller; pass ebca= as well")
+        raise InvalidSetting("sample_traced: observers= subscribe to the EBCA controller; pass ebca= as well")
     g = torch.Generator("cpu").manual_seed(seed)
     t0 = time.perf_counter()
     with trace(pipe, quantities=quantities) as tr, contextlib.ExitStack() as stack:

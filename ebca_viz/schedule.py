@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Sequence, Union
+from .errors import InvalidSetting, InvalidType
 
 
 @dataclass(frozen=True)
@@ -40,17 +41,17 @@ class Schedule:
 
     def __post_init__(self):
         if self.kind not in self.KINDS:
-            raise ValueError(f"Schedule kind must be one of {self.KINDS}, got {self.kind!r}: build one with "
+            raise InvalidSetting(f"Schedule kind must be one of {self.KINDS}, got {self.kind!r}: build one with "
                              "Schedule.constant(v), Schedule.window(v, start=, stop=) or Schedule.steps([...])")
         for nm in ("value", "start", "stop"):
             v = getattr(self, nm)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise TypeError(f"Schedule {nm} must be a number, got {v!r}")
+                raise InvalidType(f"Schedule {nm} must be a number, got {v!r}")
 
     @staticmethod
     def _num(v, what: str) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"Schedule.{what} must be a number, got {type(v).__name__} {v!r}")
+            raise InvalidType(f"Schedule.{what} must be a number, got {type(v).__name__} {v!r}")
         return float(v)
 
     # -- constructors ---------------------------------------------------------
@@ -68,7 +69,7 @@ class Schedule:
     def steps(cls, values: Sequence[float]) -> "Schedule":
         """Explicit per-step values ``values[i]``; the list must cover every UNet call of the run."""
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-            raise TypeError(f"Schedule.steps takes a list of numbers, got {type(values).__name__}")
+            raise InvalidType(f"Schedule.steps takes a list of numbers, got {type(values).__name__}")
         return cls("steps", values=tuple(cls._num(v, "steps(values)") for v in values))
 
     # -- evaluation -----------------------------------------------------------
@@ -84,13 +85,13 @@ class Schedule:
                 return self.values[-1]
             if step >= n:
                 want = f"{num_steps} (one per denoising step)" if num_steps else "one per denoising step"
-                raise ValueError(
+                raise InvalidSetting(
                     f"per-step schedule has {n} values but sampling reached step {step}: give {want}, "
                     "or use ebca_viz.Schedule.window(value, start=, stop=)"
                 )
             return self.values[step]
         if num_steps is None:
-            raise ValueError(
+            raise InvalidSetting(
                 "a start/stop schedule needs the number of sampling steps: pass num_inference_steps "
                 "to the config (a bare UNet has no scheduler to read it from)"
             )
@@ -117,28 +118,28 @@ def as_schedule(x: ScheduleLike, name: str, *, nonnegative: bool = True) -> Sche
     if isinstance(x, Schedule):
         s = x
     elif isinstance(x, (bool, str, bytes)):
-        raise TypeError(f"{name} must be a number, a per-step list or a Schedule, not {type(x).__name__} {x!r}")
+        raise InvalidType(f"{name} must be a number, a per-step list or a Schedule, not {type(x).__name__} {x!r}")
     elif isinstance(x, (int, float)):
         s = Schedule.constant(float(x))
     elif isinstance(x, (list, tuple)):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
-            raise TypeError(f"{name}: a per-step list must hold numbers only, got {x!r}")
+            raise InvalidType(f"{name}: a per-step list must hold numbers only, got {x!r}")
         s = Schedule.steps(x)
     else:
         try:  # 1-d tensors / arrays
             s = Schedule.steps([float(v) for v in x])  # type: ignore[union-attr]
         except (TypeError, ValueError):
-            raise TypeError(
+            raise InvalidType(
                 f"{name} must be a number, a per-step list or ebca_viz.Schedule, got {type(x).__name__}"
             ) from None
     vals = s.values if s.kind == "steps" else (s.value,)
     if any(not math.isfinite(v) for v in vals):
-        raise ValueError(f"{name} must be finite, got {x!r}")
+        raise InvalidSetting(f"{name} must be finite, got {x!r}")
     if nonnegative and any(v < 0 for v in vals):
-        raise ValueError(f"{name} must be >= 0 (it is a step size), got {x!r}; use 0 to switch it off")
+        raise InvalidSetting(f"{name} must be >= 0 (it is a step size), got {x!r}; use 0 to switch it off")
     if s.kind == "window":
         if not (0.0 <= s.start <= 1.0 and 0.0 <= s.stop <= 1.0):
-            raise ValueError(f"{name}: start and stop are fractions of the run in [0, 1], got {s.start}, {s.stop}")
+            raise InvalidSetting(f"{name}: start and stop are fractions of the run in [0, 1], got {s.start}, {s.stop}")
         if s.start > s.stop:
-            raise ValueError(f"{name}: start ({s.start}) must not exceed stop ({s.stop})")
+            raise InvalidSetting(f"{name}: start ({s.start}) must not exceed stop ({s.stop})")
     return s

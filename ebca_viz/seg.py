@@ -26,7 +26,6 @@ as they are. Nothing of the pipeline is modified.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Optional
 
 import torch
@@ -36,34 +35,10 @@ from .attn_io import tokens_in, tokens_out
 from .guards import FiniteGuard, guidance_text
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys
 from .config import SEGConfig, config_from
-from .errors import EbcaVizError
-from .energy import merge_heads, split_heads
+from .errors import InvalidSetting, StateError
+from .energy import gaussian_blur_2d, kernel_size_for, merge_heads, split_heads  # noqa: F401 (re-exported)
 from .denoiser_hook import DenoiserHook, Participant, install
 from .events import SEG, SelfAttnEvent, notify
-
-
-def kernel_size_for(sigma: float) -> int:
-    """Published rule: ``ceil(6 sigma) + 1``, made odd."""
-    c = math.ceil(6 * sigma)
-    return c + 1 - c % 2
-
-
-def gaussian_blur_2d(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
-    """Separable-equivalent 2-D Gaussian blur of ``x (B, C, h, w)`` with reflect padding.
-
-    The kernel is capped by the grid as in the published code: ``min(k, w - (w % 2 - 1))``
-    (``w`` = last dim), so a kernel never needs more padding than reflection allows.
-    """
-    width = x.shape[-1]
-    kernel_size = min(kernel_size, width - (width % 2 - 1))
-    half = (kernel_size - 1) * 0.5
-    t = torch.linspace(-half, half, steps=kernel_size)
-    pdf = torch.exp(-0.5 * (t / sigma).pow(2))
-    k1 = (pdf / pdf.sum()).to(device=x.device, dtype=x.dtype)
-    k2 = torch.outer(k1, k1).expand(x.shape[-3], 1, kernel_size, kernel_size)
-    p = kernel_size // 2
-    x = F.pad(x, [p, p, p, p], mode="reflect")
-    return F.conv2d(x, k2, groups=x.shape[-3])
 
 
 def blur_queries(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> torch.Tensor:
@@ -71,7 +46,7 @@ def blur_queries(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> 
     b, heads, P, d = q.shape
     h, w = grid
     if h != w:
-        raise ValueError(
+        raise InvalidSetting(
             f"SEG blurs square grids only (as the published code); this layer's grid is {h}x{w}: "
             "use square height == width"
         )
@@ -130,7 +105,7 @@ class SEGController(Participant):
     def _guidance_scale(self) -> float:
         g = getattr(self.pipe, "guidance_scale", None) if self.pipe is not None else None
         if g is None:
-            raise ValueError("SEG with CFG on a bare UNet needs the pipeline's guidance_scale; use a pipeline")
+            raise InvalidSetting("SEG with CFG on a bare UNet needs the pipeline's guidance_scale; use a pipeline")
         return float(g)
 
     def before_call(self, call) -> None:
@@ -141,9 +116,9 @@ class SEGController(Participant):
         self.latent_hw = call.latent_hw
         h, w = self.latent_hw
         if h != w:
-            raise ValueError(f"SEG needs square latents (height == width), got {h}x{w} latents")
+            raise InvalidSetting(f"SEG needs square latents (height == width), got {h}x{w} latents")
         if cfg and b2 % 2:
-            raise ValueError(f"cfg=True needs an even UNet batch [uncond; cond], got {b2}")
+            raise InvalidSetting(f"cfg=True needs an even UNet batch [uncond; cond], got {b2}")
         if self.config.convention == "paper" and cfg:
             self.blur_rows = slice(0, b2 // 2)  # blur the unconditional branch in place
             return
@@ -185,7 +160,7 @@ class SEGSelfAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         if encoder_hidden_states is not None:
-            raise ValueError(f"{self.name}: SEG applies to self-attention layers only")
+            raise InvalidSetting(f"{self.name}: SEG applies to self-attention layers only")
         t = tokens_in(attn, hidden_states, temb, attention_mask)
         x, attention_mask, P = t.x, t.mask, t.x.shape[1]
         q = split_heads(attn.to_q(x), attn.heads)
@@ -221,12 +196,12 @@ def seg_layer_keys(unet, layers) -> list:
         elif spec in all_keys:
             chosen.append(spec)
         else:
-            raise ValueError(
+            raise InvalidSetting(
                 f"layers: {spec!r} is neither 'down', 'mid', 'up' nor a self-attention processor key "
                 f"(e.g. {all_keys[0] if all_keys else 'none available'})"
             )
     if not chosen:
-        raise ValueError(f"layers {list(layers)} select no self-attention layer of this UNet")
+        raise InvalidSetting(f"layers {list(layers)} select no self-attention layer of this UNet")
     return list(dict.fromkeys(chosen))
 
 
@@ -234,18 +209,23 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
     """Install SEG on a pipeline (or a bare UNet with ``cfg=False``); returns the controller."""
     config = config_from(SEGConfig, config, kwargs)
     config.validate()
+    from .seg_dit import apply_seg_dit, dit_adapter
+
+    adapter = dit_adapter(target)
+    if adapter is not None:  # PixArt, SD3, Flux: the image-token queries of the chosen blocks (seg_dit.py)
+        return apply_seg_dit(adapter, config)
     pipe, unet = resolve_target(target)
     keys = seg_layer_keys(unet, config.layers)
     ctl = SEGController(config, pipe, unet, keys)
     why = DenoiserHook.refusal(unet, ctl)
     if why:
-        raise RuntimeError(why)
+        raise StateError(why)
     from .attach import custom_processors
 
     custom = custom_processors(unet, keys)
     if custom:  # refused, like the trace does for cross-attention: the image would not be your processor's
         k, cls = next(iter(custom.items()))
-        raise EbcaVizError(
+        raise InvalidSetting(
             f"SEG: {len(custom)} self-attention layers run a custom processor ({cls} on {k}); SEG would replace "
             "it, so the guided image would not be the one your processor makes. Apply SEG to a UNet with "
             "diffusers' processors (unet.set_default_attn_processor()), or choose other layers with "

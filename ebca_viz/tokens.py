@@ -6,6 +6,7 @@ from typing import Optional
 
 from .events import prompt_token_labels
 from .events import token_labels as event_token_labels
+from .errors import InvalidSetting
 
 
 def token_labels(tokenizer_or_pipe, prompt: str, n: Optional[int] = None, with_index: bool = True) -> list:
@@ -33,7 +34,7 @@ def trace_prompt_positions(tr, include_sot: bool = False, include_eot: bool = Fa
     """Positions of the prompt's words in a trace (up to the first end-of-text)."""
     toks = tr.tokens
     if toks is None:
-        raise ValueError("this trace has no token labels (bare UNet?): pass token positions explicitly")
+        raise InvalidSetting("this trace has no token labels (bare UNet?): pass token positions explicitly")
     if getattr(getattr(tr, "record", None), "text_segments", None):  # a DiT: every segment's words, no padding
         ends = ("<|endoftext|>", "</s>")
         return [i for i, (w, p) in enumerate(zip(toks, tr.padding)) if not p and (

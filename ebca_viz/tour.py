@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import claims
+from .errors import InvalidSetting
 
 
 @dataclass
@@ -75,7 +76,7 @@ def sample_seeds(pipe, request: Sequence, seeds=range(16), steps: int = 25, guid
 
     seeds = [int(s) for s in seeds]
     if not seeds:
-        raise ValueError("seeds is empty: pass e.g. range(16)")
+        raise InvalidSetting("seeds is empty: pass e.g. range(16)")
     prompt = world.caption_for([tuple(x) for x in request])
     return sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, config=config)
 
@@ -91,17 +92,17 @@ def choose_demo_seed(pipe, request: Sequence, config, seeds=range(16), steps: in
 
     seeds = [int(s) for s in seeds]
     if not seeds:
-        raise ValueError("seeds is empty: pass e.g. range(16)")
+        raise InvalidSetting("seeds is empty: pass e.g. range(16)")
     req = tuple(tuple(x) for x in request)
     if len(req) != 2 or any(len(x) != 2 for x in req):
-        raise ValueError(f"request must be two (colour, shape) pairs, got {request!r}")
+        raise InvalidSetting(f"request must be two (colour, shape) pairs, got {request!r}")
     prompt = world.caption_for(list(req))
     if vanilla_images is None:
         van = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance)
     else:
         van = np.asarray(vanilla_images)
         if van.ndim != 4 or len(van) != len(seeds):
-            raise ValueError(f"vanilla_images must be (len(seeds) = {len(seeds)}, H, W, 3) images of these seeds, "
+            raise InvalidSetting(f"vanilla_images must be (len(seeds) = {len(seeds)}, H, W, 3) images of these seeds, "
                              f"got shape {van.shape}")
     eb = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, config=config)
 

@@ -11,7 +11,7 @@ def _raise_in_diffusers():
     DDIMScheduler().set_timesteps(5000)  # diffusers' own ValueError (more steps than trained)
 
 
-def test_is_user_error_classifies_by_origin():
+def test_is_user_error_is_the_package_vocabulary():
     from ebca_viz.config import EBCAConfig
 
     with pytest.raises(ValueError) as ours:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ebca_viz.adapters import SUPPORTED, adapter_for
-from ebca_viz.errors import EbcaVizTypeError
+from ebca_viz.errors import UnsupportedModel
 from ebca_viz.models.tiny import tiny_pipeline
 from ebca_viz.models.tiny_dit import t5_tokenizer, tiny_flux_pipeline, tiny_pixart_pipeline, tiny_sd3_pipeline
 
@@ -55,14 +55,14 @@ def test_parse_call_and_grid_non_square(pipes):
 
 
 def test_unknown_denoiser_names_class_and_supported():
-    with pytest.raises(EbcaVizTypeError, match="Linear.*UNet2DConditionModel, PixArtTransformer2DModel, SD3Transformer2DModel, "
+    with pytest.raises(UnsupportedModel, match="Linear.*UNet2DConditionModel, PixArtTransformer2DModel, SD3Transformer2DModel, "
                                                "FluxTransformer2DModel"):
         adapter_for(torch.nn.Linear(2, 2))
 
     class Pipe:
         transformer = torch.nn.Conv2d(1, 1, 1)
 
-    with pytest.raises(EbcaVizTypeError, match="Pipe's denoiser is a Conv2d"):
+    with pytest.raises(UnsupportedModel, match="Pipe's denoiser is a Conv2d"):
         adapter_for(Pipe())
     assert len(SUPPORTED) == 4
 
@@ -104,6 +104,6 @@ def test_trace_refuses_an_unknown_dit_naming_it():
     class HunyuanLikePipeline:
         transformer = torch.nn.Linear(2, 2)
 
-    with pytest.raises(EbcaVizTypeError, match="HunyuanLikePipeline's denoiser is a Linear; ebca_viz has adapters for "
+    with pytest.raises(UnsupportedModel, match="HunyuanLikePipeline's denoiser is a Linear; ebca_viz has adapters for "
                                                "UNet2DConditionModel, PixArtTransformer2DModel"):
         ev.trace(HunyuanLikePipeline())

@@ -11,7 +11,7 @@ LAYERS = [
     {"config"},
     {"attach", "attn_io", "guards", "adapters"},  # adapters: one per denoiser family
     {"events", "tokens", "denoiser_hook"},  # tokens: readable token labels; denoiser_hook: the one hook per UNet
-    {"ebca", "seg"},
+    {"ebca", "seg", "seg_dit"},  # seg_dit: SEG on diffusion transformers
     {"tracing"},
     {"plots", "viz"},  # viz: the old import path of plots / tokens / util, plain re-exports,
     {"models"},

@@ -12,3 +12,26 @@ def test_readme_result_lines_are_the_shipped_reports():
     reports = {w: neglect.load_comparison(w) for w in ("neglect-world", "shapes-world")}  # digests checked
     assert text[a:b].strip() == neglect.readme_lines(reports), \
         "README's result lines are stale: python -m ebca_viz.experiments.neglect --readme"
+
+
+def test_readme_is_for_users_and_short():
+    """Issue 22: the README stays a user's page (at most 200 lines); the developer's layout lives in CONTRIBUTING.md."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200, f"README.md has {len(text.splitlines())} lines; move details to docs/"
+    assert "CONTRIBUTING.md" in text and "## Layout" not in text
+
+
+def test_contributing_paths_exist():
+    """Every file or glob CONTRIBUTING.md's tables name exists, so a newcomer is never sent to a stale path."""
+    import glob
+    import re
+
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]
+    paths = {p for line in rows for p in re.findall(r"`((?:ebca_viz|tests|docs|benchmarks)/[^`]+)`", line)}
+    assert len(paths) >= 10
+    for p in sorted(paths):
+        pattern = p.replace("<quantity>", "*")
+        if not pattern.startswith(("ebca_viz/", "tests/", "docs/", "benchmarks/")) or "/" not in pattern:
+            continue
+        assert glob.glob(str(ROOT / pattern)), f"CONTRIBUTING.md names {p}, which does not exist"

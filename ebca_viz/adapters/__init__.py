@@ -13,7 +13,7 @@ FluxTransformer2DModel        flux.FluxAdapter           ``flux``     T5 (``toke
 """
 from __future__ import annotations
 
-from ..errors import EbcaVizTypeError
+from ..errors import InvalidType, UnsupportedModel
 from .base import KINDS, TEXT_KINDS, DenoiserAdapter, LayerInfo, TextSegment, module_of, pipeline_local
 from .flux import FluxAdapter
 from .pixart import PixArtAdapter
@@ -43,26 +43,26 @@ def denoiser_of(target):
 
     if isinstance(target, torch.nn.Module):
         if _adapter_class(getattr(target, "_orig_mod", None)) is not None:
-            raise EbcaVizTypeError(_COMPILED.format(what="the denoiser"))
+            raise UnsupportedModel(_COMPILED.format(what="the denoiser"))
         return None, target
     for attr in ("unet", "transformer"):
         m = getattr(target, attr, None)
         if m is not None:
             if _adapter_class(getattr(m, "_orig_mod", None)) is not None:
-                raise EbcaVizTypeError(_COMPILED.format(what=f"pipe.{attr}"))
+                raise UnsupportedModel(_COMPILED.format(what=f"pipe.{attr}"))
             return target, m
-    raise EbcaVizTypeError(f"pipe must be a diffusers pipeline (with .unet or .transformer) or a denoiser model "
+    raise InvalidType(f"pipe must be a diffusers pipeline (with .unet or .transformer) or a denoiser model "
                            f"({', '.join(SUPPORTED)}), got {type(target).__name__}")
 
 
 def adapter_for(target) -> DenoiserAdapter:
-    """The adapter of a pipeline or a bare denoiser; a denoiser no adapter knows -> :class:`EbcaVizTypeError`
+    """The adapter of a pipeline or a bare denoiser; a denoiser no adapter knows -> :class:`~ebca_viz.errors.UnsupportedModel`
     naming its class and the supported ones."""
     pipe, model = denoiser_of(target)
     cls = _adapter_class(model)
     if cls is None:
         where = f"{type(pipe).__name__}'s denoiser is a " if pipe is not None else "the denoiser is a "
-        raise EbcaVizTypeError(f"unsupported architecture: {where}{type(model).__name__}; ebca_viz has adapters for "
+        raise UnsupportedModel(f"unsupported architecture: {where}{type(model).__name__}; ebca_viz has adapters for "
                                f"{', '.join(SUPPORTED)} (Stable Diffusion 1.x/2.x/XL, PixArt-Alpha/Sigma, SD3/3.5, "
                                "FLUX.1)")
     return cls(model, pipe)

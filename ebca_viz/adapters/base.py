@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import EbcaVizTypeError
+from ..errors import InvalidSetting
 
 KINDS = ("self", "cross", "joint", "single")
 TEXT_KINDS = ("cross", "joint", "single")
@@ -219,5 +219,5 @@ class DenoiserAdapter:
 def isqrt_grid(p: int) -> tuple:
     s = math.isqrt(p)
     if s * s != p:
-        raise EbcaVizTypeError(f"cannot infer the token grid of {p} image tokens (not square); pass img_ids")
+        raise InvalidSetting(f"cannot infer the token grid of {p} image tokens (not square); pass img_ids")
     return s, s

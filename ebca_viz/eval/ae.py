@@ -28,7 +28,7 @@ import math
 import time
 from typing import Optional, Sequence
 
-from ..errors import EbcaVizError
+from ..errors import InvalidSetting, UnsupportedModel
 
 #: diffusers' ``StableDiffusionAttendAndExcitePipeline.__call__`` defaults (0.42), unchanged here
 AE_DEFAULTS = dict(max_iter_to_alter=25, thresholds={0: 0.05, 10: 0.5, 20: 0.8}, scale_factor=20)
@@ -72,7 +72,7 @@ def ae_attn_res(pipe, height: int, width: int) -> tuple:
     f = int(getattr(pipe, "vae_scale_factor", 8))
     grids = cross_attention_grids(pipe.unet, height // f, width // f)
     if not grids:
-        raise EbcaVizError("attend_and_excite: this UNet has no cross-attention layers (A&E needs them)")
+        raise UnsupportedModel("attend_and_excite: this UNet has no cross-attention layers (A&E needs them)")
     default = (math.ceil(height / 32), math.ceil(width / 32))
     return default if default in grids else max(grids, key=lambda g: g[0] * g[1])
 
@@ -89,7 +89,7 @@ def ae_token_indices(pipe, prompt: str, tokens) -> list:
     from ..config import token_positions
 
     if tokens is None or (isinstance(tokens, (list, tuple)) and not tokens):
-        raise EbcaVizError("attend_and_excite: token_indices is required: the subject words of the prompt "
+        raise InvalidSetting("attend_and_excite: token_indices is required: the subject words of the prompt "
                            "(e.g. ['circle', 'triangle']) or their positions")
     idx = token_positions(pipe, prompt, tokens)
     tok = pipe.tokenizer
@@ -98,16 +98,16 @@ def ae_token_indices(pipe, prompt: str, tokens) -> list:
     names = [t.replace("</w>", "") for t in tok.convert_ids_to_tokens(ids)]
     for i in idx:
         if isinstance(i, bool) or not isinstance(i, int):
-            raise EbcaVizError(f"attend_and_excite: token index {i!r} is neither a word nor a position")
+            raise InvalidSetting(f"attend_and_excite: token index {i!r} is neither a word nor a position")
         if not 1 <= i <= n_words:
             what = ("start-of-text" if i == 0 else "end-of-text" if i == n_words + 1 else
                     "padding" if i < len(names) else "past the tokenizer's length")
             word = names[i] if 0 <= i < len(names) else "-"
             listing = ", ".join(f"{k} {names[k]}" for k in range(1, n_words + 1))
-            raise EbcaVizError(f"attend_and_excite: token index {i} is {word!r} ({what}), not a word of the prompt "
+            raise InvalidSetting(f"attend_and_excite: token index {i} is {word!r} ({what}), not a word of the prompt "
                                f"{prompt!r}; A&E excites words: use one of {listing}")
     if len(set(idx)) != len(idx):
-        raise EbcaVizError(f"attend_and_excite: token indices {idx} repeat a position")
+        raise InvalidSetting(f"attend_and_excite: token indices {idx} repeat a position")
     return idx
 
 
@@ -154,14 +154,14 @@ def attend_and_excite(pipe, prompt: str, *, token_indices, seed: int = 0, num_in
     h, w = check_size(pipe, height, width)
     unknown = set(ae_kwargs) - set(AE_DEFAULTS)
     if unknown:
-        raise EbcaVizError(f"attend_and_excite: unknown A&E parameter(s) {sorted(unknown)}; known: "
+        raise InvalidSetting(f"attend_and_excite: unknown A&E parameter(s) {sorted(unknown)}; known: "
                            f"{sorted(AE_DEFAULTS)} (+ attn_res, token_indices)")
     idx = ae_token_indices(pipe, prompt, token_indices)
     f = int(getattr(pipe, "vae_scale_factor", 8))
     grids = cross_attention_grids(pipe.unet, h // f, w // f)
     res = tuple(int(x) for x in attn_res) if attn_res is not None else ae_attn_res(pipe, h, w)
     if res not in grids:
-        raise EbcaVizError(f"attend_and_excite: attn_res {res} is not a grid with cross-attention in this UNet at "
+        raise InvalidSetting(f"attend_and_excite: attn_res {res} is not a grid with cross-attention in this UNet at "
                            f"{h}x{w} px; choose one of {sorted(grids)} (or None: {ae_attn_res(pipe, h, w)})")
     kw = {**AE_DEFAULTS, **ae_kwargs}
     ae = ae_pipeline(pipe)

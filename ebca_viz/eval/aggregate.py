@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
+from ..errors import InvalidSetting, MissingFile, RefusedFile
 
 SCALAR_METRICS = ("clip_full", "clip_min_object", "text_text")
 
@@ -20,18 +21,18 @@ def load_records(out: str | Path) -> list[dict]:
     """Every job JSON under ``out`` (``{setting}/{set}/{index}_seed{seed}.json``)."""
     out = Path(out)
     if not out.is_dir():
-        raise FileNotFoundError(f"evaluate: {str(out)!r} is not a directory (give the --out of a sweep)")
+        raise MissingFile(f"evaluate: {str(out)!r} is not a directory (give the --out of a sweep)")
     recs = []
     for p in sorted(out.glob("*/*/*.json")):
         try:
             r = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"evaluate: {p} is not valid JSON (a half-written result?); re-run the sweep, which "
+            raise RefusedFile(f"evaluate: {p} is not valid JSON (a half-written result?); re-run the sweep, which "
                              "redoes corrupt results") from None
         job = r.get("job") if isinstance(r, dict) else None
         if not isinstance(job, dict) or not {"setting", "prompt_set"} <= set(job) or \
                 not isinstance(r.get("metrics", {}), dict):
-            raise ValueError(f"evaluate: {p} is not a sweep result (needs 'job' with 'setting' and 'prompt_set', "
+            raise InvalidSetting(f"evaluate: {p} is not a sweep result (needs 'job' with 'setting' and 'prompt_set', "
                              "and a 'metrics' object)")
         r["_path"] = str(p)
         recs.append(r)
@@ -64,7 +65,7 @@ def aggregate(out: str | Path, by_prompt_set: bool = True) -> dict:
     """``{"settings": {label: {metric: {mean, se, n}}}, "by_prompt_set": {label: {set: {...}}}, "jobs": N}``."""
     recs = load_records(out)
     if not recs:
-        raise FileNotFoundError(f"evaluate: no job results (*/*/*.json) under {str(out)!r}; run a sweep first")
+        raise MissingFile(f"evaluate: no job results (*/*/*.json) under {str(out)!r}; run a sweep first")
     groups: dict = defaultdict(lambda: defaultdict(list))
     sub: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     cats: dict = defaultdict(set)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import torch
+from ..errors import InvalidSetting
 
 
 def add_sweep_arguments(p) -> None:
@@ -41,7 +42,7 @@ def _metrics(spec: str) -> set:
         return set()
     bad = m - {"clip", "caption", "detector"}
     if bad:
-        raise ValueError(f"--metrics: unknown {sorted(bad)}; use clip, caption, detector or none")
+        raise InvalidSetting(f"--metrics: unknown {sorted(bad)}; use clip, caption, detector or none")
     return m
 
 

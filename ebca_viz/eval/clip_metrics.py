@@ -18,6 +18,7 @@ import os
 from typing import Optional, Sequence
 
 import torch
+from ..errors import InvalidSetting, InvalidType, MissingFile
 
 CLIP_ID = "openai/clip-vit-base-patch16"
 
@@ -62,7 +63,7 @@ def _features(out) -> torch.Tensor:
         v = getattr(out, k, None)
         if v is not None:
             return v
-    raise TypeError(f"cannot read CLIP features from {type(out).__name__}")
+    raise InvalidType(f"cannot read CLIP features from {type(out).__name__}")
 
 
 class CLIPScorer:
@@ -80,7 +81,7 @@ class CLIPScorer:
         if templates == "imagenet":
             templates = IMAGENET_TEMPLATES
         if isinstance(templates, str) or not templates or not all("{}" in t for t in templates):
-            raise ValueError("templates must be 'imagenet' or a list of format strings containing '{}'")
+            raise InvalidSetting("templates must be 'imagenet' or a list of format strings containing '{}'")
         self.templates = tuple(templates)
         self._cache: dict = {}
 
@@ -135,7 +136,7 @@ def load_clip_scorer(model_id: str = CLIP_ID, device="cpu", templates="imagenet"
         proc = CLIPProcessor.from_pretrained(model_id, local_files_only=offline)
         model = CLIPModel.from_pretrained(model_id, local_files_only=offline)
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(
+        raise MissingFile(
             f"CLIP model {model_id!r} is not available (not in the Hugging Face cache"
             f"{', HF_HUB_OFFLINE is set' if offline else ''}): `huggingface-cli download {model_id}`, pass a local "
             "folder, or run the sweep with --metrics none"

@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+from ..errors import InvalidSetting, RefusedFile
 
 PROMPT_SET_ALIASES = {
     "animal_animal": "animals", "animals": "animals", "animal-animal": "animals",
@@ -62,7 +63,7 @@ def _token_list(v: str) -> list:
     for x in v.split(";"):
         x = x.strip()
         if not x:
-            raise ValueError("empty token")
+            raise InvalidSetting("empty token")
         out.append(int(x) if re.fullmatch(r"\d+", x) else x)
     return out
 
@@ -73,9 +74,9 @@ def _parse_ae(spec: str, name: str, rest: str) -> "Setting":
         k, eq, v = item.partition("=")
         k, v = k.strip(), v.strip()
         if not eq:
-            raise ValueError(f"setting {spec!r}: {item!r} is not key=value")
+            raise InvalidSetting(f"setting {spec!r}: {item!r} is not key=value")
         if k not in AE_KEYS:
-            raise ValueError(f"setting {spec!r}: unknown Attend-and-Excite key {k!r}; known: {list(AE_KEYS)}")
+            raise InvalidSetting(f"setting {spec!r}: unknown Attend-and-Excite key {k!r}; known: {list(AE_KEYS)}")
         try:
             if k == "token_indices":
                 kw[k] = _token_list(v)
@@ -89,11 +90,11 @@ def _parse_ae(spec: str, name: str, rest: str) -> "Setting":
                 h, w = (int(x) for x in v.lower().split("x"))
                 kw[k] = [h, w]
         except ValueError:
-            raise ValueError(f"setting {spec!r}: bad value {v!r} for {k} (e.g. token_indices=objects or 3;7 or "
+            raise InvalidSetting(f"setting {spec!r}: bad value {v!r} for {k} (e.g. token_indices=objects or 3;7 or "
                              "circle;triangle, max_iter_to_alter=25, thresholds=0:0.05;10:0.5;20:0.8, "
                              "attn_res=8x8)") from None
     if kw.get("max_iter_to_alter", 0) < 0 or kw.get("scale_factor", 0) < 0:
-        raise ValueError(f"setting {spec!r}: max_iter_to_alter and scale_factor must be >= 0")
+        raise InvalidSetting(f"setting {spec!r}: max_iter_to_alter and scale_factor must be >= 0")
     return Setting(name, kw)
 
 
@@ -127,15 +128,15 @@ def parse_seeds(spec) -> list[int]:
             out += parse_seeds(s)
         return sorted(set(out))
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"seeds: expected e.g. '0-63' or '0,1,5', got {spec!r}")
+        raise InvalidSetting(f"seeds: expected e.g. '0-63' or '0,1,5', got {spec!r}")
     out = []
     for part in spec.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m:
-            raise ValueError(f"seeds: cannot read {part!r} in {spec!r}; write ranges like '0-63' or lists like '0,1,5'")
+            raise InvalidSetting(f"seeds: cannot read {part!r} in {spec!r}; write ranges like '0-63' or lists like '0,1,5'")
         a, b = int(m.group(1)), int(m.group(2) or m.group(1))
         if b < a:
-            raise ValueError(f"seeds: range {part!r} is empty (end before start)")
+            raise InvalidSetting(f"seeds: range {part!r} is empty (end before start)")
         out += range(a, b + 1)
     return sorted(set(out))
 
@@ -145,21 +146,21 @@ def parse_setting(spec: str) -> Setting:
     if isinstance(spec, Setting):
         return spec
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"setting: expected 'vanilla' or 'ebcu:gamma_attn=0.01,gamma_norm=0.02', got {spec!r}")
+        raise InvalidSetting(f"setting: expected 'vanilla' or 'ebcu:gamma_attn=0.01,gamma_norm=0.02', got {spec!r}")
     name, _, rest = spec.strip().partition(":")
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
-        raise ValueError(f"setting {spec!r}: the name before ':' must be letters, digits, '-' or '_'")
+        raise InvalidSetting(f"setting {spec!r}: the name before ':' must be letters, digits, '-' or '_'")
     if is_ae_name(name):
         return _parse_ae(spec, name, rest)
     kw: dict = {"gamma_attn": 0.0, "gamma_norm": 0.0} if name == "vanilla" else {}
     if name == "vanilla" and rest:
-        raise ValueError(f"setting {spec!r}: 'vanilla' takes no parameters; name it e.g. 'ebcu:gamma_attn=...'")
+        raise InvalidSetting(f"setting {spec!r}: 'vanilla' takes no parameters; name it e.g. 'ebcu:gamma_attn=...'")
     config = {}
     for item in filter(None, (x.strip() for x in rest.split(","))):
         k, eq, v = item.partition("=")
         k = k.strip()
         if not eq:
-            raise ValueError(f"setting {spec!r}: {item!r} is not key=value")
+            raise InvalidSetting(f"setting {spec!r}: {item!r} is not key=value")
         try:
             if k in EBCA_KEYS_FLOAT:
                 kw[k] = float(v)
@@ -170,14 +171,14 @@ def parse_setting(spec: str) -> Setting:
             elif k in CONFIG_KEYS:
                 config[k] = {"true": True, "false": False}.get(v.lower(), v) if k == "update_uncond" else v
             else:
-                raise ValueError(
+                raise InvalidSetting(
                     f"setting {spec!r}: unknown key {k!r}; known: "
                     f"{list(EBCA_KEYS_FLOAT + EBCA_KEYS_LIST_INT + EBCA_KEYS_LIST_FLOAT + CONFIG_KEYS)}"
                 )
         except ValueError as e:
             if "unknown key" in str(e):
                 raise
-            raise ValueError(f"setting {spec!r}: bad value {v!r} for {k}") from None
+            raise InvalidSetting(f"setting {spec!r}: bad value {v!r} for {k}") from None
     if name != "vanilla" and "gamma_attn" not in kw and "gamma_norm" not in kw:
         kw.update(gamma_attn=0.01, gamma_norm=0.02)  # the paper's multi-concept setting
     if config:
@@ -201,7 +202,7 @@ def resolve_prompts(sets: Sequence[str] | str, limit: Optional[int] = None) -> l
     from ..data import load_ae_prompts
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive number of prompts per set (or None for all), got {limit!r}")
+        raise InvalidSetting(f"limit must be a positive number of prompts per set (or None for all), got {limit!r}")
     if isinstance(sets, str):
         sets = [sets]
     data = load_ae_prompts()
@@ -223,13 +224,13 @@ def resolve_prompts(sets: Sequence[str] | str, limit: Optional[int] = None) -> l
         elif s in PROMPT_SET_ALIASES:
             names = [PROMPT_SET_ALIASES[s]]
         else:
-            raise ValueError(f"prompts: unknown prompt set {s!r}; choose from {sorted(PROMPT_SET_ALIASES)}, "
+            raise InvalidSetting(f"prompts: unknown prompt set {s!r}; choose from {sorted(PROMPT_SET_ALIASES)}, "
                              f"{sorted(SHAPES_SETS)}, 'all' "
                              "or file:PATH")
         for n in names:
             out += [(n, i, p) for i, p in enumerate(data[n][:limit])]
     if not out:
-        raise ValueError("prompts: no prompts selected")
+        raise InvalidSetting("prompts: no prompts selected")
     return out
 
 
@@ -238,7 +239,7 @@ def make_jobs(prompts, seeds, settings) -> list[Job]:
     settings = [parse_setting(s) for s in settings]
     labels = [s.label for s in settings]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"settings: names must be unique, got {labels} (name them e.g. 'ebcu1:...', 'ebcu2:...')")
+        raise InvalidSetting(f"settings: names must be unique, got {labels} (name them e.g. 'ebcu1:...', 'ebcu2:...')")
     return [Job(ps, i, p, seed, st) for st in settings for (ps, i, p) in prompts for seed in seeds]
 
 
@@ -250,10 +251,10 @@ def paired_jobs(samples, settings) -> list[Job]:
     settings = [parse_setting(s) for s in settings]
     labels = [s.label for s in settings]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"settings: names must be unique, got {labels}")
+        raise InvalidSetting(f"settings: names must be unique, got {labels}")
     keys = [(ps, i, seed) for ps, i, _, seed in samples]
     if len(set(keys)) != len(keys):
-        raise ValueError("samples: (prompt set, index, seed) must be unique")
+        raise InvalidSetting("samples: (prompt set, index, seed) must be unique")
     return [Job(ps, i, p, seed, st) for (ps, i, p, seed) in samples for st in settings]
 
 
@@ -278,7 +279,7 @@ def fingerprint(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
 
 
-class SweepMismatchError(ValueError):
+class SweepMismatchError(RefusedFile):
     """A result file in ``--out`` was produced by a different model / setting / step count."""
 
 
@@ -329,7 +330,7 @@ def object_words(prompt: str) -> list:
 
     req = parse_shapes_prompt(prompt)
     if req is None:
-        raise ValueError(f"token_indices=objects needs a shapes-world prompt ('a red circle and a blue triangle'); "
+        raise InvalidSetting(f"token_indices=objects needs a shapes-world prompt ('a red circle and a blue triangle'); "
                          f"{prompt!r} is not one: give the words, e.g. token_indices=cat;frog")
     return [s for _, s in req]
 

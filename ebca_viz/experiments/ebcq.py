@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import claims
 from ..shapes.detect import detect
+from ..errors import InvalidSetting
 
 TUNE_SEED, REPORT_SEED = 100_000, 0
 
@@ -96,9 +97,9 @@ def measure_edits(pipe, prompt: str, edits: Sequence, predicates: dict, n: int =
         seeds = [int(x) for x in seeds]
         n = len(seeds)
     if n < 2:
-        raise ValueError(f"n must be >= 2 seeds, got {n}")
+        raise InvalidSetting(f"n must be >= 2 seeds, got {n}")
     if not predicates:
-        raise ValueError("predicates is empty: name at least one, e.g. {'blue square': has('blue', 'square')}")
+        raise InvalidSetting("predicates is empty: name at least one, e.g. {'blue square': has('blue', 'square')}")
     seeds = list(range(seed_base, seed_base + n)) if seeds is None else seeds
     cfg = EBCAConfig(edits=list(edits))
     cfg.validate().check_denominators(steps, steps + 1)  # a bad alpha fails before sampling
@@ -168,7 +169,7 @@ def series(experiment: Callable, pipe, values: Sequence[float], **kw) -> list:
     """``[experiment(pipe, v, base=..., **kw) for v in values]`` with the unedited samples of the same
     seeds drawn once (by the first run) and reused by the others."""
     if not values:
-        raise ValueError("values is empty")
+        raise InvalidSetting("values is empty")
     first = experiment(pipe, values[0], **kw)
     return [first] + [experiment(pipe, v, base=(first.base, first.base_detections), **kw) for v in values[1:]]
 
@@ -430,7 +431,7 @@ def choose_negation(rows: Sequence[dict], metric: str = "removed") -> dict:
     :data:`NEG_MIN_REST_KEPT` of the seeds; ties: higher rest kept, then smaller alpha. (The panel's rule,
     ``benchmarks/panel_negation.py``, is the same with ``metric="gone"``.)"""
     if not rows:
-        raise ValueError("choose_negation: no rows")
+        raise InvalidSetting("choose_negation: no rows")
     p = lambda d: 0.0 if d is None else d["p"]  # noqa: E731  (no unedited image had the target)
     eligible = [r for r in rows if p(r.get("rest_kept")) >= NEG_MIN_REST_KEPT] or list(rows)
     best = min(eligible, key=lambda r: (-p(r[metric]), -p(r.get("rest_kept")), r["alpha"]))

@@ -45,6 +45,7 @@ from .. import claims
 from ..shapes import world
 from ..shapes.benchmark import vae_roundtrip_images
 from ..shapes.detect import detect
+from ..errors import InvalidSetting
 
 CONTROL = "control: empty prompt"
 OTHER = "control: another object"
@@ -84,11 +85,11 @@ def make_cases(n: int, seed: int = REPORT_SEED, size: int = world.IMAGE_SIZE, de
                prompt: str = "scene") -> list:
     """``n`` scenes with masks and prompts (see the module docstring); deterministic from ``seed``."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+        raise InvalidSetting(f"n must be an int >= 1, got {n!r}")
     if design not in DESIGNS:
-        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+        raise InvalidSetting(f"design must be one of {DESIGNS}, got {design!r}")
     if prompt not in PROMPTS:
-        raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+        raise InvalidSetting(f"prompt must be one of {PROMPTS}, got {prompt!r}")
     rng = np.random.default_rng(seed)
     singles = world.single_prompts()
     out = []
@@ -214,12 +215,12 @@ def measure_inpainting(pipe, n: int = 32, steps: int = 25, guidance: float = 3.0
     ``benchmarks/shapes_inpaint_sweep.py`` on tuning scenes (``docs/shapes_inpaint.md``)."""
     bad = [c for c in controls if c not in CONTROLS]
     if bad:
-        raise ValueError(f"controls must be a subset of {CONTROLS}, got {list(controls)!r}")
+        raise InvalidSetting(f"controls must be a subset of {CONTROLS}, got {list(controls)!r}")
     size = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
     if cases is None:
         cases = make_cases(n, seed, size=size, design=design, prompt=prompt)
     elif not cases or any(c.source.shape[:2] != (size, size) for c in cases):
-        raise ValueError(f"cases must be a non-empty list of Case with {size}x{size} images (this pipeline's size)")
+        raise InvalidSetting(f"cases must be a non-empty list of Case with {size}x{size} images (this pipeline's size)")
     src = np.stack([c.source for c in cases])
     rt = vae_roundtrip_images(pipe, src)
     fl = [outside_error(rt[i], c.source, c.mask) for i, c in enumerate(cases)]
@@ -495,7 +496,7 @@ def plot_repaint_energies(tr, call_steps, reference=None, kind: str = "posterior
     drop = (b - a).mean(1)
     k = np.asarray(call_steps)
     if len(k) != len(drop):
-        raise ValueError(f"call_steps has {len(k)} entries but the trace {len(drop)} UNet calls: pass the "
+        raise InvalidSetting(f"call_steps has {len(k)} entries but the trace {len(drop)} UNet calls: pass the "
                          "info['repaint']['call_steps'] of the traced run")
     fig = new_figure(figsize=(9, 3.6))
     ax1, ax2 = fig.subplots(1, 2)

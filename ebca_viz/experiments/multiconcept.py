@@ -34,6 +34,7 @@ from .. import claims
 from ..shapes import world
 from ..shapes.benchmark import vae_roundtrip_ok  # noqa: F401  (notebook 08's mc.vae_roundtrip_ok)
 from ..shapes.detect import PAIR_VERDICTS, detect, score_pair
+from ..errors import InvalidSetting, NotFound
 
 CATEGORIES = PAIR_VERDICTS + ("extra",)  # the four categories, "unsure" (the detector abstains), the flag
 SHAPE_TOKENS = [3, 7]  # "a red circle and a blue square": 3 = circle, 7 = square
@@ -138,7 +139,7 @@ class MulticonceptResult:
         names = list(names)
         missing = [k for k in names if k not in self.methods]
         if missing:
-            raise KeyError(f"methods {missing} are not in this result (it has {list(self.methods)})")
+            raise NotFound(f"methods {missing} are not in this result (it has {list(self.methods)})")
         return MulticonceptResult(self.items, self.prompts, self.seeds, self.steps, self.guidance,
                                   {k: self.methods[k] for k in names}, self.seconds)
 
@@ -171,9 +172,9 @@ def measure_methods(pipe, methods: list, n: int = 96, split: str = "report", see
 
     ``methods[0]`` is the reference (vanilla) for the paired differences."""
     if n < 2:
-        raise ValueError(f"n must be >= 2 samples, got {n}")
+        raise InvalidSetting(f"n must be >= 2 samples, got {n}")
     if not methods:
-        raise ValueError("methods is empty: pass e.g. default_methods(regime)")
+        raise InvalidSetting("methods is empty: pass e.g. default_methods(regime)")
     t0 = time.time()
     items, prompts, seeds = prompt_items(split, n, seed_base)
     res = MulticonceptResult(items, prompts, seeds, steps, guidance)
@@ -258,7 +259,7 @@ def pick_demo_seed(pipe, prompt: str, config, seeds=range(16), steps: int = 25, 
 
     seeds = [int(x) for x in seeds]
     if not seeds:
-        raise ValueError("seeds is empty")
+        raise InvalidSetting("seeds is empty")
     van = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance)
     eb = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, config=config)
     ch = np.abs(eb.astype(np.float32) - van.astype(np.float32)).mean(axis=(1, 2, 3))
@@ -378,7 +379,7 @@ def single_from_shipped(data: dict, metric: str = "exact") -> dict:
     """``{name: claims.Rate}`` of a single-object ``metric`` per method, plus ``"EBCU vs vanilla"``: the
     paired difference (a :class:`~ebca_viz.claims.Mean`, same seeds)."""
     if metric not in SINGLE_METRICS:
-        raise ValueError(f"metric must be one of {SINGLE_METRICS}, got {metric!r}")
+        raise InvalidSetting(f"metric must be one of {SINGLE_METRICS}, got {metric!r}")
     s = data["results"]["single"]["methods"]
     out = {name: claims.rate(m[metric]) for name, m in s.items()}
     names = list(s)
@@ -405,9 +406,9 @@ def resample_pair(pipe, data: dict, methods: list, n: int, batch: int = 48) -> M
     p = data["results"]["pair"]
     missing = [m.name for m in methods if m.name not in p["methods"]]
     if missing:
-        raise ValueError(f"resample_pair: methods {missing} are not in the shipped file (it has {list(p['methods'])})")
+        raise InvalidSetting(f"resample_pair: methods {missing} are not in the shipped file (it has {list(p['methods'])})")
     if not 2 <= n <= p["n"]:
-        raise ValueError(f"resample_pair: n must be in 2..{p['n']} (the shipped n), got {n}")
+        raise InvalidSetting(f"resample_pair: n must be in 2..{p['n']} (the shipped n), got {n}")
     return measure_methods(pipe, methods, n=n, split=p["split"], seed_base=int(p["seed_base"]), steps=int(p["steps"]),
                    guidance=float(p["guidance"]), batch=batch, progress=False)
 

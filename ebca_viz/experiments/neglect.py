@@ -30,6 +30,7 @@ import numpy as np
 from .. import claims
 from .multiconcept import MulticonceptResult, _method_from_verdicts
 from .shipped import ShippedMismatchError
+from ..errors import InvalidSetting, MissingFile
 
 #: the four methods of the preregistration, in table order (vanilla first: the reference)
 METHODS = ("vanilla", "EBCU", "EBCU + up-weight", "A&E")
@@ -132,7 +133,7 @@ def load_comparison(model: str, pipe=None, path=None) -> ComparisonReport:
     """
     path = Path(path) if path is not None else shipped_path(model)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run `python benchmarks/neglect_comparison.py --model {model} "
+        raise MissingFile(f"{path} does not exist: run `python benchmarks/neglect_comparison.py --model {model} "
                                 "--split report` (docs/preregistration.md)")
     data = json.loads(path.read_text())
     if data.get("digest") != digest(data):
@@ -189,11 +190,11 @@ def resample(pipe, report: ComparisonReport, methods, n: Optional[int] = None, i
     methods = list(methods)
     bad = [m for m in methods if m not in report.specs]
     if bad:
-        raise ValueError(f"resample: methods {bad} are not in the report (it has {list(report.specs)})")
+        raise InvalidSetting(f"resample: methods {bad} are not in the report (it has {list(report.specs)})")
     p = report.pairs
     idx = list(range(n)) if indices is None else [int(i) for i in indices]
     if not idx or not all(0 <= i < p.n for i in idx):
-        raise ValueError(f"resample: n / indices must pick samples in 0..{p.n - 1}, got n={n}, indices={indices}")
+        raise InvalidSetting(f"resample: n / indices must pick samples in 0..{p.n - 1}, got n={n}, indices={indices}")
     live = MulticonceptResult([p.items[i] for i in idx], [p.prompts[i] for i in idx], [p.seeds[i] for i in idx],
                               p.steps, p.guidance)
     base = None
@@ -288,5 +289,5 @@ if __name__ == "__main__":  # python -m ebca_viz.experiments.neglect --readme
     import sys
 
     if sys.argv[1:] != ["--readme"]:
-        raise SystemExit("usage: python -m ebca_viz.experiments.neglect --readme")
+        raise SystemExit("usage: python -m ebca_viz.experiments.neglect --readme")  # internal invariant: script usage
     print(write_readme())

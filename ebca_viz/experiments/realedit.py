@@ -40,6 +40,7 @@ from ..shapes import world
 from ..shapes.benchmark import same_scene
 from ..shapes.detect import _iou, detect
 from . import shipped
+from ..errors import InvalidSetting
 
 TARGET = ("red", "circle")
 EDITED = ("blue", "circle")
@@ -116,7 +117,7 @@ def edit_scenes(n: int, seed: int = 0, size: int = world.IMAGE_SIZE) -> list:
     """``n`` scenes that contain a red circle: even indices alone, odd ones next to a green or yellow
     circle / square / triangle (caption order random). Deterministic from ``seed``."""
     if n < 1:
-        raise ValueError(f"n must be >= 1 scenes, got {n}")
+        raise InvalidSetting(f"n must be >= 1 scenes, got {n}")
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
@@ -167,7 +168,7 @@ def regenerate(pipe, z_T: torch.Tensor, captions: Sequence[str], steps: int = 25
     from ..tasks.common import restored
 
     if len(captions) != z_T.shape[0]:
-        raise ValueError(f"captions: {len(captions)} captions for {z_T.shape[0]} latents")
+        raise InvalidSetting(f"captions: {len(captions)} captions for {z_T.shape[0]} latents")
     f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     hw = z_T.shape[-1] * f
     out = []
@@ -302,7 +303,7 @@ def measure_reconstruction(pipe, scenes, setting: InversionSetting = PIX2PIX_ZER
                            seed: int = 0, z: Optional[torch.Tensor] = None) -> ReconstructionResult:
     """Invert every scene (or take ``z``), regenerate without edit, compare with the input and the VAE floor."""
     if len(scenes) < 2:
-        raise ValueError(f"scenes: need >= 2 scenes for intervals, got {len(scenes)}")
+        raise InvalidSetting(f"scenes: need >= 2 scenes for intervals, got {len(scenes)}")
     t0 = time.time()
     z = invert(pipe, scenes, setting, steps, seed) if z is None else z
     caps = [s.caption for s in scenes]

@@ -36,6 +36,7 @@ import torch
 from .. import claims
 from ..shapes import world
 from ..shapes.detect import detect, score_pair
+from ..errors import InvalidSetting, NotFound
 
 INF = math.inf
 METRICS = ("both_present", "clean", "two_objects")
@@ -62,14 +63,14 @@ class SEGSetting:
 
     def __post_init__(self):
         if not isinstance(self.scale, (int, float)) or isinstance(self.scale, bool) or self.scale < 0:
-            raise ValueError(f"scale must be a number >= 0 (0 = no SEG), got {self.scale!r}")
+            raise InvalidSetting(f"scale must be a number >= 0 (0 = no SEG), got {self.scale!r}")
         if not isinstance(self.sigma, (int, float)) or isinstance(self.sigma, bool) or not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0 (math.inf for the spatial mean), got {self.sigma!r}")
+            raise InvalidSetting(f"sigma must be > 0 (math.inf for the spatial mean), got {self.sigma!r}")
         if isinstance(self.layers, str):
-            raise ValueError("layers must be a tuple such as ('mid',) or ('down', 'mid', 'up'), not a string")
+            raise InvalidSetting("layers must be a tuple such as ('mid',) or ('down', 'mid', 'up'), not a string")
         object.__setattr__(self, "layers", tuple(self.layers))
         if not isinstance(self.guidance, (int, float)) or self.guidance < 1:
-            raise ValueError(f"guidance must be >= 1 (1 = no CFG), got {self.guidance!r}")
+            raise InvalidSetting(f"guidance must be >= 1 (1 = no CFG), got {self.guidance!r}")
 
     @property
     def is_baseline(self) -> bool:
@@ -120,7 +121,7 @@ def effective_kernel(sigma: float, width: int) -> int:
     from ..seg import kernel_size_for
 
     if width < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
+        raise InvalidSetting(f"width must be >= 1, got {width}")
     if not math.isfinite(sigma) or sigma > 9999:
         return width  # the exact mean
     return min(kernel_size_for(sigma), width - (width % 2 - 1))
@@ -132,7 +133,7 @@ def blur_residual(width: int, sigma: float, channels: int = 512, seed: int = 0) 
     from ..seg import blur_queries
 
     if width < 2:
-        raise ValueError(f"width must be >= 2 for a spatial blur, got {width}")
+        raise InvalidSetting(f"width must be >= 2 for a spatial blur, got {width}")
     q = torch.randn(1, 1, width * width, channels, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     infinite = not math.isfinite(sigma) or sigma > 9999
     qb = blur_queries(q, (width, width), 1.0 if infinite else sigma, infinite)
@@ -146,7 +147,7 @@ def blur_residual(width: int, sigma: float, channels: int = 512, seed: int = 0) 
 def prompt_items(split: str, n: int, seed_base: int):
     """``n`` (two-object prompt, seed) pairs cycling through the prompts of ``split``."""
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise InvalidSetting(f"n must be >= 1, got {n}")
     pairs = world.two_object_prompts(split)
     items = [pairs[k % len(pairs)] for k in range(n)]
     return items, [world.caption_for(list(p)) for p in items], [seed_base + k for k in range(n)]
@@ -162,7 +163,7 @@ def sample_seg(pipe, prompts, seeds, setting: SEGSetting, steps: int = 25, batch
     from ..tracing import trace
 
     if len(prompts) != len(seeds):
-        raise ValueError(f"prompts ({len(prompts)}) and seeds ({len(seeds)}) must have the same length")
+        raise InvalidSetting(f"prompts ({len(prompts)}) and seeds ({len(seeds)}) must have the same length")
     f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     hw = pipe.unet.config.sample_size
     ims, ens = [], []
@@ -246,7 +247,7 @@ class SEGStudy:
 
     def __getitem__(self, setting: SEGSetting) -> SettingResult:
         if setting not in self.results:
-            raise KeyError(f"{setting.label} was not measured; measured: {[s.label for s in self.results]}")
+            raise NotFound(f"{setting.label} was not measured; measured: {[s.label for s in self.results]}")
         return self.results[setting]
 
     def base(self, setting: SEGSetting) -> SettingResult:
@@ -302,9 +303,9 @@ def measure_seg(pipe, settings: Sequence[SEGSetting], n: int = 32, split: str = 
     """Sample ``n`` two-object prompts of ``split`` with every setting (and each one's ``s = 0``
     baseline at the same CFG) on the same latents; score, compare to the baseline, read energies."""
     if n < 2:
-        raise ValueError(f"n must be >= 2 samples, got {n}")
+        raise InvalidSetting(f"n must be >= 2 samples, got {n}")
     if not settings:
-        raise ValueError("settings is empty: pass e.g. [SEGSetting(3.0, math.inf, ('mid',), 3.0)]")
+        raise InvalidSetting("settings is empty: pass e.g. [SEGSetting(3.0, math.inf, ('mid',), 3.0)]")
     t0 = time.time()
     items, prompts, seeds = prompt_items(split, n, seed_base)
     study = SEGStudy(items, prompts, seeds, steps)
@@ -347,7 +348,7 @@ def choose_default(rows: list) -> dict:
         key = (r["scale"], r["sigma"], tuple(r["layers"]))
         groups.setdefault(key, []).append(r)
     if not groups:
-        raise ValueError("rows hold no SEG setting (scale > 0): pass the output of sweep_seg(pipe)")
+        raise InvalidSetting("rows hold no SEG setting (scale > 0): pass the output of sweep_seg(pipe)")
     def score(item):
         rs = item[1]
         return (round(float(np.mean([r["both_present"]["p"] for r in rs])), 9), float(np.mean([r["change"]["mean"] for r in rs])))

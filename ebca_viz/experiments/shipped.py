@@ -37,11 +37,12 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .. import claims
+from ..errors import InvalidSetting, MissingFile, RefusedFile
 
 FORMAT = "ebca_viz.shipped/1"
 
 
-class ShippedMismatchError(ValueError):
+class ShippedMismatchError(RefusedFile):
     """A shipped result file is corrupt, or its fingerprint does not match what it is compared with."""
 
 
@@ -108,7 +109,7 @@ def write(path, fingerprint: dict, results: dict) -> Path:
     """Write ``{"format", "fingerprint", "digest", "results"}`` to ``path`` atomically; return the path."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"write: folder {path.parent} does not exist (create it first)")
+        raise MissingFile(f"write: folder {path.parent} does not exist (create it first)")
     data = {"format": FORMAT, "fingerprint": fingerprint, "digest": digest(fingerprint, results), "results": results}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
@@ -154,7 +155,7 @@ def load(path, expect: Optional[dict] = None) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no shipped result here (produce it with the script in benchmarks/ "
+        raise MissingFile(f"{path}: no shipped result here (produce it with the script in benchmarks/ "
                                 "named in its notebook)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ShippedMismatchError(f"{path}: not a JSON file ({e}); re-run the benchmark that writes it") from None
@@ -198,9 +199,9 @@ def verdict_agreement(shipped: Sequence, live: Sequence) -> claims.Rate:
     """Fraction of samples (same seed, same settings) whose live verdict equals the shipped one."""
     shipped, live = list(shipped), list(live)
     if len(live) > len(shipped):
-        raise ValueError(f"verdict_agreement: {len(live)} live verdicts but only {len(shipped)} shipped")
+        raise InvalidSetting(f"verdict_agreement: {len(live)} live verdicts but only {len(shipped)} shipped")
     if not live:
-        raise ValueError("verdict_agreement: no live verdicts")
+        raise InvalidSetting("verdict_agreement: no live verdicts")
     return claims.rate(np.array([a == b for a, b in zip(shipped, live)]))
 
 

@@ -11,6 +11,7 @@ import os
 from typing import Optional
 
 import torch
+from ..errors import InvalidSetting, MissingFile
 
 BLIP_ID = "Salesforce/blip-image-captioning-base"
 CAPTION_PREFIX = "a photography of"
@@ -31,7 +32,7 @@ class Captioner:
             image_processor = image_processor or processor.image_processor
             tokenizer = tokenizer or processor.tokenizer
         if image_processor is None or tokenizer is None:
-            raise ValueError("Captioner needs processor= (a BlipProcessor) or both image_processor= and tokenizer=")
+            raise InvalidSetting("Captioner needs processor= (a BlipProcessor) or both image_processor= and tokenizer=")
         self.model = model.eval()
         self.image_processor = image_processor
         self.tokenizer = tokenizer
@@ -65,7 +66,7 @@ def load_captioner(model_id: str = BLIP_ID, device: str | torch.device = "cpu",
         proc = BlipProcessor.from_pretrained(model_id, local_files_only=offline)
         model = BlipForConditionalGeneration.from_pretrained(model_id, torch_dtype=dtype, local_files_only=offline)
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(
+        raise MissingFile(
             f"image captioner {model_id!r} is not available (not in the Hugging Face cache"
             f"{', HF_HUB_OFFLINE is set' if offline else ''}): download it once with "
             f"`huggingface-cli download {model_id}` or pass a local folder. Cause: {type(e).__name__}: "

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from .tokenizer_build import bytes_to_unicode
+from ..errors import InvalidSetting, MissingFile, RefusedFile
 
 N_MERGES = 49152 - 256 - 2  # CLIP keeps the first 48,894 merges
 VOCAB_SIZE = 49408
@@ -26,16 +27,16 @@ def write_clip_vocab(bpe_gz: str | Path, out_dir: str | Path) -> Path:
     """Write CLIP's ``vocab.json`` and ``merges.txt`` (what ``CLIPTokenizer`` reads) into ``out_dir``."""
     bpe_gz, out_dir = Path(bpe_gz), Path(out_dir)
     if not bpe_gz.is_file():
-        raise FileNotFoundError(f"bpe_gz: no such file {str(bpe_gz)!r} (CLIP's bpe_simple_vocab_16e6.txt.gz)")
+        raise MissingFile(f"bpe_gz: no such file {str(bpe_gz)!r} (CLIP's bpe_simple_vocab_16e6.txt.gz)")
     lines = gzip.open(bpe_gz, "rt", encoding="utf-8").read().split("\n")
     merges = [tuple(m.split()) for m in lines[1:N_MERGES + 1]]
     if len(merges) != N_MERGES or any(len(m) != 2 for m in merges):
-        raise ValueError(f"bpe_gz: {bpe_gz} is not CLIP's merge list (expected {N_MERGES} pairs after the header)")
+        raise RefusedFile(f"bpe_gz: {bpe_gz} is not CLIP's merge list (expected {N_MERGES} pairs after the header)")
     base = list(bytes_to_unicode().values())
     tokens = base + [b + "</w>" for b in base] + ["".join(m) for m in merges] + [SOT, EOT]
     vocab = {t: i for i, t in enumerate(tokens)}
     if len(vocab) != VOCAB_SIZE:
-        raise ValueError(f"bpe_gz: {bpe_gz} gives {len(vocab)} distinct tokens, CLIP has {VOCAB_SIZE}")
+        raise InvalidSetting(f"bpe_gz: {bpe_gz} gives {len(vocab)} distinct tokens, CLIP has {VOCAB_SIZE}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",

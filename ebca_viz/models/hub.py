@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import EbcaVizError, EbcaVizTypeError
+from ..errors import InvalidSetting, InvalidType, MissingFile, RefusedFile, UnsupportedModel
 
 HUB_IDS = {
     "sd14": "CompVis/stable-diffusion-v1-4",
@@ -47,10 +47,10 @@ def check_dtype(dtype):
     if isinstance(dtype, str):
         key = dtype.lower().replace("torch.", "")
         if key not in _DTYPE_NAMES:
-            raise EbcaVizError(f"dtype {dtype!r} is not a floating dtype name; use one of {sorted(_DTYPE_NAMES)}")
+            raise InvalidSetting(f"dtype {dtype!r} is not a floating dtype name; use one of {sorted(_DTYPE_NAMES)}")
         return _DTYPE_NAMES[key]
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise EbcaVizError(f"dtype must be a floating torch dtype (torch.float32, torch.float16, torch.bfloat16), "
+        raise InvalidSetting(f"dtype must be a floating torch dtype (torch.float32, torch.float16, torch.bfloat16), "
                          f"got {dtype!r}")
     return dtype
 
@@ -60,15 +60,15 @@ def check_device(device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise EbcaVizError(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:0' ({e})") from None
+        raise InvalidSetting(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:0' ({e})") from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise EbcaVizError(f"device {device!r}: this machine has no CUDA device; use device='cpu'")
+            raise InvalidSetting(f"device {device!r}: this machine has no CUDA device; use device='cpu'")
         if dev.index is not None and dev.index >= n:
-            raise EbcaVizError(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+            raise InvalidSetting(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
     elif dev.type not in ("cpu", "mps", "xpu"):
-        raise EbcaVizError(f"device {device!r}: unsupported device type {dev.type!r}; use 'cpu' or 'cuda'")
+        raise InvalidSetting(f"device {device!r}: unsupported device type {dev.type!r}; use 'cpu' or 'cuda'")
     return dev
 
 
@@ -84,7 +84,7 @@ def _folder_class(folder: Path):
     name = json.loads(index.read_text()).get("_class_name")
     cls = getattr(diffusers, str(name), None)
     if cls is None:
-        raise EbcaVizError(f"{folder}: model_index.json names the pipeline class {name!r}, which this diffusers "
+        raise UnsupportedModel(f"{folder}: model_index.json names the pipeline class {name!r}, which this diffusers "
                          "does not have")
     return cls
 
@@ -135,7 +135,7 @@ def check_folder_complete(folder: Path) -> None:
             elif not any(f.endswith(".safetensors") for f in files):
                 missing.append(f"{name}/ ({cls}): no safetensors weights")
     if missing:
-        raise EbcaVizError(f"{folder}: the pipeline folder is incomplete ({spec.get('_class_name')} per its "
+        raise MissingFile(f"{folder}: the pipeline folder is incomplete ({spec.get('_class_name')} per its "
                            f"model_index.json): " + "; ".join(missing) + ". Download the missing parts again "
                            "(huggingface-cli download <hub id> --local-dir <folder>) or save the pipeline with "
                            "pipe.save_pretrained(folder, safe_serialization=True)")
@@ -151,7 +151,7 @@ def _check_safetensors(folder: Path) -> None:
                   if f.name != "training_args.bin" and not any(f.parent.glob("*.safetensors")))
     if bins:
         names = ", ".join(str(f.relative_to(folder)) for f in bins[:4]) + (", ..." if len(bins) > 4 else "")
-        raise EbcaVizError(
+        raise RefusedFile(
             f"{folder}: these weights are only pickle weights ({names}), no safetensors beside them: ebca_viz refuses pickled "
             "weights (it never unpickles a file, which could run code) and does not download a replacement. If "
             "you trust these files, convert them once to safetensors: python -c \"from diffusers import "
@@ -203,7 +203,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
       class is the one its ``model_index.json`` names; a folder with parts missing is refused, naming them.
     """
     if not isinstance(name, str):
-        raise EbcaVizTypeError(f"name must be a string (one of {available_models()}, a hub id or a folder)")
+        raise InvalidType(f"name must be a string (one of {available_models()}, a hub id or a folder)")
     dtype = check_dtype(dtype)
     device = check_device(device)
     if name in ("tiny", "tiny-inpainting"):
@@ -230,7 +230,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
             world_folder(name)  # raises: unknown world, listing the worlds that ship
         from .worlds import shipped_worlds
 
-        raise EbcaVizError(f"unknown model or world {name!r}: the worlds that ship: {shipped_worlds()}; other "
+        raise InvalidSetting(f"unknown model or world {name!r}: the worlds that ship: {shipped_worlds()}; other "
                            f"offline models: {[m for m in OFFLINE if m not in WORLDS]}; hub names: {list(HUB_IDS)}; "
                            "or a hub id 'org/name' or a local folder")
     repo = HUB_IDS.get(name, name)
@@ -252,12 +252,12 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
         )
     except (OSError, ValueError, EnvironmentError) as e:
         if local.exists():
-            raise EbcaVizError(
+            raise InvalidSetting(
                 f"could not load the folder {str(local)!r} as a diffusers pipeline: {type(e).__name__}: "
                 f"{str(e).splitlines()[0][:300]}. A loadable folder holds model_index.json and one folder per "
                 "component with safetensors weights, as written by pipe.save_pretrained(out, safe_serialization=True)"
             ) from e
-        raise FileNotFoundError(
+        raise MissingFile(
             f"could not load {name!r} ({repo}): the weights are neither in the local Hugging Face cache nor "
             f"reachable{' (HF_HUB_OFFLINE is set)' if offline else ''}. Download them once on a machine with "
             f"network access (`huggingface-cli download {repo}`), or pass a local folder; offline models: "
@@ -291,7 +291,7 @@ def model_kind(pipe) -> str:
                    if t is not None and type(t).__name__.startswith("T5")), None)
         return f"tiny-{fam}" if t5 is not None and t5.get_vocab() == t5_tokenizer().get_vocab() else fam
     if tok is None or unet is None:
-        raise EbcaVizTypeError(f"model_kind needs a diffusers pipeline with a tokenizer and a UNet, got "
+        raise InvalidType(f"model_kind needs a diffusers pipeline with a tokenizer and a UNet, got "
                                f"{type(pipe).__name__}")
     shipped = json.loads((TOKENIZER_DIR / "vocab.json").read_text(encoding="utf-8"))
     if len(tok) != len(shipped) or tok.get_vocab() != shipped:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from ..errors import InvalidSetting
 
 WIDTH_KEYS_UNET = ("cross_attention_dim", "addition_time_embed_dim", "projection_class_embeddings_input_dim")
 WIDTH_KEYS_TEXT = ("hidden_size", "intermediate_size", "projection_dim")
@@ -27,7 +28,7 @@ WIDTH_KEYS_TEXT = ("hidden_size", "intermediate_size", "projection_dim")
 
 def _div(x: int, factor: int, what: str) -> int:
     if x % factor:
-        raise ValueError(f"{what}={x} is not divisible by the scale factor {factor}")
+        raise InvalidSetting(f"{what}={x} is not divisible by the scale factor {factor}")
     return x // factor
 
 
@@ -105,9 +106,9 @@ def build_pipeline(layout: dict, tokenizer, tokenizer_2=None, seed: int = 0):
         if want is None:
             continue
         if tok is None:
-            raise ValueError(f"{name}: the {layout['pipeline']} layout needs a second tokenizer (tokenizer_2=)")
+            raise InvalidSetting(f"{name}: the {layout['pipeline']} layout needs a second tokenizer (tokenizer_2=)")
         if tok.pad_token != want["pad_token"] or len(tok) != layout["text_encoder"]["vocab_size"]:
-            raise ValueError(f"{name}: the layout pads with {want['pad_token']!r} over {layout['text_encoder']['vocab_size']}"
+            raise InvalidSetting(f"{name}: the layout pads with {want['pad_token']!r} over {layout['text_encoder']['vocab_size']}"
                              f" tokens; this tokenizer pads with {tok.pad_token!r} over {len(tok)}")
     cls = getattr(diffusers, layout["pipeline"])
     torch.manual_seed(seed)

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import torch
+from ..errors import MissingFile, RefusedFile
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes_world"
 WEIGHT_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
@@ -136,7 +137,7 @@ def load_components(folder=WEIGHTS_DIR, dtype=torch.float32):
 
     folder = Path(folder)
     if not (folder / "unet" / WEIGHT_FILES["unet"]).exists():
-        raise FileNotFoundError(f"no shapes-world weights in {folder} (expected unet/, vae/, text_encoder/)")
+        raise MissingFile(f"no shapes-world weights in {folder} (expected unet/, vae/, text_encoder/)")
     out = []
     for name, cls in (("vae", AutoencoderKL), ("unet", UNet2DConditionModel)):
         m = cls.from_config(cls.load_config(str(folder / name)))
@@ -146,7 +147,7 @@ def load_components(folder=WEIGHTS_DIR, dtype=torch.float32):
     missing, unexpected = te.load_state_dict(_load_state(folder / "text_encoder", WEIGHT_FILES["text_encoder"], dtype),
                                              strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-        raise RuntimeError(f"text encoder weights do not match: missing {missing}, unexpected {unexpected}")
+        raise RefusedFile(f"text encoder weights do not match: missing {missing}, unexpected {unexpected}")
     out.append(te.to(dtype).eval())
     return tuple(out)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import EbcaVizError
+from ..errors import InvalidSetting, MissingFile
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
 WORLDS = {
@@ -31,7 +31,7 @@ WORLDS = {
 def world_folder(name: str) -> Path:
     """``ebca_viz/weights/<folder>`` of a world; an unknown name lists the worlds that ship."""
     if name not in WORLDS:
-        raise EbcaVizError(f"unknown world {name!r}; the worlds that ship with this copy of ebca_viz: "
+        raise InvalidSetting(f"unknown world {name!r}; the worlds that ship with this copy of ebca_viz: "
                            f"{shipped_worlds()}")
     return WEIGHTS_ROOT / WORLDS[name]
 
@@ -49,7 +49,7 @@ def load_world(name: str, device="cpu", dtype=torch.float32):
 
     folder = world_folder(name)
     if not weights_available(folder):
-        raise FileNotFoundError(f"the {name} weights are not in this copy of ebca_viz ({folder}); the worlds that "
+        raise MissingFile(f"the {name} weights are not in this copy of ebca_viz ({folder}); the worlds that "
                                 f"ship: {shipped_worlds()}")
     return load_shapes_pipeline(device=device, dtype=dtype, folder=folder)
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 from matplotlib.figure import Figure
+from ..errors import InvalidSetting
 
 
 class ExplainerFigure(Figure):
@@ -216,7 +217,7 @@ def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc=None)
     from matplotlib.text import Text
 
     if min_pt <= 0 or max_width <= 0:
-        raise ValueError(f"min_pt and max_width must be positive, got {min_pt}, {max_width}")
+        raise InvalidSetting(f"min_pt and max_width must be positive, got {min_pt}, {max_width}")
     for t in fig.findobj(Text):
         if t.get_text() and t.get_fontsize() < min_pt:
             t.set_fontsize(min_pt)
@@ -227,7 +228,7 @@ def readable(fig, min_pt: float = 10.0, max_width: float = 9.0, legend_loc=None)
         legs = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
         locs = [legend_loc] * len(legs) if isinstance(legend_loc, str) else list(legend_loc)
         if len(locs) != len(legs):
-            raise ValueError(f"legend_loc: give one location or one per legend ({len(legs)}), got {legend_loc!r}")
+            raise InvalidSetting(f"legend_loc: give one location or one per legend ({len(legs)}), got {legend_loc!r}")
         for leg, loc in zip(legs, locs):
             if loc == "below":  # under the axes (below the tick and axis labels), two columns
                 ax = leg.axes
@@ -278,7 +279,7 @@ def add_colorbar(fig, label: str, vmin: float = 0.0, vmax: float = 1.0, cmap: st
     import matplotlib as mpl
 
     if not vmax > vmin:
-        raise ValueError(f"vmax must exceed vmin, got {vmin}, {vmax}")
+        raise InvalidSetting(f"vmax must exceed vmin, got {vmin}, {vmax}")
     right = 1 - width - 0.11
     fig.subplots_adjust(right=right)
     cax = fig.add_axes([right + 0.02, 0.2, width, 0.6])

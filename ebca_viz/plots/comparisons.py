@@ -9,6 +9,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from .base import FS, FS_TITLE, ExplainerFigure, image_array, new_figure, resize_map
+from ..errors import InvalidSetting
 
 
 def compare_images(images, titles: Optional[Sequence[str]] = None, size: float = 2.6,
@@ -27,7 +28,7 @@ def compare_images(images, titles: Optional[Sequence[str]] = None, size: float =
         images = list(images.values())
     arrs = [image_array(im) for im in images]
     if not arrs:
-        raise ValueError("compare_images needs at least one image")
+        raise InvalidSetting("compare_images needs at least one image")
     n = len(arrs) + (1 if diff and len(arrs) > 1 else 0)
     fig = new_figure(figsize=(size * n, size + (0.5 if title else 0.3)))
     axes = np.atleast_1d(fig.subplots(1, n))

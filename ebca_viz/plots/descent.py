@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import claims
 from .base import FS, FS_TITLE, layer_ticks, legends_to_spare, new_figure, panel_grid, short_layer, to_numpy
+from ..errors import InvalidSetting
 
 
 
@@ -18,11 +19,11 @@ def _sweep_arrays(gammas, changes, first_order, run_gamma):
     g = to_numpy(gammas).ravel()
     ch, fo = to_numpy(changes), to_numpy(first_order)
     if ch.ndim != 4 or ch.shape[-1] != g.size:
-        raise ValueError(f"changes must be (S, L, B, G) with G = len(gammas) = {g.size}, got shape {ch.shape}")
+        raise InvalidSetting(f"changes must be (S, L, B, G) with G = len(gammas) = {g.size}, got shape {ch.shape}")
     if fo.shape != ch.shape[:3]:
-        raise ValueError(f"first_order must be (S, L, B) = {ch.shape[:3]}, got shape {fo.shape}")
+        raise InvalidSetting(f"first_order must be (S, L, B) = {ch.shape[:3]}, got shape {fo.shape}")
     if not run_gamma or run_gamma <= 0:
-        raise ValueError(f"run_gamma must be the run's positive gamma_attn, got {run_gamma!r}")
+        raise InvalidSetting(f"run_gamma must be the run's positive gamma_attn, got {run_gamma!r}")
     return g, ch, fo
 
 def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps: Optional[Sequence[int]] = None,
@@ -40,7 +41,7 @@ def plot_descent_map(change, layer_names: Optional[Sequence[str]] = None, steps:
     if c.ndim == 2:
         c = c[..., None]
     if c.ndim != 3:
-        raise ValueError(f"change must be (S, L) or (S, L, B), got shape {c.shape}")
+        raise InvalidSetting(f"change must be (S, L) or (S, L, B), got shape {c.shape}")
     S, L, _ = c.shape
     ok = np.isfinite(c)
     low = np.where(ok, c < 0, np.nan)
@@ -200,13 +201,13 @@ def plot_repeated_updates(curves: Mapping[str, Sequence[float]], title: str = "o
     (:func:`ebca_viz.energy_steps.repeated_updates`), one line each; update 0 is the prompt's context.
     The first update's drop is marked on each curve."""
     if not curves:
-        raise ValueError("curves is empty: pass {label: energies along the updates}")
+        raise InvalidSetting("curves is empty: pass {label: energies along the updates}")
     fig = new_figure(figsize=(7.5, 4.2))
     ax = fig.subplots()
     for j, (label, e) in enumerate(curves.items()):
         e = to_numpy(e).ravel()
         if e.size < 2:
-            raise ValueError(f"curve {label!r} needs at least 2 energies (before and after one update), got {e.size}")
+            raise InvalidSetting(f"curve {label!r} needs at least 2 energies (before and after one update), got {e.size}")
         ax.plot(np.arange(e.size), e, "o-", ms=3.5, color=f"C{j}", label=label)
         ax.annotate("", xy=(1, e[1]), xytext=(0, e[0]), arrowprops=dict(arrowstyle="->", color=f"C{j}", lw=2))
     ax.set_xlabel("update number (0 = the prompt's own context)", fontsize=11)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import claims
 from .base import FS, FS_TITLE, TRACE_STEP_LABEL, ExplainerFigure, image_array, layer_ticks, legends_to_spare, new_figure, panel_grid, short_layer, to_numpy
+from ..errors import InvalidSetting
 
 
 def plot_energy_curves(before, after=None, reference=None, layer_names: Optional[Sequence[str]] = None,
@@ -37,7 +38,7 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
     if b.ndim == 1:
         b = b[None]
     if b.ndim != 2:
-        raise ValueError(f"before must be (S, L), got shape {b.shape}")
+        raise InvalidSetting(f"before must be (S, L), got shape {b.shape}")
     S, L = b.shape
     a = None if after is None else to_numpy(after).reshape(S, L)
     ref = None if reference is None else to_numpy(reference).reshape(-1, L)
@@ -47,7 +48,7 @@ def plot_energy_curves(before, after=None, reference=None, layer_names: Optional
         relative = ref is not None and ref.shape == b.shape
     if relative:
         if ref is None or ref.shape != b.shape:
-            raise ValueError("relative=True needs a reference of the same shape (S, L) as before")
+            raise InvalidSetting("relative=True needs a reference of the same shape (S, L) as before")
         b_show, a_show = b - ref, (None if a is None else a - ref)
     else:
         b_show, a_show = b, a
@@ -148,7 +149,7 @@ def plot_gradient_check(autograd, closed_form, title: str = "closed form vs torc
 
     g1, g2 = _f64(autograd), _f64(closed_form)
     if g1.shape != g2.shape:
-        raise ValueError(f"gradients differ in size: {g1.size} vs {g2.size}")
+        raise InvalidSetting(f"gradients differ in size: {g1.size} vs {g2.size}")
     err = np.abs(g1 - g2).max()
     rel = err / (np.abs(g1).max() + 1e-30)
     wide = str(getattr(autograd, "dtype", "")).endswith("float64")  # torch.float64 or numpy float64
@@ -181,7 +182,7 @@ def plot_seg_energy(sigmas, energies, reference=None, labels=None, images=None,
     if e.ndim == 1:
         e = e[None]
     if e.shape[-1] != s.size:
-        raise ValueError(f"energies must have one value per sigma ({s.size}), got shape {e.shape}")
+        raise InvalidSetting(f"energies must have one value per sigma ({s.size}), got shape {e.shape}")
     finite = np.isfinite(s)
     xs = s.copy()
     inf_x = (s[finite].max() * 2 if finite.any() else 1.0)
@@ -231,7 +232,7 @@ COLORS = {"context": "C0", "prior": "C1", "posterior": "k"}
 
 def _terms(d, name: str) -> dict:
     if not isinstance(d, Mapping) or any(k not in d for k in KINDS):
-        raise ValueError(f"{name} must be a dict with keys {KINDS} (arrays (S, L) or (S, L, B)), got "
+        raise InvalidSetting(f"{name} must be a dict with keys {KINDS} (arrays (S, L) or (S, L, B)), got "
                          f"{type(d).__name__}{'' if not isinstance(d, Mapping) else ' with keys ' + str(list(d))}")
     out = {}
     for k in KINDS:
@@ -239,11 +240,11 @@ def _terms(d, name: str) -> dict:
         if a.ndim == 2:
             a = a[..., None]
         if a.ndim != 3:
-            raise ValueError(f"{name}[{k!r}] must be (S, L) or (S, L, B), got shape {a.shape}")
+            raise InvalidSetting(f"{name}[{k!r}] must be (S, L) or (S, L, B), got shape {a.shape}")
         out[k] = a
     shapes = {v.shape for v in out.values()}
     if len(shapes) != 1:
-        raise ValueError(f"{name}: the three terms differ in shape: {sorted(shapes)}")
+        raise InvalidSetting(f"{name}: the three terms differ in shape: {sorted(shapes)}")
     return out
 
 
@@ -279,10 +280,10 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
     """
     b, a = _terms(before, "before"), _terms(after, "after")
     if b["posterior"].shape != a["posterior"].shape:
-        raise ValueError(f"before and after differ in shape: {b['posterior'].shape} vs {a['posterior'].shape}")
+        raise InvalidSetting(f"before and after differ in shape: {b['posterior'].shape} vs {a['posterior'].shape}")
     r = None if reference is None else _terms(reference, "reference")
     if r is not None and r["posterior"].shape != b["posterior"].shape:
-        raise ValueError(f"reference must have the shape of before {b['posterior'].shape}, got {r['posterior'].shape}")
+        raise InvalidSetting(f"reference must have the shape of before {b['posterior'].shape}, got {r['posterior'].shape}")
     S, L, _ = b["posterior"].shape
     n_ax = 3 if r is not None else 2
     axes, fig = panel_grid(n_ax, ncols, (5.2, 4.2))

@@ -10,6 +10,7 @@ import numpy as np
 from ..tokens import trace_prompt_positions, trace_tokens
 from .base import (FS, FS_TITLE, MAX_WIDTH_IN, TRACE_STEP_LABEL, ExplainerFigure, close_figure, image_array, new_figure,
                    short_layer, stack_maps, to_numpy)
+from ..errors import InvalidSetting
 
 
 def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None, row_labels=None,
@@ -43,16 +44,16 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
     if a.ndim == 3:
         a = a[None]
     if a.ndim != 4:
-        raise ValueError(f"maps must be (R, N, h, w), (N, h, w) or a list of (N, h, w); got shape {a.shape}")
+        raise InvalidSetting(f"maps must be (R, N, h, w), (N, h, w) or a list of (N, h, w); got shape {a.shape}")
     R, N = a.shape[:2]
     cols = list(range(N)) if token_indices is None else list(token_indices)
     for c in cols:
         if not 0 <= c < N:
-            raise ValueError(f"token_indices: {c} out of range for {N} tokens")
+            raise InvalidSetting(f"token_indices: {c} out of range for {N} tokens")
     if row_labels is not None and len(row_labels) != R:
-        raise ValueError(f"row_labels has {len(row_labels)} entries for {R} rows of maps")
+        raise InvalidSetting(f"row_labels has {len(row_labels)} entries for {R} rows of maps")
     if normalize not in ("map", "row", "none", "all"):
-        raise ValueError("normalize must be 'map', 'row', 'none' or 'all'")
+        raise InvalidSetting("normalize must be 'map', 'row', 'none' or 'all'")
     img = image_array(image) if image is not None else None
     if img is not None:
         a = stack_maps(list(a), size=img.shape[:2])
@@ -119,7 +120,7 @@ def plot_token_maps(maps, tokens=None, image=None, title=None, **kw) -> Explaine
     """One row of maps ``(N, h, w)`` (e.g. averaged over layers and steps), optionally over ``image``."""
     a = to_numpy(maps) if not isinstance(maps, (list, tuple)) else stack_maps([maps])[0]
     if a.ndim != 3:
-        raise ValueError(f"maps must be (N, h, w), got shape {a.shape}")
+        raise InvalidSetting(f"maps must be (N, h, w), got shape {a.shape}")
     return plot_attention_maps(a[None], tokens=tokens, image=image, row_labels=[""], title=title, **kw)
 
 
@@ -139,7 +140,7 @@ def animate_maps(maps, tokens: Optional[Sequence[str]] = None, token_indices=Non
 
     a = to_numpy(maps)
     if a.ndim != 4:
-        raise ValueError(f"maps must be (S, N, h, w), got shape {a.shape}")
+        raise InvalidSetting(f"maps must be (S, N, h, w), got shape {a.shape}")
     S, N = a.shape[:2]
     labels = list(step_labels) if step_labels is not None else [f"step {i} / {S - 1}" for i in range(S)]
     if max_frames is not None and S > max_frames >= 2:
@@ -198,7 +199,7 @@ def plot_trace_maps(tr, by: str = "layer", token=None, image=None, **kw) -> Expl
     (rows = steps, mean over layers) or ``"mean"`` (one row). ``token``: positions/words (default:
     the prompt's words). Other keywords go to :func:`plot_attention_maps`."""
     if by not in ("layer", "step", "mean"):
-        raise ValueError("by must be 'layer', 'step' or 'mean'")
+        raise InvalidSetting("by must be 'layer', 'step' or 'mean'")
     idx = tr.token_index(token) if token is not None else trace_prompt_positions(tr)
     m = tr.maps(aggregate=by)
     if by == "mean":
@@ -251,19 +252,19 @@ def plot_guidance(tr, kind: str = "cfg", steps=4, image: int = 0, sample=None, f
     rec = list(tr.steps)
     if isinstance(steps, int) and not isinstance(steps, bool):
         if steps < 1:
-            raise ValueError(f"steps must be a positive number of steps or a list of recorded steps, got {steps}")
+            raise InvalidSetting(f"steps must be a positive number of steps or a list of recorded steps, got {steps}")
         idx = sorted(set(np.linspace(0, S - 1, min(steps, S)).round().astype(int).tolist()))
     else:
         idx = []
         for st in steps:
             if st not in rec:
-                raise ValueError(f"steps: step {st!r} was not recorded; recorded steps are {rec}")
+                raise InvalidSetting(f"steps: step {st!r} was not recorded; recorded steps are {rec}")
             idx.append(rec.index(st))
     img = None if sample is None else image_array(sample)
     if factor is None:
         factor = max(1, img.shape[1] // w) if img is not None else 8
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"factor must be a positive int (image pixels per latent pixel), got {factor!r}")
+        raise InvalidSetting(f"factor must be a positive int (image pixels per latent pixel), got {factor!r}")
     shown = [np.kron(g[i], np.ones((factor, factor))) for i in idx]  # nearest-neighbour upscale
     finite = np.concatenate([m[np.isfinite(m)] for m in shown]) if shown else np.zeros(0)
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..tokens import trace_prompt_positions, trace_tokens
 from .base import FS, FS_TITLE, ExplainerFigure, new_figure, to_numpy
+from ..errors import InvalidSetting
 
 
 def pca_2d(x) -> np.ndarray:
@@ -40,11 +41,11 @@ def plot_context_trajectories(contexts=None, tokens: Optional[Sequence[str]] = N
     if contexts is not None:
         c = to_numpy(contexts)
         if c.ndim != 3:
-            raise ValueError(f"contexts must be (L+1, N, D), got shape {c.shape}")
+            raise InvalidSetting(f"contexts must be (L+1, N, D), got shape {c.shape}")
         norms = np.linalg.norm(c, axis=-1)
         drift = np.linalg.norm(c - c[:1], axis=-1)
     elif norms is None:
-        raise ValueError("give contexts (L+1, N, D) or norms (L+1, N)")
+        raise InvalidSetting("give contexts (L+1, N, D) or norms (L+1, N)")
     else:
         c = None
         norms = to_numpy(norms)

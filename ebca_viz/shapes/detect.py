@@ -32,6 +32,7 @@ import itertools
 import numpy as np
 
 from .world import COLOURS, IMAGE_SIZE
+from ..errors import InvalidSetting
 
 FG_THRESHOLD = 90
 COLOUR_THRESHOLD = 0.35
@@ -74,7 +75,7 @@ def _as_uint8(image) -> np.ndarray:
     if a.dtype != np.uint8:
         a = np.clip(np.rint(a.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
     if a.ndim != 3 or a.shape[-1] != 3:
-        raise ValueError(f"expected an (H, W, 3) image, got shape {a.shape}")
+        raise InvalidSetting(f"expected an (H, W, 3) image, got shape {a.shape}")
     return a
 
 
@@ -371,7 +372,7 @@ def interpretations(found: list):
     for o in options:
         n *= len(o)
     if n > MAX_INTERPRETATIONS:
-        raise OverflowError(f"{n} readings")
+        raise OverflowError(f"{n} readings")  # internal invariant: control flow, caught by the callers below
     for combo in itertools.product(*options):
         yield [k for k in combo if k is not None]
 

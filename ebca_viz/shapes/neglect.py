@@ -29,6 +29,7 @@ Splits of the two-object prompts (:func:`two_object_prompts`):
 from __future__ import annotations
 
 from . import world
+from ..errors import InvalidSetting
 
 # name -> unordered shape pairs whose two-object training scenes are altered (redrawn or one object dropped)
 HOLDOUTS = {
@@ -40,7 +41,7 @@ HOLDOUTS = {
 def check_holdout(name: str) -> frozenset:
     """The held-out shape pairs of ``name``; a clear error for an unknown name."""
     if name not in HOLDOUTS:
-        raise ValueError(f"holdout must be one of {sorted(HOLDOUTS)}, got {name!r}")
+        raise InvalidSetting(f"holdout must be one of {sorted(HOLDOUTS)}, got {name!r}")
     return HOLDOUTS[name]
 
 
@@ -71,4 +72,4 @@ def two_object_prompts(split: str = "report") -> list:
         return world.two_object_prompts("tune")
     if split == "all":
         return world.two_object_prompts("all")
-    raise ValueError(f"split must be 'report', 'seen' or 'all', got {split!r}")
+    raise InvalidSetting(f"split must be 'report', 'seen' or 'all', got {split!r}")

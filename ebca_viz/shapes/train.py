@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ..errors import InvalidSetting, MissingFile, RefusedFile
 
 
 def parse_args(argv=None):
@@ -107,7 +108,7 @@ class Batches:
         self.world, self.neglect = world, neglect
         neglect.check_holdout(holdout)
         if mode not in ("redraw", "drop"):
-            raise ValueError(f"holdout mode must be 'redraw' or 'drop', got {mode!r}")
+            raise InvalidSetting(f"holdout mode must be 'redraw' or 'drop', got {mode!r}")
         self.rng = np.random.default_rng(seed)
         self.size, self.p_two, self.holdout, self.mode = size, p_two, holdout, mode
 
@@ -198,7 +199,7 @@ def init_vae(vae, folder: str, log) -> dict:
 
     sub = Path(folder) / "vae"
     if not (sub / WEIGHT_FILES["vae"]).is_file():
-        raise FileNotFoundError(f"--init-vae {folder}: no {sub / WEIGHT_FILES['vae']}")
+        raise MissingFile(f"--init-vae {folder}: no {sub / WEIGHT_FILES['vae']}")
     cfg = json.loads((sub / "config.json").read_text())
     vae.load_state_dict(_load_state(sub, WEIGHT_FILES["vae"], torch.float32), strict=True)
     vae.register_to_config(scaling_factor=cfg["scaling_factor"])
@@ -235,7 +236,7 @@ def resume_vae(vae, folder: Path, log) -> dict:
     from safetensors.torch import load_file
 
     if not (folder / "state.json").is_file():
-        raise FileNotFoundError(f"--resume: no saved state in {folder} (written at each checkpoint)")
+        raise MissingFile(f"--resume: no saved state in {folder} (written at each checkpoint)")
     t = load_file(str(folder / "tensors.safetensors"))
     vae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("vae.")}, strict=True)
     sf = json.loads((folder / "state.json").read_text())["vae_scaling_factor"]
@@ -249,7 +250,7 @@ def load_state(folder: Path, unet, te, ema_unet, ema_te, opt, data, gen) -> dict
     from safetensors.torch import load_file
 
     if not (folder / "state.json").is_file():
-        raise FileNotFoundError(f"--resume: no saved state in {folder} (written at each checkpoint)")
+        raise MissingFile(f"--resume: no saved state in {folder} (written at each checkpoint)")
     t = load_file(str(folder / "tensors.safetensors"))
     for tag, m in (("unet", unet), ("te", te), ("ema_unet", ema_unet), ("ema_te", ema_te)):
         sd = {k[len(tag) + 1:]: v for k, v in t.items() if k.startswith(tag + ".")}
@@ -272,10 +273,10 @@ def init_denoiser(unet, te, folder: str, log) -> None:
     for comp, m in (("unet", unet), ("text_encoder", te)):
         sub = Path(folder) / comp
         if not (sub / WEIGHT_FILES[comp]).is_file():
-            raise FileNotFoundError(f"--init-from {folder}: no {sub / WEIGHT_FILES[comp]}")
+            raise MissingFile(f"--init-from {folder}: no {sub / WEIGHT_FILES[comp]}")
         missing, unexpected = m.load_state_dict(_load_state(sub, WEIGHT_FILES[comp], torch.float32), strict=False)
         if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-            raise RuntimeError(f"--init-from {sub}: weights do not match ({missing}, {unexpected})")
+            raise RefusedFile(f"--init-from {sub}: weights do not match ({missing}, {unexpected})")
     log(f"unet and text encoder initialised from {folder}")
 
 
@@ -303,7 +304,7 @@ def train_unet(vae, unet, te, tok, data: Batches, args, log, out: Path) -> dict:
     gen = torch.Generator().manual_seed(args.seed + 1)
     budget = args.minutes * 60
     if args.schedule == "steps" and not args.max_steps:
-        raise ValueError("--schedule steps needs --max-steps N (the cosine runs over N steps)")
+        raise InvalidSetting("--schedule steps needs --max-steps N (the cosine runs over N steps)")
     t0 = time.time()
     step, run_loss, window = 0, None, []
     if args.resume:

@@ -5,7 +5,7 @@ prompt or raises :class:`~ebca_viz.errors.EbcaVizError` listing the words the wo
 """
 from __future__ import annotations
 
-from ..errors import EbcaVizError
+from ..errors import InvalidSetting
 from ..models.worlds import world_folder
 from . import world
 
@@ -20,11 +20,11 @@ def check_prompt(name: str, prompt: str) -> str:
     """Return ``prompt`` if every word is in the world's :func:`vocabulary` (``""`` is allowed:
     the unconditional prompt), else raise naming the unknown words and the known ones."""
     if not isinstance(prompt, str):
-        raise EbcaVizError(f"prompt must be a string, got {type(prompt).__name__}")
+        raise InvalidSetting(f"prompt must be a string, got {type(prompt).__name__}")
     known = vocabulary(name)
     bad = [w for w in prompt.lower().replace(",", " ").split() if w not in known]
     if bad:
-        raise EbcaVizError(f"prompt {prompt!r}: the {name} model was never trained on {sorted(set(bad))}; it knows "
+        raise InvalidSetting(f"prompt {prompt!r}: the {name} model was never trained on {sorted(set(bad))}; it knows "
                            f"only {known} (e.g. 'a red circle and a blue triangle')")
     return prompt
 

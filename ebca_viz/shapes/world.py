@@ -21,6 +21,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+from ..errors import InvalidSetting
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {  # RGB, saturated and far apart so that nearest-palette detection is unambiguous
@@ -102,7 +103,7 @@ def coverage(spec: ObjectSpec, size: int = IMAGE_SIZE, ss: int = SUPERSAMPLE) ->
         half = t * spec.size / 2
         inside = (y >= y0) & (y <= y1) & (np.abs(x - spec.cx) <= half)
     else:
-        raise ValueError(f"unknown shape {spec.shape!r}; one of {SHAPES}")
+        raise InvalidSetting(f"unknown shape {spec.shape!r}; one of {SHAPES}")
     return inside.reshape(size, ss, size, ss).mean(axis=(1, 3)).astype(np.float32)
 
 
@@ -139,7 +140,8 @@ def layout(rng: np.random.Generator, pairs, size: int = IMAGE_SIZE, tries: int =
         if all(_boxes_apart(a.box, b.box, GAP * k) for a, b in itertools.combinations(specs, 2)):
             return specs
         hi = max(lo, hi * 0.97)  # crowded: shrink and try again
-    raise RuntimeError(f"could not place {pairs} without overlap in {size}x{size}")
+    raise InvalidSetting(f"layout: could not place pairs={pairs} without overlap in size={size} ({size}x{size} px) after "
+                         f"tries={tries}; fix: a larger size, fewer pairs or more tries")
 
 
 def random_pairs(rng: np.random.Generator, p_two: float = 0.5) -> list:
@@ -200,4 +202,4 @@ def two_object_prompts(split: str = "all") -> list:
         return tune
     if split == "report":
         return [p for p in out if p not in tune]
-    raise ValueError(f"split must be 'all', 'tune' or 'report', got {split!r}")
+    raise InvalidSetting(f"split must be 'all', 'tune' or 'report', got {split!r}")

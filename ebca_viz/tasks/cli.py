@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import EbcaVizError
+from ..errors import InvalidSetting, MissingFile, UnsupportedModel
 from .presets import PRESETS, get_preset, preset_kwargs
 
 
@@ -60,7 +60,7 @@ def _edit_args(p) -> None:
 def _direction(d: str):
     table = {"+": 1, "1": 1, "+1": 1, "-": -1, "-1": -1, "0": -1, "conjunction": 1, "negation": -1}
     if d not in table:
-        raise ValueError(f"--direction: {d!r} is not + / - (or the published 1 / 0)")
+        raise InvalidSetting(f"--direction: {d!r} is not + / - (or the published 1 / 0)")
     return table[d]
 
 
@@ -70,7 +70,7 @@ def _edits_from_args(args, kw: dict) -> None:
     lists = (args.direction, args.alpha, args.start, args.gamma_attn_comp, args.gamma_norm_comp, args.gamma_start)
     if args.edit is None:
         if any(x is not None for x in lists):
-            raise ValueError("--direction/--alpha/--start/--gamma-*-comp describe editorial prompts: give them with --edit")
+            raise InvalidSetting("--direction/--alpha/--start/--gamma-*-comp describe editorial prompts: give them with --edit")
         return
     dirs = [_direction(d) for d in args.direction] if args.direction is not None else None
     kw["edits"] = edits_from_lists(args.edit, dirs, args.alpha, args.start, args.gamma_attn_comp,
@@ -105,7 +105,7 @@ def _load(model: str, args, text_to_image: str | None = None):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(model, device=device)
     if text_to_image and type(pipe).__name__.endswith("InpaintPipeline"):  # refused before any sampling
-        raise EbcaVizError(f"{text_to_image}: --model {model!r} is an inpainting model ({type(pipe).__name__}, "
+        raise UnsupportedModel(f"{text_to_image}: --model {model!r} is an inpainting model ({type(pipe).__name__}, "
                            f"{pipe.unet.config.in_channels}-channel UNet), which needs an image and a mask; run "
                            f"`{text_to_image}` on a text-to-image checkpoint (e.g. sd15) or use the `inpaint` command")
     pipe.set_progress_bar_config(disable=args.no_progress, leave=False)
@@ -147,10 +147,10 @@ def run_multiconcept(args) -> int:
                     ("token_upweight", "token_upweight")])
     if args.token is not None:
         if args.token_indices is not None:
-            raise EbcaVizError("--token and --token-indices both name the up-weighted tokens: give one of them")
+            raise InvalidSetting("--token and --token-indices both name the up-weighted tokens: give one of them")
         kw["token_indices"] = list(args.token)
     if "prompt" not in kw:
-        raise EbcaVizError("multiconcept: give --prompt or --preset")
+        raise InvalidSetting("multiconcept: give --prompt or --preset")
     pipe = _load(model, args, text_to_image="multiconcept")
     return _finish(multiconcept(pipe, **kw), args, "multiconcept", model)
 
@@ -174,7 +174,7 @@ def run_synedit(args) -> int:
                     ("gamma_norm", "gamma_norm")])
     _edits_from_args(args, kw)
     if "prompt" not in kw or "edits" not in kw:
-        raise ValueError("synedit: give --prompt and --edit (or --preset)")
+        raise InvalidSetting("synedit: give --prompt and --edit (or --preset)")
     pipe = _load(model, args, text_to_image="synedit")
     return _finish(synthetic_edit(pipe, **kw), args, "synedit", model)
 
@@ -202,7 +202,7 @@ def run_realedit(args) -> int:
     _set(kw, args, [("source_prompt", "source_prompt"), ("gamma_attn", "gamma_attn"), ("gamma_norm", "gamma_norm")])
     _edits_from_args(args, kw)
     if "edits" not in kw:
-        raise ValueError("realedit: give --edit (or --preset)")
+        raise InvalidSetting("realedit: give --edit (or --preset)")
     if args.image is None:
         img, src = sample_image()
         kw["image"] = center_crop_square(img)
@@ -254,17 +254,17 @@ def run_inpaint(args) -> int:
                     ("gamma_attn", "gamma_attn"), ("gamma_norm", "gamma_norm"), ("update_region", "update_region"),
                     ("jump_length", "jump_length"), ("jump_n_sample", "jump_n_sample")])
     if "prompt" not in kw:
-        raise ValueError("inpaint: give --prompt (or --preset)")
+        raise InvalidSetting("inpaint: give --prompt (or --preset)")
     if args.jump_length is not None or args.jump_n_sample is not None:
         if kw.get("repaint") is False:
-            raise ValueError(f"--jump-length/--jump-n-sample are RePaint settings, but preset {args.preset!r} runs the SD "
+            raise InvalidSetting(f"--jump-length/--jump-n-sample are RePaint settings, but preset {args.preset!r} runs the SD "
                              "inpainting model: add --repaint (or use --preset teddy-bear-repaint)")
         kw["repaint"] = True
     img = load_rgb(args.image, "--image") if args.image else center_crop_square(sample_image()[0])
     if args.mask:
         p = Path(args.mask)
         if not p.exists():
-            raise FileNotFoundError(f"--mask: no such file {args.mask!r}")
+            raise MissingFile(f"--mask: no such file {args.mask!r}")
         mask = load_rgb(p, "--mask").convert("L")  # directories and non-images: a clear error
     else:
         w, h = img.size

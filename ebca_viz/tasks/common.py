@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+from ..errors import InvalidSetting, InvalidType, MissingFile
 
 
 @dataclass
@@ -165,20 +166,20 @@ def sample_with_energy(pipe, cfg, observers, seed: int, prompt, **call_kwargs) -
 def make_generator(seed: int, device=None) -> torch.Generator:
     """A ``torch.Generator`` on the pipeline's device (CPU generator for CPU/MPS)."""
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+        raise InvalidType(f"seed must be an int, got {type(seed).__name__} {seed!r}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     return torch.Generator("cuda" if dev.type == "cuda" else "cpu").manual_seed(seed)
 
 
 def check_prompt(prompt, name: str = "prompt") -> str:
     if not isinstance(prompt, str):
-        raise TypeError(f"{name} must be a string, got {type(prompt).__name__}")
+        raise InvalidType(f"{name} must be a string, got {type(prompt).__name__}")
     return prompt
 
 
 def check_steps(n, name: str = "num_inference_steps") -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
+        raise InvalidSetting(f"{name} must be a positive int, got {n!r}")
     return n
 
 
@@ -194,9 +195,9 @@ def check_size(pipe, height, width, *, square: bool = False) -> tuple[int, int]:
     f = int(getattr(pipe, "vae_scale_factor", 8))
     for nm, v in (("height", h), ("width", w)):
         if isinstance(v, bool) or not isinstance(v, int) or v < f or v % f:
-            raise ValueError(f"{nm} must be a positive multiple of the VAE factor {f}, got {v!r}")
+            raise InvalidSetting(f"{nm} must be a positive multiple of the VAE factor {f}, got {v!r}")
     if square and h != w:
-        raise ValueError(
+        raise InvalidSetting(
             f"height/width: SEG blurs square latent grids only, got height={h}, width={w}: "
             f"pass height == width (e.g. {max(h, w)})"
         )
@@ -214,22 +215,22 @@ def load_rgb(image, name: str = "image"):
     if isinstance(image, (str, Path)):
         p = Path(image).expanduser()
         if not p.exists():
-            raise FileNotFoundError(f"{name}: no such file {str(p)!r}")
+            raise MissingFile(f"{name}: no such file {str(p)!r}")
         if p.is_dir():
-            raise ValueError(f"{name}: {str(p)!r} is a directory; give an image file (PNG, JPEG, ...)")
+            raise InvalidSetting(f"{name}: {str(p)!r} is a directory; give an image file (PNG, JPEG, ...)")
         from PIL import UnidentifiedImageError
 
         try:
             return Image.open(p).convert("RGB")
         except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{name}: {str(p)!r} is not an image file PIL can read ({type(e).__name__})") from None
+            raise InvalidSetting(f"{name}: {str(p)!r} is not an image file PIL can read ({type(e).__name__})") from None
     if not isinstance(image, Image.Image):
-        raise TypeError(
+        raise InvalidType(
             f"{name} must be a PIL.Image.Image in RGB mode or a file path, got {type(image).__name__}; "
             "for an array use PIL.Image.fromarray(array).convert('RGB')"
         )
     if image.mode != "RGB":
-        raise ValueError(f"{name} must be an RGB image, got mode {image.mode!r}: pass {name}.convert('RGB')")
+        raise InvalidSetting(f"{name} must be an RGB image, got mode {image.mode!r}: pass {name}.convert('RGB')")
     return image
 
 
@@ -246,7 +247,7 @@ def check_out_dir(path, name: str = "--out") -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise ValueError(f"{name}: cannot write to {str(p)!r} ({type(e).__name__}: {e.strerror or e}); "
+        raise InvalidSetting(f"{name}: cannot write to {str(p)!r} ({type(e).__name__}: {e.strerror or e}); "
                          "choose a writable folder") from None
     return p
 
@@ -300,7 +301,7 @@ def edits_from_lists(prompts: Sequence[str], directions=None, alphas=None, start
         else:
             v = [v] if isinstance(v, (int, float, str)) else list(v)
             if len(v) != n:
-                raise ValueError(
+                raise InvalidSetting(
                     f"edit lists: {n} editing prompt(s) but {len(v)} value(s) in {k}: give one value of {k} per editing prompt"
                 )
             cols[k] = v

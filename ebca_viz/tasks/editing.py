@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from ..config import EBCAConfig, Edit
 from .common import TaskResult, check_prompt, check_size, check_steps, sample_with_energy
+from ..errors import InvalidType
 
 
 def as_edits(edits) -> list:
@@ -23,7 +24,7 @@ def as_edits(edits) -> list:
     if isinstance(edits, (Edit, dict)):
         edits = [edits]
     if edits is None or isinstance(edits, str):
-        raise TypeError("edits must be a list of ebca_viz.Edit (or dicts of Edit fields), e.g. "
+        raise InvalidType("edits must be a list of ebca_viz.Edit (or dicts of Edit fields), e.g. "
                         "[Edit(prompt='boat on a river', alpha=1.3, start=0.2)]")
     out = []
     for i, e in enumerate(edits):
@@ -31,9 +32,9 @@ def as_edits(edits) -> list:
             try:
                 e = Edit(**e)
             except TypeError as err:
-                raise TypeError(f"edits[{i}]: {err}") from None
+                raise InvalidType(f"edits[{i}]: {err}") from None
         if not isinstance(e, Edit):
-            raise TypeError(f"edits[{i}] must be an ebca_viz.Edit or a dict, got {type(e).__name__}")
+            raise InvalidType(f"edits[{i}] must be an ebca_viz.Edit or a dict, got {type(e).__name__}")
         out.append(e)
     return out
 

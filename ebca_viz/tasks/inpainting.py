@@ -82,6 +82,7 @@ from ..config import EBCAConfig
 from ..ebca import energy_attention
 from .common import (TaskResult, add_observers, check_prompt, check_size, check_steps, controller_info, load_rgb,
                      make_generator, restored)
+from ..errors import InvalidSetting, InvalidType, UnsupportedModel
 
 UPDATE_REGIONS = ("inpaint", "known")
 
@@ -103,20 +104,20 @@ def mask_to_tensor(mask, image_size: tuple) -> torch.Tensor:
         while m.ndim > 2 and m.shape[0] == 1:
             m = m[0]
     else:
-        raise TypeError(f"mask_image must be a PIL image, a numpy array or a tensor, got {type(mask).__name__}")
+        raise InvalidType(f"mask_image must be a PIL image, a numpy array or a tensor, got {type(mask).__name__}")
     if m.ndim != 2:
-        raise ValueError(f"mask_image must be one single-channel (H, W) mask, got shape {tuple(m.shape)}")
+        raise InvalidSetting(f"mask_image must be one single-channel (H, W) mask, got shape {tuple(m.shape)}")
     if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
-        raise ValueError("mask_image values must lie in [0, 1] (or 0..255 for an 8-bit image)")
+        raise InvalidSetting("mask_image values must lie in [0, 1] (or 0..255 for an 8-bit image)")
     w, h = image_size
     if tuple(m.shape) != (h, w):
-        raise ValueError(
+        raise InvalidSetting(
             f"mask_image has size {m.shape[1]}x{m.shape[0]} (WxH) but the image is {w}x{h}: resize the mask to the "
             "image, e.g. mask.resize(image.size, PIL.Image.NEAREST)"
         )
     m = (m >= 0.5).float()[None, None]
     if m.sum() == 0:
-        raise ValueError("mask_image is empty (all black): paint the region to inpaint white (1)")
+        raise InvalidSetting("mask_image is empty (all black): paint the region to inpaint white (1)")
     return m
 
 
@@ -133,7 +134,7 @@ JUMP_N_SAMPLE = 10
 def check_jump(v, name: str) -> int:
     """``jump_length`` / ``jump_n_sample``: a positive int (``1`` = no resampling for ``jump_n_sample``)."""
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-        raise ValueError(f"{name} must be a positive int (published: 10), got {v!r}")
+        raise InvalidSetting(f"{name} must be a positive int (published: 10), got {v!r}")
     return int(v)
 
 
@@ -163,7 +164,7 @@ def paste_alpha(mask: torch.Tensor, feather: int) -> torch.Tensor:
     generated image, ``d`` = chessboard distance to the known region (0 outside the mask), computed as
     the mean of ``F + 1`` successive 3x3 erosions (the image border counts as inside)."""
     if isinstance(feather, bool) or not isinstance(feather, numbers.Integral) or feather < 0:
-        raise ValueError(f"paste_feather must be an int >= 0 (pixels; 0 = hard paste), got {feather!r}")
+        raise InvalidSetting(f"paste_feather must be an int >= 0 (pixels; 0 = hard paste), got {feather!r}")
     e, acc = mask.float(), torch.zeros_like(mask, dtype=torch.float32)
     for _ in range(int(feather) + 1):
         acc = acc + e
@@ -180,7 +181,7 @@ def paste_known(generated, source, mask: torch.Tensor, feather: int):
     g = np.asarray(generated.convert("RGB"), np.float32)
     x = np.asarray(source.convert("RGB"), np.float32)
     if g.shape != x.shape:
-        raise ValueError(f"generated image {g.shape} and source {x.shape} differ in size")
+        raise InvalidSetting(f"generated image {g.shape} and source {x.shape} differ in size")
     m = F.interpolate(mask.float(), size=g.shape[:2], mode="nearest")
     a = paste_alpha(m, feather)[0, 0].numpy()[..., None]
     out = np.where(a > 0, a * g + (1 - a) * x, x)
@@ -218,24 +219,24 @@ def inpaint(pipe, image, mask_image, prompt: str, *, repaint: Optional[bool] = N
     jump_length = check_jump(jump_length, "jump_length")
     jump_n_sample = check_jump(jump_n_sample, "jump_n_sample")
     if update_region not in UPDATE_REGIONS:
-        raise ValueError(f"update_region must be one of {UPDATE_REGIONS}, got {update_region!r}")
+        raise InvalidSetting(f"update_region must be one of {UPDATE_REGIONS}, got {update_region!r}")
     in_ch = pipe.unet.config.in_channels
     if repaint is None:
         repaint = in_ch == 4
     if not repaint and in_ch != 9:
-        raise ValueError(
+        raise UnsupportedModel(
             f"pipe: {type(pipe).__name__} with a {in_ch}-channel UNet is not an inpainting model; load "
             "'sd15-inpainting' (or 'tiny-inpainting'), or pass repaint=True (CLI: --repaint) for the RePaint variant on plain SD"
         )
     if repaint and in_ch != 4:
-        raise ValueError(f"repaint=True needs a plain text-to-image UNet (4 input channels), this one has {in_ch}; "
+        raise UnsupportedModel(f"repaint=True needs a plain text-to-image UNet (4 input channels), this one has {in_ch}; "
                          "use repaint=False with an inpainting pipeline")
     if repaint and (getattr(pipe.unet.config, "addition_embed_type", None) is not None
                     or getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None):
-        raise ValueError(f"repaint=True runs SD 1.x/2.x pipelines (text conditioning only); {type(pipe).__name__}'s UNet "
+        raise UnsupportedModel(f"repaint=True runs SD 1.x/2.x pipelines (text conditioning only); {type(pipe).__name__}'s UNet "
                          "needs added conditions (SDXL / LCM)")
     if not isinstance(paste_back, bool):
-        raise ValueError(f"paste_back must be True or False, got {paste_back!r}")
+        raise InvalidSetting(f"paste_back must be True or False, got {paste_back!r}")
     h, w = check_size(pipe, height, width)
     feather = default_feather(h, w) if paste_feather is None else paste_feather
     paste_alpha(torch.zeros(1, 1, 3, 3), feather)  # validates paste_feather before any sampling
@@ -311,7 +312,7 @@ def _repaint(pipe, cfg, observers, prompt, src, m_lat, gen, jump_length, jump_n_
     device = pipe.device
     pred_type = pipe.scheduler.config.get("prediction_type", "epsilon")
     if pred_type not in ("epsilon", "v_prediction", "sample"):
-        raise ValueError(f"repaint=True: unsupported prediction_type {pred_type!r}")
+        raise UnsupportedModel(f"repaint=True: unsupported prediction_type {pred_type!r}")
     accepted = inspect.signature(RePaintScheduler.__init__).parameters
     conf = {k: v for k, v in pipe.scheduler.config.items() if k in accepted}  # drop DDIM-only keys (steps_offset, ...)
     conf.update(clip_sample=False, eta=0.0)  # latents are not in [-1, 1]; eta 0 as the published pipeline

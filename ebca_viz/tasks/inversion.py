@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..ebca import find_controller
 from .common import check_steps, load_rgb
+from ..errors import InvalidSetting, UnsupportedModel
 
 
 def _roll_each(x: torch.Tensor, r: torch.Tensor, dim: int) -> torch.Tensor:
@@ -52,7 +53,7 @@ def autocorr_loss(eps: torch.Tensor, generator: Optional[torch.Generator] = None
     variance DOWN rather than decorrelating; ``min_shift = 1`` leaves that term out.
     """
     if min_shift < 0:
-        raise ValueError(f"min_shift must be >= 0 (0 = pix2pix-zero, 1 = never roll by 0), got {min_shift}")
+        raise InvalidSetting(f"min_shift must be >= 0 (0 = pix2pix-zero, 1 = never roll by 0), got {min_shift}")
     b, c = eps.shape[:2]
     heights = [eps.shape[2]]
     while heights[-1] > 8:
@@ -95,7 +96,7 @@ def _epsilon(sched, model_output, sample, t):
         return (sample - a**0.5 * model_output) / (1 - a) ** 0.5
     if kind == "v_prediction":
         return a**0.5 * model_output + (1 - a) ** 0.5 * sample
-    raise ValueError(f"unsupported prediction_type {kind!r}")
+    raise UnsupportedModel(f"unsupported prediction_type {kind!r}")
 
 
 def regularize_noise(eps, sample, t, sched, lambda_autocorr=20.0, lambda_kl=20.0, num_reg_steps=5,
@@ -147,11 +148,11 @@ def ddim_invert(pipe, image, prompt, *, num_inference_steps: int = 50, height: O
 
     check_steps(num_inference_steps)
     if posterior not in ("sample", "mean"):
-        raise ValueError(f"posterior must be 'sample' (VAE posterior sample, published) or 'mean', got {posterior!r}")
+        raise InvalidSetting(f"posterior must be 'sample' (VAE posterior sample, published) or 'mean', got {posterior!r}")
     images = [load_rgb(im) for im in image] if isinstance(image, (list, tuple)) else [load_rgb(image)]
     prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
     if len(prompts) != len(images) or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"prompt must be one string or a list of {len(images)} strings (one per image), "
+        raise InvalidSetting(f"prompt must be one string or a list of {len(images)} strings (one per image), "
                          f"got {len(prompts)} items")
     h, w = check_size(pipe, height, width)
     inv = DDIMInverseScheduler.from_config(pipe.scheduler.config)

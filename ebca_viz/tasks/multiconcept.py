@@ -17,6 +17,7 @@ from ..config import EBCAConfig
 from ..events import prompt_token_labels
 from ..schedule import Schedule
 from .common import TaskResult, check_prompt, check_size, check_steps, sample_with_energy
+from ..errors import InvalidSetting
 
 
 def multiconcept(pipe, prompt: str, *, gamma_attn: float = 0.01, gamma_norm: float = 0.02,
@@ -43,7 +44,7 @@ def multiconcept(pipe, prompt: str, *, gamma_attn: float = 0.01, gamma_norm: flo
     check_prompt(prompt)
     check_steps(num_inference_steps)
     if isinstance(gamma_stop, bool) or not isinstance(gamma_stop, (int, float)) or not 0.0 <= gamma_stop <= 1.0:
-        raise ValueError(f"gamma_stop is the fraction of the run after which the update stops, in [0, 1]; "
+        raise InvalidSetting(f"gamma_stop is the fraction of the run after which the update stops, in [0, 1]; "
                          f"got {gamma_stop!r} (1.0 = on for the whole run)")
     h, w = check_size(pipe, height, width)
     if token_indices is not None:  # words ("shirt") -> positions, with the pipeline's own tokenizer(s)
@@ -78,5 +79,5 @@ def _check_token_positions(pipe, prompt: str, token_indices) -> None:
     bad = [i for i in idx if isinstance(i, int) and not 1 <= i <= n - 2]
     if bad:
         shown = ", ".join(prompt_token_labels(tok, prompt))
-        raise ValueError(f"token_indices {bad} are not words of the prompt (positions: {shown}; from {n - 1} on "
+        raise InvalidSetting(f"token_indices {bad} are not words of the prompt (positions: {shown}; from {n - 1} on "
                          "is end-of-text / padding): use 1.." + str(n - 2))

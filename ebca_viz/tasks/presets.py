@@ -17,6 +17,7 @@ installed package (:func:`~ebca_viz.tasks.common.sample_image`) and a centred sq
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ..errors import InvalidSetting
 
 EBCA_REPO = "EnergyAttention/Energy-Based-CrossAttention"
 SEG_REPO = "SusungHong/SEG-SDXL"
@@ -121,10 +122,10 @@ def get_preset(name: str, task: str | None = None) -> Preset:
     """The preset called ``name``; a clear error for an unknown name or a preset of another task."""
     if not isinstance(name, str) or name not in PRESETS:
         names = [n for n, p in PRESETS.items() if task is None or p.task == task]
-        raise ValueError(f"unknown preset {name!r}: choose one of {names}")
+        raise InvalidSetting(f"unknown preset {name!r}: choose one of {names}")
     p = PRESETS[name]
     if task is not None and p.task != task:
-        raise ValueError(
+        raise InvalidSetting(
             f"preset {name!r} is a {p.task!r} example, not {task!r}: run `python -m ebca_viz {p.task} --preset {name}`"
         )
     return p

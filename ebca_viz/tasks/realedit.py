@@ -23,6 +23,7 @@ from .common import (TaskResult, add_observers, check_size, check_steps, control
                      restored)
 from .editing import as_edits, edit_settings
 from .inversion import ddim_invert
+from ..errors import InvalidSetting, InvalidType
 
 
 def source_caption(image, source_prompt: Optional[str] = None, captioner=None) -> tuple[str, str]:
@@ -30,7 +31,7 @@ def source_caption(image, source_prompt: Optional[str] = None, captioner=None) -
     default BLIP captioner if its weights are available; otherwise a ``ValueError`` with the fix."""
     if source_prompt is not None:
         if not isinstance(source_prompt, str) or not source_prompt.strip():
-            raise ValueError("source_prompt must be a non-empty string describing the photo, e.g. 'a photo of a cat'")
+            raise InvalidSetting("source_prompt must be a non-empty string describing the photo, e.g. 'a photo of a cat'")
         return source_prompt, "user"
     if captioner is None:
         from ..models.captioner import BLIP_ID, load_captioner
@@ -38,14 +39,14 @@ def source_caption(image, source_prompt: Optional[str] = None, captioner=None) -
         try:
             captioner = load_captioner()
         except (FileNotFoundError, ImportError) as e:
-            raise ValueError(
+            raise InvalidSetting(
                 f"source_prompt: no source prompt was given and no image captioner is available ({BLIP_ID} "
                 f"could not be loaded: {str(e).split('. Cause')[0]}). Pass source_prompt='a photo of ...' "
                 "(CLI: --source-prompt) or captioner=ebca_viz.eval.load_captioner(<local BLIP folder>)"
             ) from None
     cap = captioner(image)
     if not isinstance(cap, str):
-        raise TypeError(f"captioner must return a string for one image, got {type(cap).__name__}")
+        raise InvalidType(f"captioner must return a string for one image, got {type(cap).__name__}")
     return cap, type(captioner).__name__
 
 
@@ -74,7 +75,7 @@ def real_edit(pipe, image, edits, *, source_prompt: Optional[str] = None, captio
     h, w = check_size(pipe, height, width)
     edits = as_edits(edits)
     if not edits:
-        raise ValueError("edits is empty: give at least one editorial prompt, e.g. Edit(prompt='dog', alpha=0.75)")
+        raise InvalidSetting("edits is empty: give at least one editorial prompt, e.g. Edit(prompt='dog', alpha=0.75)")
     cfg = EBCAConfig(gamma_attn=gamma_attn, gamma_norm=gamma_norm, edits=edits, **(config or {}))
     rc = cfg.validate()
     rc.check_denominators(num_inference_steps, num_inference_steps + 1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from typing import Callable
+from ..errors import InvalidSetting
 
 
 def _tasks() -> dict[str, Callable]:
@@ -22,7 +23,7 @@ def run_task(name: str, pipe, **kwargs):
     """Run task ``name`` (one of :data:`TASKS`) on ``pipe``."""
     table = _tasks()
     if name not in table:
-        raise ValueError(f"unknown task {name!r}: choose one of {list(TASKS)}")
+        raise InvalidSetting(f"unknown task {name!r}: choose one of {list(TASKS)}")
     return table[name](pipe, **kwargs)
 
 

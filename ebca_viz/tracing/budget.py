@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from typing import Optional
+from ..errors import InvalidSetting, InvalidType, StateError
 
 ON_BUDGET = ("error", "drop")
 DEFAULT_BUDGET = 256 * 2**20  # 256 MiB
@@ -48,7 +49,7 @@ FLUX_1024 = dict(layers=19 + 38, tokens=512, map_grid=(32, 32), steps=28, latent
 FLUX_1024_DEFAULT_BYTES = default_trace_bytes(**FLUX_1024)
 
 
-class TraceBudgetError(RuntimeError):
+class TraceBudgetError(StateError):
     """A trace would exceed its ``budget_bytes``."""
 
 
@@ -59,12 +60,12 @@ def mib(n: float) -> str:
 def check_budget_args(budget_bytes, on_budget) -> Optional[int]:
     if budget_bytes is not None:
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, (int, float)):
-            raise TypeError(f"budget_bytes must be a number of bytes (or None for no limit), got {budget_bytes!r}")
+            raise InvalidType(f"budget_bytes must be a number of bytes (or None for no limit), got {budget_bytes!r}")
         if not math.isfinite(budget_bytes) or budget_bytes <= 0:
-            raise ValueError(f"budget_bytes must be a positive number of bytes (or None for no limit), got {budget_bytes!r}")
+            raise InvalidSetting(f"budget_bytes must be a positive number of bytes (or None for no limit), got {budget_bytes!r}")
         budget_bytes = int(budget_bytes)
     if on_budget not in ON_BUDGET:
-        raise ValueError(f"on_budget must be one of {ON_BUDGET}, got {on_budget!r}")
+        raise InvalidSetting(f"on_budget must be one of {ON_BUDGET}, got {on_budget!r}")
     return budget_bytes
 
 

@@ -18,6 +18,7 @@ from .budget import mib
 from .files import load_record, save_trace
 from .filters import select_layers
 from .storage import TraceStorage
+from ..errors import InvalidSetting, InvalidType, StateError
 
 ENERGY_KINDS = ("query", "context", "prior", "posterior")
 GUIDANCE_KINDS = ("cfg", "seg")
@@ -38,7 +39,7 @@ class Trace:
 
     def __init__(self, record: TraceStorage, recorder=None):
         if not isinstance(record, TraceStorage):
-            raise TypeError(f"Trace(record): record must be an ebca_viz.tracing.storage.TraceStorage, got {type(record).__name__}; "
+            raise InvalidType(f"Trace(record): record must be an ebca_viz.tracing.storage.TraceStorage, got {type(record).__name__}; "
                             "make a trace with ebca_viz.trace(pipe) or ebca_viz.load_trace(path)")
         self.record = record
         self.recorder = recorder
@@ -75,7 +76,7 @@ class Trace:
     # -- recording (delegated to the recorder) ----------------------------------------------------
     def _need_recorder(self, what):
         if self.recorder is None:
-            raise RuntimeError(f"a loaded trace has no recorder: {what} needs a trace made by ebca_viz.trace(pipe)")
+            raise StateError(f"a loaded trace has no recorder: {what} needs a trace made by ebca_viz.trace(pipe)")
         return self.recorder
 
     def __enter__(self) -> "Trace":
@@ -100,7 +101,7 @@ class Trace:
         """Host bytes this trace will store for one run, before sampling (see
         :meth:`ebca_viz.tracing.recorder.Recorder.estimate_bytes`)."""
         if self.recorder is None:
-            raise RuntimeError("a loaded trace has no UNet to estimate for; use ebca_viz.estimate_bytes(pipe, ...)")
+            raise StateError("a loaded trace has no UNet to estimate for; use ebca_viz.estimate_bytes(pipe, ...)")
         return self.recorder.estimate_bytes(num_steps, height, width, batch, tokens, seg_layers)
 
     def save(self, path) -> None:
@@ -126,7 +127,7 @@ class Trace:
         t = self.record.stacked().get(item)
         if t is None:
             why = "it was dropped (on_budget='drop')" if quantity in self.quantities else f"add {quantity!r} to quantities="
-            raise ValueError(f"this trace has no {quantity!r} data: {why}")
+            raise InvalidSetting(f"this trace has no {quantity!r} data: {why}")
         return t
 
     @staticmethod
@@ -136,7 +137,7 @@ class Trace:
             return t.movedim(dim, 0)
         n = t.shape[dim]
         if isinstance(image, bool) or not isinstance(image, int) or not -n <= image < n:
-            raise ValueError(f"image must be an index into the {n} recorded images (or None for all), got {image!r}")
+            raise InvalidSetting(f"image must be an index into the {n} recorded images (or None for all), got {image!r}")
         return t.select(dim, image)
 
     def _layer_idx(self, layers) -> list:
@@ -152,7 +153,7 @@ class Trace:
         idx = []
         for s in steps:
             if s not in self.steps:
-                raise ValueError(f"steps: step {s!r} was not recorded; recorded steps are {self.steps}")
+                raise InvalidSetting(f"steps: step {s!r} was not recorded; recorded steps are {self.steps}")
             idx.append(self.steps.index(s))
         return idx
 
@@ -191,7 +192,6 @@ class Trace:
         one that some segments lack: a warning naming them."""
         import warnings
 
-        from ..errors import EbcaVizError
 
         toks, pad = self.tokens, self.padding
         hits, missing = [], []
@@ -212,7 +212,7 @@ class Trace:
             why = "; ".join(split(seg) for seg in missing)
             if not hits:
                 words = [w for w, p in zip(toks, pad) if not p]
-                raise EbcaVizError(f"token={t!r} is not a token of this prompt in any text segment: {why}. The prompt's "
+                raise InvalidSetting(f"token={t!r} is not a token of this prompt in any text segment: {why}. The prompt's "
                                    f"tokens are {words}; pass a word as its tokenizer splits it, or positions (ints)")
             warnings.warn(f"token={t!r} is not a single token in the {why}; using the segment(s) that have it",
                           UserWarning, stacklevel=4)
@@ -234,19 +234,19 @@ class Trace:
             if isinstance(t, str):
                 labels = [x.lower() for x in (self.tokens or [])]
                 if self.tokens is None:
-                    raise ValueError(f"token={t!r}: this trace has no token labels (bare UNet?); use token positions (ints)")
+                    raise InvalidSetting(f"token={t!r}: this trace has no token labels (bare UNet?); use token positions (ints)")
                 if t.lower() not in labels:
                     shown = [x for x in self.tokens if x != "<|endoftext|>"]
-                    raise ValueError(f"token={t!r} is not in the prompt's tokens {shown}")
+                    raise InvalidSetting(f"token={t!r} is not in the prompt's tokens {shown}")
                 out.append(labels.index(t.lower()))
             elif isinstance(t, int) and not isinstance(t, bool):
                 n = len(self.tokens) if self.tokens else None
                 if n is not None and not 0 <= t < n:
-                    raise ValueError(f"token={t} is out of range: the context has {n} positions (0..{n - 1}, "
+                    raise InvalidSetting(f"token={t} is out of range: the context has {n} positions (0..{n - 1}, "
                                      "0 = start-of-text)")
                 out.append(t)
             else:
-                raise TypeError(f"token must be an int position, a word or a list of them, got {t!r}")
+                raise InvalidType(f"token must be an int position, a word or a list of them, got {t!r}")
         return out
 
     # -- accessors -------------------------------------------------------------------------------
@@ -267,9 +267,9 @@ class Trace:
             (values of :attr:`steps`). Restricting both for a mean needs ``"layer_maps"``.
         """
         if aggregate not in ("mean", "sum", "layer", "step", None):
-            raise ValueError(f"aggregate must be 'mean', 'sum', 'layer', 'step' or None, got {aggregate!r}")
+            raise InvalidSetting(f"aggregate must be 'mean', 'sum', 'layer', 'step' or None, got {aggregate!r}")
         if normalize not in (None, "spatial"):
-            raise ValueError(f"normalize must be None (per pixel over tokens) or 'spatial', got {normalize!r}")
+            raise InvalidSetting(f"normalize must be None (per pixel over tokens) or 'spatial', got {normalize!r}")
         li, si = self._layer_idx(layers), self._step_idx(steps)
         all_l, all_s = len(li) == len(self.layers), len(si) == len(self.steps)
         st = self.record.stacked()
@@ -315,9 +315,9 @@ class Trace:
         ``"posterior"`` E(K;Q)+E(K); when: ``"before"`` (keys of the context the layer received),
         ``"after"`` (of its updated context), ``"delta"`` (after - before). NaN where nothing was recorded."""
         if kind not in ENERGY_KINDS:
-            raise ValueError(f"kind must be one of {ENERGY_KINDS}, got {kind!r}")
+            raise InvalidSetting(f"kind must be one of {ENERGY_KINDS}, got {kind!r}")
         if when not in WHEN + ("delta",):
-            raise ValueError(f"when must be 'before', 'after' or 'delta', got {when!r}")
+            raise InvalidSetting(f"when must be 'before', 'after' or 'delta', got {when!r}")
         e = self._need("energies", "energies")[:, self._layer_idx(layers), :, ENERGY_KINDS.index(kind)]  # (S,L,2,B)
         e = e[:, :, 1] - e[:, :, 0] if when == "delta" else e[:, :, WHEN.index(when)]
         return self._image(e, image, 2)
@@ -325,7 +325,7 @@ class Trace:
     def context_norms(self, when: str = "after", image: Optional[int] = 0, layers=None) -> torch.Tensor:
         """``(step, layer, token)``: ``|c_t|`` of the context a layer received (``"before"``) or passed on (``"after"``)."""
         if when not in WHEN:
-            raise ValueError(f"when must be 'before' or 'after', got {when!r}")
+            raise InvalidSetting(f"when must be 'before' or 'after', got {when!r}")
         n = self._need("norms", "context_norms")[:, self._layer_idx(layers), WHEN.index(when)]  # (S, L, B, N)
         return self._image(n, image, 2)
 
@@ -348,10 +348,10 @@ class Trace:
         """``(step, seg_layer)`` self-attention energy of the ``"blurred"`` or ``"reference"`` branch, or
         ``"delta"`` (blurred - reference); layers in :attr:`seg_layers`. Needs SEG installed while sampling."""
         if branch not in ("blurred", "reference", "delta"):
-            raise ValueError(f"branch must be 'blurred', 'reference' or 'delta', got {branch!r}")
+            raise InvalidSetting(f"branch must be 'blurred', 'reference' or 'delta', got {branch!r}")
         e = self.record.stacked().get("seg")
         if e is None:
-            raise ValueError(
+            raise InvalidSetting(
                 "this trace has no SEG data: install smoothed_energy_guidance while tracing (and keep 'seg' in quantities)"
             )
         e = e[:, :, 0] - e[:, :, 1] if branch == "delta" else e[:, :, 0 if branch == "blurred" else 1]
@@ -382,7 +382,7 @@ class Trace:
         under CFG (no term of its own: it blurs ``eps_u``, and the CFG map is then taken against it).
         """
         if kind not in GUIDANCE_KINDS:
-            raise ValueError(f"kind must be one of {GUIDANCE_KINDS}, got {kind!r}")
+            raise InvalidSetting(f"kind must be one of {GUIDANCE_KINDS}, got {kind!r}")
         g = self._need("guidance", "guidance")[:, GUIDANCE_KINDS.index(kind)]  # (S, B, h, w)
         if not bool(torch.isfinite(g).any()):
             why = ("the run sampled without classifier-free guidance (guidance_scale <= 1; a bare UNet needs "
@@ -390,7 +390,7 @@ class Trace:
                    "SEG was not installed while sampling (ebca_viz.smoothed_energy_guidance), or it ran with "
                    "convention='paper' and CFG, where SEG has no term of its own (its blurred unconditional "
                    "branch is inside the CFG map)")
-            raise ValueError(f"this trace has no {kind!r} guidance map: {why}")
+            raise InvalidSetting(f"this trace has no {kind!r} guidance map: {why}")
         return self._image(g[self._step_idx(steps)], image, 1)
 
     def summary(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import EbcaVizError
+from ..errors import InvalidSetting
 from .derived import load_trace
 from .html import check_html_path, trace_to_html
 
@@ -19,7 +19,7 @@ def add_explore_arguments(p) -> None:
 def run_explore(args) -> int:
     check_html_path(args.out, "--out")  # before any work
     if args.image is not None and not Path(args.image).is_file():
-        raise EbcaVizError(f"--image: {args.image!r} is not a file")
+        raise InvalidSetting(f"--image: {args.image!r} is not a file")
     tr = load_trace(args.trace)
     trace_to_html(tr, args.out, image=args.image, title=args.title or Path(args.trace).name)
     return 0

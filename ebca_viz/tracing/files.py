@@ -16,6 +16,7 @@ import torch
 
 from .budget import Budget
 from .storage import TraceStorage
+from ..errors import RefusedFile
 
 FORMAT = "ebca_viz.trace/2"
 #: formats this version reads: /1 (before the guidance maps: no ``guidance`` tensor, no ``latent_hw``) and /2
@@ -70,7 +71,7 @@ def save_trace(rec: TraceStorage, path) -> None:
         raise
 
 
-class TraceFileError(ValueError):
+class TraceFileError(RefusedFile):
     """A trace file that cannot be read, or whose header disagrees with its tensors."""
 
 

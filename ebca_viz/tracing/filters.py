@@ -26,6 +26,7 @@ import math
 from typing import Optional, Sequence
 
 from ..attach import block_of
+from ..errors import InvalidSetting, InvalidType
 
 #: name -> what it records (per recorded step and layer unless said otherwise)
 QUANTITIES = {
@@ -52,12 +53,12 @@ def select_quantities(quantities) -> tuple:
     try:
         qs = list(quantities)
     except TypeError:
-        raise TypeError(f"quantities must be a list of names from {list(QUANTITIES)}, got {quantities!r}") from None
+        raise InvalidType(f"quantities must be a list of names from {list(QUANTITIES)}, got {quantities!r}") from None
     for q in qs:
         if q not in QUANTITIES:
-            raise ValueError(f"quantities: unknown quantity {q!r}; choose from {list(QUANTITIES)} (or 'all')")
+            raise InvalidSetting(f"quantities: unknown quantity {q!r}; choose from {list(QUANTITIES)} (or 'all')")
     if not qs:
-        raise ValueError(f"quantities is empty; choose from {list(QUANTITIES)}")
+        raise InvalidSetting(f"quantities is empty; choose from {list(QUANTITIES)}")
     return tuple(q for q in QUANTITIES if q in qs)
 
 
@@ -75,10 +76,10 @@ def select_layers(all_keys: Sequence[str], layers, kinds: Optional[dict] = None)
     example = all_keys[0] if all_keys else "none available"
     for spec in layers:
         if isinstance(spec, bool) or not isinstance(spec, (str, int)):
-            raise TypeError(f"layers: entries must be processor keys, globs, 'down'/'mid'/'up' or ints, got {spec!r}")
+            raise InvalidType(f"layers: entries must be processor keys, globs, 'down'/'mid'/'up' or ints, got {spec!r}")
         if isinstance(spec, int):
             if not -len(all_keys) <= spec < len(all_keys):
-                raise ValueError(f"layers: index {spec} out of range; this UNet has {len(all_keys)} cross-attention layers")
+                raise InvalidSetting(f"layers: index {spec} out of range; this UNet has {len(all_keys)} cross-attention layers")
             chosen.add(all_keys[spec])
             continue
         if spec in ("down", "mid", "up"):
@@ -90,7 +91,7 @@ def select_layers(all_keys: Sequence[str], layers, kinds: Optional[dict] = None)
         else:
             hit = [k for k in all_keys if k == spec or k == spec + ".processor"]
         if not hit:
-            raise ValueError(
+            raise InvalidSetting(
                 f"layers: {spec!r} matches no cross-attention layer of this UNet; use processor keys "
                 f"(e.g. {example!r}), globs, 'down'/'mid'/'up', a layer kind {LAYER_KINDS} or ints"
             )
@@ -114,20 +115,20 @@ class StepFilter:
         try:
             entries = list(steps)
         except TypeError:
-            raise TypeError(f"steps must be ints, ranges, fractions or (start, stop) fraction pairs, got {steps!r}") from None
+            raise InvalidType(f"steps must be ints, ranges, fractions or (start, stop) fraction pairs, got {steps!r}") from None
         for e in entries:
             if isinstance(e, bool):
-                raise TypeError(f"steps: {e!r} is not a step index")
+                raise InvalidType(f"steps: {e!r} is not a step index")
             if isinstance(e, float) and not (0.0 <= e <= 1.0 and math.isfinite(e)):
-                raise ValueError(f"steps: fraction {e} must lie in [0, 1] (use ints for step indices)")
+                raise InvalidSetting(f"steps: fraction {e} must lie in [0, 1] (use ints for step indices)")
             if isinstance(e, tuple):
                 if len(e) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in e):
-                    raise ValueError(f"steps: a window is a pair of fractions (start, stop), got {e!r}")
+                    raise InvalidSetting(f"steps: a window is a pair of fractions (start, stop), got {e!r}")
                 a, b = map(float, e)
                 if not 0.0 <= a <= b <= 1.0:
-                    raise ValueError(f"steps: window {e!r} needs 0 <= start <= stop <= 1")
+                    raise InvalidSetting(f"steps: window {e!r} needs 0 <= start <= stop <= 1")
             elif not isinstance(e, (int, float, range, slice)):
-                raise TypeError(f"steps: {e!r} is not an int, range, slice, fraction or (start, stop) window")
+                raise InvalidType(f"steps: {e!r} is not an int, range, slice, fraction or (start, stop) window")
         return entries
 
     @property
@@ -142,7 +143,7 @@ class StepFilter:
             return None
         T = num_steps
         if self.needs_num_steps and T is None:
-            raise ValueError(
+            raise InvalidSetting(
                 f"steps={self.spec!r} uses fractions, slices or negative indices, which need the run length: "
                 "pass num_steps= to trace() (a bare UNet has no scheduler to read it from)"
             )

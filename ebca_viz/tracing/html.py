@@ -41,7 +41,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import EbcaVizError
+from ..errors import InvalidSetting
 
 #: largest map payload (bytes, before base64) of the per step x layer maps; above it they are left out
 MAX_LAYER_MAP_BYTES = 3_000_000
@@ -52,16 +52,16 @@ def check_html_path(path, name: str = "path") -> Path:
     """``path`` as a :class:`Path`, refused (naming ``name``) before any work when its folder does not
     exist, is not a folder, or ``path`` itself is a folder."""
     if not isinstance(path, (str, os.PathLike)):
-        raise EbcaVizError(f"{name} must be a file path (str or Path) ending in .html, got {type(path).__name__}")
+        raise InvalidSetting(f"{name} must be a file path (str or Path) ending in .html, got {type(path).__name__}")
     p = Path(path).expanduser()
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.exists():
-        raise EbcaVizError(f"{name}: the folder {str(parent)!r} of {str(p)!r} does not exist; create it first "
+        raise InvalidSetting(f"{name}: the folder {str(parent)!r} of {str(p)!r} does not exist; create it first "
                            f"(mkdir -p {parent}) or choose another path")
     if not parent.is_dir():
-        raise EbcaVizError(f"{name}: {str(parent)!r} is not a folder, so {str(p)!r} cannot be written")
+        raise InvalidSetting(f"{name}: {str(parent)!r} is not a folder, so {str(p)!r} cannot be written")
     if p.is_dir():
-        raise EbcaVizError(f"{name}: {str(p)!r} is a folder; give a file name such as {str(p / 'trace.html')!r}")
+        raise InvalidSetting(f"{name}: {str(p)!r} is a folder; give a file name such as {str(p / 'trace.html')!r}")
     return p
 
 
@@ -126,12 +126,12 @@ def _image_url(image) -> Optional[str]:
     if isinstance(image, (str, os.PathLike)):
         p = Path(image)
         if not p.is_file():
-            raise EbcaVizError(f"image: {str(p)!r} is not a file; pass a PNG/JPEG path or a PIL image")
+            raise InvalidSetting(f"image: {str(p)!r} is not a file; pass a PNG/JPEG path or a PIL image")
         image = Image.open(p)
     elif isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
-        raise EbcaVizError(f"image must be a PIL image, a uint8 array or a file path, got {type(image).__name__}")
+        raise InvalidSetting(f"image must be a PIL image, a uint8 array or a file path, got {type(image).__name__}")
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -156,7 +156,7 @@ def page_data(tr, image=None, title: Optional[str] = None, image_index: int = 0)
     """Everything the page draws, as JSON-able data (see the module docstring)."""
     st = tr.record.stacked()
     if not st or not tr.steps:
-        raise EbcaVizError("this trace holds no recorded steps (was the pipeline called inside `with ev.trace(pipe)`?)")
+        raise InvalidSetting("this trace holds no recorded steps (was the pipeline called inside `with ev.trace(pipe)`?)")
     notes = []
     S, L = len(tr.steps), len(tr.layers)
     n_tok = None

@@ -20,6 +20,7 @@ import torch
 from ..attach import grid_hw
 from ..attn_io import attend, queries, tokens_in, tokens_out
 from ..events import TRACE, CrossAttnEvent
+from ..errors import InvalidSetting
 
 
 class RecordingCrossAttnProcessor:
@@ -34,7 +35,7 @@ class RecordingCrossAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         if encoder_hidden_states is None:
-            raise ValueError(f"{self.name}: RecordingCrossAttnProcessor was called without a context (self-attention?)")
+            raise InvalidSetting(f"{self.name}: RecordingCrossAttnProcessor was called without a context (self-attention?)")
         t = tokens_in(attn, hidden_states, temb, attention_mask, n_keys=encoder_hidden_states.shape[1])
         ctx = encoder_hidden_states
         q = queries(attn, t.x)

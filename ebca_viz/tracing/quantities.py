@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from ..errors import InvalidSetting
 
 MAP_GRID_CAP = 32  # default common grid: the largest recorded layer grid, at most 32 per side
 
@@ -73,5 +74,5 @@ def check_map_grid(map_grid):
         or len(map_grid) != 2
         or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in map_grid)
     ):
-        raise ValueError(f"map_grid must be None (auto), a positive int or (height, width), got {map_grid!r}")
+        raise InvalidSetting(f"map_grid must be None (auto), a positive int or (height, width), got {map_grid!r}")
     return tuple(map_grid)

@@ -95,6 +95,7 @@ from .quantities import (
     unet_calls,
 )
 from .storage import NAN_FILLED, TraceStorage
+from ..errors import InvalidSetting, InvalidType, StateError, UnsupportedModel
 
 
 class Recorder(DiTRecording, Participant):
@@ -114,14 +115,14 @@ class Recorder(DiTRecording, Participant):
         self._steps_filter = StepFilter(steps)
         self.steps_spec = steps
         if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
-            raise ValueError(f"num_steps must be a positive int (the run length), got {num_steps!r}")
+            raise InvalidSetting(f"num_steps must be a positive int (the run length), got {num_steps!r}")
         self.num_steps = num_steps
         if cfg is not None and not isinstance(cfg, bool):
-            raise TypeError("cfg must be None (auto), True or False")
+            raise InvalidType("cfg must be None (auto), True or False")
         self.cfg = cfg
         if guidance_scale is not None and (isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float))
                                            or not math.isfinite(guidance_scale)):
-            raise ValueError(f"guidance_scale must be None (the pipeline's) or a finite number, got {guidance_scale!r}")
+            raise InvalidSetting(f"guidance_scale must be None (the pipeline's) or a finite number, got {guidance_scale!r}")
         self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
         text_layers = self.adapter.text_layers()
         all_keys = [li.key for li in text_layers]
@@ -158,13 +159,13 @@ class Recorder(DiTRecording, Participant):
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "Recorder":
         if self._state != "new":
-            raise RuntimeError("this trace has already been used; create a new one with ebca_viz.trace(...)")
+            raise StateError("this trace has already been used; create a new one with ebca_viz.trace(...)")
         unet = self.unet
         hook = DenoiserHook.of(unet)
         others = [p for p in unet.attn_processors.values()
                   if isinstance(p, (RecordingCrossAttnProcessor, RecordingJointAttnProcessor)) and p.sink is not None]
         if others or (hook is not None and any(isinstance(o, Recorder) for o in hook.participants)):
-            raise RuntimeError("another trace is already recording this UNet; leave its `with` first")
+            raise StateError("another trace is already recording this UNet; leave its `with` first")
         self._state = "active"
         try:
             self._methods = tuple(hook.methods) if hook is not None else ()
@@ -228,7 +229,7 @@ class Recorder(DiTRecording, Participant):
         custom = custom_processors(self.unet, self.record.layers)
         if custom:
             k, cls = next(iter(custom.items()))
-            raise ValueError(
+            raise InvalidSetting(
                 f"trace: {len(custom)} cross-attention layers run a custom processor ({cls} on {k}); recording "
                 "would replace it, so the traced image would not be the one your processor makes. Trace a UNet "
                 "with diffusers' processors (unet.set_default_attn_processor()), or inside ebca_viz.energy_attention")
@@ -289,7 +290,7 @@ class Recorder(DiTRecording, Participant):
         # an explicit trace(cfg=) for the recorded rows, else the hook's decision (the method's, else the pipeline's)
         cfg = self.cfg if self.cfg is not None else call.cfg
         if cfg and b2 % 2:
-            raise ValueError(f"trace: cfg=True needs an even UNet batch [uncond; cond], got {b2}; pass cfg=False to trace()")
+            raise InvalidSetting(f"trace: cfg=True needs an even UNet batch [uncond; cond], got {b2}; pass cfg=False to trace()")
         self.b2, self.record.n_uncond = b2, (b2 // 2 if cfg else 0)
         self._rows = slice(self.record.n_uncond, b2)
         self.latent_hw = tuple(call.latent_hw)
@@ -310,7 +311,7 @@ class Recorder(DiTRecording, Participant):
             self.record.images = shape[0]
             self.record.latent_hw = tuple(shape[3])
         elif shape != self.record.shape:
-            raise ValueError(
+            raise InvalidSetting(
                 f"trace: this run has (images, tokens, dim, latent) = {shape}, the first run {self.record.shape}; "
                 "one trace records runs of one shape -- use a new trace"
             )
@@ -515,19 +516,19 @@ class Recorder(DiTRecording, Participant):
             seg_layers: SEG-blurred layers (default: those of an installed SEG, else 0).
         """
         if self.unet is None:
-            raise RuntimeError("a loaded trace has no UNet to estimate for; use ebca_viz.estimate_bytes(pipe, ...)")
+            raise StateError("a loaded trace has no UNet to estimate for; use ebca_viz.estimate_bytes(pipe, ...)")
         for nm, v in (("num_steps", num_steps), ("batch", batch)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{nm} must be a positive int, got {v!r}")
+                raise InvalidSetting(f"{nm} must be a positive int, got {v!r}")
         for nm, v in (("height", height), ("width", width), ("tokens", tokens), ("seg_layers", seg_layers)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if nm == "seg_layers" else 1)):
-                raise ValueError(f"{nm} must be a positive int (or None for the default), got {v!r}")
+                raise InvalidSetting(f"{nm} must be a positive int (or None for the default), got {v!r}")
         f = getattr(self.pipe, "vae_scale_factor", 1) if self.pipe is not None else 1
         if self.adapter.family == "flux":  # latents packed 2x2 into tokens: the token grid is the output grid
             f *= 2
         s = getattr(self.unet.config, "sample_size", None)
         if s is None and not (height and width):
-            raise ValueError(f"estimate_bytes: a {type(self.unet).__name__} has no default size; pass height= and width=")
+            raise InvalidSetting(f"estimate_bytes: a {type(self.unet).__name__} has no default size; pass height= and width=")
         s = s if isinstance(s, (tuple, list)) else (s, s)
         lh = -(-height // f) if height else s[0]
         lw = -(-width // f) if width else s[1]
@@ -580,11 +581,11 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
     pipe, unet = denoiser_of(target)
     all_keys = [li.key for li in adapter.text_layers()]
     if not all_keys:
-        raise TypeError("unsupported architecture: this UNet has no cross-attention layers")
+        raise UnsupportedModel("unsupported architecture: this UNet has no cross-attention layers")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch dtype such as torch.float16, got {dtype!r}")
+        raise InvalidType(f"dtype must be a floating torch dtype such as torch.float16, got {dtype!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number (docs/method.md uses 0), got {alpha!r}")
+        raise InvalidSetting(f"alpha must be a finite number (docs/method.md uses 0), got {alpha!r}")
     record = TraceStorage(select_layers(all_keys, layers, adapter.kinds()), select_quantities(quantities), check_map_grid(map_grid), dtype,
                     Budget(check_budget_args(budget_bytes, on_budget), on_budget), float(alpha))
     record.family = adapter.family

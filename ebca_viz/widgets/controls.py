@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..config import MIN_EBCQ_DENOMINATOR, EBCAConfig, Edit, SEGConfig
+from ..errors import InvalidSetting, InvalidType
 
 METHODS = ("ebca", "seg")
 DEFAULT_PROMPT = "a red circle and a blue square"
@@ -95,19 +96,19 @@ class PanelSettings:
 
     def check(self) -> "PanelSettings":
         if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise ValueError("prompt is empty: type a prompt")
+            raise InvalidSetting("prompt is empty: type a prompt")
         for nm in ("seed", "steps"):
             v = getattr(self, nm)
             if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{nm} must be an integer, got {v!r}")
+                raise InvalidType(f"{nm} must be an integer, got {v!r}")
         if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+            raise InvalidSetting(f"seed must be >= 0, got {self.seed}")
         if not 1 <= self.steps <= 1000:
-            raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
+            raise InvalidSetting(f"steps must be between 1 and 1000, got {self.steps}")
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+            raise InvalidSetting(f"method must be one of {METHODS}, got {self.method!r}")
         if not isinstance(self.guidance_scale, (int, float)) or not math.isfinite(self.guidance_scale):
-            raise ValueError(f"guidance_scale must be a finite number, got {self.guidance_scale!r}")
+            raise InvalidSetting(f"guidance_scale must be a finite number, got {self.guidance_scale!r}")
         return self
 
     def ebca_config(self) -> EBCAConfig:
@@ -117,7 +118,7 @@ class PanelSettings:
                          token_indices=ti or None, token_upweight=tw or None, edits=edits)
         den = edit_denominator(self.edits)
         if den < MIN_EBCQ_DENOMINATOR:  # zero or negative: the composition divides by ~0 or flips sign
-            raise ValueError(f"edits: the EBCQ denominator 1 + sum(direction * alpha) = {den:.3g} must be >= "
+            raise InvalidSetting(f"edits: the EBCQ denominator 1 + sum(direction * alpha) = {den:.3g} must be >= "
                              f"{MIN_EBCQ_DENOMINATOR}; lower a 'not' edit's alpha (or raise an 'and' edit's)")
         cfg.validate().check_denominators(self.steps, self.steps)  # a zero EBCQ denominator: say so now
         return cfg
@@ -258,7 +259,7 @@ class ControlRanges:
         for k, v in vals.items():
             msg = getattr(self, k).refuse(v, self.model)
             if msg:
-                raise ValueError(msg.replace(" (kept {kept})", ""))
+                raise InvalidSetting(msg.replace(" (kept {kept})", ""))
 
 
 def parse_token_weights(spec) -> tuple[list, list]:
@@ -274,14 +275,14 @@ def parse_token_weights(spec) -> tuple[list, list]:
             if not part:
                 continue
             if ":" not in part:
-                raise ValueError(f"token weights: {part!r} is not index:weight (e.g. '5:2.5')")
+                raise InvalidSetting(f"token weights: {part!r} is not index:weight (e.g. '5:2.5')")
             i, w = part.split(":", 1)
             try:
                 items.append((int(i), float(w)))
             except ValueError:
-                raise ValueError(f"token weights: {part!r} is not index:weight (e.g. '5:2.5')") from None
+                raise InvalidSetting(f"token weights: {part!r} is not index:weight (e.g. '5:2.5')") from None
     else:
-        raise TypeError(f"token weights must be a string like '5:2.5' or a dict, got {type(spec).__name__}")
+        raise InvalidType(f"token weights must be a string like '5:2.5' or a dict, got {type(spec).__name__}")
     return [int(i) for i, _ in items], [float(w) for _, w in items]
 
 
@@ -298,7 +299,7 @@ class NumberControl:
         self.rng, self.model, self._on_refuse = rng, model, on_refuse
         msg = rng.refuse(value, model)
         if msg:
-            raise ValueError(msg.replace(" (kept {kept})", "") + " (initial settings)")
+            raise InvalidSetting(msg.replace(" (kept {kept})", "") + " (initial settings)")
         kw = dict(readout=False, continuous_update=True, layout=W.Layout(width=slider_width))
         if rng.log:
             self.slider = W.FloatLogSlider(value=value, base=10, min=math.log10(rng.lo), max=math.log10(rng.hi),

@@ -18,6 +18,7 @@ from typing import Optional
 
 from .controls import PanelSettings, parse_token_weights
 from .runs import Comparison, RateUnavailable, SuccessRate, success_rate
+from ..errors import InvalidSetting, InvalidType, NotFound
 
 THUMB_PX = 80  # thumbnails in the strip
 COMPARE_PX = 128  # images in the compare area
@@ -31,7 +32,7 @@ class RunHistory:
 
     def __init__(self, maxlen: int = 6):
         if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
-            raise ValueError(f"maxlen must be an integer >= 1, got {maxlen!r}")
+            raise InvalidSetting(f"maxlen must be an integer >= 1, got {maxlen!r}")
         self.maxlen = maxlen
         self._runs: deque = deque(maxlen=maxlen)  # (number, Comparison)
         self.added = 0
@@ -40,7 +41,7 @@ class RunHistory:
     def add(self, comparison: Comparison) -> int:
         """Keep ``comparison`` (the oldest one drops out beyond ``maxlen``); returns its run number."""
         if not isinstance(comparison, Comparison):
-            raise TypeError(f"RunHistory holds Comparison objects, got {type(comparison).__name__}")
+            raise InvalidType(f"RunHistory holds Comparison objects, got {type(comparison).__name__}")
         self.added += 1
         self._runs.append((self.added, comparison))
         if self.selected is not None and self.selected not in self.numbers():
@@ -61,9 +62,9 @@ class RunHistory:
     def select(self, i: int) -> Comparison:
         """Select position ``i`` (0 = oldest kept, -1 = newest); returns that comparison."""
         if not self._runs:
-            raise IndexError("no run kept yet: press Sample")
+            raise NotFound("no run kept yet: press Sample")
         if not -len(self._runs) <= i < len(self._runs):
-            raise IndexError(f"run position {i} out of range: {len(self._runs)} runs kept")
+            raise NotFound(f"run position {i} out of range: {len(self._runs)} runs kept")
         k, c = self._runs[i]
         self.selected = k
         return c

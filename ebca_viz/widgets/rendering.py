@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from ..errors import InvalidSetting
 
 IMAGE_PX = 200  # width of the three images on screen
 DIFF_VMAX = 64.0  # /255: the difference image's fixed scale is 0 .. DIFF_VMAX / 255 (inferno), clipped above
@@ -29,7 +30,7 @@ def _diff_stats(a, b):
     x = np.asarray(a.convert("RGB"), np.float32)
     y = np.asarray(b.convert("RGB"), np.float32)
     if x.shape != y.shape:
-        raise ValueError(f"the two images differ in size: {x.shape} vs {y.shape}")
+        raise InvalidSetting(f"the two images differ in size: {x.shape} vs {y.shape}")
     return np.abs(y - x).mean(-1)
 
 
@@ -49,7 +50,7 @@ def difference_image(a, b, size: int = IMAGE_PX, vmax: float = DIFF_VMAX):
     from ..util import upscale
 
     if not vmax > 0:
-        raise ValueError(f"vmax must be > 0 (the top of the scale in /255), got {vmax}")
+        raise InvalidSetting(f"vmax must be > 0 (the top of the scale in /255), got {vmax}")
     d = _diff_stats(a, b)
     mean, top = float(d.mean()), float(d.max())
     fpx = max(LABEL_PX, size // 16)

@@ -15,6 +15,7 @@ import torch
 from ..ebca import energy_attention
 from ..seg import smoothed_energy_guidance
 from .controls import PanelSettings
+from ..errors import InvalidSetting
 
 @dataclass
 class RunResult:
@@ -167,7 +168,7 @@ def sample_comparison(pipe, settings: Optional[PanelSettings] = None, model: Opt
 SUCCESS_CATEGORIES = ("both_present", "correct")
 
 
-class RateUnavailable(ValueError):
+class RateUnavailable(InvalidSetting):
     """The success rate cannot be computed for this model / prompt / settings (the message says why
     and what to change); the panel shows it instead of a traceback."""
 
@@ -291,7 +292,7 @@ def success_rate(pipe, settings: PanelSettings, n: int = 16, model: Optional[str
 
         def step(done, tot, k=k):
             if stop():
-                raise _Cancelled
+                raise _Cancelled  # internal invariant: control flow (cancel button)
             if on_progress is not None:  # a cached vanilla counts as done
                 on_progress(k * per_seed + per_seed - tot + done, total)
 
