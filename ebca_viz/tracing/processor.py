@@ -90,8 +90,8 @@ def _attention_with_lse(q, k, v, mask=None):
 def _text_block(q_img, k_txt, lse_img):
     """Image-query x text-key block of the full softmax: ``S = beta q k_t^T`` and ``exp(S - lse)``
     (``(B, H, P, N)`` each; the rows sum to the share of attention on text, at most 1)."""
-    s = torch.matmul(q_img.float(), k_txt.float().transpose(-1, -2)) * (q_img.shape[-1] ** -0.5)
-    return s, torch.exp(s - lse_img.float().unsqueeze(-1))
+    s = torch.matmul(q_img.float(), k_txt.float().transpose(-1, -2)).mul_(q_img.shape[-1] ** -0.5)
+    return s, torch.sub(s, lse_img.float().unsqueeze(-1)).exp_()
 
 
 class RecordingJointAttnProcessor:
