@@ -17,7 +17,8 @@ Pipeline for one image ``(H, W, 3) uint8`` (or float in [0, 1]):
    second-nearest minus nearest palette-hue distance; existence: core area vs ``min_area``).
    Decisions within the margins (:data:`Q_MARGIN`, :data:`SKEW_MARGIN`, :data:`COLOUR_MARGIN`,
    :data:`AREA_MARGIN`, chosen on tuning pairs: docs/detector.md) give each object
-   ``alternatives``.
+   ``alternatives``; optionally (:data:`TMPL_MARGIN` >= 0, off as tuned) so does a second opinion
+   by best-fit templates (:func:`template_fit`).
 
 :func:`score_single` and :func:`score_pair` turn detections into the benchmark's categories; when
 the readings allowed by the margins (:func:`interpretations`) disagree, the category is
@@ -299,7 +300,7 @@ def _colour_margin(pixels: np.ndarray) -> tuple:
 
 # Margins below which a decision is "within a margin" (chosen on the tuning pairs by the rule in
 # docs/detector.md, never on the measurement pairs; see benchmarks/detector_agreement.py --tune).
-# Chosen by that rule on 677 tuning pairs (outputs/detector_tuning.json): agreement 94.1 % at 3.8 % unsure.
+# Revision 1 chose them on 677 shapes-world tuning pairs: agreement 94.1 % at 3.8 % unsure.
 SHAPE_MARGIN = 0.05  # used for both shape decisions only when passed explicitly
 SKEW_MARGIN = 0.05  # triangle vs not (skew), half-gap units
 Q_MARGIN = 0.02  # circle vs square (squareness), half-gap units
