@@ -124,3 +124,83 @@ def test_vae_roundtrip_and_generated_pairs(shapes):
     assert len(sure) >= 12, (va, vb)
     assert sum(x != y for x, y in sure) <= 2, (va, vb)
     assert (va + vb).count(D.UNSURE) <= 4, (va, vb)
+
+
+def test_template_fit_names_clean_renders_and_its_readings_follow_the_margin():
+    """Revision 2's second opinion: each clean render fits its own template far better than the others."""
+    own, other = [], []
+    for sc in world.generate(30, seed=2024):
+        for d in D.candidates(sc.image, with_templates=True)[0]:
+            gt = [o.shape for o in sc.objects if o.colour == d.colour][0]
+            for k, e in zip(D.SHAPE_KINDS, d.fit_errors):
+                (own if k == gt else other).append(e)
+    assert max(own) < 0.02 and min(other) > 0.05, (max(own), min(other))
+    assert D.template_readings((0.01, 0.05, 0.2), -1.0) == []
+    assert D.template_readings((0.01, 0.05, 0.2), 0.0) == ["circle"]
+    assert D.template_readings((0.01, 0.05, 0.2), 2.0) == ["circle", "square"]  # log(5) = 1.61 < 2
+    d = D.Detection("red", "circle", (0, 0, 4, 4), 16, 0.8, features=(0.9, 0.0), fit_errors=(0.05, 0.01, 0.3))
+    found = D.apply_margins([d], 12, q_margin=0.0, skew_margin=0.0, area_margin=0.0, tmpl_margin=0.0)
+    assert found[0].alternatives == [("red", "square")]  # moments say square (q 0.9), the templates too
+    d.features = (0.7, 0.0)  # moments: circle; templates: square -> the square is a reading, the object unsure
+    found = D.apply_margins([d], 12, q_margin=0.0, skew_margin=0.0, area_margin=0.0, tmpl_margin=0.0)
+    assert found[0].shape == "circle" and found[0].alternatives == [("red", "square")]
+    found = D.apply_margins([d], 12, q_margin=0.0, skew_margin=0.0, area_margin=0.0, tmpl_margin=-1.0)
+    assert found[0].alternatives == []
+
+
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("model,name,first_seed", [("shapes-world", "detector_agreement.json", 520_000),
+                                                   ("neglect-world", "detector_agreement_neglect-world.json", 600_000)])
+def test_shipped_agreement_files_match_the_detector_and_their_numbers(model, name, first_seed):
+    """The shipped measurements (docs/detector.md): made with this detector's margins, on >= 500 fresh
+    pairs outside the tuning seeds, fingerprint intact, and the flags agree with the numbers."""
+    import hashlib
+    import json
+
+    res = json.loads((_ROOT / "docs" / name).read_text())
+    body = {k: v for k, v in res.items() if k not in ("wall_s", "fingerprint")}
+    assert hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16] == res["fingerprint"]
+    s = res["settings"]
+    assert (s["model"], s["split"], s["seed"]) == (model, "report", first_seed)
+    assert s["seed"] >= 400_768 or s["seed"] + s["n_pairs"] <= 400_000  # never a tuning seed
+    assert res["margins"] == dict(q_margin=D.Q_MARGIN, skew_margin=D.SKEW_MARGIN, colour_margin=D.COLOUR_MARGIN,
+                                  area_margin=D.AREA_MARGIN, tmpl_margin=D.TMPL_MARGIN)
+    p, gt, vae = res["pairs"], res["ground_truth"], res["vae_roundtrip"]
+    assert res["n_kept"] >= 500 and p["n_pairs"] == res["n_kept"]
+    assert gt["object_accuracy"]["p"] >= 0.99 and vae["object_accuracy"]["p"] >= 0.99
+    assert p["unsure"]["p"] <= 0.05
+    assert p["agreement"]["n"] <= res["n_kept"]
+    assert res["targets_met"]["agreement_ge_98"] == (p["agreement"]["p"] >= 0.98)
+    # regression floor, below the shipped values (docs/detector.md, revision 2: shapes-world 93.3 %
+    # [91.0, 95.1] on seeds 520000+; the old silhouette detector: 85 %)
+    assert p["agreement"]["p"] >= 0.90, p["agreement"]
+
+
+def test_neglect_world_generated_pairs_live():
+    """A small live sample on neglect-world (seeds 610000+: neither tuning nor measurement seeds)."""
+    from ebca_viz.models.worlds import shipped_worlds
+
+    if "neglect-world" not in shipped_worlds():
+        pytest.skip("neglect-world weights not shipped")
+    import torch
+
+    from ebca_viz.config import EBCAConfig
+    from ebca_viz.models import load_pipeline
+    from ebca_viz.shapes.benchmark import sample
+
+    torch.set_num_threads(1)
+    pipe = load_pipeline("neglect-world")
+    pipe.set_progress_bar_config(disable=True)
+    items = world.two_object_prompts("report")[::6]  # 8 prompts
+    prompts = [world.caption_for(list(p)) for p in items]
+    seeds = [610_000 + k for k in range(len(items))]
+    a = sample(pipe, prompts, seeds, steps=25, guidance=3.0, batch=8)
+    b = sample(pipe, prompts, seeds, steps=25, guidance=3.0, batch=8, config=EBCAConfig(gamma_attn=0.1, gamma_norm=0.1))
+    va = [D.score_pair(it, D.detect(x))["category"] for it, x in zip(items, a)]
+    vb = [D.score_pair(it, D.detect(x))["category"] for it, x in zip(items, b)]
+    sure = [(x, y) for x, y in zip(va, vb) if D.UNSURE not in (x, y)]
+    # 8 pairs cannot show 98 %; the measured pair noise (docs/detector.md) predicts < 0.5 disagreements here
+    assert len(sure) >= 6 and sum(x != y for x, y in sure) <= 1, (va, vb)
+    assert "missing" in va + vb or "both_present" in va + vb, (va, vb)  # the world's verdicts, not all unsure
