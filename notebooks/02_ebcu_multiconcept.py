@@ -127,7 +127,7 @@ if WORLD:
 #   binding" rises), so "both right" barely moves. On this world EBCU turns neglect into binding errors.
 # * EBCU with the object nouns up-weighted raises "both present" with an interval above 0: a
 #   secondary result, without multiplicity correction, and of the size the detector barely resolves (it
-#   agrees with itself on about 96 % of near-identical pairs; notebook 08).
+#   agrees with itself on 93-94 % of near-identical pairs on either world; notebook 08 prints the numbers).
 # * Attend-and-Excite, with diffusers' defaults (at 25 steps they alter every step), does not raise
 #   "both present" and loses an object more often than vanilla.
 

@@ -58,19 +58,23 @@ from pathlib import Path
 import numpy as np
 from ebca_viz.shapes import detect as D
 
-det = json.loads((Path(ev.__file__).parents[1] / "docs" / "detector_agreement.json").read_text())
-for line in det["summary"]:
-    print(line)
-pairs_agree = claims.Rate(det["pairs"]["agreement"]["k"], det["pairs"]["agreement"]["n"])
-print(f"targets: {det['targets_met']} (fingerprint {det['fingerprint']})")
+DOCS = Path(ev.__file__).parents[1] / "docs"
+agreements = {}
+for world, name in (("shapes-world", "detector_agreement.json"), ("neglect-world", "detector_agreement_neglect-world.json")):
+    det = json.loads((DOCS / name).read_text())
+    for line in det["summary"]:
+        print(line)
+    agreements[world] = claims.Rate(det["pairs"]["agreement"]["k"], det["pairs"]["agreement"]["n"])
+    print(f"targets: {det['targets_met']} (fingerprint {det['fingerprint']})\n")
 NGT = pick(300, 60)
 gt = D.verify(n=NGT, seed=2027, size=32)   # fresh renders (a seed no benchmark used), live
 print(f"live: {NGT} rendered scenes, detected multiset exactly right in {gt['scene_accuracy']:.1%}; "
       f"object recall {gt['object_recall']:.1%}, precision {gt['object_precision']:.1%}")
 claims.check(gt["scene_accuracy"] >= 0.99, "the detector reads rendered scenes right (>= 99 % of scenes, live)",
              gt["scene_accuracy"], f"n = {NGT}")
-claims.check(pairs_agree.hi < 0.98, "the shipped pair agreement is below the 98 % target (reported, not hidden)",
-             pairs_agree)
+for world, rate in agreements.items():
+    claims.check(rate.hi < 0.98, f"{world}: the shipped pair agreement is below the 98 % target (reported, not hidden)",
+                 rate)
 
 # %% [markdown]
 # ## The preregistered comparison, both worlds
@@ -115,9 +119,9 @@ claims.check(nw.rates["missing"].lo > sw.rates["missing"].hi, "neglect-world mis
 #
 # Every method minus vanilla, and EBCU minus A&E, on the same seeds (t 95 % intervals; blue: the interval
 # excludes 0). The primary hypothesis is EBCU − vanilla > 0 on neglect-world; the other rows are
-# secondary and carry no multiplicity correction. The detector agrees with itself on about 96 % of
-# near-identical pairs, so a difference of a few points is read as unresolved even when its interval
-# excludes 0.
+# secondary and carry no multiplicity correction. The detector agrees with itself on 93-94 % of
+# near-identical pairs (both worlds, printed above), so a difference of a few points is read as
+# unresolved even when its interval excludes 0.
 
 # %%
 for w, rep in reports.items():
