@@ -21,7 +21,7 @@ ends the call. The caller's tensors are never modified.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +30,11 @@ from .attach import Installation, cross_attention_keys, grid_hw, module_of, reso
 from .attn_io import attend, queries, tokens_in, tokens_out
 from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig, config_from
 from .energy import context_update
-from .denoiser_hook import DenoiserHook, Participant, install
+from .denoiser_hook import DenoiserCall, DenoiserHook, Participant, install
 from .errors import InvalidSetting, StateError, UnsupportedModel
 from .events import EBCA, CrossAttnEvent, StepClock, installed, notify
 from .guards import FiniteGuard, guidance_text
+from .hints import Target
 
 
 class EBCAController(Participant):
@@ -49,7 +50,8 @@ class EBCAController(Participant):
     needs_caller_batch = True  # the cascading context is sized to the caller's rows
     cfg_bare_unet = True  # the published code's default for a bare UNet
 
-    def __init__(self, config: EBCAConfig, resolved: ResolvedConfig, pipe, unet, edit_embeds: list):
+    def __init__(self, config: EBCAConfig, resolved: ResolvedConfig, pipe: Optional[object], unet: torch.nn.Module,
+                 edit_embeds: list):
         self.config = config
         self.rc = resolved
         self.pipe = pipe
@@ -129,7 +131,7 @@ class EBCAController(Participant):
             self.num_steps = num_steps
 
     @contextlib.contextmanager
-    def pause(self):
+    def pause(self) -> Iterator[None]:
         """Run UNet calls with plain attention (e.g. during DDIM inversion): no update, no step counted."""
         self.paused = True
         try:
@@ -148,7 +150,7 @@ class EBCAController(Participant):
         self.remove()
 
     # -- hooks ----------------------------------------------------------------------------------
-    def before_call(self, call) -> None:
+    def before_call(self, call: DenoiserCall) -> None:
         """Stage 2 of the denoiser hook: reset the cascade to the call's context (paused calls never get here)."""
         sample, ehs = call.sample, call.context
         if ehs is None or ehs.ndim != 3:
@@ -199,7 +201,7 @@ class EBCAController(Participant):
         if self.rc.edits:
             self._prepare_edits(self.context)
 
-    def after_call(self, call, output) -> None:
+    def after_call(self, call: DenoiserCall, output: object) -> None:
         """Stage 5: the call is over (also when it raised: ``output`` is None)."""
         was = self.in_forward
         self.in_forward = False
@@ -428,7 +430,7 @@ def _encode_edit_prompts(pipe, rc: ResolvedConfig, masks: Optional[list] = None)
     return embeds
 
 
-def apply_energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs) -> EBCAController:
+def apply_energy_attention(target: Target, config: Optional[EBCAConfig] = None, **kwargs) -> EBCAController:
     """Install EBCA on a pipeline or a bare ``UNet2DConditionModel``; returns the controller.
 
     Call ``controller.remove()`` (or use :func:`energy_attention`) to restore the original
@@ -503,7 +505,8 @@ def _pixart_projection(model):
 
 
 @contextlib.contextmanager
-def energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs):
+def energy_attention(target: Target, config: Optional[EBCAConfig] = None,
+                     **kwargs) -> Iterator[EBCAController]:
     """``with energy_attention(pipe, EBCAConfig(gamma_attn=0.01, gamma_norm=0.02)) as ctl: pipe(prompt)``
 
     Installs EBCA for the duration of the block and restores diffusers' processors and removes
@@ -517,7 +520,7 @@ def energy_attention(target, config: Optional[EBCAConfig] = None, **kwargs):
         ctl.remove()
 
 
-def find_controller(unet) -> Optional[EBCAController]:
+def find_controller(unet: torch.nn.Module) -> Optional[EBCAController]:
     """The EBCA controller installed on ``unet``, if any."""
     p = installed(unet, EBCA)
     return None if p is None else p.ctl

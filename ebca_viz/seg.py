@@ -26,13 +26,14 @@ as they are. Nothing of the pipeline is modified.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 
 from .attn_io import tokens_in, tokens_out
 from .guards import FiniteGuard, guidance_text
+from .hints import Target
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys
 from .config import SEGConfig, config_from
 from .errors import InvalidSetting, StateError
@@ -205,7 +206,7 @@ def seg_layer_keys(unet, layers) -> list:
     return list(dict.fromkeys(chosen))
 
 
-def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGController:
+def apply_seg(target: Target, config: Optional[SEGConfig] = None, **kwargs) -> SEGController:
     """Install SEG on a pipeline (or a bare UNet with ``cfg=False``); returns the controller."""
     config = config_from(SEGConfig, config, kwargs)
     config.validate()
@@ -237,7 +238,8 @@ def apply_seg(target, config: Optional[SEGConfig] = None, **kwargs) -> SEGContro
 
 
 @contextlib.contextmanager
-def smoothed_energy_guidance(target, config: Optional[SEGConfig] = None, **kwargs):
+def smoothed_energy_guidance(target: Target, config: Optional[SEGConfig] = None,
+                             **kwargs) -> Iterator[SEGController]:
     """``with smoothed_energy_guidance(pipe, SEGConfig(scale=3.0, sigma=10.0)): pipe(prompt)``"""
     ctl = apply_seg(target, config, **kwargs)
     try:

@@ -7,13 +7,13 @@ PKG = Path(__file__).resolve().parent.parent / "ebca_viz"
 
 # lowest first; a module may import from its layer and the ones before it
 LAYERS = [
-    {"energy", "schedule", "claims", "data", "errors", "util"},  # errors: validation error types; util: fast mode, device
+    {"energy", "schedule", "claims", "data", "errors", "hints", "util"},  # errors: the error vocabulary; hints: type aliases; util: fast mode, device
     {"config"},
     {"attach", "attn_io", "guards", "adapters"},  # adapters: one per denoiser family
     {"events", "tokens", "denoiser_hook"},  # tokens: readable token labels; denoiser_hook: the one hook per UNet
     {"ebca", "seg", "seg_dit"},  # seg_dit: SEG on diffusion transformers
     {"tracing"},
-    {"plots", "viz"},  # viz: the old import path of plots / tokens / util, plain re-exports,
+    {"plots"},
     {"models"},
     {"shapes"},
     {"tasks"},

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..hints import LayerSpec, PathLike, StepSpec, TokenSpec
+
 import torch
 
 from .budget import mib
@@ -37,7 +39,7 @@ class Trace:
     during and after the ``with`` block and on a loaded trace.
     """
 
-    def __init__(self, record: TraceStorage, recorder=None):
+    def __init__(self, record: TraceStorage, recorder: Optional[object] = None):
         if not isinstance(record, TraceStorage):
             raise InvalidType(f"Trace(record): record must be an ebca_viz.tracing.storage.TraceStorage, got {type(record).__name__}; "
                             "make a trace with ebca_viz.trace(pipe) or ebca_viz.load_trace(path)")
@@ -104,11 +106,12 @@ class Trace:
             raise StateError("a loaded trace has no UNet to estimate for; use ebca_viz.estimate_bytes(pipe, ...)")
         return self.recorder.estimate_bytes(num_steps, height, width, batch, tokens, seg_layers)
 
-    def save(self, path) -> None:
+    def save(self, path: PathLike) -> None:
         """Write a ``.safetensors`` file: the stacked tensors plus JSON metadata (no pickle), atomically."""
         save_trace(self.record, path)
 
-    def to_html(self, path, image=None, title: Optional[str] = None, image_index: int = 0, quiet: bool = False):
+    def to_html(self, path: PathLike, image: Optional[object] = None, title: Optional[str] = None, image_index: int = 0,
+                quiet: bool = False) -> str:
         """Write this trace as one self-contained HTML page (no kernel, no network) and return its path.
 
         Linked views: step / layer sliders, token chips, the attention map per token (beside the final
@@ -218,7 +221,7 @@ class Trace:
                           UserWarning, stacklevel=4)
         return hits
 
-    def token_index(self, token) -> list:
+    def token_index(self, token: TokenSpec) -> list:
         """Positions for ``token``: an int, a word (matched against :attr:`tokens`), or a list of them.
 
         In a DiT trace with several text segments (SD3: CLIP then T5) a word gives one position per segment
@@ -250,7 +253,7 @@ class Trace:
         return out
 
     # -- accessors -------------------------------------------------------------------------------
-    def maps(self, token=None, aggregate: Optional[str] = "mean", layers=None, steps=None, image: Optional[int] = 0,
+    def maps(self, token: TokenSpec = None, aggregate: Optional[str] = "mean", layers: LayerSpec = None, steps: StepSpec = None, image: Optional[int] = 0,
              normalize: Optional[str] = None) -> torch.Tensor:
         """Cross-attention maps on the common grid :attr:`map_grid`, fp32.
 
@@ -310,7 +313,7 @@ class Trace:
             m = m.index_select(m.ndim - 3, torch.tensor(ti))
         return m
 
-    def energies(self, kind: str = "posterior", when: str = "after", image: Optional[int] = 0, layers=None) -> torch.Tensor:
+    def energies(self, kind: str = "posterior", when: str = "after", image: Optional[int] = 0, layers: LayerSpec = None) -> torch.Tensor:
         """``(step, layer)`` energies (fp32). kind: ``"query"`` E(Q;K), ``"context"`` E(K;Q), ``"prior"`` E(K),
         ``"posterior"`` E(K;Q)+E(K); when: ``"before"`` (keys of the context the layer received),
         ``"after"`` (of its updated context), ``"delta"`` (after - before). NaN where nothing was recorded."""
@@ -322,20 +325,20 @@ class Trace:
         e = e[:, :, 1] - e[:, :, 0] if when == "delta" else e[:, :, WHEN.index(when)]
         return self._image(e, image, 2)
 
-    def context_norms(self, when: str = "after", image: Optional[int] = 0, layers=None) -> torch.Tensor:
+    def context_norms(self, when: str = "after", image: Optional[int] = 0, layers: LayerSpec = None) -> torch.Tensor:
         """``(step, layer, token)``: ``|c_t|`` of the context a layer received (``"before"``) or passed on (``"after"``)."""
         if when not in WHEN:
             raise InvalidSetting(f"when must be 'before' or 'after', got {when!r}")
         n = self._need("norms", "context_norms")[:, self._layer_idx(layers), WHEN.index(when)]  # (S, L, B, N)
         return self._image(n, image, 2)
 
-    def drift(self, image: Optional[int] = 0, layers=None) -> torch.Tensor:
+    def drift(self, image: Optional[int] = 0, layers: LayerSpec = None) -> torch.Tensor:
         """``(step, layer, token)``: ``|c_out,t - c_prompt,t|``, distance of each token's context after the
         layer from the prompt embedding of that step (0 without EBCU)."""
         n = self._need("norms", "context_norms")[:, self._layer_idx(layers), 2]
         return self._image(n, image, 2)
 
-    def contexts(self, image: Optional[int] = 0, layers=None) -> torch.Tensor:
+    def contexts(self, image: Optional[int] = 0, layers: LayerSpec = None) -> torch.Tensor:
         """``(step, layer, token, D)`` context after each layer (in ``dtype``); needs ``"contexts"``."""
         c = self._need("contexts", "contexts")[:, self._layer_idx(layers)]
         return self._image(c, image, 2)
@@ -365,7 +368,7 @@ class Trace:
             return []
         return [k for i, k in enumerate(GUIDANCE_KINDS) if bool(torch.isfinite(g[:, i]).any())]
 
-    def guidance(self, kind: str = "cfg", steps=None, image: Optional[int] = 0) -> torch.Tensor:
+    def guidance(self, kind: str = "cfg", steps: StepSpec = None, image: Optional[int] = 0) -> torch.Tensor:
         r"""``(step, h, w)``: where guidance acts -- per latent pixel, the magnitude of what one guidance
         term added to the noise prediction, L2 over the latent channels ``c`` (fp32, on the latent grid
         :attr:`latent_hw`; upscale to the image with nearest neighbour, factor = the VAE's 8)::
@@ -410,7 +413,7 @@ class Trace:
         return self.summary()
 
 
-def load_trace(path) -> Trace:
+def load_trace(path: PathLike) -> Trace:
     """Read a trace written by :meth:`Trace.save`; every accessor works on it (it cannot record).
 
     Refuses with :class:`~ebca_viz.tracing.files.TraceFileError` (naming the file and what is wrong)

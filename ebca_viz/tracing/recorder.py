@@ -73,7 +73,7 @@ one image): about 24 MB (of which the guidance maps, ``2 x 64 x 64`` fp32 per st
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -96,6 +96,7 @@ from .quantities import (
 )
 from .storage import NAN_FILLED, TraceStorage
 from ..errors import InvalidSetting, InvalidType, StateError, UnsupportedModel
+from ..hints import LayerSpec, StepSpec, Target
 
 
 class Recorder(DiTRecording, Participant):
@@ -552,8 +553,8 @@ class Recorder(DiTRecording, Participant):
             self.record.map_grid = saved
 
 
-def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype=torch.float16,
-          budget_bytes=DEFAULT_BUDGET, on_budget: str = "error", num_steps: Optional[int] = None,
+def trace(target: Target, layers: LayerSpec = None, steps: StepSpec = None, quantities: Optional[Sequence[str]] = None,
+          map_grid: Optional[tuple] = None, dtype: torch.dtype = torch.float16, budget_bytes: int = DEFAULT_BUDGET, on_budget: str = "error", num_steps: Optional[int] = None,
           cfg: Optional[bool] = None, alpha: float = 0.0, guidance_scale: Optional[float] = None) -> Trace:
     """Record cross-attention maps, energies and context trajectories while sampling.
 
@@ -593,7 +594,7 @@ def trace(target, layers=None, steps=None, quantities=None, map_grid=None, dtype
     return Trace(record, Recorder(pipe, unet, record, steps, num_steps, cfg, guidance_scale, adapter=adapter))
 
 
-def estimate_bytes(target, num_steps: int = 50, height: Optional[int] = None, width: Optional[int] = None,
+def estimate_bytes(target: Target, num_steps: int = 50, height: Optional[int] = None, width: Optional[int] = None,
                    batch: int = 1, tokens: Optional[int] = None, **trace_kwargs) -> int:
     """Host bytes ``trace(target, **trace_kwargs)`` would store for one run (nothing is installed)."""
     return trace(target, **trace_kwargs).estimate_bytes(num_steps, height, width, batch, tokens)
