@@ -5,7 +5,7 @@
     OMP_NUM_THREADS=1 python benchmarks/neglect_world.py --pipeline outputs/run/pipeline --split tune
 
 Vanilla sampling (DDIM ``--steps``, CFG ``--guidance``, one seeded initial latent per sample, as
-:func:`ebca_viz.shapes.benchmark.sample`), judged by :mod:`ebca_viz.shapes.detect`:
+:func:`ebca_viz.sampling.sample`), judged by :mod:`ebca_viz.shapes.detect`:
 
 * **held-out pairs** (:func:`ebca_viz.shapes.neglect.two_object_prompts` ``"report"``: the 48
   circle/triangle and square/triangle prompts, pairs never drawn together in the neglect world's
@@ -46,7 +46,8 @@ def evaluate(pipe, split: str = "report", n_pair: int = 480, n_seen: int = 192, 
     """Rates per group (see the module docstring) for one pipeline and one CFG scale."""
     from ebca_viz.claims import Rate
     from ebca_viz.shapes import neglect, world
-    from ebca_viz.shapes.benchmark import prompt_set, sample
+    from ebca_viz.sampling import sample
+    from ebca_viz.shapes.benchmark import prompt_set
     from ebca_viz.shapes.detect import detect, score_pair, score_single
 
     if split not in SPLIT_SEEDS:
