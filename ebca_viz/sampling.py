@@ -4,8 +4,9 @@ sample through :func:`sample`; the shapes-world detector judges through :func:`s
 
 **The seed rule** (:func:`initial_latents`): sample ``k`` starts from
 ``z_T[k] = randn((C, h, w), generator=torch.Generator("cpu").manual_seed(seeds[k]))`` in float32, then
-moved to the pipeline's device and dtype. One generator per seed, so an image depends on its prompt,
-seed and settings only, never on the batch it was sampled in. This is also what diffusers draws for
+moved to the pipeline's device and dtype. One generator per seed, so the initial latents never depend
+on the batch an image is sampled in (the arithmetic of a batch of 1 vs 4 may still move a pixel by one
+grey level on CPU; 2 vs 4 gave identical images, ``tests/test_sampling.py``). This is also what diffusers draws for
 ``pipe(prompt, generator=[torch.Generator("cpu").manual_seed(s) for s in seeds])`` on a float32
 pipeline, so ``pipe(prompt, generator=torch.Generator().manual_seed(seed))`` and
 ``sample(pipe, [prompt], [seed])`` give the same image. The same generators (advanced past the draw)
@@ -110,7 +111,7 @@ def sample(pipe, prompts: Sequence[str], seeds: Optional[Sequence[int]] = None, 
         method: None, an ``EBCAConfig``, a ``SEGConfig`` or ``method(pipe) -> context manager``
             (:func:`installed`); observers: subscribed to the EBCA controller.
         steps / guidance: sampling steps and the CFG scale.
-        batch: images per pipeline call (the images do not depend on it).
+        batch: images per pipeline call (the latents do not depend on it).
         latents: ``(N, C, h, w)`` initial latents instead of the seed rule's (e.g. inverted ones);
             seeds may then be None.
         negative_prompts: ``N`` strings for CFG's unconditional branch (default: the empty prompt).
