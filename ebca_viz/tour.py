@@ -1,7 +1,7 @@
 r"""The tour's demo pair, chosen by a rule a reader can check (notebook 00).
 
 Rule (:func:`choose_demo_seed`): sample a two-object prompt on seeds ``0 .. n-1`` plainly and with EBCU
-(the same initial latents per seed, :func:`ebca_viz.shapes.benchmark.sample`); the detector
+(the same initial latents per seed, :func:`ebca_viz.sampling.sample`); the detector
 (:func:`ebca_viz.shapes.detect.score_pair`) judges every image. The demo is the **first seed, in
 order, where vanilla misses or garbles a requested object and EBCU gets both right with nothing extra**
 ("EBCU fixes": an image that adds an object to get both is not shown as a fix);
