@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .errors import EbcaVizError
+from .errors import InvalidSetting, InvalidType
 
 
 def latent_shape(pipe, height: Optional[int] = None, width: Optional[int] = None) -> tuple:
@@ -48,24 +48,29 @@ def initial_latents(seeds: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
     return torch.stack([torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
+def _text(param: str, value, fix: str, why: str) -> str:
+    """An error message in the vocabulary's form: ``"param=value: why; fix: fix"``."""
+    return str(InvalidSetting.of(param, value, fix, why))
+
+
 def _check(prompts, seeds, latents, steps, batch, negative_prompts) -> None:
     if isinstance(prompts, str):
-        raise EbcaVizError(f"prompts must be a list of strings (one per image), got the string {prompts!r}: "
-                           "write [prompt] * n")
+        raise InvalidType(_text("prompts", prompts, "write [prompt] * n", "a list of strings (one per image) is needed"))
     n = len(prompts)
     if n < 1:
-        raise EbcaVizError("prompts is empty: give at least one prompt")
+        raise InvalidSetting(_text("prompts", prompts, "give at least one prompt", "it is empty"))
     if seeds is None and latents is None:
-        raise EbcaVizError("seeds: give one seed per prompt (or latents=)")
+        raise InvalidSetting(_text("seeds", seeds, "give one seed per prompt (or latents=)", "no seeds and no latents"))
     if seeds is not None and len(seeds) != n:
-        raise EbcaVizError(f"seeds: {len(seeds)} seeds for {n} prompts; give one seed per prompt")
+        raise InvalidSetting(_text("seeds", seeds, "give one seed per prompt", f"{len(seeds)} seeds for {n} prompts"))
     if latents is not None and latents.shape[0] != n:
-        raise EbcaVizError(f"latents: {latents.shape[0]} latents for {n} prompts; give one per prompt")
+        raise InvalidSetting(_text("latents", latents, "give one per prompt", f"{latents.shape[0]} latents for {n} prompts"))
     if negative_prompts is not None and len(negative_prompts) != n:
-        raise EbcaVizError(f"negative_prompts: {len(negative_prompts)} for {n} prompts; give one per prompt")
+        raise InvalidSetting(_text("negative_prompts", negative_prompts, "give one per prompt",
+                                f"{len(negative_prompts)} for {n} prompts"))
     for name, v in (("steps", steps), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise EbcaVizError(f"{name} must be an int >= 1, got {v!r}")
+            raise InvalidSetting(_text(name, v, f"pass an int >= 1, e.g. {name}=4", "must be an int >= 1"))
 
 
 @contextlib.contextmanager
@@ -76,7 +81,8 @@ def installed(pipe, method=None, observers: Sequence = ()):
     from .config import EBCAConfig, SEGConfig
 
     if observers and not isinstance(method, EBCAConfig):
-        raise EbcaVizError("observers subscribe to the EBCA controller: pass method=EBCAConfig(...) as well")
+        raise InvalidSetting(_text("observers", list(observers), "pass method=EBCAConfig(...) as well",
+                                "observers subscribe to the EBCA controller"))
     if method is None:
         cm = contextlib.nullcontext()
     elif isinstance(method, EBCAConfig):
@@ -90,8 +96,8 @@ def installed(pipe, method=None, observers: Sequence = ()):
     elif callable(method):
         cm = method(pipe)
     else:
-        raise EbcaVizError(f"method must be None, an EBCAConfig, a SEGConfig or a callable pipe -> context manager, "
-                           f"got {type(method).__name__}")
+        raise InvalidType(_text("method", method, "pass None, an EBCAConfig, a SEGConfig or a callable pipe -> context "
+                             "manager", "not a method"))
     with cm as ctl:
         if observers:
             ctl.observers.extend(observers)
@@ -179,7 +185,8 @@ def _request(item) -> tuple:
         return (item,)
     if len(item) in (1, 2) and all(len(x) == 2 and all(isinstance(y, str) for y in x) for x in item):
         return tuple(tuple(x) for x in item)
-    raise EbcaVizError(f"items: expected (colour, shape) or ((colour, shape), (colour, shape)), got {item!r}")
+    raise InvalidSetting(_text("items", item, "write (colour, shape) or ((colour, shape), (colour, shape))",
+                            "not a shapes-world request"))
 
 
 def score(images, items) -> list:
@@ -190,7 +197,7 @@ def score(images, items) -> list:
     from .shapes.detect import detect, score_pair, score_single
 
     if len(images) != len(items):
-        raise EbcaVizError(f"items: {len(items)} items for {len(images)} images; give one per image")
+        raise InvalidSetting(_text("items", items, "give one item per image", f"{len(items)} items for {len(images)} images"))
     out = []
     for im, it in zip(images, items):
         req = _request(it)
