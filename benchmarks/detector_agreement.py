@@ -67,7 +67,7 @@ def sample_pairs(pipe, model: str, split: str, n: int, seed: int, gamma: float, 
     ``(n, H, W, 3) uint8`` on the same latents. Cached in ``cache_dir`` by a hash of every argument."""
     from ebca_viz.config import EBCAConfig
     from ebca_viz.shapes import world
-    from ebca_viz.shapes.benchmark import sample
+    from ebca_viz.sampling import sample
 
     pairs = world.two_object_prompts(split)
     items = [pairs[k % len(pairs)] for k in range(n)]
@@ -88,7 +88,7 @@ def sample_pairs(pipe, model: str, split: str, n: int, seed: int, gamma: float, 
     for i in starts:
         sl = slice(i, i + batch)
         A.append(sample(pipe, prompts[sl], seeds[sl], steps=steps, guidance=guidance, batch=batch))
-        B.append(sample(pipe, prompts[sl], seeds[sl], steps=steps, guidance=guidance, config=cfg, batch=batch))
+        B.append(sample(pipe, prompts[sl], seeds[sl], steps=steps, guidance=guidance, method=cfg, batch=batch))
     a, b = np.concatenate(A), np.concatenate(B)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")

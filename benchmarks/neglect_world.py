@@ -5,7 +5,7 @@
     OMP_NUM_THREADS=1 python benchmarks/neglect_world.py --pipeline outputs/run/pipeline --split tune
 
 Vanilla sampling (DDIM ``--steps``, CFG ``--guidance``, one seeded initial latent per sample, as
-:func:`ebca_viz.shapes.benchmark.sample`), judged by :mod:`ebca_viz.shapes.detect`:
+:func:`ebca_viz.sampling.sample`), judged by :mod:`ebca_viz.shapes.detect`:
 
 * **held-out pairs** (:func:`ebca_viz.shapes.neglect.two_object_prompts` ``"report"``: the 48
   circle/triangle and square/triangle prompts, pairs never drawn together in the neglect world's
@@ -46,8 +46,9 @@ def evaluate(pipe, split: str = "report", n_pair: int = 480, n_seen: int = 192, 
     """Rates per group (see the module docstring) for one pipeline and one CFG scale."""
     from ebca_viz.claims import Rate
     from ebca_viz.shapes import neglect, world
-    from ebca_viz.shapes.benchmark import prompt_set, sample
-    from ebca_viz.shapes.detect import detect, score_pair, score_single
+    from ebca_viz.sampling import sample, score
+    from ebca_viz.shapes.benchmark import prompt_set
+    from ebca_viz.shapes.detect import detect, score_pair
 
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
@@ -65,7 +66,7 @@ def evaluate(pipe, split: str = "report", n_pair: int = 480, n_seen: int = 192, 
         ims = sample(pipe, prompts, seeds, steps=steps, guidance=guidance, batch=batch)
         sec = (time.time() - t0) / len(ims)
         if name == "single":
-            rows = [score_single(it, detect(im)) for it, im in zip(items, ims)]
+            rows = score(ims, items)
             flags = {k: [bool(r[k]) for r in rows] for k in ("correct", "exact")}
         else:
             found = [detect(im) for im in ims]

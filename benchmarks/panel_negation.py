@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     from ebca_viz import EBCAConfig, Edit
     from ebca_viz.experiments import ebcq, shipped
     from ebca_viz.models import load_pipeline
-    from ebca_viz.shapes.benchmark import sample
+    from ebca_viz.sampling import sample
     from ebca_viz.shapes.detect import detect
     from ebca_viz.shapes.regime import regime_for
 
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
         cfg = EBCAConfig(gamma_attn=r.gamma_attn, gamma_norm=r.gamma_norm,
                          edits=[Edit(prompt=ebcq.NEG_EDIT, alpha=alpha, direction=-1, start=start)])
         keys = [ebcq.keys_of(detect(im)) for im in sample(pipe, prompts, seeds, steps=a.steps, guidance=r.guidance,
-                                                           config=cfg)]
+                                                           method=cfg)]
         rates = ebcq.negation_rates(b_keys, keys)
         kept = ebcq.rest_kept(b_keys, keys)
         rows.append(dict(alpha=alpha, start=start, keys=keys,

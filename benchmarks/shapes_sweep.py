@@ -73,6 +73,7 @@ def section_cfg(pipe, a, state):
 
     from ebca_viz import claims
     from ebca_viz.experiments.multiconcept import sweep_guidance
+    from ebca_viz.sampling import sample
     from ebca_viz.shapes import benchmark, world
 
     rows = sweep_guidance(pipe, CFG_GRID, n=a.n, steps=a.steps)
@@ -80,7 +81,7 @@ def section_cfg(pipe, a, state):
     items = [singles[k % len(singles)] for k in range(a.n)]
     seeds = list(range(200_000, 200_000 + a.n))
     for r in rows:
-        ims = benchmark.sample(pipe, [world.caption_for([p]) for p in items], seeds, steps=a.steps, guidance=r["guidance"])
+        ims = sample(pipe, [world.caption_for([p]) for p in items], seeds, steps=a.steps, guidance=r["guidance"])
         r["single_correct"] = claims.rate(benchmark.score_images(items, ims, two=False)["correct"]).to_json()
         r["accuracy"] = float(np.mean([r["both_present"]["p"], r["single_correct"]["p"]]))
         r["accuracy_lo"] = float(np.mean([r["both_present"]["lo"], r["single_correct"]["lo"]]))

@@ -242,10 +242,9 @@ class UpdateRecord:
 def record_updates(pipe, prompts, config, seeds: Sequence[int] = (0,), steps: int = 25, guidance_scale: float = 3.0,
                    scales: Sequence[float] = DEFAULT_SCALES):
     """Sample ``prompts`` (one per seed, or one string for all) under EBCU ``config`` on the fixed
-    per-seed latents of :func:`ebca_viz.shapes.benchmark.latents_for`; returns
+    per-seed latents of :func:`ebca_viz.sampling.sample` (one batch); returns
     ``(images (B, H, W, 3) uint8, UpdateRecord)``."""
-    from .ebca import energy_attention
-    from .shapes.benchmark import latents_for
+    from .sampling import sample
 
     seeds = list(seeds)
     if not seeds:
@@ -254,14 +253,9 @@ def record_updates(pipe, prompts, config, seeds: Sequence[int] = (0,), steps: in
     if len(prompts) != len(seeds):
         raise InvalidSetting(f"prompts: give one string or one prompt per seed ({len(seeds)}), got {len(prompts)}")
     rec = UpdateRecorder(scales)
-    f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    hw = pipe.unet.config.sample_size
-    lat = latents_for(seeds, (pipe.unet.config.in_channels, hw, hw)).to(pipe.device, pipe.unet.dtype)
-    with energy_attention(pipe, config) as ctl, torch.no_grad():
-        ctl.observers.append(rec)
-        im = pipe(prompts, latents=lat, num_inference_steps=steps, guidance_scale=guidance_scale,
-                  height=hw * f, width=hw * f, output_type="np").images
-    return np.clip(np.rint(im * 255), 0, 255).astype(np.uint8), rec.record()
+    images = sample(pipe, prompts, seeds, method=config, observers=[rec], steps=steps, guidance=guidance_scale,
+                    batch=len(seeds))
+    return images, rec.record()
 
 
 def sweep_step_size(pipe=None, gamma_attn: float = None, gamma_norm: float = None, n: int = 32, steps: int = None,

@@ -13,7 +13,6 @@ Fast mode (``EBCA_VIZ_FAST=1``: fewer steps and samples, ``steps = pick(25, 4)``
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -107,15 +106,17 @@ class Sampled:
 def sample_traced(pipe, prompt: str, seed: int = 0, steps: int = 25, guidance_scale: float = 7.5, ebca=None,
                   seg=None, quantities: Optional[Sequence[str]] = None, observers: Sequence = (),
                   **pipe_kwargs) -> Sampled:
-    """Sample ``prompt`` from ``seed`` (CPU generator) while :func:`ebca_viz.trace` records.
+    """Sample ``prompt`` from ``seed`` while :func:`ebca_viz.trace` records: one
+    :func:`ebca_viz.sampling.sample` call (its seed rule; the image is a PIL image).
 
     ``ebca``: an :class:`~ebca_viz.EBCAConfig` to sample with energy attention (its controller gets
     ``observers``); ``seg``: an :class:`~ebca_viz.SEGConfig` for smoothed energy guidance; neither:
-    vanilla. ``quantities`` as in :func:`ebca_viz.trace`; other keywords go to the pipeline call.
+    vanilla. ``quantities`` as in :func:`ebca_viz.trace`; other keywords (``latents``, ``height``,
+    ``width``, ``negative_prompts`` or any pipeline argument) go to :func:`~ebca_viz.sampling.sample`.
     """
-    from .ebca import energy_attention
-    from .seg import smoothed_energy_guidance
-    from .tracing import trace
+    from PIL import Image
+
+    from .sampling import sample
 
     if ebca is not None and seg is not None:
         raise InvalidSetting("sample_traced: pass ebca= or seg=, not both (EBCA and SEG in one run are not supported)")
@@ -127,17 +128,11 @@ def sample_traced(pipe, prompt: str, seed: int = 0, steps: int = 25, guidance_sc
         check_prompt("shapes-world", prompt)
     if observers and ebca is None:
         raise InvalidSetting("sample_traced: observers= subscribe to the EBCA controller; pass ebca= as well")
-    g = torch.Generator("cpu").manual_seed(seed)
     t0 = time.perf_counter()
-    with trace(pipe, quantities=quantities) as tr, contextlib.ExitStack() as stack:
-        if ebca is not None:
-            ctl = stack.enter_context(energy_attention(pipe, ebca))
-            ctl.observers.extend(observers)
-        elif seg is not None:
-            stack.enter_context(smoothed_energy_guidance(pipe, seg))
-        image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, generator=g,
-                     **pipe_kwargs).images[0]
-    return Sampled(image, tr, time.perf_counter() - t0)
+    images, traces = sample(pipe, [prompt], [seed], method=ebca if ebca is not None else seg, observers=observers,
+                            steps=steps, guidance=guidance_scale, trace=True if quantities is None else quantities,
+                            **pipe_kwargs)
+    return Sampled(Image.fromarray(images[0]), traces[0], time.perf_counter() - t0)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 r"""The tour's demo pair, chosen by a rule a reader can check (notebook 00).
 
 Rule (:func:`choose_demo_seed`): sample a two-object prompt on seeds ``0 .. n-1`` plainly and with EBCU
-(the same initial latents per seed, :func:`ebca_viz.shapes.benchmark.sample`); the detector
+(the same initial latents per seed, :func:`ebca_viz.sampling.sample`); the detector
 (:func:`ebca_viz.shapes.detect.score_pair`) judges every image. The demo is the **first seed, in
 order, where vanilla misses or garbles a requested object and EBCU gets both right with nothing extra**
 ("EBCU fixes": an image that adds an object to get both is not shown as a fix);
@@ -72,13 +72,13 @@ def sample_seeds(pipe, request: Sequence, seeds=range(16), steps: int = 25, guid
     """``(n, H, W, 3) uint8``: the prompt of ``request`` on ``seeds`` (fixed initial noise per seed),
     plainly (``config=None``) or under an :class:`~ebca_viz.EBCAConfig`; one batched run."""
     from .shapes import world
-    from .shapes.benchmark import sample
+    from .sampling import sample
 
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise InvalidSetting("seeds is empty: pass e.g. range(16)")
     prompt = world.caption_for([tuple(x) for x in request])
-    return sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, config=config)
+    return sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, method=config)
 
 
 def choose_demo_seed(pipe, request: Sequence, config, seeds=range(16), steps: int = 25,
@@ -87,7 +87,7 @@ def choose_demo_seed(pipe, request: Sequence, config, seeds=range(16), steps: in
     ``config`` (an :class:`~ebca_viz.EBCAConfig`) on ``seeds``. Two batched sampling runs, or one when
     ``vanilla_images`` (:func:`sample_seeds` of the same seeds and settings) are given."""
     from .shapes import world
-    from .shapes.benchmark import sample
+    from .sampling import sample
     from .shapes.detect import detect, score_pair
 
     seeds = [int(s) for s in seeds]
@@ -104,7 +104,7 @@ def choose_demo_seed(pipe, request: Sequence, config, seeds=range(16), steps: in
         if van.ndim != 4 or len(van) != len(seeds):
             raise InvalidSetting(f"vanilla_images must be (len(seeds) = {len(seeds)}, H, W, 3) images of these seeds, "
                              f"got shape {van.shape}")
-    eb = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, config=config)
+    eb = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, method=config)
 
     def judge(ims):
         found = [detect(im) for im in ims]

@@ -244,13 +244,10 @@ if choice is not None:
 
 # %%
 from ebca_viz.notebook import sample_traced
-from ebca_viz.shapes.benchmark import latents_for
 
 def sample(config=None):
     # sample PROMPT from SEED's initial noise (as in section 5), recording every cross-attention layer
-    hw = pipe.unet.config.sample_size
-    kw = {} if REAL else dict(latents=latents_for([SEED], (pipe.unet.config.in_channels, hw, hw)))
-    run = sample_traced(pipe, PROMPT, seed=SEED, steps=STEPS, guidance_scale=CFG, ebca=config, **kw)
+    run = sample_traced(pipe, PROMPT, seed=SEED, steps=STEPS, guidance_scale=CFG, ebca=config)
     return run.image, run.trace
 
 vanilla, tr_vanilla = sample()

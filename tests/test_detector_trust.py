@@ -103,7 +103,7 @@ def test_vae_roundtrip_and_generated_pairs(shapes):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import detector_agreement as B
     from ebca_viz.config import EBCAConfig
-    from ebca_viz.shapes.benchmark import sample
+    from ebca_viz.sampling import sample
 
     torch.set_num_threads(1)
     scenes = world.generate(60, seed=4242)
@@ -115,7 +115,7 @@ def test_vae_roundtrip_and_generated_pairs(shapes):
     seeds = [510_000 + k for k in range(16)]  # not a tuning seed
     a = sample(shapes, prompts, seeds, steps=25, guidance=3.0, batch=16)
     b = sample(shapes, prompts, seeds, steps=25, guidance=3.0, batch=16,
-               config=EBCAConfig(gamma_attn=0.1, gamma_norm=0.1))
+               method=EBCAConfig(gamma_attn=0.1, gamma_norm=0.1))
     va = [D.score_pair(it, D.detect(x))["category"] for it, x in zip(items, a)]
     vb = [D.score_pair(it, D.detect(x))["category"] for it, x in zip(items, b)]
     sure = [(x, y) for x, y in zip(va, vb) if D.UNSURE not in (x, y)]

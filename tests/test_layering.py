@@ -15,7 +15,7 @@ LAYERS = [
     {"tracing"},
     {"plots"},
     {"models"},
-    {"shapes"},
+    {"shapes", "sampling"},  # sampling: the one sample-and-score (seeded latents, a method, detector verdicts)
     {"tasks"},
     {"eval"},
     {"experiments", "energy_steps", "tour"},  # energy_steps samples pipelines (record_updates, sweep_step_size); tour: the demo-seed rule

@@ -138,7 +138,7 @@ def test_the_issues_yellow_circle_case(shapes):
 
 def test_ticks_agree_with_score_pair_on_generated_images(shapes):
     """40 vanilla shapes-world images (seeds >= 3,000,000: neither the tuning nor the report split)."""
-    from ebca_viz.shapes.benchmark import sample
+    from ebca_viz.sampling import sample
 
     prompts = ["a yellow circle and a red triangle", "a red circle and a blue square", "a green square and a blue triangle",
                "a blue circle and a yellow square", "a red triangle"]

@@ -225,11 +225,12 @@ def test_sample_traced_is_the_one_helper_and_viz_loads_no_model(tiny_pipe):
         def on_cross_attention(self, e):
             seen.append(e.step)
 
-    a = sample_traced(tiny_pipe, "a red circle", seed=0, steps=2, output_type="pt")
-    b = sample_traced(tiny_pipe, "a red circle", seed=0, steps=2, output_type="pt",
+    a = sample_traced(tiny_pipe, "a red circle", seed=0, steps=2)
+    b = sample_traced(tiny_pipe, "a red circle", seed=0, steps=2,
                       ebca=ev.EBCAConfig(gamma_attn=0.0, gamma_norm=0.0), observers=[Obs()])
     assert (a.trace.mode, b.trace.mode) == ("plain", "ebca") and sorted(set(seen)) == [0, 1]
-    torch.testing.assert_close(a.image, b.image)  # all strengths 0: the same image as diffusers' attention
+    # all strengths 0: the same image as diffusers' attention (uint8: at most one grey level apart)
+    assert np.abs(np.asarray(a.image, np.int16) - np.asarray(b.image, np.int16)).max() <= 1
     with pytest.raises(ValueError, match="not both"):
         sample_traced(tiny_pipe, "a", ebca=ev.EBCAConfig(), seg=ev.SEGConfig())
     import ast

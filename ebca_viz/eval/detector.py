@@ -46,6 +46,7 @@ def detector_scores(image, prompt: str) -> Optional[dict]:
         return None
     import numpy as np
 
-    found = detect.detect(np.asarray(image.convert("RGB")))
-    s = detect.score_single(req[0], found) if len(req) == 1 else detect.score_pair(tuple(req), found)
+    from ..sampling import score
+
+    s = score([np.asarray(image.convert("RGB"))], [req])[0]
     return {k: (v if isinstance(v, (str, int, float)) else bool(v)) for k, v in s.items()}

@@ -91,7 +91,7 @@ def measure_edits(pipe, prompt: str, edits: Sequence, predicates: dict, n: int =
     """Sample ``prompt`` on seeds ``seed_base .. seed_base+n-1`` (or the explicit ``seeds``) with ``edits``
     (a list of :class:`~ebca_viz.Edit`) and without (or reuse ``base = (images, detections)`` of the same seeds)."""
     from ..config import EBCAConfig
-    from ..shapes.benchmark import sample
+    from ..sampling import sample
 
     if seeds is not None:
         seeds = [int(x) for x in seeds]
@@ -108,7 +108,7 @@ def measure_edits(pipe, prompt: str, edits: Sequence, predicates: dict, n: int =
         b_det = [detect(im) for im in b_ims]
     else:
         b_ims, b_det = base
-    ims = sample(pipe, [prompt] * n, seeds, steps=steps, guidance=guidance, config=cfg)
+    ims = sample(pipe, [prompt] * n, seeds, steps=steps, guidance=guidance, method=cfg)
     dets = [detect(im) for im in ims]
     r = EditResult(name or prompt, prompt, dict(edits=[_edit_json(e) for e in edits], steps=steps, guidance=guidance,
                                                  seed_base=seeds[0], seeds=seeds), ims, b_ims, dets, b_det)

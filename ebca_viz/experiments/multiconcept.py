@@ -33,7 +33,8 @@ from .. import claims
 
 from ..shapes import world
 from ..shapes.benchmark import vae_roundtrip_ok  # noqa: F401  (notebook 08's mc.vae_roundtrip_ok)
-from ..shapes.detect import PAIR_VERDICTS, detect, score_pair
+from ..sampling import sample, score
+from ..shapes.detect import PAIR_VERDICTS
 from ..errors import InvalidSetting, NotFound
 
 CATEGORIES = PAIR_VERDICTS + ("extra",)  # the four categories, "unsure" (the detector abstains), the flag
@@ -156,13 +157,12 @@ def prompt_items(split: str, n: int, seed_base: int):
 
 
 def _sample(pipe, method: Method, items, prompts, seeds, steps, guidance, batch):
-    from ..shapes.benchmark import sample
-
+    """:func:`ebca_viz.sampling.sample` one batch at a time: an EBCQ method's edits are the batch's own objects."""
     out = []
     for i in range(0, len(prompts), batch):
         sl = slice(i, i + batch)
         cfg = method.config_for(pipe, items[sl])
-        out.append(sample(pipe, prompts[sl], seeds[sl], steps=steps, guidance=guidance, config=cfg, batch=batch))
+        out.append(sample(pipe, prompts[sl], seeds[sl], steps=steps, guidance=guidance, method=cfg, batch=batch))
     return np.concatenate(out)
 
 
@@ -186,7 +186,7 @@ def measure_methods(pipe, methods: list, n: int = 96, split: str = "report", see
         it = tqdm(methods, desc=f"{n} prompts x {len(methods)} methods")
     for m in it:
         ims = _sample(pipe, m, items, prompts, seeds, steps, guidance, batch)
-        cats = [score_pair(item, detect(im)) for item, im in zip(items, ims)]
+        cats = score(ims, items)
         ind = {k: np.array([c["category"] == k for c in cats]) for k in PAIR_VERDICTS}
         ind["extra"] = np.array([c["extra"] for c in cats])
         rates = {k: claims.rate(v) for k, v in ind.items()}
@@ -255,13 +255,11 @@ def pick_demo_seed(pipe, prompt: str, config, seeds=range(16), steps: int = 25, 
     """Sample ``prompt`` on each seed with and without ``config`` and return the seed whose image changes
     most (ties: the smaller seed). A demo picked this way must say so: :attr:`SeedChoice.median_change`
     is what a typical seed shows."""
-    from ..shapes.benchmark import sample
-
     seeds = [int(x) for x in seeds]
     if not seeds:
         raise InvalidSetting("seeds is empty")
     van = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance)
-    eb = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, config=config)
+    eb = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, method=config)
     ch = np.abs(eb.astype(np.float32) - van.astype(np.float32)).mean(axis=(1, 2, 3))
     i = int(np.argmax(ch))
     return SeedChoice(seeds[i], float(ch[i]), float(np.median(ch)), seeds, [float(x) for x in ch])
@@ -316,9 +314,6 @@ def measure_single(pipe, configs: dict, n: int, seed_base: int = 0, steps: int =
 
     Returns ``{"items", "seeds", "methods": {name: {metric: [0/1 per sample]}}, "seconds"}`` with the
     metrics of :func:`ebca_viz.shapes.detect.score_single` (:data:`SINGLE_METRICS`)."""
-    from ..shapes.benchmark import sample
-    from ..shapes.detect import score_single
-
     t0 = time.time()
     items, prompts, seeds = single_items(n, seed_base)
     out = {"items": [list(it) for it in items], "seeds": seeds, "methods": {}}
@@ -328,8 +323,7 @@ def measure_single(pipe, configs: dict, n: int, seed_base: int = 0, steps: int =
 
         it = tqdm(list(it), desc=f"{n} single-object prompts x {len(configs)} methods")
     for name, cfg in it:
-        ims = sample(pipe, prompts, seeds, steps=steps, guidance=guidance, config=cfg, batch=batch)
-        rows = [score_single(item, detect(im)) for item, im in zip(items, ims)]
+        rows = score(sample(pipe, prompts, seeds, steps=steps, guidance=guidance, method=cfg, batch=batch), items)
         out["methods"][name] = {k: [int(r[k]) for r in rows] for k in SINGLE_METRICS}
     out["seconds"] = time.time() - t0
     return out

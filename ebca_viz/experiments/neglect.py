@@ -185,7 +185,7 @@ def resample(pipe, report: ComparisonReport, methods, n: Optional[int] = None, i
     first is the reference); score them with the detector and keep the images. One image per call, as
     the benchmark sampled them, so the same sample gives the same image."""
     from ..eval.sweep import Job, generate, parse_setting
-    from ..shapes.detect import detect, score_pair
+    from ..sampling import score
 
     methods = list(methods)
     bad = [m for m in methods if m not in report.specs]
@@ -206,7 +206,7 @@ def resample(pipe, report: ComparisonReport, methods, n: Optional[int] = None, i
             job = Job("pairs", k, p.prompts[k], p.seeds[k], setting)
             im, _ = generate(pipe, job, steps=p.steps, guidance_scale=p.guidance)
             a = np.asarray(im.convert("RGB"))
-            sc = score_pair(p.items[k], detect(a))
+            sc = score([a], [p.items[k]])[0]
             imgs.append(a)
             verd.append(sc["category"])
             extra.append(bool(sc.get("extra", False)))

@@ -27,7 +27,6 @@ all means t intervals, differences between settings paired over the same scenes
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
@@ -164,25 +163,15 @@ def regenerate(pipe, z_T: torch.Tensor, captions: Sequence[str], steps: int = 25
     from diffusers import DDIMScheduler
 
     from ..config import EBCAConfig
-    from ..ebca import energy_attention
+    from ..sampling import sample
     from ..tasks.common import restored
 
     if len(captions) != z_T.shape[0]:
         raise InvalidSetting(f"captions: {len(captions)} captions for {z_T.shape[0]} latents")
-    f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    hw = z_T.shape[-1] * f
-    out = []
     with restored(pipe):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        for i in range(0, len(captions), batch):
-            caps = list(captions[i:i + batch])
-            ctx = energy_attention(pipe, EBCAConfig(edits=edit.edits())) if edit is not None else contextlib.nullcontext()
-            with ctx:
-                im = pipe(caps, negative_prompt=caps, latents=z_T[i:i + batch].to(pipe.device, pipe.unet.dtype),
-                          num_inference_steps=steps, guidance_scale=guidance, height=hw, width=hw,
-                          output_type="np").images
-            out.append(np.clip(np.rint(im * 255), 0, 255).astype(np.uint8))
-    return np.concatenate(out)
+        return sample(pipe, list(captions), latents=z_T, negative_prompts=list(captions), steps=steps,
+                      guidance=guidance, batch=batch, method=EBCAConfig(edits=edit.edits()) if edit is not None else None)
 
 
 # ---- metrics ------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ mean (``sigma > 9999``) removes all spatial structure.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -155,33 +154,25 @@ def prompt_items(split: str, n: int, seed_base: int):
 
 def sample_seg(pipe, prompts, seeds, setting: SEGSetting, steps: int = 25, batch: int = 32,
                energies: bool = False):
-    """Images ``(n, H, W, 3) uint8`` sampled on the per-seed latents of
-    :func:`~ebca_viz.shapes.benchmark.latents_for`; with ``energies`` also ``(n, 2)`` self-attention
-    energies (blurred, reference branch), each the mean over steps and SEG layers (None for s = 0)."""
-    from ..seg import smoothed_energy_guidance
-    from ..shapes.benchmark import latents_for
-    from ..tracing import trace
+    """Images ``(n, H, W, 3) uint8`` sampled by :func:`ebca_viz.sampling.sample` (its per-seed
+    latents); with ``energies`` also ``(n, 2)`` self-attention energies (blurred, reference branch),
+    each the mean over steps and SEG layers (None for s = 0)."""
+    from ..sampling import sample
 
     if len(prompts) != len(seeds):
         raise InvalidSetting(f"prompts ({len(prompts)}) and seeds ({len(seeds)}) must have the same length")
-    f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    hw = pipe.unet.config.sample_size
-    ims, ens = [], []
-    for i in range(0, len(prompts), batch):
-        lat = latents_for(seeds[i:i + batch], (pipe.unet.config.in_channels, hw, hw)).to(pipe.device, pipe.unet.dtype)
-        seg = contextlib.nullcontext() if setting.is_baseline else smoothed_energy_guidance(pipe, setting.config())
-        tr_ctx = trace(pipe, quantities=["seg"]) if (energies and not setting.is_baseline) else contextlib.nullcontext()
-        with seg, tr_ctx as tr, torch.no_grad():
-            im = pipe(list(prompts[i:i + batch]), latents=lat, num_inference_steps=steps,
-                      guidance_scale=setting.guidance, height=hw * f, width=hw * f, output_type="np").images
-        ims.append(np.clip(np.rint(im * 255), 0, 255).astype(np.uint8))
-        if tr is not None:
-            e = torch.stack([tr.seg_energies(b, image=None).float().mean(dim=(1, 2)) for b in ("blurred", "reference")], -1)
-            ens.append(e.numpy())
-    images = np.concatenate(ims)
-    if energies:
-        return images, (np.concatenate(ens) if ens else None)
-    return images
+    method = None if setting.is_baseline else setting.config()
+    traced = energies and not setting.is_baseline
+    out = sample(pipe, list(prompts), list(seeds), method=method, steps=steps, guidance=setting.guidance,
+                 batch=batch, trace=["seg"] if traced else None)
+    if not energies:
+        return out
+    if not traced:
+        return out, None
+    images, traces = out
+    e = [torch.stack([tr.seg_energies(b, image=None).float().mean(dim=(1, 2)) for b in ("blurred", "reference")], -1)
+         for tr in traces]
+    return images, torch.cat(e).numpy()
 
 
 def verdicts(items, images) -> list:

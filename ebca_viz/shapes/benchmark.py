@@ -17,7 +17,6 @@ Each sample is judged by :mod:`.detect`. Rates come with binomial standard error
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import time
@@ -27,36 +26,14 @@ import numpy as np
 import torch
 
 from . import world
-from .detect import PAIR_VERDICTS, detect, score_pair, score_single
+from ..sampling import sample, score
+from .detect import PAIR_VERDICTS, detect
 
 SHAPE_TOKENS = [3, 7]  # "a red circle and a blue square": 3 = circle, 7 = square
 # On this model gamma_attn = 0.01 changes the object tokens' context by only ~0.3-0.6 % per layer
 # (|Q| is small at 64-128 channels), 0.1 by ~2-5 %: the grid spans 0.03 .. 1.0.
 DEFAULT_GRID = [(ga, r * ga) for ga in (0.03, 0.1, 0.3, 1.0) for r in (0.0, 1.0, 2.0)]
 DEFAULT_UPWEIGHTS = (1.5, 2.5, 4.0)
-
-
-def latents_for(seeds, shape) -> torch.Tensor:
-    """``(B, *shape)`` standard normal initial latents, one generator per seed (batch-independent)."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-
-
-def sample(pipe, prompts, seeds, steps: int = 25, guidance: float = 3.0, config=None, batch: int = 64) -> np.ndarray:
-    """Images ``(len(prompts), H, W, 3) uint8``; with ``config`` (an :class:`~ebca_viz.EBCAConfig`)
-    sampling runs under :func:`ebca_viz.energy_attention`."""
-    from ..ebca import energy_attention
-
-    f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    hw = pipe.unet.config.sample_size
-    out = []
-    for i in range(0, len(prompts), batch):
-        lat = latents_for(seeds[i:i + batch], (pipe.unet.config.in_channels, hw, hw)).to(pipe.device, pipe.unet.dtype)
-        ctx = energy_attention(pipe, config) if config is not None else contextlib.nullcontext()
-        with ctx, torch.no_grad():
-            im = pipe(list(prompts[i:i + batch]), latents=lat, num_inference_steps=steps, guidance_scale=guidance,
-                      height=hw * f, width=hw * f, output_type="np").images
-        out.append(np.clip(np.rint(im * 255), 0, 255).astype(np.uint8))
-    return np.concatenate(out)
 
 
 def prompt_set(pairs, n_min: int, seed_base: int):
@@ -80,7 +57,7 @@ def _paired(x, v) -> dict:
 
 def score_images(items, images, two: bool) -> dict:
     """Per-sample indicator arrays (0/1) for every metric."""
-    rows = [(score_pair if two else score_single)(it if two else it, detect(im)) for it, im in zip(items, images)]
+    rows = score(images, items)
     if two:
         keys = list(PAIR_VERDICTS) + ["first_present", "second_present", "extra", "shapes_present", "colours_present"]
         return {k: [int(r["category"] == k) if k in PAIR_VERDICTS else int(r[k]) for r in rows] for k in keys}
@@ -237,7 +214,7 @@ def main(argv=None) -> dict:
 
     def tune_run(ga, gn, up):
         cfg = None if ga is None else make_config(ga, gn, up)
-        sc = score_images(t_items, sample(pipe, t_prompts, t_seeds, config=cfg, **kw), two=True)
+        sc = score_images(t_items, sample(pipe, t_prompts, t_seeds, method=cfg, **kw), two=True)
         r = summarize(sc)
         row = dict(gamma_attn=ga, gamma_norm=gn, upweight=up, **{k: r[k] for k in PAIR_VERDICTS})
         runs.append(row)
@@ -269,7 +246,7 @@ def main(argv=None) -> dict:
         for name, cfg in methods.items():
             if not two and cfg is not None and cfg.token_indices:  # single objects: the one noun (position 3)
                 cfg = make_config(ga, gn, up, tokens=SHAPE_TOKENS[:1])
-            ims = sample(pipe, prompts, seeds, config=cfg, **kw)
+            ims = sample(pipe, prompts, seeds, method=cfg, **kw)
             sc = score_images(items, ims, two)
             report[key][name] = summarize(sc, base)
             if base is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..shapes.regime import DETECTOR_WORLDS  # noqa: E402
 
-import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -12,8 +11,6 @@ from typing import Callable, Optional
 
 import torch
 
-from ..ebca import energy_attention
-from ..seg import smoothed_energy_guidance
 from .controls import PanelSettings
 from ..errors import InvalidSetting
 
@@ -103,24 +100,19 @@ def _model_name(pipe, model: Optional[str]) -> str:
     return getattr(pipe, "name_or_path", None) or getattr(getattr(pipe, "config", None), "_name_or_path", None) or f"pipe@{id(pipe):x}"
 
 
-def _run(pipe, settings: PanelSettings, install, on_step) -> RunResult:
-    from ..tracing import trace
+def _run(pipe, settings: PanelSettings, method, on_step) -> RunResult:
+    """One traced run of the panel: :func:`ebca_viz.sampling.sample` of ``settings.prompt`` from
+    ``settings.seed`` with ``method`` (None = vanilla, an EBCAConfig or a SEGConfig) installed."""
+    from PIL import Image
 
-    g = torch.Generator(device="cpu").manual_seed(settings.seed)
-
-    def cb(p, i, t, kw):
-        if on_step is not None:
-            on_step(i + 1, settings.steps)
-        return kw
+    from ..sampling import sample
 
     # what the panel draws: maps and energies (and SEG's energies); no context norms (cheaper)
     quantities = ("maps", "energies", "seg") if settings.method == "seg" else ("maps", "energies")
     t0 = time.perf_counter()
-    with trace(pipe, quantities=quantities) as tr, install():
-        with torch.no_grad():
-            out = pipe(settings.prompt, num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
-                       generator=g, callback_on_step_end=cb)
-    return RunResult(out.images[0], tr, time.perf_counter() - t0)
+    images, traces = sample(pipe, [settings.prompt], [settings.seed], method=method, steps=settings.steps,
+                            guidance=settings.guidance_scale, trace=quantities, on_step=on_step)
+    return RunResult(Image.fromarray(images[0]), traces[0], time.perf_counter() - t0)
 
 
 def sample_comparison(pipe, settings: Optional[PanelSettings] = None, model: Optional[str] = None,
@@ -152,14 +144,10 @@ def sample_comparison(pipe, settings: Optional[PanelSettings] = None, model: Opt
         return None if on_step is None else (lambda i, n: on_step(offset + i, total))
 
     if not cached:
-        vanilla = _run(pipe, s, contextlib.nullcontext, progress(0))
+        vanilla = _run(pipe, s, None, progress(0))
         if cache is not None:
             cache.put(key, vanilla)
-    p2 = progress(0 if cached else s.steps)
-    if s.method == "ebca":
-        energy = _run(pipe, s, lambda: energy_attention(pipe, ebca_cfg), p2)
-    else:
-        energy = _run(pipe, s, lambda: smoothed_energy_guidance(pipe, seg_cfg), p2)
+    energy = _run(pipe, s, ebca_cfg if s.method == "ebca" else seg_cfg, progress(0 if cached else s.steps))
     return Comparison(s, name, vanilla, energy, cached, device)
 
 
