@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parent.parent / "ebca_viz"
 LAYERS = [
     {"energy", "schedule", "claims", "data", "errors", "util"},  # errors: validation error types; util: fast mode, device
     {"config"},
-    {"attach", "attn_io", "guards"},
+    {"attach", "attn_io", "guards", "adapters"},  # adapters: one per denoiser family
     {"events", "tokens", "denoiser_hook"},  # tokens: readable token labels; denoiser_hook: the one hook per UNet
     {"ebca", "seg"},
     {"tracing"},
