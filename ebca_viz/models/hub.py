@@ -19,7 +19,7 @@ HUB_IDS = {
     "sd15-inpainting": "stable-diffusion-v1-5/stable-diffusion-inpainting",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
 }
-OFFLINE = ("tiny", "tiny-inpainting", "tiny-sdxl", "shapes-world", "neglect-world")
+OFFLINE = ("tiny", "tiny-inpainting", "tiny-sdxl", "shapes-world", "neglect-world", "neglect-world-dit")
 
 
 def available_models() -> list[str]:

@@ -11,8 +11,9 @@ The world is a genuine ``diffusers.PixArtSigmaPipeline`` at toy scale:
   latent patches, cross-attention to the text, ``caption_projection`` from the text width), epsilon
   prediction, ``out_channels = 4`` (no learned sigma).
 * ``text_encoder``: a small ``T5EncoderModel`` (gated-GELU, relative position buckets), trained jointly.
-* ``tokenizer``: a T5-style Unigram tokenizer built in code (:func:`build_t5_tokenizer`): every word of
-  the world is one piece (``"▁red"``), other words fall back to letters; ``</s>`` ends every caption,
+* ``tokenizer``: the package's T5-style Unigram tokenizer built in code (:func:`build_t5_tokenizer`, from
+  :mod:`ebca_viz.models.tiny_dit`): every word of the world is one piece (``"▁red"``), other words fall
+  back to letters; ``</s>`` ends every caption,
   ``<pad>`` = 0; there is no start token, so ``"a red circle and a blue triangle"`` is
   ``0=a 1=red 2=circle 3=and 4=a 5=blue 6=triangle 7=</s>``.
 * ``scheduler``: PixArt's: ``DPMSolverMultistepScheduler`` (2M, epsilon) on the linear betas
@@ -47,7 +48,6 @@ import math
 import os
 import platform
 import shutil
-import string
 import sys
 import time
 from pathlib import Path
@@ -66,17 +66,18 @@ CALL_KWARGS = dict(num_inference_steps=20, guidance_scale=3.0, use_resolution_bi
 
 
 # ----------------------------------------------------------------------------------------------- models
-def build_t5_tokenizer(words=WORLD_WORDS, max_length: int = 300):
-    """A T5-style (SentencePiece Unigram, ``▁`` word boundary) ``T5TokenizerFast`` built in code.
+def build_t5_tokenizer(max_length: int = 300):
+    """The package's T5-style tokenizer built in code (:func:`ebca_viz.models.tiny_dit.t5_tokenizer`: a
+    Unigram ``T5Tokenizer``, ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, one ``"▁" + word`` piece per word of the
+    shipped CLIP vocabulary, letters for other words; 364 pieces). Every word of the world
+    (:data:`WORLD_WORDS`) is one piece; the exported folder keeps its own copy (``tokenizer/``)."""
+    from ..models.tiny_dit import t5_tokenizer
 
-    Ids: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, then ``"▁" + word`` for each of ``words`` (one piece per
-    word), then ``"▁"`` and the 26 letters (any other lower-case word tokenizes letter by letter, as
-    T5 does for rare words); no ``<extra_id_*>`` sentinels. ``len = 3 + len(words) + 27``."""
-    from transformers import T5TokenizerFast
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -2.0) for w in words]
-    vocab += [("\u2581", -5.0)] + [(c, -6.0) for c in string.ascii_lowercase]
-    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=max_length)
+    tok = t5_tokenizer(model_max_length=max_length)
+    for w in WORLD_WORDS:
+        if len(tok(w, add_special_tokens=False).input_ids) != 1:
+            raise RuntimeError(f"the T5 tokenizer splits the world word {w!r}; every world word must be one piece")
+    return tok
 
 
 def text_config(tokenizer, d_model: int = 64, layers: int = 2, heads: int = 4):
