@@ -6,6 +6,8 @@
     OMP_NUM_THREADS=1 python benchmarks/train_dit_world.py eval outputs/dit_world/ckpt --grid outputs/dit_world/ckpt.png
     # copy a finished run's pipeline/ into the package as ebca_viz/weights/neglect_world_dit
     python benchmarks/train_dit_world.py ship outputs/dit_world/pipeline
+    # the UNet worlds' benchmark (vanilla vs EBCU vs EBCU + up-weighting; needs EBCU on PixArt, branch dit-seg)
+    OMP_NUM_THREADS=1 python benchmarks/train_dit_world.py benchmark --out outputs/dit_world_benchmark --n 200
 
 ``train`` passes every option to :func:`ebca_viz.shapes.train_dit.main` (``--help`` there).
 """
@@ -44,7 +46,7 @@ def ship(src: Path, dest: Path = SHIP) -> float:
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("train", "eval", "ship"):
+    if not argv or argv[0] not in ("train", "eval", "ship", "benchmark"):
         raise SystemExit(__doc__)
     cmd, rest = argv[0], argv[1:]
     import torch
@@ -59,6 +61,23 @@ def main(argv=None):
         return None
     import argparse
 
+    if cmd == "benchmark":
+        p = argparse.ArgumentParser(prog="train_dit_world.py benchmark")
+        p.add_argument("--pipeline", default="neglect-world-dit", help="world name or exported folder")
+        p.add_argument("--out", default="outputs/dit_world_benchmark")
+        p.add_argument("--n", type=int, default=200)
+        p.add_argument("--tune-n", type=int, default=96)
+        p.add_argument("--steps", type=int, default=20)
+        p.add_argument("--guidance", type=float, default=3.0)
+        a = p.parse_args(rest)
+        from ebca_viz.models import load_pipeline
+        from ebca_viz.shapes.dit_eval import benchmark
+        from ebca_viz.shapes.train_dit import load_dit_pipeline
+
+        pipe = load_dit_pipeline(a.pipeline) if Path(a.pipeline).is_dir() else load_pipeline(a.pipeline)
+        res = benchmark(pipe, a.out, n=a.n, tune_n=a.tune_n, steps=a.steps, guidance=a.guidance)
+        print((Path(a.out) / "results.md").read_text())
+        return res
     p = argparse.ArgumentParser(prog="train_dit_world.py eval")
     p.add_argument("folder")
     p.add_argument("--n-single", type=int, default=48)

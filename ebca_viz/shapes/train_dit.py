@@ -158,8 +158,15 @@ def export_pipeline(vae, transformer, text_encoder, folder, tokenizer=None, dtyp
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    parts = [copy.deepcopy(m).to(dtype) for m in (vae, transformer, text_encoder)]
-    assemble(*parts, tokenizer=tokenizer).save_pretrained(str(tmp), safe_serialization=True)
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()  # the cast's "modules that should be kept in float32: []" notice (none are)
+    try:
+        parts = [copy.deepcopy(m).to(dtype) for m in (vae, transformer, text_encoder)]
+        assemble(*parts, tokenizer=tokenizer).save_pretrained(str(tmp), safe_serialization=True)
+    finally:
+        dlog.set_verbosity(level)
     for extra in folder.glob("*.md") if folder.is_dir() else ():
         shutil.copy2(extra, tmp / extra.name)
     for extra in ("training.json", "benchmark.json"):
@@ -187,13 +194,18 @@ def load_dit_pipeline(folder, device="cpu", dtype=torch.float32):
     if not dit_weights_available(folder):
         raise FileNotFoundError(f"no DiT world in {folder} (expected model_index.json, transformer/, text_encoder/, "
                                 "vae/ with safetensors, tokenizer/)")
-    level = dlog.get_verbosity()
-    dlog.set_verbosity_error()
+    from transformers.utils import logging as tlog
+
+    level, tlevel = dlog.get_verbosity(), tlog.get_verbosity()
+    dbar, tbar = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.set_verbosity_error(), tlog.set_verbosity_error(), dlog.disable_progress_bar(), tlog.disable_progress_bar()
     try:
         pipe = PixArtSigmaPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True,
                                                    use_safetensors=True)
     finally:
-        dlog.set_verbosity(level)
+        dlog.set_verbosity(level), tlog.set_verbosity(tlevel)
+        dlog.enable_progress_bar() if dbar else None
+        tlog.enable_progress_bar() if tbar else None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -266,7 +278,8 @@ def lr_at(step: int, args) -> float:
         args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def save_state(folder: Path, models: dict, opt, data, gen, step: int, elapsed_s: float, args) -> None:
+def save_state(folder: Path, models: dict, opt, data, gen, step: int, elapsed_s: float, args,
+               started_unix: float = 0.0) -> None:
     """No pickles: ``tensors.safetensors`` (every model's fp32 state, AdamW moments and step counts,
     the torch generator state) + ``state.json`` (step, elapsed seconds, numpy bit-generator state,
     arguments). Written to ``<folder>.tmp`` and renamed (atomic)."""
@@ -284,7 +297,7 @@ def save_state(folder: Path, models: dict, opt, data, gen, step: int, elapsed_s:
     t["gen_state"] = gen.get_state()
     save_file(t, str(tmp / "tensors.safetensors"))
     (tmp / "state.json").write_text(json.dumps(dict(step=step, elapsed_s=elapsed_s, numpy_rng=data.rng.bit_generator.state,
-                                                    args=vars(args)), indent=1) + "\n")
+                                                    started_unix=started_unix, args=vars(args)), indent=1) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
@@ -339,10 +352,10 @@ def train(args, log, out: Path) -> dict:
         models = {"transformer": tr, "text_encoder": te}
     sf = vae.config.scaling_factor
     gen = torch.Generator().manual_seed(args.seed + 1)
-    step, prev_elapsed = 0, 0.0
+    step, prev_elapsed, started = 0, 0.0, time.time()
     if args.resume:
         st = load_state(out / "state", models, opt, data, gen, args)
-        step, prev_elapsed = st["step"], st["elapsed_s"]
+        step, prev_elapsed, started = st["step"], st["elapsed_s"], st.get("started_unix") or started
         log(f"resumed from {out / 'state'} at step {step} ({prev_elapsed / 60:.2f} min trained before)")
     t0 = time.time() - prev_elapsed
     csv_path = out / "loss.csv"
@@ -353,13 +366,13 @@ def train(args, log, out: Path) -> dict:
     tr.train(), te.train()
 
     def checkpoint():
-        save_state(out / "state", models, opt, data, gen, step, time.time() - t0, args)
+        save_state(out / "state", models, opt, data, gen, step, time.time() - t0, args, started)
         export_pipeline(vae, ema_tr, ema_te, out / "ckpt", tokenizer=tok)
         log(f"checkpoint at step {step} -> {out / 'state'} (full state), {out / 'ckpt'} (EMA pipeline, fp16)")
 
     while step < args.max_steps:
         if args.stop_at and step >= args.stop_at:
-            save_state(out / "state", models, opt, data, gen, step, time.time() - t0, args)
+            save_state(out / "state", models, opt, data, gen, step, time.time() - t0, args, started)
             log(f"stopped at step {step} (--stop-at); state -> {out / 'state'}")
             break
         lr = lr_at(step, args)
@@ -403,9 +416,10 @@ def train(args, log, out: Path) -> dict:
             last_ckpt = time.time()
     csv.close()
     if step >= args.max_steps:
-        save_state(out / "state", models, opt, data, gen, step, time.time() - t0, args)
+        save_state(out / "state", models, opt, data, gen, step, time.time() - t0, args, started)
     return dict(steps=step, minutes=(time.time() - t0) / 60, final_loss=run_loss, parameters=n_params, vae=vae,
-                ema_tr=ema_tr, ema_te=ema_te, tok=tok, tr=tr, te=te, done=step >= args.max_steps, losses=losses)
+                ema_tr=ema_tr, ema_te=ema_te, tok=tok, tr=tr, te=te, done=step >= args.max_steps, losses=losses,
+                started_unix=started, started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)))
 
 
 def _versions() -> dict:
@@ -448,7 +462,8 @@ Objective: epsilon MSE, `t ~ U{{0..999}}`, caption dropout {a['cfg_drop']}, batc
 (shipped = EMA weights). Resumable from `state/` (bit-identical, `tests/test_dit_world.py`).
 
 * Steps: {info['steps']} in {info['minutes']:.1f} min of training ({info.get('sessions', 1)} process session(s)); final loss {info['final_loss']:.4f}.
-* Machine: {info['machine']['os_cpus']} shared CPU cores, {info['machine']['cpu_threads']} torch thread(s), `nice -n 19`.
+* Wall clock: started {info['started']}, finished {info['finished']} ({info['wall_minutes_first_start_to_end']:.1f} min from the first start to the end, including any time between an interruption and its resume).
+* Machine: {info['machine']['os_cpus']} shared CPU cores, {info['machine']['cpu_threads']} torch thread(s), niceness {info['machine']['nice']}.
 * Versions: {', '.join(f'{k} {v}' for k, v in info['versions'].items())}.
 
 | step | minutes | loss (window mean) |
@@ -481,12 +496,15 @@ def main(argv=None) -> dict:
         curve = [(int(r[0]), float(r[1]), float(r[2])) for i, r in enumerate(rows) if i % keep == 0 or i == len(rows) - 1]
     info = dict(
         name="neglect-world-dit",
-        command="OMP_NUM_THREADS=1 nice -n 19 python -m ebca_viz.shapes.train_dit "
-                + " ".join(sys.argv[1:] if argv is None else argv),
+        command=f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} nice -n {os.nice(0)} "
+                "python -m ebca_viz.shapes.train_dit " + " ".join(sys.argv[1:] if argv is None else argv),
+        started=res["started"], finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+        wall_minutes_first_start_to_end=(time.time() - res["started_unix"]) / 60,
         args=vars(args), parameters=res["parameters"], steps=res["steps"], minutes=res["minutes"],
         final_loss=res["final_loss"], loss_curve=curve, versions=_versions(),
         sessions=sum(1 for ln in (out / "train.log").read_text().splitlines() if "] train_dit " in ln),
-        machine=dict(platform=platform.platform(), cpu_threads=torch.get_num_threads(), os_cpus=os.cpu_count()),
+        machine=dict(platform=platform.platform(), cpu_threads=torch.get_num_threads(), os_cpus=os.cpu_count(),
+                     nice=os.nice(0)),
     )
     folder = export_pipeline(res["vae"], res["ema_tr"], res["ema_te"], out / "pipeline", tokenizer=res["tok"])
     for f in (out / "training.json", folder / "training.json"):
