@@ -34,7 +34,7 @@ uninterrupted one (``tests/test_dit_world.py``). Checkpoints (every ``--ckpt-min
 the torch generator) + ``state.json`` (step, elapsed seconds, numpy RNG state, arguments), atomically;
 and ``ckpt/`` (the EMA pipeline, fp16, loadable with :func:`load_dit_pipeline`). At the end:
 ``pipeline/`` (EMA weights, fp16 safetensors, what ships), ``loss.csv``, ``train.log``,
-``training.json`` and ``TRAINING.md``.
+``training.json`` and ``TRAINING.md`` (with ``--out/PILOTS.md`` appended when present).
 
 Sample: ``pipe(prompt, num_inference_steps=20, guidance_scale=3.0, use_resolution_binning=False)``
 (PixArt's resolution binning only knows its 256-2048 px sizes and must be off at 32 x 32).
@@ -509,7 +509,8 @@ def main(argv=None) -> dict:
     folder = export_pipeline(res["vae"], res["ema_tr"], res["ema_te"], out / "pipeline", tokenizer=res["tok"])
     for f in (out / "training.json", folder / "training.json"):
         f.write_text(json.dumps(info, indent=1) + "\n")
-    (folder / "TRAINING.md").write_text(training_markdown(info))
+    notes = out / "PILOTS.md"  # written by hand during the run (how the size was chosen): appended as is
+    (folder / "TRAINING.md").write_text(training_markdown(info) + ("\n" + notes.read_text() if notes.is_file() else ""))
     log(f"done: {res['steps']} steps in {res['minutes']:.1f} min, final loss {res['final_loss']}; pipeline -> {folder}")
     return res
 
