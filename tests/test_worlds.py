@@ -33,8 +33,9 @@ def test_neglect_world_loads_offline_and_samples_a_batch():
 
 
 def test_both_worlds_ship():
-    assert shipped_worlds() == ["shapes-world", "neglect-world"]
-    assert set(WORLDS) == set(shipped_worlds())
+    assert shipped_worlds()[:2] == ["shapes-world", "neglect-world"]
+    # the DiT world (tests/test_dit_world.py) ships once its training run has finished
+    assert set(WORLDS) - set(shipped_worlds()) <= {"neglect-world-dit"}
 
 
 @pytest.mark.parametrize("name", ["neglect-wrld", "no-such-world"])

@@ -29,7 +29,7 @@ HUB_IDS = {
 DIT_PIPELINES = {"sd35-medium": "StableDiffusion3Pipeline", "sd35-large": "StableDiffusion3Pipeline",
                  "flux-schnell": "FluxPipeline", "flux-dev": "FluxPipeline", "pixart-sigma": "PixArtSigmaPipeline"}
 OFFLINE = ("tiny", "tiny-inpainting", "tiny-sdxl", "tiny-pixart", "tiny-sd3", "tiny-flux", "shapes-world",
-           "neglect-world")
+           "neglect-world", "neglect-world-dit")
 
 
 def available_models() -> list[str]:
