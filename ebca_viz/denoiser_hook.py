@@ -8,12 +8,12 @@ pipeline still applies its own CFG line ``eps = eps_u + w (eps_c - eps_u)`` to w
 
     unet(sample, t, encoder_hidden_states, ...)         (called by the pipeline)
       DenoiserHook._pre       the one forward pre-hook of ebca_viz on this UNet
-        parse once -> DenoiserCall: sample, timestep, context, step / new_run (events.StepClock),
-                      cfg (events.read_cfg) and the rows {"uncond": [0, n), "cond": [n, B2)}
+        parse once -> DenoiserCall: sample, timestep, context, step / new_run (StepClock),
+                      cfg (read_cfg) and the rows {"uncond": [0, n), "cond": [n, B2)}
         1. observer.before_call(call)        installation order; they see the caller's batch
         2. method.before_call(call)          installation order; may add a branch (call.add_branch)
       forward: attention processors = the methods' per-layer stage; they send
-               events.CrossAttnEvent / SelfAttnEvent to method.observers (every hook observer
+               CrossAttnEvent / SelfAttnEvent to method.observers (every hook observer
                with on_cross_attention / on_seg_attention is subscribed there automatically)
       DenoiserHook._post      the one forward hook (always called, also on errors)
         3. observer.observe_output(call, eps)   eps = every row the UNet computed, branches included
@@ -33,17 +33,167 @@ must say how the output folds back in ``combine``; when it returns a single guid
 
 While a method reports ``paused`` (EBCA's ``ctl.pause()``, e.g. DDIM inversion) the calls are not
 counted and only participants with ``during_pause = True`` (the finiteness guard) see them.
+
+What a participant is handed, in this file too (so "is this call guided?" and "which step is this?"
+have one answer each): :class:`CrossAttnEvent` / :class:`SelfAttnEvent` (what one attention call
+hands to observers; ``B2`` = denoiser batch, ``[uncond; cond]`` with CFG), the :class:`Observer`
+protocol and :func:`notify`, :func:`read_cfg`, the :class:`StepClock` (a timestep that goes *up*
+starts a new run) and the kind tags of ebca_viz's processors (:func:`installed` finds one of a kind).
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol, Sequence
 
 import torch
 
 from .adapters import adapter_for
-from .events import StepClock, read_cfg
 from .errors import StateError
 
+#: kind tags of ebca_viz's attention processors
+EBCA, SEG, TRACE = "ebca", "seg", "trace"
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CrossAttnEvent:
+    """What one cross-attention call hands to observers (the recorder).
+
+    Shapes: ``B2`` = UNet batch (``[uncond; cond]`` with CFG), ``H`` heads, ``P`` = h*w pixels,
+    ``N`` tokens, ``d`` head dim, ``D`` context dim.
+    """
+
+    name: str  # processor key
+    layer: int  # position in execution order
+    step: int
+    attn: torch.nn.Module
+    query: torch.Tensor  # (B2, H, P, d)
+    key: torch.Tensor  # (B2, H, N, d), keys of the context this layer attended to
+    scores: torch.Tensor  # (B2, H, P, N), S = beta Q K^T
+    probs: torch.Tensor  # (B2, H, P, N), softmax over tokens
+    context_in: torch.Tensor  # (B2, N, D)
+    context_out: torch.Tensor  # (B2, N, D), what the next layer receives (is context_in without EBCU)
+    grid: tuple  # (h, w)
+    n_uncond: int  # rows [0, n_uncond) are the unconditional half
+    controller: Any  # the EBCAController, or None (the recorder's own processor)
+
+
+@dataclass
+class SelfAttnEvent:
+    """One call of a SEG-blurred self-attention layer, handed to ``observer.on_seg_attention``.
+
+    ``B2`` = UNet batch (with SEG's extra branch, if any), ``H`` heads, ``P`` pixels, ``d`` head dim.
+    """
+
+    name: str  # processor key
+    attn: torch.nn.Module
+    query: torch.Tensor  # (B2, H, P, d) queries as attended: rows `rows` blurred
+    key: torch.Tensor  # (B2, H, P, d) keys (never blurred)
+    rows: slice  # the blurred rows
+    grid: tuple  # (h, w)
+    unblurred_query: torch.Tensor  # (len(rows), H, P, d) the blurred rows' queries before the blur
+
+
+class Observer(Protocol):
+    """What a controller calls on the objects in its ``observers`` list; every method is optional.
+
+    ``on_forward_start(ctl)`` / ``on_forward_end(ctl)``: around each UNet call (EBCA);
+    ``on_cross_attention(event: CrossAttnEvent)``: each cross-attention layer (EBCA, the recorder's processor);
+    ``on_seg_attention(event: SelfAttnEvent)``: each SEG-blurred self-attention layer.
+    Observers read; they must not modify the tensors they are handed.
+    """
+
+    def on_cross_attention(self, event: CrossAttnEvent) -> None: ...
+
+
+def notify(observers: Sequence, method: str, arg) -> None:
+    """Call ``observer.<method>(arg)`` on every observer that has it."""
+    for o in observers:
+        f = getattr(o, method, None)
+        if f is not None:
+            f(arg)
+
+
+# ---------------------------------------------------------------------------------------------
+# classifier-free guidance and the step clock
+# ---------------------------------------------------------------------------------------------
+def read_cfg(pipe, setting: Optional[bool], bare_unet: bool) -> bool:
+    """Whether UNet calls carry ``[uncond; cond]`` halves.
+
+    ``setting`` (an explicit ``cfg=``) wins; else the pipeline's ``do_classifier_free_guidance``
+    (set by diffusers for the call under way); else ``bare_unet``, the documented default of the
+    caller for a bare UNet (EBCA: True, as its published code; SEG and the recorder: False).
+    """
+    if setting is not None:
+        return bool(setting)
+    if pipe is not None and hasattr(pipe, "do_classifier_free_guidance"):
+        return bool(pipe.do_classifier_free_guidance)
+    return bare_unet
+
+
+def first_timestep(t) -> float:
+    if torch.is_tensor(t):
+        return float(t.flatten()[0]) if t.numel() else 0.0
+    return float(t)
+
+
+class StepClock:
+    """Step index within a sampling run, from the timesteps of successive UNet calls.
+
+    Samplers walk the timestep down, so a call whose timestep is *higher* than the previous one
+    starts a new run (PNDM repeats one timestep: not a new run). :meth:`tick` advances the clock,
+    ``step`` is then 0 for the first call of a run; ``calls`` counts every tick.
+    """
+
+    def __init__(self):
+        self.step = -1
+        self.calls = 0
+        self._last_t: Optional[float] = None
+
+    def reset(self) -> None:
+        """The next call starts a new run."""
+        self.step = -1
+        self._last_t = None
+
+    def pin(self, step: int) -> None:
+        """The next call is ``step`` of the current run (hand-written sampling loops)."""
+        self.step = step - 1
+        self._last_t = float("inf")
+
+    def tick(self, t) -> bool:
+        """Advance for a UNet call at timestep ``t``; True when it starts a new run."""
+        tval = first_timestep(t)
+        new_run = self._last_t is None or tval > self._last_t
+        if new_run:
+            self.step = -1
+        self._last_t = tval
+        self.step += 1
+        self.calls += 1
+        return new_run
+
+
+# ---------------------------------------------------------------------------------------------
+# kind tags
+# ---------------------------------------------------------------------------------------------
+def kind_of(processor) -> Optional[str]:
+    """``"ebca" | "seg" | "trace"`` for ebca_viz's processors, None for any other."""
+    return getattr(type(processor), "kind", None) if type(processor).__module__.startswith("ebca_viz.") else None
+
+
+def installed(unet, kind: str, keys: Optional[Sequence[str]] = None):
+    """The first processor of ``kind`` on ``unet`` (among ``keys``, default all), or None."""
+    procs = unet.attn_processors
+    for k in procs if keys is None else keys:
+        if kind_of(procs[k]) == kind:
+            return procs[k]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the hook
+# ---------------------------------------------------------------------------------------------
 _ATTR = "_ebca_viz_denoiser_hook"
 EVENT_METHODS = ("on_cross_attention", "on_seg_attention")  # what observers get through method.observers
 
@@ -251,7 +401,7 @@ class DenoiserHook:
 
     # -- the two module hooks --------------------------------------------------------------------
     def _cfg(self) -> bool:
-        """``[uncond; cond]``? The first method with an opinion decides (events.read_cfg with its explicit
+        """``[uncond; cond]``? The first method with an opinion decides (read_cfg with its explicit
         ``cfg_setting`` and its bare-UNet default); with none, the pipeline's flag, else False."""
         for m in self.methods:
             if getattr(m, "cfg_bare_unet", None) is not None:

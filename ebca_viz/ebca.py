@@ -30,9 +30,8 @@ from .attach import Installation, cross_attention_keys, grid_hw, module_of, reso
 from .attn_io import attend, queries, tokens_in, tokens_out
 from .config import MIN_EBCQ_DENOMINATOR, EBCAConfig, ResolvedConfig, config_from
 from .energy import context_update
-from .denoiser_hook import DenoiserCall, DenoiserHook, Participant, install
+from .denoiser_hook import EBCA, CrossAttnEvent, DenoiserCall, DenoiserHook, Participant, StepClock, install, installed, notify
 from .errors import InvalidSetting, StateError, UnsupportedModel
-from .events import EBCA, CrossAttnEvent, StepClock, installed, notify
 from .guards import FiniteGuard, guidance_text
 from .hints import Target
 
@@ -161,7 +160,7 @@ class EBCAController(Participant):
             self.num_steps = self._read_num_steps()
             self.rc.check_denominators(self.num_steps, (self.num_steps or 0) + 1)
             self._check_padding()
-        self.cfg_on = call.cfg  # events.read_cfg(pipe, config.cfg, bare_unet=True), decided by the hook
+        self.cfg_on = call.cfg  # read_cfg(pipe, config.cfg, bare_unet=True), decided by the hook
         b2 = ehs.shape[0]
         if self.cfg_on and b2 % 2:
             raise InvalidSetting(

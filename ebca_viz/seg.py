@@ -38,8 +38,7 @@ from .attach import Installation, block_of, grid_hw, resolve_target, self_attent
 from .config import SEGConfig, config_from
 from .errors import InvalidSetting, StateError
 from .energy import gaussian_blur_2d, kernel_size_for, merge_heads, split_heads  # noqa: F401 (re-exported)
-from .denoiser_hook import DenoiserHook, Participant, install
-from .events import SEG, SelfAttnEvent, notify
+from .denoiser_hook import SEG, DenoiserHook, Participant, SelfAttnEvent, install, notify
 
 
 def blur_queries(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> torch.Tensor:

@@ -43,10 +43,9 @@ import torch.nn.functional as F
 
 from .attn_io import tokens_in, tokens_out
 from .config import SEGConfig
-from .denoiser_hook import Participant
+from .denoiser_hook import SEG, Participant, SelfAttnEvent, notify
 from .energy import gaussian_blur_2d, kernel_size_for, merge_heads, split_heads
 from .errors import InvalidSetting, StateError
-from .events import SEG, SelfAttnEvent, notify
 
 FAMILIES = ("pixart", "sd3", "flux")
 

@@ -2,17 +2,33 @@ r"""Readable token labels and prompt positions, of a tokenizer's prompt or of a 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
-from .events import prompt_token_labels
-from .events import token_labels as event_token_labels
 from .errors import InvalidSetting
+
+_SPECIAL = {"<|startoftext|>": "<sot>", "<|endoftext|>": "<eot>"}
+
+
+def token_words(tokenizer, ids) -> list:
+    """The tokenizer's word for each id, without CLIP's end-of-word mark ``</w>``."""
+    return [tokenizer.convert_ids_to_tokens(int(i)).replace("</w>", "") for i in ids]
+
+
+def word_labels(words: Sequence[str], n: Optional[int] = None, with_index: bool = True) -> list:
+    """Readable labels of token positions from their words: ``["0 <sot>", "1 a", "2 red", ..., "k <eot>"]``.
+
+    ``n`` pads (``<pad>``) or truncates to ``n`` labels."""
+    out = [_SPECIAL.get(w, w) for w in words]
+    if n is not None:
+        out = (out + ["<pad>"] * n)[:n]
+    return [f"{i} {w}" for i, w in enumerate(out)] if with_index else out
 
 
 def token_labels(tokenizer_or_pipe, prompt: str, n: Optional[int] = None, with_index: bool = True) -> list:
     """Readable labels of a prompt's token positions: ``["0 <sot>", "1 a", "2 red", ..., "k <eot>"]``
-    (:func:`ebca_viz.events.prompt_token_labels`; ``n`` pads with ``<pad>`` / truncates)."""
-    return prompt_token_labels(tokenizer_or_pipe, prompt, n=n, with_index=with_index)
+    (as the pipeline's tokenizer splits it, no padding; ``n`` pads with ``<pad>`` / truncates)."""
+    tok = getattr(tokenizer_or_pipe, "tokenizer", tokenizer_or_pipe)
+    return word_labels(token_words(tok, tok(prompt).input_ids), n=n, with_index=with_index)
 
 
 def prompt_token_indices(tokenizer_or_pipe, prompt: str) -> list:
@@ -27,7 +43,7 @@ def trace_tokens(tr) -> list:
     if toks is None:
         n = tr.maps(aggregate="mean").shape[0] if "maps" in tr.quantities else 0
         return [f"{i}" for i in range(n)]
-    return event_token_labels(toks)
+    return word_labels(toks)
 
 
 def trace_prompt_positions(tr, include_sot: bool = False, include_eot: bool = False) -> list:

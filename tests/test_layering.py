@@ -10,7 +10,7 @@ LAYERS = [
     {"energy", "schedule", "claims", "data", "errors", "hints", "util"},  # errors: the error vocabulary; hints: type aliases; util: fast mode, device
     {"config"},
     {"attach", "attn_io", "guards", "adapters"},  # adapters: one per denoiser family
-    {"events", "tokens", "denoiser_hook"},  # tokens: readable token labels; denoiser_hook: the one hook per UNet
+    {"tokens", "denoiser_hook"},  # tokens: readable token labels; denoiser_hook: the one hook per call, its events
     {"ebca", "seg", "seg_dit"},  # seg_dit: SEG on diffusion transformers
     {"tracing"},
     {"plots"},

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ..config import EBCAConfig
-from ..events import prompt_token_labels
+from ..tokens import token_labels
 from ..schedule import Schedule
 from .common import TaskResult, check_prompt, check_size, check_steps, sample_with_energy
 from ..errors import InvalidSetting
@@ -78,6 +78,6 @@ def _check_token_positions(pipe, prompt: str, token_indices) -> None:
     n = len(tok(prompt).input_ids)  # <sot> w_1 .. w_k <eot>
     bad = [i for i in idx if isinstance(i, int) and not 1 <= i <= n - 2]
     if bad:
-        shown = ", ".join(prompt_token_labels(tok, prompt))
+        shown = ", ".join(token_labels(tok, prompt))
         raise InvalidSetting(f"token_indices {bad} are not words of the prompt (positions: {shown}; from {n - 1} on "
                          "is end-of-text / padding): use 1.." + str(n - 2))

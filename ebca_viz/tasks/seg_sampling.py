@@ -31,7 +31,7 @@ def seg_sample(pipe, prompt: str = "", *, seg_scale: float = 3.0, sigma: float =
     Args:
         seg_scale: ``s`` (published default 3.0); sigma: blur width (``math.inf`` or > 9999: spatial mean).
         layers: ``"down"``, ``"mid"``, ``"up"`` and/or processor keys.
-        observers: objects with ``on_seg_attention(event)`` (an :class:`~ebca_viz.events.SelfAttnEvent`).
+        observers: objects with ``on_seg_attention(event)`` (an :class:`~ebca_viz.denoiser_hook.SelfAttnEvent`).
     """
     check_prompt(prompt)
     check_steps(num_inference_steps)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from ..energy import layer_energies
-from ..events import CrossAttnEvent, token_words
+from ..denoiser_hook import CrossAttnEvent
+from ..tokens import token_words
 
 
 class DiTRecording:

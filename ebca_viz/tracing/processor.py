@@ -19,7 +19,7 @@ import torch
 
 from ..attach import grid_hw
 from ..attn_io import attend, queries, tokens_in, tokens_out
-from ..events import TRACE, CrossAttnEvent
+from ..denoiser_hook import TRACE, CrossAttnEvent
 from ..errors import InvalidSetting
 
 

@@ -49,7 +49,7 @@ the UNet batch (the images; with CFG the second half):
 How it attaches (no class is patched, everything is undone on exit, also on errors): the
 recorder is an *observer* of the UNet's one :class:`~ebca_viz.denoiser_hook.DenoiserHook` and
 never names a method. ``before_call`` reads the parsed call (the caller's batch, step, new run:
-the hook's :class:`~ebca_viz.events.StepClock`; the ``step`` axis counts UNet calls, one more than
+the hook's :class:`~ebca_viz.denoiser_hook.StepClock`; the ``step`` axis counts UNet calls, one more than
 ``num_inference_steps`` with PNDM); ``observe_output`` reads the UNet's own rows before a guidance
 method combines them; ``after_call`` stores the step. If an installed method sends
 ``on_cross_attention`` events for the recorded layers (its ``emits``) -- installed before the trace or
@@ -80,9 +80,9 @@ import torch
 from ..adapters import adapter_for, denoiser_of
 from ..attach import _exec_order
 from ..attn_io import layer_keys
-from ..denoiser_hook import DenoiserHook, Participant
+from ..denoiser_hook import TRACE, DenoiserHook, Participant, first_timestep
 from ..energy import attention_scores, layer_energies, self_attention_energy
-from ..events import TRACE, first_timestep, token_words
+from ..tokens import token_words
 from .budget import DEFAULT_BUDGET, Budget, check_budget_args, mib
 from .derived import GUIDANCE_KINDS, Trace
 from .filters import StepFilter, select_layers, select_quantities
