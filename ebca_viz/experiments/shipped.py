@@ -56,13 +56,13 @@ def digest(fingerprint: dict, results: dict) -> str:
 
 
 def weights_sha256(pipe) -> str:
-    """sha256 over every parameter and buffer of ``pipe.unet``, ``pipe.vae`` and ``pipe.text_encoder``
+    """sha256 over every parameter and buffer of ``pipe.unet`` (or ``pipe.transformer``), ``pipe.vae`` and ``pipe.text_encoder``
     (name, dtype, shape and bytes, in name order): identical weights give the same hash whatever
     folder or file format they came from; a dtype change (fp16 vs fp32) gives another one."""
     import torch
 
     h = hashlib.sha256()
-    for part in ("unet", "vae", "text_encoder"):
+    for part in ("unet", "transformer", "vae", "text_encoder"):
         mod = getattr(pipe, part, None)
         if mod is None:
             continue

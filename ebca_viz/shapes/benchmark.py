@@ -88,7 +88,8 @@ def vae_roundtrip_ok(pipe, n: int, seed: int = 777, batch: int = 100) -> list:
     """Per scene 0/1: the detector reads a VAE round trip (encode -> mode -> decode) of a clean render of
     ``world.generate(n, seed)`` correctly (the first ``n`` scenes do not depend on ``n``): the ceiling a
     perfect UNet could reach with this VAE and this detector."""
-    size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    den = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    size = den.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     scenes = world.generate(n, seed, size=size)
     ok = []
     for i in range(0, n, batch):
