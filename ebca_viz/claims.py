@@ -63,7 +63,8 @@ class Rate:
         if self.n <= 0:
             raise InvalidSetting("a rate needs n >= 1 samples")
         if not 0 <= self.k <= self.n:
-            raise InvalidSetting(f"k = {self.k} successes out of n = {self.n}")
+            raise InvalidSetting.of("k", self.k, f"pass a count of successes between 0 and n = {self.n}",
+                                    why=f"must lie in [0, n] for n = {self.n} samples")
 
     @property
     def p(self) -> float:
@@ -142,9 +143,10 @@ def mean(values: Sequence) -> Mean:
     """:class:`Mean` of the finite values given; a non-finite value is an error (it would hide a bug)."""
     x = np.asarray(values, np.float64).ravel()
     if x.size == 0:
-        raise InvalidSetting("mean of no values")
+        raise InvalidSetting.of("values", x, "pass at least one measured value", why="the mean of no values")
     if not np.isfinite(x).all():
-        raise InvalidSetting(f"{int((~np.isfinite(x)).sum())} of {x.size} values are not finite")
+        raise InvalidSetting.of("values", x, "remove the NaN/inf samples (or fix the run that produced them) first",
+                                 why=f"{int((~np.isfinite(x)).sum())} of {x.size} values are not finite")
     return Mean(float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0, int(x.size))
 
 
@@ -152,7 +154,8 @@ def paired_diff(a: Sequence, b: Sequence) -> Mean:
     """Mean of ``a_i - b_i`` (same seeds) with its 95 % interval."""
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     if a.shape != b.shape:
-        raise InvalidSetting(f"paired samples differ in length: {a.size} vs {b.size}")
+        raise InvalidSetting.of("b", b, "pass a and b with one value per seed each, in the same seed order",
+                                 why=f"paired samples differ in length: a has {a.size}, b has {b.size}")
     m = mean(a - b)
     if np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all():  # rates: the difference lies in [-1, 1]
         m = Mean(m.value, m.sd, m.n, bounds=(-1.0, 1.0))

@@ -348,15 +348,16 @@ def _word_position(tok, prompt: str, word: str) -> int:
         piece_ids = tok.convert_tokens_to_ids(pieces)
         at = [i for i in range(len(ids) - len(pieces) + 1) if ids[i:i + len(pieces)] == piece_ids]
         where = f" at positions {list(range(at[0], at[0] + len(pieces)))}" if at else ""
-        raise InvalidSetting(f"token_indices: {word!r} splits into {len(pieces)} tokens {pieces}{where}; up-weight one "
-                           f"token by its position (the prompt's tokens: {listing})")
+        raise InvalidSetting(f"token_indices: {word!r} splits into {len(pieces)} tokens {pieces}{where}; fix: pass one "
+                           f"token's position instead of the word (the prompt's tokens: {listing})")
     pid = tok.convert_tokens_to_ids(pieces[0])
     hits = [i for i, x in enumerate(ids) if x == pid]
     if not hits:
         if pid in full:
             raise InvalidSetting(f"token_indices: {word!r} is token {full.index(pid)} of the prompt, past the tokenizer's "
-                               f"{tok.model_max_length}-token limit (the text encoder never sees it): shorten the prompt")
-        raise InvalidSetting(f"token_indices: {word!r} is not a word of the prompt {prompt!r} (its tokens: {listing})")
+                               f"{tok.model_max_length}-token limit (the text encoder never sees it); fix: shorten the prompt")
+        raise InvalidSetting(f"token_indices: {word!r} is not a word of the prompt {prompt!r} (its tokens: {listing}); "
+                           "fix: pass one of its words or a token position")
     if len(hits) > 1:
         raise InvalidSetting(f"token_indices: {word!r} appears {len(hits)} times in the prompt, at positions {hits}: "
                            "give the position you mean")

@@ -121,7 +121,8 @@ def make_gallery(out="docs/gallery", model: str = "auto", prompt: str = DEFAULT_
             "command": f"python -m ebca_viz gallery --out {out} --model {model} --steps {steps}"}
     (out / "gallery.json").write_text(json.dumps(meta, indent=2) + "\n")
     if too_big:
-        raise InvalidSetting(f"gallery files over {max_kb} KB: {too_big}")
+        raise InvalidSetting.of("max_kb", max_kb, "raise max_kb (--max-kb) or lower steps / the figure sizes",
+                                 why=f"gallery files over {max_kb} KB: {too_big}")
     if verbose:
         print(f"wrote {len(written)} files to {out}/ (model {name})")
     return meta

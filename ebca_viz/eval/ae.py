@@ -98,7 +98,8 @@ def ae_token_indices(pipe, prompt: str, tokens) -> list:
     names = [t.replace("</w>", "") for t in tok.convert_ids_to_tokens(ids)]
     for i in idx:
         if isinstance(i, bool) or not isinstance(i, int):
-            raise InvalidSetting(f"attend_and_excite: token index {i!r} is neither a word nor a position")
+            raise InvalidSetting(f"attend_and_excite: token index {i!r} is neither a word nor a position; fix: pass "
+                               f"words of the prompt or their positions 1..{n_words}")
         if not 1 <= i <= n_words:
             what = ("start-of-text" if i == 0 else "end-of-text" if i == n_words + 1 else
                     "padding" if i < len(names) else "past the tokenizer's length")
@@ -107,7 +108,7 @@ def ae_token_indices(pipe, prompt: str, tokens) -> list:
             raise InvalidSetting(f"attend_and_excite: token index {i} is {word!r} ({what}), not a word of the prompt "
                                f"{prompt!r}; A&E excites words: use one of {listing}")
     if len(set(idx)) != len(idx):
-        raise InvalidSetting(f"attend_and_excite: token indices {idx} repeat a position")
+        raise InvalidSetting(f"attend_and_excite: token indices {idx} repeat a position; fix: name each word once")
     return idx
 
 

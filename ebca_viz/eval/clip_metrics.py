@@ -63,7 +63,8 @@ def _features(out) -> torch.Tensor:
         v = getattr(out, k, None)
         if v is not None:
             return v
-    raise InvalidType(f"cannot read CLIP features from {type(out).__name__}")
+    raise InvalidType(f"cannot read CLIP features from {type(out).__name__} (no pooler_output, text_embeds or "
+                      "image_embeds); fix: use a transformers CLIPModel (4.x or 5.x)")
 
 
 class CLIPScorer:

@@ -63,7 +63,8 @@ def _token_list(v: str) -> list:
     for x in v.split(";"):
         x = x.strip()
         if not x:
-            raise InvalidSetting("empty token")
+            raise InvalidSetting.of("token_indices", v, "separate words or positions by single ';', e.g. circle;triangle",
+                                     why="empty token")
         out.append(int(x) if re.fullmatch(r"\d+", x) else x)
     return out
 
@@ -74,7 +75,8 @@ def _parse_ae(spec: str, name: str, rest: str) -> "Setting":
         k, eq, v = item.partition("=")
         k, v = k.strip(), v.strip()
         if not eq:
-            raise InvalidSetting(f"setting {spec!r}: {item!r} is not key=value")
+            raise InvalidSetting(f"setting {spec!r}: {item!r} is not key=value; fix: write e.g. "
+                                 f"'{name}:token_indices=circle;triangle'")
         if k not in AE_KEYS:
             raise InvalidSetting(f"setting {spec!r}: unknown Attend-and-Excite key {k!r}; known: {list(AE_KEYS)}")
         try:
@@ -136,7 +138,7 @@ def parse_seeds(spec) -> list[int]:
             raise InvalidSetting(f"seeds: cannot read {part!r} in {spec!r}; write ranges like '0-63' or lists like '0,1,5'")
         a, b = int(m.group(1)), int(m.group(2) or m.group(1))
         if b < a:
-            raise InvalidSetting(f"seeds: range {part!r} is empty (end before start)")
+            raise InvalidSetting(f"seeds: range {part!r} is empty (end before start); fix: write it as '{b}-{a}'")
         out += range(a, b + 1)
     return sorted(set(out))
 
@@ -160,7 +162,8 @@ def parse_setting(spec: str) -> Setting:
         k, eq, v = item.partition("=")
         k = k.strip()
         if not eq:
-            raise InvalidSetting(f"setting {spec!r}: {item!r} is not key=value")
+            raise InvalidSetting(f"setting {spec!r}: {item!r} is not key=value; fix: write e.g. "
+                                 "'ebcu:gamma_attn=0.01,gamma_norm=0.02'")
         try:
             if k in EBCA_KEYS_FLOAT:
                 kw[k] = float(v)
@@ -178,7 +181,7 @@ def parse_setting(spec: str) -> Setting:
         except ValueError as e:
             if "unknown key" in str(e):
                 raise
-            raise InvalidSetting(f"setting {spec!r}: bad value {v!r} for {k}") from None
+            raise InvalidSetting(f"setting {spec!r}: bad value {v!r} for {k}; fix: give a number (e.g. {k}=0.01)") from None
     if name != "vanilla" and "gamma_attn" not in kw and "gamma_norm" not in kw:
         kw.update(gamma_attn=0.01, gamma_norm=0.02)  # the paper's multi-concept setting
     if config:
@@ -230,7 +233,8 @@ def resolve_prompts(sets: Sequence[str] | str, limit: Optional[int] = None) -> l
         for n in names:
             out += [(n, i, p) for i, p in enumerate(data[n][:limit])]
     if not out:
-        raise InvalidSetting("prompts: no prompts selected")
+        raise InvalidSetting.of("prompts", sets, "name a prompt set with prompts in it (e.g. 'animals') or a non-empty "
+                                 "file:PATH", why="no prompts selected")
     return out
 
 

@@ -27,7 +27,8 @@ def write_clip_vocab(bpe_gz: str | Path, out_dir: str | Path) -> Path:
     """Write CLIP's ``vocab.json`` and ``merges.txt`` (what ``CLIPTokenizer`` reads) into ``out_dir``."""
     bpe_gz, out_dir = Path(bpe_gz), Path(out_dir)
     if not bpe_gz.is_file():
-        raise MissingFile(f"bpe_gz: no such file {str(bpe_gz)!r} (CLIP's bpe_simple_vocab_16e6.txt.gz)")
+        raise MissingFile.of("bpe_gz", str(bpe_gz), "pass the path of CLIP's bpe_simple_vocab_16e6.txt.gz",
+                             why="no such file")
     lines = gzip.open(bpe_gz, "rt", encoding="utf-8").read().split("\n")
     merges = [tuple(m.split()) for m in lines[1:N_MERGES + 1]]
     if len(merges) != N_MERGES or any(len(m) != 2 for m in merges):
@@ -36,7 +37,8 @@ def write_clip_vocab(bpe_gz: str | Path, out_dir: str | Path) -> Path:
     tokens = base + [b + "</w>" for b in base] + ["".join(m) for m in merges] + [SOT, EOT]
     vocab = {t: i for i, t in enumerate(tokens)}
     if len(vocab) != VOCAB_SIZE:
-        raise InvalidSetting(f"bpe_gz: {bpe_gz} gives {len(vocab)} distinct tokens, CLIP has {VOCAB_SIZE}")
+        raise InvalidSetting.of("bpe_gz", str(bpe_gz), "pass CLIP's own bpe_simple_vocab_16e6.txt.gz (not another "
+                                "BPE file)", why=f"gives {len(vocab)} distinct tokens, CLIP has {VOCAB_SIZE}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",

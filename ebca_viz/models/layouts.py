@@ -28,7 +28,8 @@ WIDTH_KEYS_TEXT = ("hidden_size", "intermediate_size", "projection_dim")
 
 def _div(x: int, factor: int, what: str) -> int:
     if x % factor:
-        raise InvalidSetting(f"{what}={x} is not divisible by the scale factor {factor}")
+        raise InvalidSetting(f"{what}={x} is not divisible by the scale factor {factor}; fix: use a multiple of "
+                           f"{factor}, e.g. {what}={max(factor, x - x % factor)}")
     return x // factor
 
 
@@ -109,7 +110,8 @@ def build_pipeline(layout: dict, tokenizer, tokenizer_2=None, seed: int = 0):
             raise InvalidSetting(f"{name}: the {layout['pipeline']} layout needs a second tokenizer (tokenizer_2=)")
         if tok.pad_token != want["pad_token"] or len(tok) != layout["text_encoder"]["vocab_size"]:
             raise InvalidSetting(f"{name}: the layout pads with {want['pad_token']!r} over {layout['text_encoder']['vocab_size']}"
-                             f" tokens; this tokenizer pads with {tok.pad_token!r} over {len(tok)}")
+                             f" tokens; this tokenizer pads with {tok.pad_token!r} over {len(tok)}; fix: pass the "
+                             "tokenizer the layout was built with")
     cls = getattr(diffusers, layout["pipeline"])
     torch.manual_seed(seed)
     parts = dict(vae=build_vae(layout["vae"]), text_encoder=build_text_encoder(layout["text_encoder"]),

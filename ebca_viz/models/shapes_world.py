@@ -147,7 +147,9 @@ def load_components(folder=WEIGHTS_DIR, dtype=torch.float32):
     missing, unexpected = te.load_state_dict(_load_state(folder / "text_encoder", WEIGHT_FILES["text_encoder"], dtype),
                                              strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-        raise RefusedFile(f"text encoder weights do not match: missing {missing}, unexpected {unexpected}")
+        raise RefusedFile.of("folder", str(folder), "load a folder written by ebca_viz.shapes.train (text_encoder/ and "
+                             "unet/ from the same run)", why=f"text encoder weights do not match: missing {missing}, "
+                             f"unexpected {unexpected}")
     out.append(te.to(dtype).eval())
     return tuple(out)
 

@@ -149,7 +149,8 @@ def plot_gradient_check(autograd, closed_form, title: str = "closed form vs torc
 
     g1, g2 = _f64(autograd), _f64(closed_form)
     if g1.shape != g2.shape:
-        raise InvalidSetting(f"gradients differ in size: {g1.size} vs {g2.size}")
+        raise InvalidSetting.of("closed_form", closed_form, f"pass two gradients of the same shape (autograd has {g1.size} "
+                                 "values)", why=f"gradients differ in size: {g1.size} vs {g2.size}")
     err = np.abs(g1 - g2).max()
     rel = err / (np.abs(g1).max() + 1e-30)
     wide = str(getattr(autograd, "dtype", "")).endswith("float64")  # torch.float64 or numpy float64
@@ -244,7 +245,8 @@ def _terms(d, name: str) -> dict:
         out[k] = a
     shapes = {v.shape for v in out.values()}
     if len(shapes) != 1:
-        raise InvalidSetting(f"{name}: the three terms differ in shape: {sorted(shapes)}")
+        raise InvalidSetting(f"{name}: the three terms differ in shape: {sorted(shapes)}; fix: pass context, prior "
+                           "and posterior from the same trace (one (S, L) or (S, L, B) shape)")
     return out
 
 
@@ -280,7 +282,8 @@ def plot_energy_terms(before, after, reference=None, layer_names: Optional[Seque
     """
     b, a = _terms(before, "before"), _terms(after, "after")
     if b["posterior"].shape != a["posterior"].shape:
-        raise InvalidSetting(f"before and after differ in shape: {b['posterior'].shape} vs {a['posterior'].shape}")
+        raise InvalidSetting(f"after: before and after differ in shape: {b['posterior'].shape} vs "
+                           f"{a['posterior'].shape}; fix: pass two traces with the same steps, layers and images")
     r = None if reference is None else _terms(reference, "reference")
     if r is not None and r["posterior"].shape != b["posterior"].shape:
         raise InvalidSetting(f"reference must have the shape of before {b['posterior'].shape}, got {r['posterior'].shape}")

@@ -49,9 +49,11 @@ def plot_attention_maps(maps, tokens: Optional[Sequence[str]] = None, image=None
     cols = list(range(N)) if token_indices is None else list(token_indices)
     for c in cols:
         if not 0 <= c < N:
-            raise InvalidSetting(f"token_indices: {c} out of range for {N} tokens")
+            raise InvalidSetting.of("token_indices", c, f"pass token positions between 0 and {N - 1}",
+                                     why=f"out of range for {N} tokens")
     if row_labels is not None and len(row_labels) != R:
-        raise InvalidSetting(f"row_labels has {len(row_labels)} entries for {R} rows of maps")
+        raise InvalidSetting.of("row_labels", row_labels, f"pass {R} labels (one per row of maps) or row_labels=None",
+                                 why=f"{len(row_labels)} entries for {R} rows of maps")
     if normalize not in ("map", "row", "none", "all"):
         raise InvalidSetting("normalize must be 'map', 'row', 'none' or 'all'")
     img = image_array(image) if image is not None else None
@@ -258,7 +260,7 @@ def plot_guidance(tr, kind: str = "cfg", steps=4, image: int = 0, sample=None, f
         idx = []
         for st in steps:
             if st not in rec:
-                raise InvalidSetting(f"steps: step {st!r} was not recorded; recorded steps are {rec}")
+                raise InvalidSetting(f"steps: step {st!r} was not recorded; fix: pass steps from the recorded {rec}")
             idx.append(rec.index(st))
     img = None if sample is None else image_array(sample)
     if factor is None:

@@ -199,7 +199,9 @@ def init_vae(vae, folder: str, log) -> dict:
 
     sub = Path(folder) / "vae"
     if not (sub / WEIGHT_FILES["vae"]).is_file():
-        raise MissingFile(f"--init-vae {folder}: no {sub / WEIGHT_FILES['vae']}")
+        raise MissingFile.of("--init-vae", folder, "give a trained pipeline folder (one with vae/"
+                              f"{WEIGHT_FILES['vae']}), or omit --init-vae to train a VAE",
+                              why=f"no {sub / WEIGHT_FILES['vae']}")
     cfg = json.loads((sub / "config.json").read_text())
     vae.load_state_dict(_load_state(sub, WEIGHT_FILES["vae"], torch.float32), strict=True)
     vae.register_to_config(scaling_factor=cfg["scaling_factor"])
@@ -236,7 +238,8 @@ def resume_vae(vae, folder: Path, log) -> dict:
     from safetensors.torch import load_file
 
     if not (folder / "state.json").is_file():
-        raise MissingFile(f"--resume: no saved state in {folder} (written at each checkpoint)")
+        raise MissingFile.of("--resume", str(folder), "drop --resume to start a new run, or give the --out of a run "
+                             "that reached a checkpoint", why="no saved state here (written at each checkpoint)")
     t = load_file(str(folder / "tensors.safetensors"))
     vae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("vae.")}, strict=True)
     sf = json.loads((folder / "state.json").read_text())["vae_scaling_factor"]
@@ -250,7 +253,8 @@ def load_state(folder: Path, unet, te, ema_unet, ema_te, opt, data, gen) -> dict
     from safetensors.torch import load_file
 
     if not (folder / "state.json").is_file():
-        raise MissingFile(f"--resume: no saved state in {folder} (written at each checkpoint)")
+        raise MissingFile.of("--resume", str(folder), "drop --resume to start a new run, or give the --out of a run "
+                             "that reached a checkpoint", why="no saved state here (written at each checkpoint)")
     t = load_file(str(folder / "tensors.safetensors"))
     for tag, m in (("unet", unet), ("te", te), ("ema_unet", ema_unet), ("ema_te", ema_te)):
         sd = {k[len(tag) + 1:]: v for k, v in t.items() if k.startswith(tag + ".")}
@@ -273,10 +277,14 @@ def init_denoiser(unet, te, folder: str, log) -> None:
     for comp, m in (("unet", unet), ("text_encoder", te)):
         sub = Path(folder) / comp
         if not (sub / WEIGHT_FILES[comp]).is_file():
-            raise MissingFile(f"--init-from {folder}: no {sub / WEIGHT_FILES[comp]}")
+            raise MissingFile.of("--init-from", folder, f"give a trained pipeline folder (one with {comp}/"
+                                  f"{WEIGHT_FILES[comp]}), or omit --init-from to start from random weights",
+                                  why=f"no {sub / WEIGHT_FILES[comp]}")
         missing, unexpected = m.load_state_dict(_load_state(sub, WEIGHT_FILES[comp], torch.float32), strict=False)
         if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-            raise RefusedFile(f"--init-from {sub}: weights do not match ({missing}, {unexpected})")
+            raise RefusedFile.of("--init-from", str(sub), "pass the same --unet-channels / --layers-per-block / "
+                                  "--text-hidden / --text-layers / --heads as the run that wrote it",
+                                  why=f"weights do not match (missing {missing}, unexpected {unexpected})")
     log(f"unet and text encoder initialised from {folder}")
 
 

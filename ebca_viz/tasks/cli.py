@@ -60,7 +60,8 @@ def _edit_args(p) -> None:
 def _direction(d: str):
     table = {"+": 1, "1": 1, "+1": 1, "-": -1, "-1": -1, "0": -1, "conjunction": 1, "negation": -1}
     if d not in table:
-        raise InvalidSetting(f"--direction: {d!r} is not + / - (or the published 1 / 0)")
+        raise InvalidSetting.of("--direction", d, "pass + (conjunction) or - (negation), or the published 1 / 0",
+                                why="not a direction")
     return table[d]
 
 
@@ -264,7 +265,8 @@ def run_inpaint(args) -> int:
     if args.mask:
         p = Path(args.mask)
         if not p.exists():
-            raise MissingFile(f"--mask: no such file {args.mask!r}")
+            raise MissingFile.of("--mask", args.mask, "give the path of a mask image (white = repaint), or omit --mask",
+                                 why="no such file")
         mask = load_rgb(p, "--mask").convert("L")  # directories and non-images: a clear error
     else:
         w, h = img.size

@@ -215,7 +215,7 @@ def load_rgb(image, name: str = "image"):
     if isinstance(image, (str, Path)):
         p = Path(image).expanduser()
         if not p.exists():
-            raise MissingFile(f"{name}: no such file {str(p)!r}")
+            raise MissingFile(f"{name}: no such file {str(p)!r}; fix: give the path of an image file (PNG, JPEG, ...)")
         if p.is_dir():
             raise InvalidSetting(f"{name}: {str(p)!r} is a directory; give an image file (PNG, JPEG, ...)")
         from PIL import UnidentifiedImageError
@@ -223,7 +223,8 @@ def load_rgb(image, name: str = "image"):
         try:
             return Image.open(p).convert("RGB")
         except (UnidentifiedImageError, OSError) as e:
-            raise InvalidSetting(f"{name}: {str(p)!r} is not an image file PIL can read ({type(e).__name__})") from None
+            raise InvalidSetting(f"{name}: {str(p)!r} is not an image file PIL can read ({type(e).__name__}); "
+                                 "fix: convert it to PNG or JPEG") from None
     if not isinstance(image, Image.Image):
         raise InvalidType(
             f"{name} must be a PIL.Image.Image in RGB mode or a file path, got {type(image).__name__}; "

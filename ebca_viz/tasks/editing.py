@@ -32,7 +32,7 @@ def as_edits(edits) -> list:
             try:
                 e = Edit(**e)
             except TypeError as err:
-                raise InvalidType(f"edits[{i}]: {err}") from None
+                raise InvalidType(f"edits[{i}]: {err}; fix: use the fields of ebca_viz.Edit (token, alpha, direction, ...)") from None
         if not isinstance(e, Edit):
             raise InvalidType(f"edits[{i}] must be an ebca_viz.Edit or a dict, got {type(e).__name__}")
         out.append(e)

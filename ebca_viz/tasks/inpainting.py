@@ -181,7 +181,8 @@ def paste_known(generated, source, mask: torch.Tensor, feather: int):
     g = np.asarray(generated.convert("RGB"), np.float32)
     x = np.asarray(source.convert("RGB"), np.float32)
     if g.shape != x.shape:
-        raise InvalidSetting(f"generated image {g.shape} and source {x.shape} differ in size")
+        raise InvalidSetting.of("generated", generated, f"pass images of the same size (resize to {source.size})",
+                                 why=f"generated image {g.shape} and source {x.shape} differ in size")
     m = F.interpolate(mask.float(), size=g.shape[:2], mode="nearest")
     a = paste_alpha(m, feather)[0, 0].numpy()[..., None]
     out = np.where(a > 0, a * g + (1 - a) * x, x)
@@ -312,7 +313,8 @@ def _repaint(pipe, cfg, observers, prompt, src, m_lat, gen, jump_length, jump_n_
     device = pipe.device
     pred_type = pipe.scheduler.config.get("prediction_type", "epsilon")
     if pred_type not in ("epsilon", "v_prediction", "sample"):
-        raise UnsupportedModel(f"repaint=True: unsupported prediction_type {pred_type!r}")
+        raise UnsupportedModel(f"repaint=True: unsupported prediction_type {pred_type!r}; fix: use a scheduler with "
+                               "prediction_type epsilon, v_prediction or sample, or repaint=False")
     accepted = inspect.signature(RePaintScheduler.__init__).parameters
     conf = {k: v for k, v in pipe.scheduler.config.items() if k in accepted}  # drop DDIM-only keys (steps_offset, ...)
     conf.update(clip_sample=False, eta=0.0)  # latents are not in [-1, 1]; eta 0 as the published pipeline

@@ -96,7 +96,8 @@ def _epsilon(sched, model_output, sample, t):
         return (sample - a**0.5 * model_output) / (1 - a) ** 0.5
     if kind == "v_prediction":
         return a**0.5 * model_output + (1 - a) ** 0.5 * sample
-    raise UnsupportedModel(f"unsupported prediction_type {kind!r}")
+    raise UnsupportedModel(f"prediction_type={kind!r} is unsupported; fix: use a scheduler with prediction_type "
+                           "epsilon, sample or v_prediction")
 
 
 def regularize_noise(eps, sample, t, sched, lambda_autocorr=20.0, lambda_kl=20.0, num_reg_steps=5,

@@ -19,7 +19,8 @@ def add_explore_arguments(p) -> None:
 def run_explore(args) -> int:
     check_html_path(args.out, "--out")  # before any work
     if args.image is not None and not Path(args.image).is_file():
-        raise InvalidSetting(f"--image: {args.image!r} is not a file")
+        raise InvalidSetting.of("--image", args.image, "give the path of an image file (PNG, JPEG) or omit --image",
+                                 why="not a file")
     tr = load_trace(args.trace)
     trace_to_html(tr, args.out, image=args.image, title=args.title or Path(args.trace).name)
     return 0

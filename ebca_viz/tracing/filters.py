@@ -79,7 +79,8 @@ def select_layers(all_keys: Sequence[str], layers, kinds: Optional[dict] = None)
             raise InvalidType(f"layers: entries must be processor keys, globs, 'down'/'mid'/'up' or ints, got {spec!r}")
         if isinstance(spec, int):
             if not -len(all_keys) <= spec < len(all_keys):
-                raise InvalidSetting(f"layers: index {spec} out of range; this UNet has {len(all_keys)} cross-attention layers")
+                raise InvalidSetting.of("layers", spec, f"pass indices between {-len(all_keys)} and {len(all_keys) - 1}",
+                                         why=f"out of range; this UNet has {len(all_keys)} cross-attention layers")
             chosen.add(all_keys[spec])
             continue
         if spec in ("down", "mid", "up"):
@@ -118,17 +119,20 @@ class StepFilter:
             raise InvalidType(f"steps must be ints, ranges, fractions or (start, stop) fraction pairs, got {steps!r}") from None
         for e in entries:
             if isinstance(e, bool):
-                raise InvalidType(f"steps: {e!r} is not a step index")
+                raise InvalidType.of("steps", e, "pass int step indices (e.g. steps=[0, 5]), fractions or a range",
+                                     why="a bool is not a step index")
             if isinstance(e, float) and not (0.0 <= e <= 1.0 and math.isfinite(e)):
                 raise InvalidSetting(f"steps: fraction {e} must lie in [0, 1] (use ints for step indices)")
             if isinstance(e, tuple):
                 if len(e) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in e):
-                    raise InvalidSetting(f"steps: a window is a pair of fractions (start, stop), got {e!r}")
+                    raise InvalidSetting.of("steps", e, "pass a window as two numbers (start, stop), e.g. (0.0, 0.5)",
+                                            why="a window is a pair of fractions (start, stop)")
                 a, b = map(float, e)
                 if not 0.0 <= a <= b <= 1.0:
                     raise InvalidSetting(f"steps: window {e!r} needs 0 <= start <= stop <= 1")
             elif not isinstance(e, (int, float, range, slice)):
-                raise InvalidType(f"steps: {e!r} is not an int, range, slice, fraction or (start, stop) window")
+                raise InvalidType.of("steps", e, "pass ints, a range, a slice, fractions in [0, 1] or (start, stop) windows",
+                                     why="not a step selection")
         return entries
 
     @property

@@ -59,7 +59,8 @@ def check_html_path(path, name: str = "path") -> Path:
         raise InvalidSetting(f"{name}: the folder {str(parent)!r} of {str(p)!r} does not exist; create it first "
                            f"(mkdir -p {parent}) or choose another path")
     if not parent.is_dir():
-        raise InvalidSetting(f"{name}: {str(parent)!r} is not a folder, so {str(p)!r} cannot be written")
+        raise InvalidSetting(f"{name}: {str(parent)!r} is not a folder, so {str(p)!r} cannot be written; "
+                           "fix: choose a path inside an existing folder")
     if p.is_dir():
         raise InvalidSetting(f"{name}: {str(p)!r} is a folder; give a file name such as {str(p / 'trace.html')!r}")
     return p
@@ -156,7 +157,8 @@ def page_data(tr, image=None, title: Optional[str] = None, image_index: int = 0)
     """Everything the page draws, as JSON-able data (see the module docstring)."""
     st = tr.record.stacked()
     if not st or not tr.steps:
-        raise InvalidSetting("this trace holds no recorded steps (was the pipeline called inside `with ev.trace(pipe)`?)")
+        raise InvalidSetting.of("tr", tr, "run the pipeline inside `with ev.trace(pipe) as tr:` before drawing the trace",
+                                 why="this trace holds no recorded steps")
     notes = []
     S, L = len(tr.steps), len(tr.layers)
     n_tok = None

@@ -41,7 +41,8 @@ class RunHistory:
     def add(self, comparison: Comparison) -> int:
         """Keep ``comparison`` (the oldest one drops out beyond ``maxlen``); returns its run number."""
         if not isinstance(comparison, Comparison):
-            raise InvalidType(f"RunHistory holds Comparison objects, got {type(comparison).__name__}")
+            raise InvalidType.of("comparison", comparison, "pass the Comparison a panel run returns",
+                                why="RunHistory holds Comparison objects")
         self.added += 1
         self._runs.append((self.added, comparison))
         if self.selected is not None and self.selected not in self.numbers():

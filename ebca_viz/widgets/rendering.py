@@ -30,7 +30,8 @@ def _diff_stats(a, b):
     x = np.asarray(a.convert("RGB"), np.float32)
     y = np.asarray(b.convert("RGB"), np.float32)
     if x.shape != y.shape:
-        raise InvalidSetting(f"the two images differ in size: {x.shape} vs {y.shape}")
+        raise InvalidSetting.of("b", b, f"pass two images of the same size (resize b to {a.size})",
+                                 why=f"the two images differ in size: {x.shape} vs {y.shape}")
     return np.abs(y - x).mean(-1)
 
 
