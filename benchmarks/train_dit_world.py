@@ -69,6 +69,7 @@ def main(argv=None):
         p.add_argument("--tune-n", type=int, default=96)
         p.add_argument("--steps", type=int, default=20)
         p.add_argument("--guidance", type=float, default=3.0)
+        p.add_argument("--ship-to", default=None, help="also write the fingerprinted result here, e.g. docs/dit_world_benchmark.json")
         a = p.parse_args(rest)
         from ebca_viz.models import load_pipeline
         from ebca_viz.shapes.dit_eval import benchmark
@@ -76,6 +77,13 @@ def main(argv=None):
 
         pipe = load_dit_pipeline(a.pipeline) if Path(a.pipeline).is_dir() else load_pipeline(a.pipeline)
         res = benchmark(pipe, a.out, n=a.n, tune_n=a.tune_n, steps=a.steps, guidance=a.guidance)
+        from ebca_viz.experiments import shipped
+
+        fingerprint = dict(weights_sha256=shipped.weights_sha256(pipe), code=shipped.code_version(), **res["settings"])
+        for path in (Path(a.out) / "results.json", *([Path(a.ship_to)] if a.ship_to else [])):
+            shipped.write(path, fingerprint, json.loads(json.dumps(res, allow_nan=False)))
+        if a.ship_to:
+            Path(a.ship_to).with_suffix(".md").write_text((Path(a.out) / "results.md").read_text())
         print((Path(a.out) / "results.md").read_text())
         return res
     p = argparse.ArgumentParser(prog="train_dit_world.py eval")

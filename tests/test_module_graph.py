@@ -94,7 +94,7 @@ def test_the_graph_reader_sees_imports():
     """The reader is not blind: it finds known edges, lazy (inside a function) ones included."""
     assert "ebca_viz.energy" in imports("ebca_viz.ebca")
     assert "ebca_viz.plots.base" in imports("ebca_viz.plots.maps")
-    assert "ebca_viz.tracing.files" in imports("ebca_viz.tracing.derived")
+    assert "ebca_viz.tracing.files" in imports("ebca_viz.tracing.trace_data")
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

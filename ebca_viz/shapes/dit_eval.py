@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 
@@ -144,12 +143,8 @@ def benchmark(pipe, out, n: int = 200, tune_n: int = 96, steps: int = 20, guidan
                                                                token_indices=SHAPE_TOKENS),
                tuning=dict(split="held-out pairs, tune seeds", n=len(t_items), runs=runs), report=report,
                vae_roundtrip=vae_roundtrip(pipe, n=vae_n), wall_minutes=(time.time() - t0) / 60)
-    from ..experiments import shipped
-
-    fingerprint = dict(weights_sha256=shipped.weights_sha256(pipe), code=shipped.code_version(), **settings)
-    shipped.write(out / "results.json", fingerprint, json.loads(json.dumps(res, allow_nan=False)))
     (out / "results.md").write_text(dit_markdown(res))
-    return res
+    return res  # benchmarks/train_dit_world.py writes it with its fingerprint (experiments.shipped.write)
 
 
 #: the gamma grid of the DiT benchmark (written before its report run): finer and smaller than the UNet worlds'

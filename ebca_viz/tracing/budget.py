@@ -31,7 +31,7 @@ def default_trace_bytes(layers: int, tokens: int, map_grid: tuple, steps: int, l
         per step = 4 (2 B h w  +  8 L B  +  3 L B N  +  B N G  +  1)  guidance, energies, norms, step map sum + count
         total    = fixed + S * per step
 
-    (the same sum as :meth:`ebca_viz.tracing.storage.TraceStorage.bytes_for`; ``tests/test_dit_trace.py``
+    (the same sum as :meth:`ebca_viz.tracing.trace_data.TraceStorage.bytes_for`; ``tests/test_dit_trace.py``
     checks it against what a trace stores).
     """
     L, N, B, G = int(layers), int(tokens), int(images), math.prod(map_grid)

@@ -1,11 +1,11 @@
 """``python -m ebca_viz explore TRACE --out PAGE.html``: a saved trace as one self-contained HTML page
-(:mod:`ebca_viz.tracing.html` builds the page, :func:`~ebca_viz.tracing.derived.load_trace` reads the file)."""
+(:mod:`ebca_viz.tracing.html` builds the page, :func:`~ebca_viz.tracing.trace_data.load_trace` reads the file)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import InvalidSetting
-from .derived import load_trace
+from .trace_data import load_trace
 from .html import check_html_path, trace_to_html
 
 

@@ -2,8 +2,8 @@ r"""A trace on disk: one ``.safetensors`` file, the stacked tensors plus a JSON 
 
 :func:`save_trace` writes atomically (a temporary file in the same folder, then a rename);
 :func:`load_trace` refuses anything it did not write and builds the trace through the same
-constructors as recording (:class:`~ebca_viz.tracing.storage.TraceStorage`, then
-:class:`~ebca_viz.tracing.derived.Trace`).
+constructors as recording (:class:`~ebca_viz.tracing.trace_data.TraceStorage`, then
+:class:`~ebca_viz.tracing.trace_data.Trace`).
 """
 from __future__ import annotations
 
@@ -14,18 +14,16 @@ from pathlib import Path
 
 import torch
 
-from .budget import Budget
-from .storage import TraceStorage
 from ..errors import RefusedFile
 
 FORMAT = "ebca_viz.trace/2"
 #: formats this version reads: /1 (before the guidance maps: no ``guidance`` tensor, no ``latent_hw``) and /2
 READABLE = ("ebca_viz.trace/1", FORMAT)
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def trace_meta(rec: TraceStorage) -> dict:
-    """The JSON header of a record."""
+def trace_meta(rec) -> dict:
+    """The JSON header of a record (a :class:`~ebca_viz.tracing.trace_data.TraceStorage`)."""
     return {
         "format": FORMAT,
         "layers": rec.layers,
@@ -55,7 +53,7 @@ def trace_meta(rec: TraceStorage) -> dict:
     }
 
 
-def save_trace(rec: TraceStorage, path) -> None:
+def save_trace(rec, path) -> None:
     """Write ``rec`` to ``path`` (``.safetensors``), atomically."""
     from safetensors.torch import save_file
 
@@ -127,7 +125,7 @@ def _check_tensors(path, m: dict, tensors: dict) -> None:
     """The header's layer / step / image / seg counts, map grid and dtypes against every tensor."""
     S, L, B, n_seg = len(m["steps"]), len(m["layers"]), m["images"], len(m["seg_layers"])
     g = tuple(m["map_grid"] or ())
-    dt = _DTYPES.get(m["dtype"])
+    dt = DTYPES.get(m["dtype"])
     if dt is None:
         raise TraceFileError(f"{path}: unknown storage dtype {m['dtype']!r} in the header")
     f32 = torch.float32
@@ -163,9 +161,9 @@ def _check_tensors(path, m: dict, tensors: dict) -> None:
         raise TraceFileError(f"{path}: {S} steps but {len(m['step_timesteps'])} step timesteps in the header")
 
 
-def load_record(path) -> TraceStorage:
-    """Read the :class:`TraceStorage` of a trace file written by :meth:`Trace.save`
-    (:func:`ebca_viz.tracing.derived.load_trace` wraps it in a :class:`Trace`).
+def read_trace_file(path) -> tuple[dict, dict]:
+    """``(header, tensors)`` of a trace file written by :meth:`Trace.save`, checked against each other
+    (:func:`ebca_viz.tracing.trace_data.load_trace` builds the :class:`TraceStorage` and the :class:`Trace`).
 
     Refuses with :class:`TraceFileError` (naming the file and what is wrong) anything else: a
     directory, an empty, truncated or pickled file, non-JSON or incomplete metadata, or tensors whose
@@ -204,8 +202,4 @@ def load_record(path) -> TraceStorage:
         raise TraceFileError(f"{path}: a {m['format']} file holds no 'guidance' tensor (added in {FORMAT}): "
                              "header and data disagree")
     _check_tensors(path, m, tensors)
-    budget = Budget(m["budget_bytes"], m["on_budget"])
-    rec = TraceStorage(m["layers"], m["quantities"], None if m["map_grid"] is None else tuple(m["map_grid"]),
-                 _DTYPES[m["dtype"]], budget, m["alpha"])
-    rec.restore(m, tensors)
-    return rec
+    return m, tensors

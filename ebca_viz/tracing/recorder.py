@@ -8,7 +8,7 @@ r"""Recorder: what every cross-attention layer saw and did, per UNet call (sampl
     tr.energies(kind="posterior", when="after")          # (step, layer)
     tr.save("lion.safetensors"); tr2 = ebca_viz.load_trace("lion.safetensors")
 
-The accessors and their named dimensions are in :mod:`ebca_viz.tracing.derived`.
+The accessors and their named dimensions are in :mod:`ebca_viz.tracing.trace_data`.
 
 What is recorded, for one layer with queries ``Q (H heads, P pixels)``, context
 ``C_in`` (what the layer attended to), ``C_out`` (what the next layer receives; equal to
@@ -84,7 +84,7 @@ from ..denoiser_hook import TRACE, DenoiserHook, Participant, first_timestep
 from ..energy import attention_scores, layer_energies, self_attention_energy
 from ..tokens import token_words
 from .budget import DEFAULT_BUDGET, Budget, check_budget_args, mib
-from .derived import GUIDANCE_KINDS, Trace
+from .trace_data import GUIDANCE_KINDS, Trace
 from .filters import StepFilter, select_layers, select_quantities
 from .dit_recording import DiTRecording
 from .processor import RecordingCrossAttnProcessor, RecordingJointAttnProcessor
@@ -94,15 +94,15 @@ from .quantities import (
     resolve_map_grid,
     unet_calls,
 )
-from .storage import NAN_FILLED, TraceStorage
+from .trace_data import NAN_FILLED, TraceStorage
 from ..errors import InvalidSetting, InvalidType, StateError, UnsupportedModel
 from ..hints import LayerSpec, StepSpec, Target
 
 
 class Recorder(DiTRecording, Participant):
-    """The observer that fills a :class:`~ebca_viz.tracing.storage.TraceStorage` while a pipeline samples.
+    """The observer that fills a :class:`~ebca_viz.tracing.trace_data.TraceStorage` while a pipeline samples.
 
-    Made by :func:`trace` (which wraps it in a :class:`~ebca_viz.tracing.derived.Trace`); it owns the
+    Made by :func:`trace` (which wraps it in a :class:`~ebca_viz.tracing.trace_data.Trace`); it owns the
     hooks, the recording processors and the subscriptions, and undoes all of them in :meth:`stop`.
     """
 
