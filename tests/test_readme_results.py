@@ -35,3 +35,20 @@ def test_contributing_paths_exist():
         if not pattern.startswith(("ebca_viz/", "tests/", "docs/", "benchmarks/")) or "/" not in pattern:
             continue
         assert glob.glob(str(ROOT / pattern)), f"CONTRIBUTING.md names {p}, which does not exist"
+
+
+def test_the_documented_data_path_is_true():
+    """docs/architecture.md's "Following one number" table: six files, and each does what its row says."""
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text[text.index("## Following one number"):]
+    block = block[: block.index("\n## ", 10)] if "\n## " in block[10:] else block
+    files = re.findall(r"^\| \d \| `([^`]+)` \|", block, flags=re.M)
+    assert len(files) <= 6, f"the path crosses {len(files)} files (issue 22: at most 6)"
+    must = {"ebca.py": "class EnergyCrossAttnProcessor", "denoiser_hook.py": "class CrossAttnEvent",
+            "tracing/recorder.py": "layer_energies(", "energy.py": "def layer_energies",
+            "tracing/trace_data.py": "def energies(", "plots/energy.py": "def plot_trace_energies"}
+    assert set(files) == set(must), files
+    for f, needle in must.items():
+        assert needle in (ROOT / "ebca_viz" / f).read_text(), f"{f} no longer has {needle!r}: update the table"
