@@ -38,7 +38,8 @@ def resolve_target(target) -> tuple[Optional[object], torch.nn.Module]:
         if getattr(target, "transformer", None) is not None:
             raise UnsupportedModel(
                 f"unsupported architecture: {kind} is a transformer (DiT/MMDiT) pipeline; ebca_viz works on "
-                "UNet2DConditionModel-based pipelines (Stable Diffusion 1.x, 2.x, XL)"
+                "UNet2DConditionModel-based pipelines (Stable Diffusion 1.x, 2.x, XL); "
+                "fix: pass such a pipeline or its .unet"
             )
         raise UnsupportedModel(
             f"pipe must be a diffusers Stable Diffusion pipeline (with .unet) or a UNet2DConditionModel, got {kind}"
@@ -101,7 +102,9 @@ def grid_hw(num_pixels: int, latent_hw: Optional[tuple[int, int]]) -> tuple[int,
     s = math.isqrt(num_pixels)
     if s * s == num_pixels:
         return s, s
-    raise InvalidSetting(f"cannot infer the spatial grid of a layer with {num_pixels} queries")
+    raise InvalidSetting.of("num_pixels", num_pixels,
+                            "pass latent_hw, the latent's (H, W), so the layer grid can be found",
+                            why="not a square number and latent_hw does not give the layer's grid")
 
 
 class Installation:

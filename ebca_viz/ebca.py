@@ -270,7 +270,9 @@ class EBCAController(Participant):
                     e = self.project(e[:, : ehs.shape[1]].to(device=ehs.device, dtype=self.adapter.model.dtype))
             e = e.to(device=ehs.device, dtype=ehs.dtype)
             if e.shape[1:] != ehs.shape[1:]:
-                raise InvalidSetting(f"edits[{i}] embeddings have shape {tuple(e.shape[1:])}, the prompt's {tuple(ehs.shape[1:])}")
+                raise InvalidSetting(f"edits[{i}] embeddings have shape {tuple(e.shape[1:])}, the prompt's "
+                                     f"{tuple(ehs.shape[1:])}; fix: encode the edit with the pipeline's own text "
+                                     "encoder, or pass it as a prompt string")
             if e.shape[0] not in (1, b):
                 raise InvalidSetting(f"edits[{i}] embeddings have batch {e.shape[0]}; the UNet batch holds {b} images (use 1 or {b})")
             state.append(e.expand(b, -1, -1).clone())
@@ -318,7 +320,9 @@ class EnergyCrossAttnProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         ctl = self.ctl
         if encoder_hidden_states is None:
-            raise InvalidSetting(f"{self.name}: EnergyCrossAttnProcessor was called without a context (self-attention?)")
+            raise InvalidSetting(f"{self.name}: EnergyCrossAttnProcessor was called without a context "
+                                 "(self-attention?); "
+                                 "fix: install it on cross-attention layers only, as apply_energy_attention does")
         active = ctl.in_forward
         if active and ctl.context is None:  # PixArt: the cascade starts at the first layer's (projected) context
             ctl.start_context(encoder_hidden_states)
@@ -403,7 +407,8 @@ class EnergyCrossAttnProcessor:
         if m.shape[0] not in (1, b2):
             b = m.shape[0]
             if b2 % b:
-                raise InvalidSetting(f"query_mask has batch {b}, not 1 or a divisor of the UNet batch {b2}")
+                raise InvalidSetting(f"query_mask has batch {b}, not 1 or a divisor of the UNet batch {b2}; "
+                                     "fix: pass a mask with batch 1 (all images) or one mask per image")
             m = m.repeat(b2 // b, 1, 1, 1)  # [uncond; cond] halves see the same per-image mask
         return m
 
@@ -446,7 +451,8 @@ def apply_energy_attention(target: Target, config: Optional[EBCAConfig] = None, 
     rc = rc.with_words_resolved(pipe)  # token_indices given as words: their positions in config.prompt
     keys = cross_attention_keys(unet)
     if not keys:
-        raise UnsupportedModel("unsupported architecture: this UNet has no cross-attention layers")
+        raise UnsupportedModel("unsupported architecture: this UNet has no cross-attention layers; fix: pass a text-"
+                               "conditioned UNet pipeline (Stable Diffusion 1.x/2.x/XL) or its .unet")
     old = find_controller(unet)
     if old is not None and not old.managed:
         # re-running a notebook cell that called apply_energy_attention without `with`: replace it

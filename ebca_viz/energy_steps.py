@@ -217,7 +217,9 @@ class UpdateRecord:
         """Index of ``scale`` in :attr:`scales` (ValueError when it was not swept)."""
         hit = np.flatnonzero(np.isclose(self.scales, scale, rtol=1e-9, atol=0))
         if hit.size == 0:
-            raise InvalidSetting(f"scale {scale!r} was not swept; swept factors: {self.scales.tolist()}")
+            raise InvalidSetting.of("scale", scale,
+                                    f"pick one of the swept factors {self.scales.tolist()}, or add it to scales=",
+                                     why="not swept")
         return int(hit[0])
 
     def first_order_ratio(self, kind: str = "posterior") -> np.ndarray:
@@ -345,7 +347,8 @@ def largest_descending_gamma(gammas: Sequence[float], rates: Sequence, level: fl
     Returns ``(index, gamma)``, or ``(None, None)`` when no swept gamma reaches ``level``."""
     g = [float(x) for x in gammas]
     if len(g) != len(rates):
-        raise InvalidSetting(f"gammas ({len(g)}) and rates ({len(rates)}) differ in length")
+        raise InvalidSetting(f"gammas ({len(g)}) and rates ({len(rates)}) differ in length; "
+                             "fix: pass one rate per gamma")
     if not 0 < level <= 1:
         raise InvalidSetting(f"level must be in (0, 1], got {level}")
     ok = [i for i in range(len(g)) if rates[i].p >= level]

@@ -87,7 +87,9 @@ def capture_attention(pipe, prompt: str, step: int = 0, layer: int = 0, seed: in
         ctl.observers.append(_Grab())
         pipe(prompt, num_inference_steps=max(num_inference_steps, step + 1), guidance_scale=guidance_scale, generator=g)
     if not got:
-        raise InvalidSetting(f"layer {layer} / step {step} was not reached (the UNet has {len(_cross_keys(pipe))} layers)")
+        n_layers = len(_cross_keys(pipe))
+        raise InvalidSetting(f"layer {layer} / step {step} was not reached (the UNet has {n_layers} layers); "
+                             f"fix: pass layer in 0..{n_layers - 1} and step >= 0")
     return got
 
 

@@ -160,7 +160,8 @@ class SEGSelfAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         if encoder_hidden_states is not None:
-            raise InvalidSetting(f"{self.name}: SEG applies to self-attention layers only")
+            raise InvalidSetting(f"{self.name}: SEG applies to self-attention layers only; "
+                                 "fix: install it on self-attention layers, as apply_seg does")
         t = tokens_in(attn, hidden_states, temb, attention_mask)
         x, attention_mask, P = t.x, t.mask, t.x.shape[1]
         q = split_heads(attn.to_q(x), attn.heads)

@@ -58,7 +58,8 @@ def blur_grid(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> tor
     b, heads, P, d = q.shape
     h, w = grid
     if h * w != P:
-        raise InvalidSetting(f"SEG: the layer has {P} image tokens but the patch grid is {h}x{w} = {h * w}")
+        raise InvalidSetting(f"SEG: the layer has {P} image tokens but the patch grid is {h}x{w} = {h * w}; fix: pass "
+                             "SEGConfig.layers whose tokens are the image patches (self-attention of the image stream)")
     x = q.permute(0, 1, 3, 2).reshape(b, heads * d, h, w)
     if infinite:
         x = x.mean(dim=(-2, -1), keepdim=True).expand_as(x)
@@ -201,7 +202,8 @@ class SEGDiTSelfAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         if encoder_hidden_states is not None:
-            raise InvalidSetting(f"{self.name}: SEG applies to self-attention layers only")
+            raise InvalidSetting(f"{self.name}: SEG applies to self-attention layers only; "
+                                 "fix: install it on self-attention layers, as apply_seg does")
         t = tokens_in(attn, hidden_states, temb, attention_mask)
         x = t.x
         q = split_heads(attn.to_q(x), attn.heads)
@@ -321,7 +323,8 @@ def seg_dit_keys(model, layers, layer_kinds: dict) -> list:
             i = n_blocks // 2 if spec == "mid" else spec
             if not 0 <= i < n_blocks:
                 raise InvalidSetting(f"SEGConfig.layers: block {spec!r} is out of range: this "
-                                   f"{type(model).__name__} has transformer_blocks 0..{n_blocks - 1}")
+                                   f"{type(model).__name__} has transformer_blocks 0..{n_blocks - 1}; "
+                                   f"fix: pass a block in 0..{n_blocks - 1} or 'mid'")
             chosen += [k for k in eligible if k.startswith(f"transformer_blocks.{i}.")]
         elif spec in eligible:
             chosen.append(spec)

@@ -64,7 +64,7 @@ def adapter_for(target) -> DenoiserAdapter:
         where = f"{type(pipe).__name__}'s denoiser is a " if pipe is not None else "the denoiser is a "
         raise UnsupportedModel(f"unsupported architecture: {where}{type(model).__name__}; ebca_viz has adapters for "
                                f"{', '.join(SUPPORTED)} (Stable Diffusion 1.x/2.x/XL, PixArt-Alpha/Sigma, SD3/3.5, "
-                               "FLUX.1)")
+                               "FLUX.1); fix: load a pipeline of one of these families")
     return cls(model, pipe)
 
 

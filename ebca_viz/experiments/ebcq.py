@@ -169,7 +169,7 @@ def series(experiment: Callable, pipe, values: Sequence[float], **kw) -> list:
     """``[experiment(pipe, v, base=..., **kw) for v in values]`` with the unedited samples of the same
     seeds drawn once (by the first run) and reused by the others."""
     if not values:
-        raise InvalidSetting("values is empty")
+        raise InvalidSetting(f"values is empty ({values!r}); fix: pass at least one value to run the experiment at")
     first = experiment(pipe, values[0], **kw)
     return [first] + [experiment(pipe, v, base=(first.base, first.base_detections), **kw) for v in values[1:]]
 
@@ -431,7 +431,8 @@ def choose_negation(rows: Sequence[dict], metric: str = "removed") -> dict:
     :data:`NEG_MIN_REST_KEPT` of the seeds; ties: higher rest kept, then smaller alpha. (The panel's rule,
     ``benchmarks/panel_negation.py``, is the same with ``metric="gone"``.)"""
     if not rows:
-        raise InvalidSetting("choose_negation: no rows")
+        raise InvalidSetting.of("rows", rows, "pass the rows of a negation sweep (at least one)",
+                                why="choose_negation: no rows")
     p = lambda d: 0.0 if d is None else d["p"]  # noqa: E731  (no unedited image had the target)
     eligible = [r for r in rows if p(r.get("rest_kept")) >= NEG_MIN_REST_KEPT] or list(rows)
     best = min(eligible, key=lambda r: (-p(r[metric]), -p(r.get("rest_kept")), r["alpha"]))

@@ -140,7 +140,8 @@ class MulticonceptResult:
         names = list(names)
         missing = [k for k in names if k not in self.methods]
         if missing:
-            raise NotFound(f"methods {missing} are not in this result (it has {list(self.methods)})")
+            raise NotFound.of("names", missing, f"pick from the methods of this result: {list(self.methods)}",
+                              why="not in this result")
         return MulticonceptResult(self.items, self.prompts, self.seeds, self.steps, self.guidance,
                                   {k: self.methods[k] for k in names}, self.seconds)
 
@@ -257,7 +258,7 @@ def pick_demo_seed(pipe, prompt: str, config, seeds=range(16), steps: int = 25, 
     is what a typical seed shows."""
     seeds = [int(x) for x in seeds]
     if not seeds:
-        raise InvalidSetting("seeds is empty")
+        raise InvalidSetting(f"seeds is empty ({seeds!r}); fix: pass at least one seed")
     van = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance)
     eb = sample(pipe, [prompt] * len(seeds), seeds, steps=steps, guidance=guidance, method=config)
     ch = np.abs(eb.astype(np.float32) - van.astype(np.float32)).mean(axis=(1, 2, 3))
@@ -400,7 +401,9 @@ def resample_pair(pipe, data: dict, methods: list, n: int, batch: int = 48) -> M
     p = data["results"]["pair"]
     missing = [m.name for m in methods if m.name not in p["methods"]]
     if missing:
-        raise InvalidSetting(f"resample_pair: methods {missing} are not in the shipped file (it has {list(p['methods'])})")
+        raise InvalidSetting(f"resample_pair: methods {missing} are not in the shipped file "
+                             f"(it has {list(p['methods'])}); "
+                             "fix: pass only methods the shipped file has")
     if not 2 <= n <= p["n"]:
         raise InvalidSetting(f"resample_pair: n must be in 2..{p['n']} (the shipped n), got {n}")
     return measure_methods(pipe, methods, n=n, split=p["split"], seed_base=int(p["seed_base"]), steps=int(p["steps"]),

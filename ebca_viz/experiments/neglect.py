@@ -190,7 +190,8 @@ def resample(pipe, report: ComparisonReport, methods, n: Optional[int] = None, i
     methods = list(methods)
     bad = [m for m in methods if m not in report.specs]
     if bad:
-        raise InvalidSetting(f"resample: methods {bad} are not in the report (it has {list(report.specs)})")
+        raise InvalidSetting.of("methods", bad, f"pick from the report's methods: {list(report.specs)}",
+                                why="resample: not in the report")
     p = report.pairs
     idx = list(range(n)) if indices is None else [int(i) for i in indices]
     if not idx or not all(0 <= i < p.n for i in idx):

@@ -167,7 +167,8 @@ def regenerate(pipe, z_T: torch.Tensor, captions: Sequence[str], steps: int = 25
     from ..tasks.common import restored
 
     if len(captions) != z_T.shape[0]:
-        raise InvalidSetting(f"captions: {len(captions)} captions for {z_T.shape[0]} latents")
+        raise InvalidSetting(f"captions: {len(captions)} captions for {z_T.shape[0]} latents; "
+                             f"fix: pass one caption per latent of z_T ({z_T.shape[0]})")
     with restored(pipe):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         return sample(pipe, list(captions), latents=z_T, negative_prompts=list(captions), steps=steps,

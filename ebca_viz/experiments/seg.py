@@ -238,7 +238,8 @@ class SEGStudy:
 
     def __getitem__(self, setting: SEGSetting) -> SettingResult:
         if setting not in self.results:
-            raise NotFound(f"{setting.label} was not measured; measured: {[s.label for s in self.results]}")
+            raise NotFound.of("setting", setting.label, f"pick a measured setting: {[s.label for s in self.results]}",
+                              why="not measured")
         return self.results[setting]
 
     def base(self, setting: SEGSetting) -> SettingResult:

@@ -164,7 +164,7 @@ def load(path, expect: Optional[dict] = None) -> dict:
         raise ShippedMismatchError(f"{path}: format {got!r}, expected {FORMAT!r}")
     for key in ("fingerprint", "digest", "results"):
         if key not in data:
-            raise ShippedMismatchError(f"{path}: no {key!r} field")
+            raise ShippedMismatchError(f"{path}: no {key!r} field; fix: re-run its benchmark to write the file again")
     want = digest(data["fingerprint"], data["results"])
     if want != data["digest"]:
         raise ShippedMismatchError(f"{path}: digest {data['digest'][:12]}... does not match its fingerprint and "
@@ -199,9 +199,11 @@ def verdict_agreement(shipped: Sequence, live: Sequence) -> claims.Rate:
     """Fraction of samples (same seed, same settings) whose live verdict equals the shipped one."""
     shipped, live = list(shipped), list(live)
     if len(live) > len(shipped):
-        raise InvalidSetting(f"verdict_agreement: {len(live)} live verdicts but only {len(shipped)} shipped")
+        raise InvalidSetting(f"verdict_agreement: {len(live)} live verdicts but only {len(shipped)} shipped; "
+                             f"fix: pass at most {len(shipped)} live verdicts, seed by seed as shipped")
     if not live:
-        raise InvalidSetting("verdict_agreement: no live verdicts")
+        raise InvalidSetting.of("live", live, "pass the verdicts of at least one live run",
+                                why="verdict_agreement: no live verdicts")
     return claims.rate(np.array([a == b for a, b in zip(shipped, live)]))
 
 

@@ -66,7 +66,8 @@ def check_device(device) -> torch.device:
         if n == 0:
             raise InvalidSetting(f"device {device!r}: this machine has no CUDA device; use device='cpu'")
         if dev.index is not None and dev.index >= n:
-            raise InvalidSetting(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+            raise InvalidSetting(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1}); "
+                               "fix: use one of those, or device='cpu'")
     elif dev.type not in ("cpu", "mps", "xpu"):
         raise InvalidSetting(f"device {device!r}: unsupported device type {dev.type!r}; use 'cpu' or 'cuda'")
     return dev
@@ -85,7 +86,7 @@ def _folder_class(folder: Path):
     cls = getattr(diffusers, str(name), None)
     if cls is None:
         raise UnsupportedModel(f"{folder}: model_index.json names the pipeline class {name!r}, which this diffusers "
-                         "does not have")
+                         "does not have; fix: upgrade diffusers (pip install -U diffusers) or correct _class_name")
     return cls
 
 
@@ -232,7 +233,7 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
 
         raise InvalidSetting(f"unknown model or world {name!r}: the worlds that ship: {shipped_worlds()}; other "
                            f"offline models: {[m for m in OFFLINE if m not in WORLDS]}; hub names: {list(HUB_IDS)}; "
-                           "or a hub id 'org/name' or a local folder")
+                           "or a hub id 'org/name' or a local folder; fix: pass one of those")
     repo = HUB_IDS.get(name, name)
     if dtype is None:
         dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
@@ -255,7 +256,8 @@ def load_pipeline(name: str = "tiny", device: str | torch.device = "cpu", dtype:
             raise InvalidSetting(
                 f"could not load the folder {str(local)!r} as a diffusers pipeline: {type(e).__name__}: "
                 f"{str(e).splitlines()[0][:300]}. A loadable folder holds model_index.json and one folder per "
-                "component with safetensors weights, as written by pipe.save_pretrained(out, safe_serialization=True)"
+                "component with safetensors weights; "
+                "fix: write it with pipe.save_pretrained(out, safe_serialization=True)"
             ) from e
         raise MissingFile(
             f"could not load {name!r} ({repo}): the weights are neither in the local Hugging Face cache nor "

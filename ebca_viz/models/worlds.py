@@ -36,7 +36,8 @@ WORLDS = {
 def world_folder(name: str) -> Path:
     """``ebca_viz/weights/<folder>`` of a world; an unknown name lists the worlds that ship."""
     if name not in WORLDS:
-        raise InvalidSetting(f"unknown world {name!r}; the worlds that ship with this copy of ebca_viz: "
+        raise InvalidSetting(f"unknown world {name!r}; fix: pass one of the worlds that ship with this copy of "
+                           "ebca_viz: "
                            f"{shipped_worlds()}")
     return WEIGHTS_ROOT / WORLDS[name]
 
@@ -68,7 +69,7 @@ def load_world(name: str, device="cpu", dtype=torch.float32):
     folder = world_folder(name)
     if not _available(folder):
         raise MissingFile(f"the {name} weights are not in this copy of ebca_viz ({folder}); the worlds that "
-                                f"ship: {shipped_worlds()}")
+                                f"ship: {shipped_worlds()}; fix: pick one of those")
     if _is_dit(folder):
         from .dit_world import load_dit_pipeline
 

@@ -138,7 +138,8 @@ def load_vae(folder=DEFAULT_INIT_VAE):
 
     sub = Path(folder) / "vae"
     if not (sub / WEIGHT_FILES["vae"]).is_file():
-        raise MissingFile(f"init_vae={folder}: no {sub / WEIGHT_FILES['vae']} (a world folder with vae/)")
+        raise MissingFile.of("init_vae", str(folder), "pass a world folder with vae/ in it (e.g. the shapes world's)",
+                             why=f"no {sub / WEIGHT_FILES['vae']}")
     vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(sub)))
     vae.load_state_dict(_load_state(sub, WEIGHT_FILES["vae"], torch.float32), strict=True)
     return vae.requires_grad_(False).eval()
@@ -277,7 +278,8 @@ def load_state(folder: Path, models: dict, opt, data, gen, args) -> dict:
     from safetensors.torch import load_file
 
     if not (folder / "state.json").is_file():
-        raise MissingFile(f"--resume: no saved state in {folder} (written at each checkpoint)")
+        raise MissingFile.of("--resume", str(folder), "drop --resume to start a new run, or give the --out of a run "
+                             "that reached a checkpoint", why="no saved state here (written at each checkpoint)")
     st = json.loads((folder / "state.json").read_text())
     diff = {k: (st["args"].get(k), getattr(args, k)) for k in _FIXED if st["args"].get(k) != getattr(args, k)}
     if diff:

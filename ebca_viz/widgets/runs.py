@@ -263,7 +263,7 @@ def success_rate(pipe, settings: PanelSettings, n: int = 16, model: Optional[str
     s = settings.check()
     if parse_shapes_prompt(s.prompt) is None:
         raise RateUnavailable(f"the detector judges shapes-world prompts like 'a red circle and a blue square'; "
-                              f"got {s.prompt!r}")
+                              f"got prompt={s.prompt!r}; fix: write the prompt in that form")
     if s.method == "ebca" and any(e.prompt.strip() and e.direction < 0 for e in s.edits):
         raise RateUnavailable("the success rate is not defined for EBCQ negation edits (the detector judges the "
                               "main prompt's objects only): clear the 'not' edit prompt or switch it to 'and'")
