@@ -98,7 +98,7 @@ def _what_it_holds(head: bytes) -> str:
 def _read_header(path: Path) -> None:
     """Refuse, before safetensors parses anything, what is not a safetensors file."""
     if not path.exists():
-        raise TraceFileError(f"{path}: no such file")
+        raise TraceFileError(f"{path}: no such file; fix: check the path; Trace.save writes one .safetensors file")
     if path.is_dir():
         raise TraceFileError(f"{path} is a directory; pass the .safetensors file written by Trace.save")
     size = path.stat().st_size
@@ -106,13 +106,13 @@ def _read_header(path: Path) -> None:
         head = f.read(8)
         start = head + f.read(56)
     if size == 0:
-        raise TraceFileError(f"{path} is empty (0 bytes): the file was not written completely")
+        raise TraceFileError(f"{path} is empty (0 bytes): the file was not written completely; fix: record the trace again and save it with Trace.save")
     # a pickle starts with 0x80; a safetensors header length may too (its low byte), so only when it cannot be one
     if (head[:1] == b"\x80" and (len(head) < 8 or int.from_bytes(head, "little") > size - 8)) or head[:4] == b"PK\x03\x04":
         raise TraceFileError(f"{path} looks like a pickle / torch.save file; ebca_viz reads only safetensors "
-                             "traces (Trace.save) and never unpickles")
+                             "traces (Trace.save) and never unpickles; fix: record the trace again and save it with Trace.save")
     if len(head) < 8:
-        raise TraceFileError(f"{path} is truncated ({size} bytes): not a safetensors file")
+        raise TraceFileError(f"{path} is truncated ({size} bytes): not a safetensors file; fix: record the trace again and save it with Trace.save")
     n = int.from_bytes(head, "little")
     if n > size - 8:
         raise TraceFileError(f"{path} is not an ebca_viz trace: it holds {_what_it_holds(start)} ({size} bytes), "
@@ -127,7 +127,7 @@ def _check_tensors(path, m: dict, tensors: dict) -> None:
     g = tuple(m["map_grid"] or ())
     dt = DTYPES.get(m["dtype"])
     if dt is None:
-        raise TraceFileError(f"{path}: unknown storage dtype {m['dtype']!r} in the header")
+        raise TraceFileError(f"{path}: unknown storage dtype {m['dtype']!r} in the header; fix: record the trace again and save it with Trace.save")
     f32 = torch.float32
     # item -> (leading dims after the step axis, dtype, number of trailing free dims (tokens, D))
     spec = {"guidance": ((S, 2, B), f32), "energies": ((S, L, 2, 4, B), f32), "norms": ((S, L, 3, B), f32), "seg": ((S, n_seg, 2, B), f32),
@@ -137,28 +137,28 @@ def _check_tensors(path, m: dict, tensors: dict) -> None:
     tokens = set()
     for name, t in tensors.items():
         if name not in spec:
-            raise TraceFileError(f"{path}: unexpected tensor {name!r} (not written by Trace.save)")
+            raise TraceFileError(f"{path}: unexpected tensor {name!r} (not written by Trace.save); fix: record the trace again and save it with Trace.save")
         lead, want_dt = spec[name]
         if tuple(t.shape[:len(lead)]) != lead:
             raise TraceFileError(
                 f"{path}: tensor {name!r} has shape {tuple(t.shape)}, but the header describes {S} steps, "
-                f"{L} layers, {B} images, {n_seg} SEG layers (leading dims {lead}): header and data disagree")
+                f"{L} layers, {B} images, {n_seg} SEG layers (leading dims {lead}): header and data disagree; fix: record the trace again and save it with Trace.save")
         if t.dtype != want_dt:
-            raise TraceFileError(f"{path}: tensor {name!r} is {t.dtype}, the header says {want_dt}")
+            raise TraceFileError(f"{path}: tensor {name!r} is {t.dtype}, the header says {want_dt}; fix: record the trace again and save it with Trace.save")
         if name in ("norms", "map_step_sum", "layer_maps", "map_layer_sum", "contexts", "prompt_embeds"):
             tokens.add(int(t.shape[len(lead)]))
         if name in ("map_step_sum", "layer_maps", "map_layer_sum") and tuple(t.shape[len(lead) + 1:]) != g:
             raise TraceFileError(f"{path}: tensor {name!r} maps are {tuple(t.shape[len(lead) + 1:])}, the header's "
-                                 f"map_grid is {g}")
+                                 f"map_grid is {g}; fix: record the trace again and save it with Trace.save")
     if "guidance" in tensors:
         hw = tuple(m.get("latent_hw") or ())
         if tuple(tensors["guidance"].shape[3:]) != hw:
             raise TraceFileError(f"{path}: tensor 'guidance' maps are {tuple(tensors['guidance'].shape[3:])}, the "
-                                 f"header's latent_hw is {hw or None}")
+                                 f"header's latent_hw is {hw or None}; fix: record the trace again and save it with Trace.save")
     if len(tokens) > 1:
-        raise TraceFileError(f"{path}: tensors disagree on the number of tokens: {sorted(tokens)}")
+        raise TraceFileError(f"{path}: tensors disagree on the number of tokens: {sorted(tokens)}; fix: record the trace again and save it with Trace.save")
     if len(m["step_timesteps"]) != S:
-        raise TraceFileError(f"{path}: {S} steps but {len(m['step_timesteps'])} step timesteps in the header")
+        raise TraceFileError(f"{path}: {S} steps but {len(m['step_timesteps'])} step timesteps in the header; fix: record the trace again and save it with Trace.save")
 
 
 def read_trace_file(path) -> tuple[dict, dict]:
@@ -185,21 +185,21 @@ def read_trace_file(path) -> tuple[dict, dict]:
     except TraceFileError:
         raise
     except Exception as e:  # safetensors' own parse errors
-        raise TraceFileError(f"{path}: not a readable safetensors trace ({type(e).__name__}: {e})") from None
+        raise TraceFileError(f"{path}: not a readable safetensors trace ({type(e).__name__}: {e}); fix: record the trace again and save it with Trace.save") from None
     try:
         m = json.loads(meta)
     except json.JSONDecodeError as e:
-        raise TraceFileError(f"{path}: the trace metadata is not JSON ({e})") from None
+        raise TraceFileError(f"{path}: the trace metadata is not JSON ({e}); fix: record the trace again and save it with Trace.save") from None
     if not isinstance(m, dict):
-        raise TraceFileError(f"{path}: the trace metadata is not a JSON object")
+        raise TraceFileError(f"{path}: the trace metadata is not a JSON object; fix: record the trace again and save it with Trace.save")
     if m.get("format") not in READABLE:
         raise TraceFileError(f"{path}: unsupported trace format {m.get('format')!r} (this version of ebca_viz reads "
-                             f"{' and '.join(READABLE)}; a newer format needs a newer ebca_viz)")
+                             f"{' and '.join(READABLE)}; a newer format needs a newer ebca_viz); fix: record the trace again and save it with Trace.save")
     missing = [k for k in _META_KEYS + (("latent_hw",) if m["format"] == FORMAT else ()) if k not in m]
     if missing:
-        raise TraceFileError(f"{path}: the trace metadata lacks {missing}")
+        raise TraceFileError(f"{path}: the trace metadata lacks {missing}; fix: record the trace again and save it with Trace.save")
     if m["format"] != FORMAT and "guidance" in tensors:
         raise TraceFileError(f"{path}: a {m['format']} file holds no 'guidance' tensor (added in {FORMAT}): "
-                             "header and data disagree")
+                             "header and data disagree; fix: record the trace again and save it with Trace.save")
     _check_tensors(path, m, tensors)
     return m, tensors

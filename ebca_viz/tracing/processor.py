@@ -35,7 +35,7 @@ class RecordingCrossAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
         if encoder_hidden_states is None:
-            raise InvalidSetting(f"{self.name}: RecordingCrossAttnProcessor was called without a context (self-attention?)")
+            raise InvalidSetting(f"{self.name}: RecordingCrossAttnProcessor was called without a context (self-attention?); fix: use it on cross-attention layers (attn2) only")
         t = tokens_in(attn, hidden_states, temb, attention_mask, n_keys=encoder_hidden_states.shape[1])
         ctx = encoder_hidden_states
         q = queries(attn, t.x)

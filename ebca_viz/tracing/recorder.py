@@ -582,7 +582,7 @@ def trace(target: Target, layers: LayerSpec = None, steps: StepSpec = None, quan
     pipe, unet = denoiser_of(target)
     all_keys = [li.key for li in adapter.text_layers()]
     if not all_keys:
-        raise UnsupportedModel("unsupported architecture: this UNet has no cross-attention layers")
+        raise UnsupportedModel("this UNet has no cross-attention layers; fix: trace an SD UNet or a PixArt/SD3/Flux DiT")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise InvalidType(f"dtype must be a floating torch dtype such as torch.float16, got {dtype!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):

@@ -299,7 +299,7 @@ class Trace:
         t = self.record.stacked().get(item)
         if t is None:
             why = "it was dropped (on_budget='drop')" if quantity in self.quantities else f"add {quantity!r} to quantities="
-            raise InvalidSetting(f"this trace has no {quantity!r} data: {why}")
+            raise InvalidSetting(f"this trace has no {quantity!r} data: {why}; fix: record it, e.g. ev.trace(pipe, quantities=[...]) with this quantity")
         return t
 
     @staticmethod
@@ -325,7 +325,7 @@ class Trace:
         idx = []
         for s in steps:
             if s not in self.steps:
-                raise InvalidSetting(f"steps: step {s!r} was not recorded; recorded steps are {self.steps}")
+                raise InvalidSetting(f"steps: step {s!r} was not recorded; recorded steps are {self.steps}; fix: pass one of the recorded steps")
             idx.append(self.steps.index(s))
         return idx
 
@@ -409,13 +409,13 @@ class Trace:
                     raise InvalidSetting(f"token={t!r}: this trace has no token labels (bare UNet?); use token positions (ints)")
                 if t.lower() not in labels:
                     shown = [x for x in self.tokens if x != "<|endoftext|>"]
-                    raise InvalidSetting(f"token={t!r} is not in the prompt's tokens {shown}")
+                    raise InvalidSetting(f"token={t!r} is not in the prompt's tokens {shown}; fix: pass a word of the prompt (as the tokenizer splits it) or a position")
                 out.append(labels.index(t.lower()))
             elif isinstance(t, int) and not isinstance(t, bool):
                 n = len(self.tokens) if self.tokens else None
                 if n is not None and not 0 <= t < n:
                     raise InvalidSetting(f"token={t} is out of range: the context has {n} positions (0..{n - 1}, "
-                                     "0 = start-of-text)")
+                                     "0 = start-of-text); fix: pass a position inside that range")
                 out.append(t)
             else:
                 raise InvalidType(f"token must be an int position, a word or a list of them, got {t!r}")
@@ -562,7 +562,7 @@ class Trace:
                    "SEG was not installed while sampling (ebca_viz.smoothed_energy_guidance), or it ran with "
                    "convention='paper' and CFG, where SEG has no term of its own (its blurred unconditional "
                    "branch is inside the CFG map)")
-            raise InvalidSetting(f"this trace has no {kind!r} guidance map: {why}")
+            raise InvalidSetting(f"this trace has no {kind!r} guidance map: {why}; fix: record 'guidance' and sample with that guidance switched on")
         return self._image(g[self._step_idx(steps)], image, 1)
 
     def summary(self) -> str:
