@@ -47,12 +47,40 @@ def load_model(name: str = "shapes-world", device: Optional[str] = None, verbose
         if name != "shapes-world" and verbose:
             print("shapes-world weights are not in this copy: using the random-weight 'tiny' model "
                   "(every code path runs, the pictures are noise)")
+    if name == "neglect-world-dit":
+        from .models.worlds import shipped_worlds
+
+        if name not in shipped_worlds():
+            name = "tiny-pixart"
+            if verbose:
+                print("neglect-world-dit weights are not in this copy: using the random-weight 'tiny-pixart' model "
+                      "(every code path runs, the pictures are noise)")
     device = device or default_device()
     pipe = load_pipeline(name, device=device)
     pipe.set_progress_bar_config(disable=True)
     if verbose:
-        print(f"model {name!r} on {device}: UNet with {len(_cross_keys(pipe))} cross-attention layers")
+        if getattr(pipe, "unet", None) is None:
+            from .adapters import adapter_for
+
+            ad = adapter_for(pipe)
+            print(f"model {name!r} on {device}: {type(ad.model).__name__} with {len(ad.text_layers())} "
+                  "attention layers that see text")
+        else:
+            print(f"model {name!r} on {device}: UNet with {len(_cross_keys(pipe))} cross-attention layers")
     return pipe, name
+
+
+def lesson_kind(pipe) -> str:
+    """:func:`ebca_viz.models.model_kind`, except that a PixArt pipeline drawing 32 x 32 images (the DiT toy
+    world of :mod:`ebca_viz.shapes.train_dit`, whatever folder it was loaded from) is ``"neglect-world-dit"``."""
+    from .models import model_kind
+
+    kind = model_kind(pipe)
+    if kind == "pixart":
+        f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        if int(pipe.transformer.config.sample_size) * f == 32:
+            return "neglect-world-dit"
+    return kind
 
 
 def _cross_keys(pipe):
@@ -142,7 +170,7 @@ class Lesson:
     """What a notebook's setup cell hands to the rest of the notebook.
 
     ``pipe`` the loaded pipeline; ``model`` its name; ``kind`` (:func:`ebca_viz.models.model_kind`:
-    ``"shapes-world"``, ``"tiny*"`` or ``"sd"``, read from the pipeline, never from the name);
+    ``"shapes-world"``, ``"tiny*"``, ``"sd"`` or a DiT's (:func:`lesson_kind`), read from the pipeline, never from the name);
     ``real`` (a Stable Diffusion checkpoint); ``regime`` (:func:`ebca_viz.shapes.regime.regime_for`:
     this model's own settings); ``steps`` / ``cfg`` (sampling steps for this mode, guidance scale)."""
 
@@ -281,7 +309,7 @@ def setup(model: str = "shapes-world", verbose: bool = True) -> Lesson:
         ip.events.register("pre_run_cell", _TIMER.pre)
         ip.events.register("post_run_cell", _TIMER.post)
     pipe, name = load_model(model, verbose=verbose)
-    kind = model_kind(pipe)
+    kind = lesson_kind(pipe)
     regime = regime_for(kind)
     steps, cfg = pick(regime.steps, regime.fast_steps), regime.guidance
     if verbose:
@@ -312,5 +340,5 @@ def finish() -> dict:
 
 
 __all__ = ["default_model", "load_model", "Sampled",
-           "sample_traced", "capture_attention", "Lesson", "setup", "finish", "CellTimer",
+           "sample_traced", "capture_attention", "Lesson", "lesson_kind", "setup", "finish", "CellTimer",
            "FigureAudit", "text_audit"]

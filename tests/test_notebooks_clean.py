@@ -32,7 +32,7 @@ def test_notebook_switches_model_with_one_variable(path):
     first_code = next(c.source for c in nb.cells if c.cell_type == "code")
     import re
 
-    m = re.match(r'MODEL = "(shapes-world|neglect-world)"  # or .*"sd15"', first_code)  # a shipped world; real SD one edit away
+    m = re.match(r'MODEL = "(shapes-world|neglect-world|neglect-world-dit)"  # or .*"(sd15|pixart-sigma)"', first_code)  # a shipped world; a real model one edit away
     assert m, path.name
 
 

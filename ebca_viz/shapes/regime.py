@@ -44,6 +44,12 @@ TINY = replace(SHAPES, name="tiny", fast_steps=4)
 # "shapes-world" for it), so the panel and the demo do too
 NEGLECT = replace(SHAPES, name="neglect-world")
 
+# the DiT world (ebca_viz.shapes.train_dit): its own sampler, DPM-Solver++ 20 steps at CFG 3 (train_dit.CALL_KWARGS);
+# the EBCU values are the shapes world's until the DiT benchmark's tuned ones ship (dit_eval.benchmark); SEG: the
+# published default on a DiT (sigma inf, the middle block, scale 3: diffusers' SEG guider), not tuned here
+NEGLECT_DIT = replace(SHAPES, name="neglect-world-dit", steps=20, fast_steps=10, seg_sigma=float("inf"),
+                      seg_layers=("mid",))
+
 
 def regime_for(model: str) -> Regime:
     """The regime of a model name as :func:`ebca_viz.notebook.load_model` returns it."""
@@ -51,6 +57,8 @@ def regime_for(model: str) -> Regime:
         return SHAPES
     if model == "neglect-world":
         return NEGLECT
+    if model == "neglect-world-dit":
+        return NEGLECT_DIT
     if model.startswith("tiny"):
         return TINY
     return SD
@@ -59,4 +67,4 @@ def regime_for(model: str) -> Regime:
 #: the worlds whose images the shapes detector (:mod:`ebca_viz.shapes.detect`) can judge
 DETECTOR_WORLDS = ("shapes-world", "neglect-world")
 
-__all__ = ["DETECTOR_WORLDS", "Regime", "SHAPES", "SD", "TINY", "NEGLECT", "regime_for"]
+__all__ = ["DETECTOR_WORLDS", "Regime", "SHAPES", "SD", "TINY", "NEGLECT", "NEGLECT_DIT", "regime_for"]
