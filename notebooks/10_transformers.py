@@ -92,12 +92,22 @@ claims.check(abs(float(m0.sum((-1, -2)).mean()) - 1) < 1e-4, "each word's map su
 
 # %% [markdown]
 # The first two seeds where the detector found both objects (a rule you can check: the figure names the
-# seeds; the fraction they represent is printed above). Boxes: cyan the circle, green the square. **What to
-# notice:** compare where each map is bright with the box of its word; the titles give the share of the map
-# inside that box, and the interval above says whether that share beats the other object's box.
+# seeds; the fraction they represent is printed above). Boxes: cyan the circle, green the square; the titles
+# give the share of each map inside its word's box. What to notice is printed from the numbers, just above the
+# figure: how alike the two words' maps are (their correlation over the grid cells, mean over all seeds).
 
 # %%
 show = al.usable[:2] or SEEDS[:2]
+sim = al.similarity()
+print(f"correlation of the 'circle' and 'square' maps: {sim.fmt(2)}")
+SAME = sim.lo > 0.8  # the rule, fixed before looking: "nearly the same picture" = correlation > 0.8 (95 % CI)
+if SAME:
+    print("What to notice: in each row the two maps are nearly the same picture, bright and dark in the same cells: "
+          "on this model the two words look at the same places, so their maps cannot tell the circle from the square.")
+else:
+    print("What to notice: in each row the two maps differ; compare each map's bright cells with its own word's box.")
+claims.check(SAME == (sim.lo > 0.8), "the two words' maps are " + ("" if SAME else "not ") + "nearly the same "
+             "picture (correlation > 0.8, lower end of the 95 % CI)", sim)
 display(X.plot_word_maps(al, show, title=f"{KIND}: 'a red circle and a blue square', {STEPS} steps, CFG {CFG:g}"))
 
 # %% [markdown]
@@ -136,8 +146,9 @@ display(X.plot_pair(van[0], seg[0], titles=(f"SEG off (seed {SEG_SEEDS[0]})", f"
 #
 # PixArt's cross-attention has SD's form, so EBCU's context update runs through its 6 cross-attention layers
 # unchanged. The measurement is the UNet worlds' benchmark (`ebca_viz.shapes.dit_eval.benchmark`: gammas and
-# up-weight tuned on the *tune* prompts and seeds, reported on the 48 *report* two-object prompts, the same
-# seeds for every method; "both present": the detector finds both requested objects). When the DiT
+# up-weight chosen on the 48 held-out two-object prompts at the *tune* seeds, reported on the same prompts at
+# the *report* seeds, the same latents for every method; "both present": the detector finds both requested
+# objects; `benchmarks/train_dit_world.py benchmark --ship-to docs/dit_world_benchmark.json`). When the DiT
 # world's benchmark file ships it is read here and a few of its seeds are re-sampled live; until then a
 # small live sample with the shapes world's settings stands in (its n is printed). The UNet neglect world's
 # preregistered comparison (notebook 02, `docs/neglect_comparison_neglect-world.json`, the same 48 prompts)
@@ -148,17 +159,19 @@ from ebca_viz.experiments import neglect
 
 unet = X.unet_rates(neglect.load_comparison("neglect-world"))
 path = X.find_dit_benchmark()
-N_LIVE = pick(24, 6)
+N_LIVE = pick(8, 6)  # a live sample small enough for one cell (< 30 s on a busy 2-core CPU)
 if path is not None and WORLD:
-    dit = X.load_dit_benchmark(path)
-    ch = dit.chosen
-    print(f"{path.name}: n = {dit.n} two-object samples per method; chosen on the tune split: EBCU gamma "
-          f"{ch['gamma_attn']}/{ch['gamma_norm']}, up-weight {ch['upweight']} on positions {ch['token_indices']}")
+    dit = X.load_dit_benchmark(path, pipe)  # refuses a file made with other weights, or edited
+    ch, fp = dit.chosen, dit.fingerprint
+    print(f"{path.name}: weights sha256 {fp['weights_sha256'][:12]}... = this model's; DPM-Solver++ {fp.get('steps')} "
+          f"steps, CFG {fp.get('guidance')}; n = {dit.n} two-object samples per method; chosen on the tune seeds: "
+          f"EBCU gamma {ch['gamma_attn']}/{ch['gamma_norm']}, up-weight {ch['upweight']} on T5 positions {ch['token_indices']}")
     live = X.live_benchmark(pipe, N_LIVE, ch["gamma_attn"], ch["gamma_norm"], ch["upweight"], steps=STEPS, guidance=CFG)
 else:
     dit = live = X.live_benchmark(pipe, N_LIVE, R.gamma_attn, R.gamma_norm, R.upweight, steps=STEPS, guidance=CFG)
     print(f"the DiT world's benchmark file is not in this copy: live sample only, n = {live.n} per method "
-          f"(EBCU gamma {R.gamma_attn}/{R.gamma_norm}, up-weight {R.upweight}: the shapes world's, not tuned on this model)")
+          f"(EBCU gamma {R.gamma_attn}/{R.gamma_norm}, up-weight {R.upweight}: placeholders from the DiT benchmark's "
+          "grid, not tuned)")
 DIT_LABEL = f"DiT {KIND}" + (" (live)" if dit is live else "")
 for lab, wr in (("UNet neglect-world", unet), (DIT_LABEL, dit)):
     for m in X.METHODS:

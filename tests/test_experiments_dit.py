@@ -48,9 +48,9 @@ def _results(tmp_path, p_van=0.3, p_up=0.4, n=100):
             "EBCU + up-weight": {"both_present": dict(p=p_up, se=0.05, n=n, vs_vanilla=dict(diff=p_up - p_van, se=0.02))}}
     res = dict(report=dict(pair=pair, n_pair=n), chosen=dict(gamma_attn=0.3, gamma_norm=0.1, upweight=2.5,
                                                              token_indices=[2, 6]))
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(res))
-    return path
+    from ebca_viz.experiments import shipped
+
+    return shipped.write(tmp_path / "results.json", dict(weights_sha256="0" * 64, steps=20), res)
 
 
 def test_load_dit_benchmark_reads_rates_and_paired_differences(tmp_path):
@@ -60,11 +60,26 @@ def test_load_dit_benchmark_reads_rates_and_paired_differences(tmp_path):
     assert d.value == pytest.approx(0.1)
     assert d.lo == pytest.approx(0.1 - 1.984 * 0.02, abs=1e-3) and d.lo > 0  # t(99) 95 % from the stored SE
     assert wr.chosen["upweight"] == 2.5
-    bad = json.loads(_results(tmp_path).read_text())
-    del bad["report"]["pair"]["EBCU"]
-    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    from ebca_viz.experiments.shipped import ShippedMismatchError
+    from ebca_viz.experiments import shipped
+
+    data = json.loads(_results(tmp_path).read_text())
+    data["results"]["report"]["pair"]["vanilla"]["both_present"]["p"] = 0.5  # edited by hand: the digest refuses it
+    (tmp_path / "edited.json").write_text(json.dumps(data))
+    with pytest.raises(ShippedMismatchError, match="digest"):
+        X.load_dit_benchmark(tmp_path / "edited.json")
+    res = json.loads(_results(tmp_path).read_text())["results"]
+    del res["report"]["pair"]["EBCU"]
+    shipped.write(tmp_path / "bad.json", dict(weights_sha256="0" * 64), res)
     with pytest.raises(InvalidSetting, match="'EBCU' is missing"):
         X.load_dit_benchmark(tmp_path / "bad.json")
+
+
+def test_load_dit_benchmark_refuses_other_weights(tmp_path, pixart):
+    from ebca_viz.experiments.shipped import ShippedMismatchError
+
+    with pytest.raises(ShippedMismatchError):
+        X.load_dit_benchmark(_results(tmp_path), pipe=pixart)
 
 
 def test_find_dit_benchmark_takes_the_first_existing_path(tmp_path):
@@ -128,3 +143,6 @@ def test_lesson_kind_names_a_32px_pixart_the_dit_world(pixart):
 
     assert lesson_kind(pixart) == "tiny-pixart"  # the package's tokenizer: tiny, not the world
     assert regime_for("neglect-world-dit") is NEGLECT_DIT and NEGLECT_DIT.steps == 20 and NEGLECT_DIT.guidance == 3.0
+    from ebca_viz.shapes.dit_eval import DIT_GRID
+
+    assert (NEGLECT_DIT.gamma_attn, NEGLECT_DIT.gamma_norm) in DIT_GRID  # the placeholder is a point of the DiT grid

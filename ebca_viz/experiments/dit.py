@@ -34,7 +34,7 @@ from ..errors import InvalidSetting
 
 ROOT = Path(__file__).resolve().parents[2]
 #: where the DiT world's benchmark (``dit_eval.benchmark``'s ``results.json``) may ship, first found wins
-DIT_RESULT_PATHS = ("docs/dit_benchmark_neglect-world-dit.json", "docs/neglect_world_dit_benchmark.json",
+DIT_RESULT_PATHS = ("docs/dit_world_benchmark.json", "docs/neglect_world_dit_benchmark.json",
                     "ebca_viz/weights/neglect_world_dit/benchmark.json", "ebca_viz/weights/neglect_world_dit/results.json")
 METHODS = ("vanilla", "EBCU", "EBCU + up-weight")
 
@@ -165,6 +165,15 @@ class Alignment:
         b = np.mean([self.other[w] for w in self.words], 0)
         return claims.paired_diff(a, b)
 
+    def similarity(self, seeds: Optional[Sequence[int]] = None) -> claims.Mean:
+        """Pearson correlation of the two words' maps (over the grid cells), mean over ``seeds`` (default: every
+        traced seed): near 1 when both words look at the same places, i.e. the maps do not tell them apart."""
+        rs = []
+        for sd in (self.seeds if seeds is None else seeds):
+            a, b = (x.flatten().double() for x in self.maps[sd][:2])
+            rs.append(float(torch.corrcoef(torch.stack([a, b]))[0, 1]))
+        return claims.Mean(float(np.mean(rs)), float(np.std(rs, ddof=1)) if len(rs) > 1 else 0.0, len(rs), (-1.0, 1.0))
+
     def word_means(self) -> dict:
         return {w: (claims.mean(self.own[w]), claims.mean(self.other[w])) for w in self.words}
 
@@ -220,6 +229,7 @@ class WorldRates:
     rates: dict  # method -> claims.Rate
     diffs: dict  # method -> claims.Mean (method - vanilla, paired)
     chosen: dict = field(default_factory=dict)
+    fingerprint: dict = field(default_factory=dict)
 
 
 def _rate_from(p: float, n: int) -> claims.Rate:
@@ -238,11 +248,16 @@ def find_dit_benchmark(root: Path = ROOT) -> Optional[Path]:
     return None
 
 
-def load_dit_benchmark(path) -> WorldRates:
-    """The ``results.json`` written by :func:`ebca_viz.shapes.dit_eval.benchmark`: both-present rate per method
-    on the two-object report split, paired difference to vanilla (its stored mean and SE)."""
+def load_dit_benchmark(path, pipe=None) -> WorldRates:
+    """The DiT world's benchmark as ``benchmarks/train_dit_world.py benchmark --ship-to`` writes it (the
+    fingerprinted :func:`ebca_viz.experiments.shipped.write` wrapper around :func:`ebca_viz.shapes.dit_eval.benchmark`'s
+    result; refused when its digest fails or, with ``pipe``, when it was made with other weights): both-present
+    rate per method on the two-object report split, paired difference to vanilla (its stored mean and SE)."""
+    from . import shipped
+
     path = Path(path)
-    res = json.loads(path.read_text())
+    data = shipped.load(path, {"weights_sha256": shipped.weights_sha256(pipe)} if pipe is not None else None)
+    res = data["results"]
     pair = res["report"]["pair"]
     n = int(res["report"].get("n_pair") or pair["vanilla"]["both_present"]["n"])
     rates, diffs = {}, {}
@@ -255,7 +270,7 @@ def load_dit_benchmark(path) -> WorldRates:
         if m != "vanilla":
             vv = bp["vs_vanilla"]
             diffs[m] = _mean_from(vv["diff"], vv["se"], bp["n"])
-    return WorldRates(str(path), n, rates, diffs, dict(res.get("chosen", {})))
+    return WorldRates(str(path), n, rates, diffs, dict(res.get("chosen", {})), dict(data["fingerprint"]))
 
 
 def live_benchmark(pipe, n: int, gamma_attn: float, gamma_norm: float, upweight: float, steps: int = 20,
@@ -263,11 +278,11 @@ def live_benchmark(pipe, n: int, gamma_attn: float, gamma_norm: float, upweight:
     """The benchmark's report split re-sampled live at small ``n`` (first ``n`` report prompts and seeds of
     :func:`ebca_viz.shapes.dit_eval.benchmark`): vanilla, EBCU, EBCU + up-weight on the shape nouns
     (:data:`ebca_viz.shapes.dit_eval.SHAPE_TOKENS`), detector verdicts, paired differences."""
-    from ..shapes import world
+    from ..shapes import neglect
     from ..shapes.benchmark import make_config, prompt_set, score_images
     from ..shapes.dit_eval import SHAPE_TOKENS
 
-    items, prompts, seeds = (x[:n] for x in prompt_set(world.two_object_prompts("report"), n, seed_base))
+    items, prompts, seeds = (x[:n] for x in prompt_set(neglect.two_object_prompts("report"), n, seed_base))
     cfgs = {"vanilla": None, "EBCU": make_config(gamma_attn, gamma_norm),
             "EBCU + up-weight": make_config(gamma_attn, gamma_norm, upweight, tokens=SHAPE_TOKENS)}
     scores = {m: score_images(items, sample(pipe, prompts, seeds, method=c, steps=steps, guidance=guidance), True)
