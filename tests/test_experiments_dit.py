@@ -146,3 +146,14 @@ def test_lesson_kind_names_a_32px_pixart_the_dit_world(pixart):
     from ebca_viz.shapes.dit_eval import DIT_GRID
 
     assert (NEGLECT_DIT.gamma_attn, NEGLECT_DIT.gamma_norm) in DIT_GRID  # the placeholder is a point of the DiT grid
+
+
+def test_setup_loads_a_dit_and_falls_back_to_tiny_pixart(monkeypatch, capsys):
+    import ebca_viz.models.worlds as worlds
+    from ebca_viz.notebook import load_model
+
+    monkeypatch.setattr(worlds, "shipped_worlds", lambda: [])  # as in a copy without the DiT world's weights
+    pipe, name = load_model("neglect-world-dit", device="cpu")
+    out = capsys.readouterr().out
+    assert name == "tiny-pixart" and "not in this copy" in out
+    assert "PixArtTransformer2DModel with 2 attention layers that see text" in out  # no pipe.unet asked
