@@ -118,7 +118,7 @@ def test_describe_and_sampling_on_tiny_pixart(pixart):
     van, seg, d = X.seg_change(pixart, "a red circle", [0], __import__("ebca_viz").SEGConfig(scale=3, sigma=math.inf,
                                                                                                layers=("mid",)), steps=2)
     assert d.shape == (1,) and d[0] > 0  # SEG moves the sample
-    with pytest.raises(InvalidSetting, match="same length"):
+    with pytest.raises(InvalidSetting, match="one seed per prompt"):
         X.sample(pixart, ["a"], [0, 1])
 
 

@@ -93,8 +93,8 @@ def sample(pipe, prompts: Sequence[str], seeds: Sequence[int], method=None, step
     from ..sampling import initial_latents, installed
 
     if isinstance(prompts, str) or len(prompts) != len(seeds):
-        raise InvalidSetting(f"prompts / seeds: give two lists of the same length (got {len(prompts)} prompts, "
-                             f"{len(seeds)} seeds)")
+        raise InvalidSetting.of("seeds", list(seeds), "give one seed per prompt (two lists of the same length)",
+                                f"{len(seeds)} seeds for {1 if isinstance(prompts, str) else len(prompts)} prompt(s)")
     shape = latent_shape(pipe)
     f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     kw = dict(height=shape[1] * f, width=shape[2] * f, output_type="np")
@@ -124,7 +124,8 @@ def box_mass(m: torch.Tensor, box: tuple, size: int) -> float:
     after nearest-neighbour resizing to ``size x size``; see the module docstring."""
     m = torch.as_tensor(m, dtype=torch.float64)
     if m.ndim != 2 or (m < 0).any():
-        raise InvalidSetting(f"m: a non-negative (h, w) map is needed, got shape {tuple(m.shape)}")
+        raise InvalidSetting.of("m", tuple(m.shape), "pass one word's map, e.g. tr.maps(token='circle')[0]",
+                                "a non-negative (h, w) map is needed")
     up = torch.nn.functional.interpolate(m[None, None], size=(size, size), mode="nearest")[0, 0]
     tot = float(up.sum())
     if tot <= 0:
