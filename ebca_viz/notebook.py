@@ -71,14 +71,22 @@ def load_model(name: str = "shapes-world", device: Optional[str] = None, verbose
 
 
 def lesson_kind(pipe) -> str:
-    """:func:`ebca_viz.models.model_kind`, except that a PixArt pipeline drawing 32 x 32 images (the DiT toy
-    world of :mod:`ebca_viz.shapes.train_dit`, whatever folder it was loaded from) is ``"neglect-world-dit"``."""
+    """:func:`ebca_viz.models.model_kind`, except that a PixArt pipeline with the toy worlds' VAE drawing 32 x 32
+    images (the DiT world of :mod:`ebca_viz.shapes.train_dit`, whatever folder it was loaded from; its tokenizer
+    may be the package's T5 one, so ``model_kind`` can say ``"tiny-pixart"``) is ``"neglect-world-dit"``."""
+    import json
+
     from .models import model_kind
+    from .models.worlds import WEIGHTS_ROOT
 
     kind = model_kind(pipe)
-    if kind == "pixart":
+    if kind in ("pixart", "tiny-pixart"):
         f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        if int(pipe.transformer.config.sample_size) * f == 32:
+        ref = WEIGHTS_ROOT / "neglect_world" / "vae" / "config.json"
+        vae = json.loads(ref.read_text()) if ref.is_file() else {}
+        same_vae = bool(vae) and all(list(vae.get(k) or []) == list(pipe.vae.config.get(k) or [])
+                                     for k in ("block_out_channels", "down_block_types"))
+        if same_vae and int(pipe.transformer.config.sample_size) * f == 32:
             return "neglect-world-dit"
     return kind
 

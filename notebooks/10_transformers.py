@@ -79,7 +79,8 @@ print(f"'{' and '.join(al.words)}' maps: {tuple(m0.shape)} per seed (word, h, w)
       f"{float(m0[0].sum()):.3f} over the grid (spatially normalised)")
 print(f"both objects found in {al.n}/{len(SEEDS)} seeds: {claims.rate([s in al.usable for s in SEEDS])}")
 for w, (own, oth) in al.word_means().items() if al.n else ():
-    print(f"'{w}': {own.fmt(2, 100, ' %')} of its map in its own object's box, {oth.fmt(2, 100, ' %')} in the other's")
+    print(f"'{w}': {own.fmt(2, 100, ' %')} of its map in its own object's box, {oth.fmt(2, 100, ' %')} in the other's"
+          + (f"; own - other (paired) {claims.paired_diff(al.own[w], al.other[w]).fmt(2, 100, ' pts')}" if al.n >= 2 else ""))
 if al.n >= 2:
     d_map = al.diff()
     map_verdict = ("point at their own object" if d_map.lo > 0 else

@@ -141,7 +141,19 @@ def test_lesson_kind_names_a_32px_pixart_the_dit_world(pixart):
     from ebca_viz.notebook import lesson_kind
     from ebca_viz.shapes.regime import NEGLECT_DIT, regime_for
 
-    assert lesson_kind(pixart) == "tiny-pixart"  # the package's tokenizer: tiny, not the world
+    assert lesson_kind(pixart) == "tiny-pixart"  # its own small VAE: the in-code test model, not the world
+    import copy
+    import json
+
+    from diffusers import AutoencoderKL
+
+    from ebca_viz.models.worlds import WEIGHTS_ROOT
+
+    cfg = json.loads((WEIGHTS_ROOT / "neglect_world" / "vae" / "config.json").read_text())
+    world = copy.copy(pixart)  # the DiT world: a PixArt transformer over the neglect world's VAE, 32 x 32 images
+    world.register_modules(vae=AutoencoderKL.from_config(cfg))
+    assert lesson_kind(world) == "neglect-world-dit"
+    assert pixart.vae is not world.vae and lesson_kind(pixart) == "tiny-pixart"
     assert regime_for("neglect-world-dit") is NEGLECT_DIT and NEGLECT_DIT.steps == 20 and NEGLECT_DIT.guidance == 3.0
     from ebca_viz.shapes.dit_eval import DIT_GRID
 
