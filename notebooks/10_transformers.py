@@ -80,12 +80,12 @@ print(f"'{' and '.join(al.words)}' maps: {tuple(m0.shape)} per seed (word, h, w)
 print(f"both objects found in {al.n}/{len(SEEDS)} seeds: {claims.rate([s in al.usable for s in SEEDS])}")
 for w, (own, oth) in al.word_means().items() if al.n else ():
     print(f"'{w}': {own.fmt(2, 100, ' %')} of its map in its own object's box, {oth.fmt(2, 100, ' %')} in the other's"
-          + (f"; own - other (paired) {claims.paired_diff(al.own[w], al.other[w]).fmt(2, 100, ' pts')}" if al.n >= 2 else ""))
+          + (f"; own - other (paired) {claims.paired_diff(al.own[w], al.other[w]).fmt(3, 100, ' pts')}" if al.n >= 2 else ""))
 if al.n >= 2:
     d_map = al.diff()
     map_verdict = ("point at their own object" if d_map.lo > 0 else
                    "point at the other object" if d_map.hi < 0 else "do not measurably prefer their own object")
-    print(f"=> own - other (paired): {d_map.fmt(2, 100, ' pts')}: the maps by word {map_verdict}")
+    print(f"=> own - other (paired): {d_map.fmt(3, 100, ' pts')}: the maps by word {map_verdict}")
     claims.check((map_verdict == "point at their own object") == (d_map.lo > 0) and
                  (map_verdict == "point at the other object") == (d_map.hi < 0),
                  f"the maps by word {map_verdict} (the verdict is the interval's)", d_map)
@@ -132,6 +132,17 @@ print(f"SEG s = {SEG.scale:g}, sigma inf, middle block ({ad.model.config.num_lay
 print(f"mean |pixel change| vs SEG off: {chg.fmt(3, 1, ' grey levels')}; changed (> 1 grey level): "
       f"{claims.rate(change > 1)}")
 claims.check(chg.lo > 0, "SEG changes the DiT's samples (mean |change| > 0, 95 % CI)", chg)
+if WORLD:  # the detector on the same images: does SEG change how often both requested objects are drawn?
+    from ebca_viz.shapes.benchmark import score_images
+
+    items = [(("red", "circle"), ("blue", "square"))] * len(SEG_SEEDS)
+    bp_v, bp_s = (score_images(items, im, True)["both_present"] for im in (van, seg))
+    d_seg = claims.paired_diff(bp_s, bp_v)
+    seg_verdict = "raises" if d_seg.lo > 0 else "lowers" if d_seg.hi < 0 else "does not measurably change"
+    print(f"both objects present: SEG off {claims.rate(bp_v)}, SEG on {claims.rate(bp_s)}; SEG - off (paired) "
+          f"{d_seg.fmt(3, 100, ' pts')}: on this prompt SEG {seg_verdict} it")
+    claims.check((seg_verdict == "raises") == (d_seg.lo > 0) and (seg_verdict == "lowers") == (d_seg.hi < 0),
+                 f"SEG {seg_verdict} both present on this prompt (the verdict is the interval's)", d_seg)
 print(f"the pair shown below (seed {SEG_SEEDS[0]}, the first seed): mean |difference| {change[0]:.2f} grey levels")
 claims.check(change[0] > 0, "the vanilla and SEG images shown differ", float(change[0]))
 
@@ -176,7 +187,7 @@ else:
 DIT_LABEL = f"DiT {KIND}" + (" (live)" if dit is live else "")
 for lab, wr in (("UNet neglect-world", unet), (DIT_LABEL, dit)):
     for m in X.METHODS:
-        d = "" if m == "vanilla" else f"; {m} - vanilla (paired) {wr.diffs[m].fmt(2, 100, ' pts')}"
+        d = "" if m == "vanilla" else f"; {m} - vanilla (paired) {wr.diffs[m].fmt(3, 100, ' pts')}"
         print(f"{lab:<28s} {m:<17s} both present {wr.rates[m]}{d}")
 if dit is not live:  # the live re-sample agrees with the shipped file (its first seeds, fewer steps in fast mode)
     for m in X.METHODS:
@@ -186,8 +197,8 @@ if dit is not live:  # the live re-sample agrees with the shipped file (its firs
 verdict = {m: ("raises" if d.lo > 0 else "lowers" if d.hi < 0 else "does not measurably change")
            for m, d in dit.diffs.items()}
 for m, v in verdict.items():
-    print(f"=> on the DiT, {m} {v} the both-present rate ({dit.diffs[m].fmt(2, 100, ' pts')}); on the UNet world: "
-          f"{unet.diffs[m].fmt(2, 100, ' pts')}")
+    print(f"=> on the DiT, {m} {v} the both-present rate ({dit.diffs[m].fmt(3, 100, ' pts')}); on the UNet world: "
+          f"{unet.diffs[m].fmt(3, 100, ' pts')}")
     claims.check((v == "raises") == (dit.diffs[m].lo > 0) and (v == "lowers") == (dit.diffs[m].hi < 0),
                  f"DiT: {m} {v} both present (the verdict is the interval's)", dit.diffs[m])
 
