@@ -197,8 +197,8 @@ class EBCAController(Participant):
         or what the first cross-attention layer receives (PixArt: ``caption_projection`` of the T5 states)."""
         # the cascade runs in fp32 (fp16 overflows at large step sizes); each layer attends with its own dtype
         self.context = ctx if ctx.dtype in (torch.float32, torch.float64) else ctx.float()
-        if self.rc.edits:
-            self._prepare_edits(self.context)
+        if self.rc.edits:  # the editorial contexts keep the pipeline's dtype, as before the DiT path (fp32 updates)
+            self._prepare_edits(ctx)
 
     def after_call(self, call: DenoiserCall, output: object) -> None:
         """Stage 5: the call is over (also when it raised: ``output`` is None)."""

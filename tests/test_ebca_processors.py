@@ -258,3 +258,20 @@ def test_inpainting_pipeline_with_mask():
         g = torch.Generator().manual_seed(0)
         out = pipe("a teddy bear", image=img, mask_image=mask, num_inference_steps=2, generator=g, output_type="pt").images
     assert (out - van).abs().max() > 1e-4
+
+
+def test_ebcq_on_a_bf16_pipeline_keeps_the_pipeline_dtype():
+    """Regression (found by tests/test_properties.py): the editorial contexts attend in the pipeline's dtype while
+    the updates run in fp32; a bf16 pipeline with an edit samples finite images and restores its processors."""
+    import ebca_viz as ev
+    from ebca_viz.models import tiny_pipeline
+
+    tiny_pipe_bf16 = tiny_pipeline(seed=0).to(torch.bfloat16)
+    tiny_pipe_bf16.set_progress_bar_config(disable=True)
+    before = dict(tiny_pipe_bf16.unet.attn_processors)
+    cfg = ev.EBCAConfig(gamma_attn=0.01, edits=[ev.Edit(prompt="a blue square", alpha=0.5, direction=1)])
+    with ev.energy_attention(tiny_pipe_bf16, cfg):
+        out = tiny_pipe_bf16("a", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                             output_type="pt", height=32, width=32)
+    assert out.images.dtype == torch.bfloat16 and bool(torch.isfinite(out.images.float()).all())
+    assert all(type(p) is type(before[k]) for k, p in tiny_pipe_bf16.unet.attn_processors.items())
