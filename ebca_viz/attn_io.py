@@ -97,3 +97,27 @@ def attend(attn, q: torch.Tensor, ctx: torch.Tensor, mask: Optional[torch.Tensor
     probs = s.softmax(dim=-1).to(v.dtype)
     out = attn.to_out[1](attn.to_out[0](merge_heads(torch.matmul(probs, v))))
     return out, k, s, probs
+
+
+def qkv_heads(attn, x: torch.Tensor) -> tuple:
+    """``(q, k, v)``, each ``(B, heads, P, d)``, of one attention call on ``x (B, P, C)``: the layer's own
+    projections split into heads, with its q/k norms when it has them (SD3.5, Flux). Every processor that
+    attends over ``x`` itself (self- and joint attention) starts here."""
+    q, k, v = (split_heads(proj(x), attn.heads) for proj in (attn.to_q, attn.to_k, attn.to_v))
+    if attn.norm_q is not None:
+        q = attn.norm_q(q)
+    if attn.norm_k is not None:
+        k = attn.norm_k(k)
+    return q, k, v
+
+
+def context_qkv_heads(attn, c: torch.Tensor) -> tuple:
+    """``(q, k, v)``, each ``(B, heads, N, d)``, of the text stream ``c (B, N, C)`` in a joint (SD3 / Flux
+    double-stream) block: the ``add_*_proj`` projections with the ``norm_added_*`` norms when present."""
+    q, k, v = (split_heads(proj(c), attn.heads) for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
+    if attn.norm_added_q is not None:
+        q = attn.norm_added_q(q)
+    if attn.norm_added_k is not None:
+        k = attn.norm_added_k(k)
+    return q, k, v
+

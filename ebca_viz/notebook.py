@@ -296,7 +296,6 @@ def setup(model: str = "shapes-world", verbose: bool = True) -> Lesson:
     :func:`finish`) and starts timing every cell."""
     global _TIMER
     from . import claims
-    from .models import model_kind
     from .shapes.regime import regime_for
 
     model = os.environ.get("EBCA_VIZ_MODEL", model)

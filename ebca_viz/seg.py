@@ -31,7 +31,7 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from .attn_io import tokens_in, tokens_out
+from .attn_io import qkv_heads, tokens_in, tokens_out
 from .guards import FiniteGuard, guidance_text
 from .hints import Target
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys
@@ -164,13 +164,7 @@ class SEGSelfAttnProcessor:
                                  "fix: install it on self-attention layers, as apply_seg does")
         t = tokens_in(attn, hidden_states, temb, attention_mask)
         x, attention_mask, P = t.x, t.mask, t.x.shape[1]
-        q = split_heads(attn.to_q(x), attn.heads)
-        k = split_heads(attn.to_k(x), attn.heads)
-        v = split_heads(attn.to_v(x), attn.heads)
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
+        q, k, v = qkv_heads(attn, x)
         rows = self.ctl.blur_rows
         if rows is not None:
             cfg = self.ctl.config

@@ -41,10 +41,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .attn_io import tokens_in, tokens_out
+from .attn_io import context_qkv_heads, qkv_heads, tokens_in, tokens_out
 from .config import SEGConfig
 from .denoiser_hook import SEG, Participant, SelfAttnEvent, notify
-from .energy import gaussian_blur_2d, kernel_size_for, merge_heads, split_heads
+from .energy import gaussian_blur_2d, kernel_size_for, merge_heads
 from .errors import InvalidSetting, StateError
 
 FAMILIES = ("pixart", "sd3", "flux")
@@ -206,13 +206,7 @@ class SEGDiTSelfAttnProcessor:
                                  "fix: install it on self-attention layers, as apply_seg does")
         t = tokens_in(attn, hidden_states, temb, attention_mask)
         x = t.x
-        q = split_heads(attn.to_q(x), attn.heads)
-        k = split_heads(attn.to_k(x), attn.heads)
-        v = split_heads(attn.to_v(x), attn.heads)
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
+        q, k, v = qkv_heads(attn, x)
         rows = self.ctl.blur_rows
         if rows is not None:
             q, unblurred = blur_image_rows(q, rows, 0, self.ctl.grid, self.ctl.config)
@@ -234,24 +228,14 @@ class SEGJointAttnProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
         residual = hidden_states
         b = hidden_states.shape[0]
-        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        d = key.shape[-1] // attn.heads
-        query, key, value = (z.view(b, -1, attn.heads, d).transpose(1, 2) for z in (query, key, value))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value = qkv_heads(attn, hidden_states)
+        d = key.shape[-1]
         rows = self.ctl.blur_rows
         if rows is not None:
             query, unblurred = blur_image_rows(query, rows, 0, self.ctl.grid, self.ctl.config)
             _event(self.ctl, self.name, attn, query, key, rows, unblurred)
         if encoder_hidden_states is not None:
-            cq, ck, cv = (p(encoder_hidden_states).view(b, -1, attn.heads, d).transpose(1, 2)
-                          for p in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
-            if attn.norm_added_q is not None:
-                cq = attn.norm_added_q(cq)
-            if attn.norm_added_k is not None:
-                ck = attn.norm_added_k(ck)
+            cq, ck, cv = context_qkv_heads(attn, encoder_hidden_states)
             query, key, value = (torch.cat(z, dim=2) for z in ((query, cq), (key, ck), (value, cv)))
         out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
         out = out.transpose(1, 2).reshape(b, -1, attn.heads * d).to(query.dtype)

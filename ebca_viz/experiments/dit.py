@@ -20,7 +20,6 @@ Box mass of word ``t`` and box ``b`` (pixels ``(x0, y0, x1, y1)``, exclusive end
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path

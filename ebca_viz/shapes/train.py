@@ -294,6 +294,36 @@ def _ema_update(ema_model, model, decay):
             pe.lerp_(p, 1.0 - decay)
 
 
+def noisy_batch(data, batch: int, cfg_drop: float, gen, vae, sf: float, sched) -> tuple:
+    """One training batch of both trainers: ``batch`` scenes and captions from ``data``, each caption dropped to
+    ``""`` with probability ``cfg_drop`` (classifier-free guidance), the scenes' VAE latents times ``sf``, noised
+    at ``t ~ U{0..T-1}``: ``(captions, z_t, noise, t)``. The generator ``gen`` is drawn in this fixed order, so a
+    resumed run draws the same numbers."""
+    x, caps = data(batch)
+    drop = torch.rand(len(caps), generator=gen) < cfg_drop
+    caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.sample(generator=gen) * sf
+    noise = torch.randn(z.shape, generator=gen)
+    t = torch.randint(0, sched.config.num_train_timesteps, (z.shape[0],), generator=gen)
+    return caps, sched.add_noise(z, noise, t), noise, t
+
+
+def optimizer_step(loss, opt, params, step: int, ema: float, ema_pairs) -> int:
+    """One update of both trainers (UNet and DiT worlds): backward, clip the gradient norm to 1, step, then the
+    EMA copies ``(ema_model, model)`` with decay ``min(ema, (1 + step) / (10 + step))``; returns ``step + 1``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    step += 1
+    if ema > 0:
+        d = min(ema, (1 + step) / (10 + step))
+        for ema_model, model in ema_pairs:
+            _ema_update(ema_model, model, d)
+    return step
+
+
 def train_unet(vae, unet, te, tok, data: Batches, args, log, out: Path) -> dict:
     """Phase 2: epsilon prediction with SD's noise schedule and caption dropout."""
     from diffusers import DDPMScheduler
@@ -338,26 +368,11 @@ def train_unet(vae, unet, te, tok, data: Batches, args, log, out: Path) -> dict:
             args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, caps = data(args.batch)
-        drop = torch.rand(len(caps), generator=gen) < args.cfg_drop
-        caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample(generator=gen) * sf
-        noise = torch.randn(z.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (z.shape[0],), generator=gen)
-        zt = sched.add_noise(z, noise, t)
+        caps, zt, noise, t = noisy_batch(data, args.batch, args.cfg_drop, gen, vae, sf, sched)
         ctx = te(tokens(caps))[0]
         pred = unet(zt, t, encoder_hidden_states=ctx).sample
         loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        if args.ema > 0:
-            d = min(args.ema, (1 + step) / (10 + step))
-            _ema_update(ema_unet, unet, d)
-            _ema_update(ema_te, te, d)
+        step = optimizer_step(loss, opt, params, step, args.ema, ((ema_unet, unet), (ema_te, te)))
         window.append(loss.item())
         if step % args.log_every == 0:
             run_loss = float(np.mean(window))
@@ -382,10 +397,10 @@ def train_unet(vae, unet, te, tok, data: Batches, args, log, out: Path) -> dict:
     return dict(steps=step, minutes=(time.time() - t0) / 60, final_loss=run_loss, ema_unet=ema_unet, ema_te=ema_te)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
+
+def run_log(out: Path):
+    """``(log, file)``: ``log(msg)`` prints ``[HH:MM:SS] msg`` and appends it to ``out/train.log`` (created with
+    ``out``); close ``file`` at the end of the run. Both trainers (UNet and DiT worlds) log this way."""
     out.mkdir(parents=True, exist_ok=True)
     logf = open(out / "train.log", "a")
 
@@ -394,6 +409,15 @@ def main(argv=None) -> dict:
         print(line, flush=True)
         logf.write(line + "\n")
         logf.flush()
+
+    return log, logf
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    log, logf = run_log(out)
 
     from ..models.shapes_world import build_models, export_pipeline
 

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidSetting, MissingFile, StateError
 from ..models.dit_world import dit_weights_available, load_dit_pipeline  # noqa: F401 (re-exported)
+from .train import noisy_batch, optimizer_step, run_log
 
 WORLD_WORDS = ("a", "and", "red", "green", "blue", "yellow", "circle", "square", "triangle")
 # PixArt-Sigma's scheduler (linear betas as in DiT / PixArt training), epsilon prediction, no learned sigma.
@@ -236,12 +237,6 @@ class TextCache:
         return (torch.stack([self.cache[c][0] for c in captions]), torch.stack([self.cache[c][1] for c in captions]))
 
 
-def _ema_update(ema_model, model, decay):
-    with torch.no_grad():
-        for pe, p in zip(ema_model.parameters(), model.parameters()):
-            pe.lerp_(p, 1.0 - decay)
-
-
 def lr_at(step: int, args) -> float:
     """Linear warm-up then cosine over ``max_steps`` to ``min_lr_frac * lr``."""
     frac = min(step / args.max_steps, 1.0)
@@ -350,28 +345,13 @@ def train(args, log, out: Path) -> dict:
         lr = lr_at(step, args)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, caps = data(args.batch)
-        drop = torch.rand(len(caps), generator=gen) < args.cfg_drop
-        caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample(generator=gen) * sf
-        noise = torch.randn(z.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (z.shape[0],), generator=gen)
-        zt = sched.add_noise(z, noise, t)
+        caps, zt, noise, t = noisy_batch(data, args.batch, args.cfg_drop, gen, vae, sf, sched)
         ids, mask = text(caps)
         ctx = te(ids, attention_mask=mask)[0]
         pred = tr(zt, encoder_hidden_states=ctx, encoder_attention_mask=mask, timestep=t,
                   added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
         loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        if args.ema > 0:
-            d = min(args.ema, (1 + step) / (10 + step))
-            _ema_update(ema_tr, tr, d)
-            _ema_update(ema_te, te, d)
+        step = optimizer_step(loss, opt, params, step, args.ema, ((ema_tr, tr), (ema_te, te)))
         window.append(loss.item())
         el = time.time() - t0
         if step % args.log_every == 0 or step == args.max_steps:
@@ -448,14 +428,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    logf = open(out / "train.log", "a")
-
-    def log(msg):
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log, logf = run_log(out)
 
     log(f"train_dit {' '.join(sys.argv[1:] if argv is None else argv)}")
     res = train(args, log, out)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..attach import grid_hw
-from ..attn_io import attend, queries, tokens_in, tokens_out
+from ..attn_io import attend, context_qkv_heads, qkv_heads, queries, tokens_in, tokens_out
 from ..denoiser_hook import TRACE, CrossAttnEvent
 from ..errors import InvalidSetting
 
@@ -126,21 +126,11 @@ class RecordingJointAttnProcessor:
     def _sd3(self, attn, hidden_states, encoder_hidden_states):
         residual = hidden_states
         b = hidden_states.shape[0]
-        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        d = k.shape[-1] // attn.heads
-        q, k, v = (x.view(b, -1, attn.heads, d).transpose(1, 2) for x in (q, k, v))
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
+        q, k, v = qkv_heads(attn, hidden_states)
+        d = k.shape[-1]
         P = q.shape[2]
         if encoder_hidden_states is not None:
-            eq, ek, ev = (f(encoder_hidden_states).view(b, -1, attn.heads, d).transpose(1, 2)
-                          for f in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
-            if attn.norm_added_q is not None:
-                eq = attn.norm_added_q(eq)
-            if attn.norm_added_k is not None:
-                ek = attn.norm_added_k(ek)
+            eq, ek, ev = context_qkv_heads(attn, encoder_hidden_states)
             q, k, v = torch.cat([q, eq], dim=2), torch.cat([k, ek], dim=2), torch.cat([v, ev], dim=2)
         out, lse = _attention_with_lse(q, k, v)
         if encoder_hidden_states is not None:
