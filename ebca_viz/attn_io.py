@@ -121,3 +121,15 @@ def context_qkv_heads(attn, c: torch.Tensor) -> tuple:
         k = attn.norm_added_k(k)
     return q, k, v
 
+
+def joint_out(attn, out: torch.Tensor, n_image: int, has_context: bool):
+    """Joint attention's epilogue (SD3 ``JointAttnProcessor2_0``): ``out (B, P+N, C)`` -> the image stream through
+    ``to_out`` and, with a text stream, ``(image, text)`` with the text through ``to_add_out`` (unless
+    ``context_pre_only``)."""
+    if has_context:
+        out, ctx = out[:, :n_image], out[:, n_image:]
+        if not attn.context_pre_only:
+            ctx = attn.to_add_out(ctx)
+    out = attn.to_out[1](attn.to_out[0](out))
+    return (out, ctx) if has_context else out
+

@@ -194,6 +194,15 @@ def installed(unet, kind: str, keys: Optional[Sequence[str]] = None):
 # ---------------------------------------------------------------------------------------------
 # the hook
 # ---------------------------------------------------------------------------------------------
+def branch_difference(call, eps: torch.Tensor, branch: str, expanded) -> Optional[torch.Tensor]:
+    """``eps_cond - eps_branch`` ``(B, C, h, w)`` from the denoiser's own rows, or None when the method's extra
+    ``branch`` did not run in this call (``expanded`` is the method's record that it added its rows)."""
+    rows = call.branches.get(branch)
+    if expanded is None or rows is None or eps.shape[0] < rows.stop:
+        return None
+    return eps[call.rows["cond"]] - eps[rows]
+
+
 _ATTR = "_ebca_viz_denoiser_hook"
 EVENT_METHODS = ("on_cross_attention", "on_seg_attention")  # what observers get through method.observers
 

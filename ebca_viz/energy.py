@@ -207,3 +207,16 @@ def gaussian_blur_2d(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.T
     p = kernel_size // 2
     x = F.pad(x, [p, p, p, p], mode="reflect")
     return F.conv2d(x, k2, groups=x.shape[-3])
+
+
+def blur_token_grid(q: torch.Tensor, h: int, w: int, sigma: float, infinite: bool) -> torch.Tensor:
+    """``q (b, H, P, d)``, ``P = h w`` tokens in row-major order -> each channel blurred over the ``(h, w)`` grid:
+    a Gaussian (:func:`gaussian_blur_2d`), or with ``infinite`` the grid mean (SEG's sigma -> inf)."""
+    b, heads, P, d = q.shape
+    x = q.permute(0, 1, 3, 2).reshape(b, heads * d, h, w)
+    if infinite:
+        x = x.mean(dim=(-2, -1), keepdim=True).expand_as(x)
+    else:
+        x = gaussian_blur_2d(x, kernel_size_for(sigma), sigma)
+    return x.reshape(b, heads, d, P).permute(0, 1, 3, 2)
+

@@ -37,8 +37,8 @@ from .hints import Target
 from .attach import Installation, block_of, grid_hw, resolve_target, self_attention_keys
 from .config import SEGConfig, config_from
 from .errors import InvalidSetting, StateError
-from .energy import gaussian_blur_2d, kernel_size_for, merge_heads, split_heads  # noqa: F401 (re-exported)
-from .denoiser_hook import SEG, DenoiserHook, Participant, SelfAttnEvent, install, notify
+from .energy import blur_token_grid, gaussian_blur_2d, kernel_size_for, merge_heads, split_heads  # noqa: F401 (re-exported)
+from .denoiser_hook import SEG, DenoiserHook, Participant, SelfAttnEvent, branch_difference, install, notify
 
 
 def blur_queries(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> torch.Tensor:
@@ -50,12 +50,7 @@ def blur_queries(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> 
             f"SEG blurs square grids only (as the published code); this layer's grid is {h}x{w}: "
             "use square height == width"
         )
-    x = q.permute(0, 1, 3, 2).reshape(b, heads * d, h, w)
-    if infinite:
-        x = x.mean(dim=(-2, -1), keepdim=True).expand_as(x)
-    else:
-        x = gaussian_blur_2d(x, kernel_size_for(sigma), sigma)
-    return x.reshape(b, heads, d, P).permute(0, 1, 3, 2)
+    return blur_token_grid(q, h, w, sigma, infinite)
 
 
 def seg_combine(eps_u, eps_c, eps_blur, guidance_scale: float, seg_scale: float, convention="published"):
@@ -139,10 +134,8 @@ class SEGController(Participant):
     def guidance_terms(self, call, eps: torch.Tensor) -> dict:
         """``{"seg": (s, eps_c - eps_blur)}``: the published term ``s (eps_c - eps_blur)`` as a scale and
         a difference ``(B, C, h, w)``, from the UNet's rows; {} where SEG has no term of its own."""
-        blur = call.branches.get("blur")
-        if self._expanded is None or blur is None or eps.shape[0] < blur.stop:
-            return {}
-        return {"seg": (float(self.config.scale), eps[call.rows["cond"]] - eps[blur])}
+        d = branch_difference(call, eps, "blur", self._expanded)
+        return {} if d is None else {"seg": (float(self.config.scale), d)}
 
     def after_call(self, call, output) -> None:
         self.blur_rows, self._expanded = None, None

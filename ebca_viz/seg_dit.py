@@ -41,10 +41,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .attn_io import context_qkv_heads, qkv_heads, tokens_in, tokens_out
+from .attn_io import context_qkv_heads, joint_out, qkv_heads, tokens_in, tokens_out
 from .config import SEGConfig
-from .denoiser_hook import SEG, Participant, SelfAttnEvent, notify
-from .energy import gaussian_blur_2d, kernel_size_for, merge_heads
+from .denoiser_hook import SEG, Participant, SelfAttnEvent, branch_difference, notify
+from .energy import blur_token_grid, merge_heads
 from .errors import InvalidSetting, StateError
 
 FAMILIES = ("pixart", "sd3", "flux")
@@ -60,12 +60,7 @@ def blur_grid(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> tor
     if h * w != P:
         raise InvalidSetting(f"SEG: the layer has {P} image tokens but the patch grid is {h}x{w} = {h * w}; fix: pass "
                              "SEGConfig.layers whose tokens are the image patches (self-attention of the image stream)")
-    x = q.permute(0, 1, 3, 2).reshape(b, heads * d, h, w)
-    if infinite:
-        x = x.mean(dim=(-2, -1), keepdim=True).expand_as(x)
-    else:
-        x = gaussian_blur_2d(x, kernel_size_for(sigma), sigma)
-    return x.reshape(b, heads, d, P).permute(0, 1, 3, 2)
+    return blur_token_grid(q, h, w, sigma, infinite)
 
 
 def blur_image_rows(q: torch.Tensor, rows: slice, start: int, grid: tuple, config: SEGConfig, seq_dim: int = 2):
@@ -173,10 +168,8 @@ class DiTSEGController(Participant):
 
     def guidance_terms(self, call, eps: torch.Tensor) -> dict:
         """``{"seg": (s, eps_c - eps_blur)}`` from the denoiser's rows (read by a trace); {} without a branch."""
-        blur = call.branches.get("blur")
-        if self._expanded is None or blur is None or eps.shape[0] < blur.stop:
-            return {}
-        return {"seg": (float(self.config.scale), eps[call.rows["cond"]] - eps[blur])}
+        d = branch_difference(call, eps, "blur", self._expanded)
+        return {} if d is None else {"seg": (float(self.config.scale), d)}
 
     def after_call(self, call, output) -> None:
         self.blur_rows, self._expanded = None, None
@@ -239,12 +232,7 @@ class SEGJointAttnProcessor:
             query, key, value = (torch.cat(z, dim=2) for z in ((query, cq), (key, ck), (value, cv)))
         out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
         out = out.transpose(1, 2).reshape(b, -1, attn.heads * d).to(query.dtype)
-        if encoder_hidden_states is not None:
-            out, ctx = out[:, : residual.shape[1]], out[:, residual.shape[1]:]
-            if not attn.context_pre_only:
-                ctx = attn.to_add_out(ctx)
-        out = attn.to_out[1](attn.to_out[0](out))
-        return (out, ctx) if encoder_hidden_states is not None else out
+        return joint_out(attn, out, residual.shape[1], encoder_hidden_states is not None)
 
 
 class SEGFluxAttnProcessor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..attach import grid_hw
-from ..attn_io import attend, context_qkv_heads, qkv_heads, queries, tokens_in, tokens_out
+from ..attn_io import attend, context_qkv_heads, joint_out, qkv_heads, queries, tokens_in, tokens_out
 from ..denoiser_hook import TRACE, CrossAttnEvent
 from ..errors import InvalidSetting
 
@@ -136,12 +136,7 @@ class RecordingJointAttnProcessor:
         if encoder_hidden_states is not None:
             self._keep(q[:, :, :P], k[:, :, P:], lse[:, :, :P])
         hs = out.transpose(1, 2).reshape(b, -1, attn.heads * d).to(q.dtype)
-        if encoder_hidden_states is not None:
-            hs, ehs = hs[:, : residual.shape[1]], hs[:, residual.shape[1]:]
-            if not attn.context_pre_only:
-                ehs = attn.to_add_out(ehs)
-        hs = attn.to_out[1](attn.to_out[0](hs))
-        return (hs, ehs) if encoder_hidden_states is not None else hs
+        return joint_out(attn, hs, residual.shape[1], encoder_hidden_states is not None)
 
     def _flux(self, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb):
         from diffusers.models.embeddings import apply_rotary_emb
