@@ -103,24 +103,25 @@ def qkv_heads(attn, x: torch.Tensor) -> tuple:
     """``(q, k, v)``, each ``(B, heads, P, d)``, of one attention call on ``x (B, P, C)``: the layer's own
     projections split into heads, with its q/k norms when it has them (SD3.5, Flux). Every processor that
     attends over ``x`` itself (self- and joint attention) starts here."""
-    q, k, v = (split_heads(proj(x), attn.heads) for proj in (attn.to_q, attn.to_k, attn.to_v))
-    if attn.norm_q is not None:
-        q = attn.norm_q(q)
-    if attn.norm_k is not None:
-        k = attn.norm_k(k)
-    return q, k, v
+    return _split_qkv(attn, x, (attn.to_q, attn.to_k, attn.to_v), attn.norm_q, attn.norm_k)
 
 
 def context_qkv_heads(attn, c: torch.Tensor) -> tuple:
     """``(q, k, v)``, each ``(B, heads, N, d)``, of the text stream ``c (B, N, C)`` in a joint (SD3 / Flux
     double-stream) block: the ``add_*_proj`` projections with the ``norm_added_*`` norms when present."""
-    q, k, v = (split_heads(proj(c), attn.heads) for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
-    if attn.norm_added_q is not None:
-        q = attn.norm_added_q(q)
-    if attn.norm_added_k is not None:
-        k = attn.norm_added_k(k)
-    return q, k, v
+    return _split_qkv(attn, c, (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj), attn.norm_added_q, attn.norm_added_k)
 
+
+
+def _split_qkv(attn, x: torch.Tensor, projs: tuple, norm_q, norm_k) -> tuple:
+    """The three projections of ``x`` split into heads, the q/k norms applied when present (no upcasting:
+    these processors attend with diffusers' SDPA, which does not upcast either)."""
+    q, k, v = (split_heads(proj(x), attn.heads) for proj in projs)
+    if norm_q is not None:
+        q = norm_q(q)
+    if norm_k is not None:
+        k = norm_k(k)
+    return q, k, v
 
 def joint_out(attn, out: torch.Tensor, n_image: int, has_context: bool):
     """Joint attention's epilogue (SD3 ``JointAttnProcessor2_0``): ``out (B, P+N, C)`` -> the image stream through

@@ -43,7 +43,6 @@ from .denoiser_hook import SEG, DenoiserHook, Participant, SelfAttnEvent, branch
 
 def blur_queries(q: torch.Tensor, grid: tuple, sigma: float, infinite: bool) -> torch.Tensor:
     """``q (b, H, P, d)`` -> blurred ``(b, H, P, d)`` over the ``grid = (h, w)`` (square grids only)."""
-    b, heads, P, d = q.shape
     h, w = grid
     if h != w:
         raise InvalidSetting(
